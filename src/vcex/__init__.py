@@ -1,0 +1,49 @@
+"""vcex: visual counterfactual explanations for image classifiers.
+
+>>> from vcex import CounterfactualAttack, load_classifier, load_latent_model
+>>> attack = CounterfactualAttack(load_classifier("mnist-cnn"), load_latent_model("mnist-vae"))
+>>> result = attack.explain(images, target="second")
+"""
+
+from vcex.errors import CacheError, DatasetNotFoundError, InputError, ModelError, VcexError
+from vcex.explainers import (
+    CounterfactualAttack,
+    CounterfactualResult,
+    Explainer,
+    LinearLatentEdit,
+    PixelAttack,
+)
+from vcex.models import (
+    Classifier,
+    KNNOracle,
+    LatentModel,
+    as_classifier,
+    load_classifier,
+    load_knn_oracle,
+    load_latent_model,
+    load_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheError",
+    "Classifier",
+    "CounterfactualAttack",
+    "CounterfactualResult",
+    "DatasetNotFoundError",
+    "Explainer",
+    "InputError",
+    "KNNOracle",
+    "LatentModel",
+    "LinearLatentEdit",
+    "ModelError",
+    "PixelAttack",
+    "VcexError",
+    "__version__",
+    "as_classifier",
+    "load_classifier",
+    "load_knn_oracle",
+    "load_latent_model",
+    "load_model",
+]

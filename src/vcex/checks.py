@@ -1,0 +1,63 @@
+"""Shape, range and dtype checks used once at the public edge; the inner code trusts its inputs."""
+
+from __future__ import annotations
+
+import torch
+
+from vcex.errors import InputError
+
+
+def check_images(
+    images: torch.Tensor,
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    name: str = "images",
+    tolerance: float = 1e-4,
+) -> torch.Tensor:
+    """Validate a batch of images and return it as a float32 tensor.
+
+    Args:
+        images: (N, C, H, W) tensor. A single (C, H, W) image is refused rather than guessed at.
+        channels: expected C, if fixed.
+        size: expected (H, W), if fixed.
+        value_range: the range the model expects; values outside it (beyond ``tolerance``) are refused.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        hint = " (add a batch dimension with images.unsqueeze(0))" if images.dim() == 3 else ""
+        raise InputError(f"{name} must have shape (N, C, H, W), got {tuple(images.shape)}{hint}")
+    if images.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch (N=0); pass at least one image")
+    if channels is not None and images.shape[1] != channels:
+        raise InputError(
+            f"{name} must have {channels} channel(s), got {images.shape[1]} in shape {tuple(images.shape)}"
+        )
+    if size is not None and tuple(images.shape[-2:]) != tuple(size):
+        raise InputError(
+            f"{name} must be {size[0]}x{size[1]} pixels, got {images.shape[-2]}x{images.shape[-1]}; "
+            "resize them to the model's input size"
+        )
+    if images.dtype == torch.uint8:
+        raise InputError(f"{name} are uint8; convert to float in [0, 1] with images.float() / 255")
+    if not images.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got {images.dtype}")
+    images = images.float()
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        bad = (~finite.flatten(1).all(1)).nonzero().flatten().tolist()
+        raise InputError(f"{name} contain NaN or inf values (images {short_list(bad)})")
+    low, high = value_range
+    lo_seen, hi_seen = float(images.min()), float(images.max())
+    if lo_seen < low - tolerance or hi_seen > high + tolerance:
+        hint = " (divide by 255?)" if hi_seen > 1.5 and high <= 1.0 else ""
+        raise InputError(f"{name} must lie in [{low}, {high}], got values in [{lo_seen:.3g}, {hi_seen:.3g}]{hint}")
+    return images
+
+
+def short_list(indices: list[int], limit: int = 8) -> str:
+    """Format a list of indices for an error message, truncated after ``limit`` items."""
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return shown + (f", ... ({len(indices)} in all)" if len(indices) > limit else "")

@@ -1,0 +1,50 @@
+"""Datasets: every loader returns an :class:`ImageDataset` of (N, C, H, W) float images in [0, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from vcex.data.base import ImageDataset, stratified_split
+from vcex.data.fashion_mnist import load_fashion_mnist
+from vcex.data.mnist import load_mnist
+from vcex.errors import InputError
+
+_LOADERS: dict[str, Callable[..., ImageDataset]] = {
+    "mnist": lambda split, root=None: load_mnist(split),
+    "fashion": load_fashion_mnist,
+}
+_ALIASES = {"fashion-mnist": "fashion", "fashion_mnist": "fashion", "fmnist": "fashion"}
+SPLITS = ("train", "test")
+
+
+def dataset_names() -> list[str]:
+    """Names :func:`load_dataset` accepts (aliases not included)."""
+    return sorted(_LOADERS)
+
+
+def canonical_dataset_name(name: str) -> str:
+    """Resolve an alias (``"fashion-mnist"``) to the registry name, or raise listing the known names."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _LOADERS:
+        raise InputError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+    return key
+
+
+def load_dataset(name: str, split: str = "train", root: str | Path | None = None) -> ImageDataset:
+    """Load a dataset by name (``"mnist"``, ``"fashion"``) and split (``"train"``, ``"test"``)."""
+    key = canonical_dataset_name(name)
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return _LOADERS[key](split, root=root)
+
+
+__all__ = [
+    "ImageDataset",
+    "dataset_names",
+    "canonical_dataset_name",
+    "load_dataset",
+    "load_mnist",
+    "load_fashion_mnist",
+    "stratified_split",
+]

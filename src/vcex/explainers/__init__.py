@@ -1,0 +1,21 @@
+"""Counterfactual explainers: one method per file on the shared :class:`Explainer` base."""
+
+from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer, resolve_targets
+from vcex.explainers.counterfactual_attack import CounterfactualAttack
+from vcex.explainers.linear_edit import LinearLatentEdit
+from vcex.explainers.loop import LoopOutput, optimise_until_confident
+from vcex.explainers.pixel_attack import PixelAttack
+from vcex.explainers.result import CounterfactualResult
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "PAPER_THRESHOLD",
+    "CounterfactualAttack",
+    "CounterfactualResult",
+    "Explainer",
+    "LinearLatentEdit",
+    "LoopOutput",
+    "PixelAttack",
+    "optimise_until_confident",
+    "resolve_targets",
+]

@@ -1,0 +1,230 @@
+"""The small base every explainer shares: checks, target rules, devices, eval mode, batching.
+
+A method file implements only ``_explain_batch``; everything that is the same for every method
+(validating inputs, resolving targets, freezing models, chunking, timing) lives here once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from vcex.checks import check_images, short_list
+from vcex.errors import InputError, ModelError
+from vcex.explainers.result import CounterfactualResult
+from vcex.models.classifiers import Classifier, as_classifier, check_differentiable, checked_logits
+from vcex.models.latent import LatentModel, as_latent_model
+
+TARGET_RULES = ("second", "flip")
+# vcex's default confidence threshold, chosen by measurement (docs/BENCHMARKS.md): the paper's 0.75
+# leaves many counterfactuals on the decision boundary, where independent oracles disagree.
+DEFAULT_THRESHOLD = 0.998
+PAPER_THRESHOLD = 0.75  # Goldwasser & Hooker, reference code (research note section 1)
+
+TargetSpec = int | str | torch.Tensor | list[int]
+
+
+def resolve_targets(target: TargetSpec, probs: torch.Tensor, lower: bool = False) -> torch.Tensor:
+    """Turn a target specification into one class per image.
+
+    Args:
+        target: a class index, a (N,) tensor or list of them, ``"second"`` (the runner-up class) or
+            ``"flip"`` (the other class of a binary classifier).
+        probs: (N, K) classifier probabilities on the originals.
+        lower: the target is a class to lower, so it may equal the current prediction.
+    Returns:
+        (N,) int64 on ``probs``' device.
+    """
+    n, classes = probs.shape
+    predicted = probs.argmax(1)
+    if isinstance(target, str):
+        if target == "second":
+            targets = probs.topk(2, dim=1).indices[:, 1] if not lower else predicted
+        elif target == "flip":
+            if classes != 2:
+                raise InputError(
+                    f"target='flip' needs a binary classifier, this one has {classes} classes; "
+                    "use 'second' or a class index"
+                )
+            targets = 1 - predicted if not lower else predicted
+        else:
+            raise InputError(
+                f"unknown target rule {target!r}; use a class index, a tensor of them, "
+                f"or one of {', '.join(TARGET_RULES)}"
+            )
+    elif isinstance(target, bool):
+        raise InputError("target must be a class index, a tensor of them, 'second' or 'flip', not a bool")
+    elif isinstance(target, int):
+        targets = torch.full((n,), target, dtype=torch.long, device=probs.device)
+    else:
+        targets = torch.as_tensor(target, device=probs.device)
+        if targets.is_floating_point() or targets.dtype == torch.bool:
+            raise InputError(f"target tensor must hold integer class indices, got dtype {targets.dtype}")
+        if targets.dim() == 0:
+            targets = targets.expand(n)
+        if targets.shape != (n,):
+            raise InputError(f"target must have one class per image: shape ({n},), got {tuple(targets.shape)}")
+        targets = targets.long()
+    out_of_range = ((targets < 0) | (targets >= classes)).nonzero().flatten().tolist()
+    if out_of_range:
+        bad = targets[out_of_range[0]].item()
+        raise InputError(
+            f"target class {bad} is out of range for a classifier with {classes} classes "
+            f"(valid: 0..{classes - 1}; images {short_list(out_of_range)})"
+        )
+    if not lower:
+        same = (targets == predicted).nonzero().flatten().tolist()
+        if same:
+            raise InputError(
+                f"the target equals the classifier's current prediction for images {short_list(same)}: "
+                "there is nothing to change; pick another class, or target='second'"
+            )
+    return targets
+
+
+class Explainer:
+    """Base of every counterfactual explainer: ``Method(classifier, ...).explain(images, target=...)``.
+
+    Subclasses declare what they need (``needs_gradients``, ``needs_latent_model``) and implement
+    ``_explain_batch``; the base checks inputs once, resolves targets, freezes the models in eval
+    mode (restoring them afterwards), splits the work into chunks of ``batch_size`` and times it.
+
+    Args:
+        classifier: a :class:`vcex.Classifier`, any ``nn.Module`` or callable returning logits
+            (N, K) for images in [0, 1].
+        latent_model: object with ``encode``/``decode`` (methods that need one).
+        threshold: confidence the target class must pass for a counterfactual to count as valid.
+        batch_size: images per chunk (bounds memory).
+        device: where to compute; default the classifier's device.
+        progress: show progress bars.
+    """
+
+    name: ClassVar[str] = "explainer"
+    needs_gradients: ClassVar[bool] = True
+    needs_latent_model: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        classifier: nn.Module | Classifier,
+        latent_model: LatentModel | None = None,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.classifier = as_classifier(classifier)
+        if self.needs_latent_model:
+            if latent_model is None:
+                raise InputError(f"{type(self).__name__} needs a latent model (an object with encode/decode)")
+            self.latent_model = as_latent_model(latent_model)
+        else:
+            self.latent_model = as_latent_model(latent_model) if latent_model is not None else None
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self.threshold = float(threshold)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device) if device is not None else self.classifier.device
+        self.progress = progress
+
+    def settings(self) -> dict:
+        """The explainer's settings, recorded with every result."""
+        return {"threshold": self.threshold, "batch_size": self.batch_size}
+
+    def explain(
+        self, images: torch.Tensor, target: TargetSpec = "second", *, lower: bool = False
+    ) -> CounterfactualResult:
+        """Counterfactuals for ``images`` (N, C, H, W) in the classifier's range.
+
+        ``target``: a class index, a (N,) tensor of them, ``"second"`` or ``"flip"``. With
+        ``lower=True`` the target class's probability is pushed below ``1 - threshold`` instead.
+        """
+        started = time.perf_counter()
+        shape = self.classifier.input_shape
+        images = check_images(
+            images,
+            channels=shape[0] if shape else None,
+            size=tuple(shape[1:]) if shape else None,
+            value_range=self.classifier.value_range,
+        )
+        input_device = images.device
+        with self._models_frozen():
+            images = images.to(self.device)
+            probs = self.predict_proba(images)
+            targets = resolve_targets(target, probs, lower)
+            if self.needs_gradients:
+                check_differentiable(self.classifier, images, type(self).__name__)
+            parts = []
+            for chunk in torch.arange(len(images), device=self.device).split(self.batch_size):
+                chunk_images, chunk_targets = images[chunk], targets[chunk]
+                outputs = self._explain_batch(chunk_images, chunk_targets, lower)
+                chunk_probs = probs[chunk]
+                parts.append(
+                    CounterfactualResult(
+                        method=self.name,
+                        originals=chunk_images,
+                        target=chunk_targets,
+                        original_class=chunk_probs.argmax(1),
+                        original_prob=chunk_probs.gather(1, chunk_targets[:, None])[:, 0],
+                        threshold=self.threshold,
+                        lower=lower,
+                        seconds=0.0,
+                        settings=self.settings(),
+                        **outputs,
+                    )
+                )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        result = CounterfactualResult.concatenate(parts, seconds=time.perf_counter() - started)
+        return result.to(input_device)
+
+    def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:
+        """Return counterfactuals, target_prob, success, steps, forward/backward passes (and latents)."""
+        raise NotImplementedError
+
+    def stop_threshold(self, lower: bool) -> float:
+        """The probability an image must pass: ``threshold`` to raise, ``1 - threshold`` to lower."""
+        return 1.0 - self.threshold if lower else self.threshold
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Classifier probabilities (N, K), in chunks; the first chunk checks the output's shape."""
+        outputs = []
+        for i, chunk in enumerate(images.split(self.batch_size)):
+            logits = checked_logits(self.classifier, chunk) if i == 0 else self.classifier(chunk)
+            outputs.append(logits.softmax(1))
+        return torch.cat(outputs)
+
+    def _decode_checked(self, latents: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Decode once at the edge and check the images match what the classifier takes."""
+        decoded = self.latent_model.decode(latents)
+        if not isinstance(decoded, torch.Tensor) or decoded.shape != like.shape:
+            got = tuple(decoded.shape) if isinstance(decoded, torch.Tensor) else type(decoded).__name__
+            raise ModelError(
+                f"the latent model decodes to {got}, but the images are {tuple(like.shape)}; "
+                "use a latent model made for these images"
+            )
+        return decoded
+
+    @contextmanager
+    def _models_frozen(self) -> Iterator[None]:
+        modules = [m for m in (self.classifier, self.latent_model) if isinstance(m, nn.Module)]
+        modes = [m.training for m in modules]
+        grads = [[p.requires_grad for p in m.parameters()] for m in modules]
+        try:
+            for module in modules:
+                module.eval()
+                module.requires_grad_(False)
+            yield
+        finally:
+            for module, mode, flags in zip(modules, modes, grads):
+                module.train(mode)
+                for parameter, flag in zip(module.parameters(), flags):
+                    parameter.requires_grad_(flag)

@@ -1,0 +1,153 @@
+"""The one optimisation loop every gradient explainer shares: Adam with per-image early stop.
+
+Each image stops at the first step where its target probability passes the threshold (checked
+before stepping, as in the Counterfactual Attacks reference code). Finished images are frozen at
+once and dropped from the active batch at the next check, so the cost follows the average image,
+not the slowest. Adam is written out here (same update as ``torch.optim.Adam``) because its state
+must shrink with the active batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from vcex.errors import InputError
+from vcex.progress import progress_bar
+
+Render = Callable[[torch.Tensor], torch.Tensor]
+Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+OBJECTIVES = ("log_prob", "prob")
+
+
+@dataclass
+class LoopOutput:
+    """Per-image outcome of :func:`optimise_until_confident`; all tensors (B, ...)."""
+
+    variables: torch.Tensor
+    images: torch.Tensor
+    target_prob: torch.Tensor
+    success: torch.Tensor
+    steps: torch.Tensor
+    forward_passes: torch.Tensor
+    backward_passes: torch.Tensor
+
+
+def _broadcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def optimise_until_confident(
+    initial: torch.Tensor,
+    render: Render,
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    target: torch.Tensor,
+    *,
+    threshold: float,
+    lr: float,
+    max_steps: int,
+    lower: bool = False,
+    objective: str = "log_prob",
+    penalty: Penalty | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    check_every: int = 1,
+    progress: bool = False,
+) -> LoopOutput:
+    """Optimise one variable per image until the classifier is confident in its target.
+
+    Args:
+        initial: (B, ...) starting variables (latents or pixels).
+        render: variables (b, ...) -> images (b, C, H, W) fed to the classifier (differentiable).
+        target: (B,) int64 class whose probability is raised (or lowered when ``lower``).
+        threshold: stop an image when p_target > threshold (or < threshold when ``lower``).
+        objective: ``"log_prob"`` (cross-entropy; strong gradients far from the target) or
+            ``"prob"`` (the reference code's -p, which saturates).
+        penalty: optional (variables, images, active_index) -> (b,) per-image cost added to the loss,
+            e.g. a distance to the original; ``active_index`` maps active rows to batch rows.
+        project: optional map applied to the variables after each step (e.g. clamping pixels).
+        check_every: how often finished images are dropped from the batch (each check syncs the host).
+    """
+    if objective not in OBJECTIVES:
+        raise InputError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+    if max_steps < 0:
+        raise InputError(f"max_steps must be >= 0, got {max_steps}")
+    batch = initial.shape[0]
+    device = initial.device
+    index = torch.arange(batch, device=device)
+    variables = initial.detach().clone()
+    first_moment = torch.zeros_like(variables)
+    second_moment = torch.zeros_like(variables)
+    active_target = target
+    frozen = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    best_variables = variables.clone()
+    best_images: torch.Tensor | None = None
+    target_prob = torch.zeros(batch, device=device)
+    success = torch.zeros(batch, dtype=torch.bool, device=device)
+    steps = torch.zeros(batch, dtype=torch.long, device=device)
+    forward_passes = torch.zeros(batch, dtype=torch.long, device=device)
+    backward_passes = torch.zeros(batch, dtype=torch.long, device=device)
+    beta1, beta2 = betas
+    bar = progress_bar(total=max_steps, desc="optimising", enabled=progress, unit="step")
+
+    for step in range(max_steps + 1):
+        variables.requires_grad_(True)
+        with torch.enable_grad():
+            images = render(variables)
+            log_probs = F.log_softmax(classifier(images), dim=1)
+            log_p = log_probs.gather(1, active_target[:, None]).squeeze(1)
+        prob = log_p.detach().exp()
+        forward_passes[index] += 1
+        reached = prob < threshold if lower else prob > threshold
+        last = step == max_steps
+        record = (~frozen) if last else (reached & ~frozen)
+        if best_images is None:
+            best_images = images.new_zeros((batch, *images.shape[1:]))
+        best_variables[index] = torch.where(_broadcast(record, variables), variables.detach(), best_variables[index])
+        best_images[index] = torch.where(_broadcast(record, images), images.detach(), best_images[index])
+        target_prob[index] = torch.where(record, prob, target_prob[index])
+        steps[index] = torch.where(record, step, steps[index])
+        success[index] |= reached & ~frozen
+        frozen = frozen | reached
+        if last:
+            break
+        checking = step % check_every == 0
+        if checking:
+            kept = int((~frozen).sum())
+            if kept == 0:
+                break
+        if objective == "log_prob":
+            # lowering uses -log(1 - p): the mirror image of cross-entropy, equally unsaturated
+            rows = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)) if lower else -log_p
+        else:
+            rows = log_p.exp() if lower else -log_p.exp()
+        if penalty is not None:
+            rows = rows + penalty(variables, images, index)
+        live = ~frozen
+        (gradient,) = torch.autograd.grad((rows * live.to(rows.dtype)).sum(), variables)
+        backward_passes[index] += 1
+        variables = variables.detach()
+        if checking and kept < len(live):
+            keep = live
+            variables, gradient, first_moment, second_moment = (
+                tensor[keep] for tensor in (variables, gradient, first_moment, second_moment)
+            )
+            index, active_target, frozen, live = index[keep], active_target[keep], frozen[keep], live[keep]
+        if checking:
+            bar.update(check_every)
+            bar.set_postfix(active=kept)
+        t = step + 1
+        first_moment.mul_(beta1).add_(gradient, alpha=1 - beta1)
+        second_moment.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+        denominator = (second_moment / (1 - beta2**t)).sqrt_().add_(eps)
+        update = first_moment / (1 - beta1**t) / denominator
+        variables = variables - lr * update * _broadcast(live.to(update.dtype), update)
+        if project is not None:
+            variables = project(variables)
+    bar.close()
+    return LoopOutput(best_variables, best_images, target_prob, success, steps, forward_passes, backward_passes)

@@ -1,0 +1,108 @@
+"""The result every explainer returns: a dataclass of per-image tensors, saved as safetensors + JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vcex.errors import CacheError
+
+_OPTIONAL = ("original_latents", "counterfactual_latents", "reconstructions")
+
+
+@dataclass
+class CounterfactualResult:
+    """Counterfactuals for a batch; every tensor has the batch as its first dimension.
+
+    Attributes:
+        method: explainer name.
+        originals: (N, C, H, W) the images explained, in [0, 1].
+        counterfactuals: (N, C, H, W) the counterfactual images (for a failed image: the last iterate).
+        target: (N,) int64 target class (the class to raise, or to lower when ``lower``).
+        original_class: (N,) int64 the classifier's prediction on the original.
+        original_prob: (N,) classifier probability of ``target`` on the original.
+        target_prob: (N,) classifier probability of ``target`` on the counterfactual.
+        success: (N,) bool, True where ``target_prob`` passed the threshold.
+        steps: (N,) int64 optimisation steps taken (0 for one-shot methods).
+        forward_passes, backward_passes: (N,) int64 classifier passes spent on each image.
+        seconds: wall time of the whole call.
+        threshold: the confidence threshold used; lower: whether the target was lowered.
+        original_latents, counterfactual_latents: (N, ...) latents, for latent methods.
+        reconstructions: (N, C, H, W) decode(encode(x)), for latent methods.
+        settings: the explainer's settings, for the record.
+    """
+
+    method: str
+    originals: torch.Tensor
+    counterfactuals: torch.Tensor
+    target: torch.Tensor
+    original_class: torch.Tensor
+    original_prob: torch.Tensor
+    target_prob: torch.Tensor
+    success: torch.Tensor
+    steps: torch.Tensor
+    forward_passes: torch.Tensor
+    backward_passes: torch.Tensor
+    seconds: float
+    threshold: float
+    lower: bool = False
+    original_latents: torch.Tensor | None = None
+    counterfactual_latents: torch.Tensor | None = None
+    reconstructions: torch.Tensor | None = None
+    settings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.originals.shape[0])
+
+    @property
+    def validity(self) -> float:
+        """Share of images whose counterfactual reached the target."""
+        return float(self.success.float().mean()) if len(self) else 0.0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+
+    def to(self, device: torch.device | str) -> CounterfactualResult:
+        moved = {name: tensor.to(device) for name, tensor in self.tensors().items()}
+        return CounterfactualResult(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **moved})
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (safetensors: the tensors) and ``path`` + ``.json`` (the scalars)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.tensors().items()}
+        save_file(tensors, str(path))
+        scalars = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in tensors and f.name not in _OPTIONAL
+        }
+        path.with_name(path.name + ".json").write_text(json.dumps(scalars, indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CounterfactualResult:
+        """Read a result written by :meth:`save`."""
+        path = Path(path)
+        try:
+            tensors = load_file(str(path))
+            scalars = json.loads(path.with_name(path.name + ".json").read_text())
+        except Exception as error:  # noqa: BLE001 - any damage means the same thing to the caller
+            raise CacheError(f"cannot read counterfactual result {path} ({error})") from error
+        return cls(**scalars, **tensors)
+
+    @staticmethod
+    def concatenate(parts: list[CounterfactualResult], seconds: float) -> CounterfactualResult:
+        """Join per-chunk results in order; scalars come from the first chunk."""
+        first = parts[0]
+        joined = {}
+        for f in fields(first):
+            value = getattr(first, f.name)
+            if isinstance(value, torch.Tensor):
+                joined[f.name] = torch.cat([getattr(p, f.name) for p in parts])
+            else:
+                joined[f.name] = value
+        joined["seconds"] = seconds
+        return CounterfactualResult(**joined)

@@ -1,0 +1,30 @@
+"""Models: the classifier wrapper, the zoo's architectures, latent backends and the train-or-load cache."""
+
+from vcex.models.classifiers import Classifier, KNNOracle, OracleNet, SmallCNN, as_classifier
+from vcex.models.latent import VAE, ClassAutoencoders, LatentModel, as_latent_model
+from vcex.models.zoo import (
+    load_classifier,
+    load_knn_oracle,
+    load_latent_model,
+    load_model,
+    model_names,
+    model_spec,
+)
+
+__all__ = [
+    "VAE",
+    "ClassAutoencoders",
+    "Classifier",
+    "KNNOracle",
+    "LatentModel",
+    "OracleNet",
+    "SmallCNN",
+    "as_classifier",
+    "as_latent_model",
+    "load_classifier",
+    "load_knn_oracle",
+    "load_latent_model",
+    "load_model",
+    "model_names",
+    "model_spec",
+]

@@ -1,0 +1,215 @@
+"""Classifiers: the wrapper every explainer sees, the zoo's architectures and the kNN oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vcex.errors import InputError, ModelError
+
+
+class Classifier(nn.Module):
+    """A classifier that takes images in ``value_range`` and returns logits (N, num_classes).
+
+    Input normalisation lives here, so a decoder's [0, 1] output can be fed straight in and is
+    never mistaken for normalised input. A network with one output logit is treated as a binary
+    classifier: its logit l becomes the two logits (0, l), so softmax gives (1 - sigmoid(l), sigmoid(l)).
+
+    Args:
+        network: module mapping normalised (N, C, H, W) images to logits (N, K) or (N, 1).
+        mean, std: per-channel normalisation applied before ``network`` (None: none).
+        input_shape: (C, H, W) the network expects, if known; checked at the public edge.
+        value_range: range of the images it accepts.
+        class_names: optional names, one per class.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.network = network if isinstance(network, nn.Module) else _CallableModule(network)
+        channels = len(mean) if mean is not None else 1
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, -1, 1, 1))
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.value_range = value_range
+        self.class_names = list(class_names) if class_names is not None else None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.network((images - self.mean) / self.std)
+        if logits.dim() == 2 and logits.shape[1] == 1:
+            logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+        return logits
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        return self.mean.device
+
+
+class _CallableModule(nn.Module):
+    def __init__(self, function: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.function(images)
+
+
+def as_classifier(model: nn.Module | Callable[[torch.Tensor], torch.Tensor] | Classifier) -> Classifier:
+    """Accept a :class:`Classifier`, any ``nn.Module`` or a callable returning logits."""
+    if isinstance(model, Classifier):
+        return model
+    if isinstance(model, nn.Module) or callable(model):
+        return Classifier(model)
+    raise InputError(f"classifier must be an nn.Module or a callable returning logits, got {type(model).__name__}")
+
+
+def checked_logits(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
+    """Run the classifier once at the edge and check that it returns finite (N, K) logits, K >= 2."""
+    try:
+        logits = classifier(images)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(
+            f"the classifier failed on images of shape {tuple(images.shape)}: {first_line}; "
+            "check the number of channels and the image size it expects"
+        ) from error
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ModelError(
+            f"the classifier must return logits of shape (N, classes) = ({images.shape[0]}, K), got {shape}"
+        )
+    if logits.shape[1] < 2:
+        raise ModelError(f"the classifier returned {logits.shape[1]} classes; it needs at least 2")
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError("the classifier returned NaN or inf logits on these images")
+    return logits
+
+
+def check_differentiable(classifier: Classifier, images: torch.Tensor, method: str) -> None:
+    """Refuse a classifier whose output carries no gradient w.r.t. its input (a black box)."""
+    probe = images[:1].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        try:
+            logits = classifier(probe)
+        except RuntimeError as error:  # pragma: no cover - checked_logits ran first
+            raise ModelError(f"the classifier failed on a probe image: {error}") from error
+        if not isinstance(logits, torch.Tensor) or not logits.requires_grad:
+            raise ModelError(
+                f"{method} needs gradients of the classifier's output w.r.t. its input, but this classifier "
+                "is not differentiable (a black box, or it runs under no_grad / detaches); use a "
+                "differentiable model, or a black-box method"
+            )
+
+
+class SmallCNN(nn.Module):
+    """The Counterfactual Attacks paper's MNIST classifier: Conv32-pool-Conv64-pool-FC128-FC(K).
+
+    Input (N, C, 28, 28) normalised images; output logits (N, K).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        side = ((image_size - 2) // 2 - 2) // 2
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+class OracleNet(nn.Module):
+    """An evaluation oracle of a different design from :class:`SmallCNN`: 5x5 convs with batch norm,
+    strided downsampling and global average pooling. Input (N, C, H, W); output logits (N, K)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 5, stride, 2, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+
+        self.body = nn.Sequential(
+            block(in_channels, width, 2),
+            block(width, 2 * width, 1),
+            block(2 * width, 2 * width, 2),
+            block(2 * width, 4 * width, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(4 * width, num_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+
+class KNNOracle:
+    """k-nearest-neighbour classifier on training images (pixel L2). Not differentiable on purpose:
+    adversarial pixel noise that fools a network rarely moves an image to another class's neighbours.
+
+    Args:
+        images: (M, C, H, W) training images; labels: (M,) int64.
+        k: neighbours that vote; ties go to the class of the nearest voter.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        k: int = 5,
+        num_classes: int | None = None,
+        chunk_size: int = 512,
+    ) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise InputError(f"{images.shape[0]} images but {labels.shape[0]} labels for the kNN oracle")
+        if k < 1 or k > images.shape[0]:
+            raise InputError(f"k must lie in [1, {images.shape[0]}], got {k}")
+        self.points = images.flatten(1).float()
+        self.sq_norms = self.points.pow(2).sum(1)
+        self.labels = labels.long()
+        self.k = k
+        self.num_classes = int(num_classes or int(labels.max()) + 1)
+        self.chunk_size = chunk_size
+        self.input_shape = tuple(images.shape[1:])
+
+    def votes(self, images: torch.Tensor) -> torch.Tensor:
+        """Share of the k neighbours in each class: (N, K), rows sum to 1."""
+        shares = []
+        for chunk in images.flatten(1).float().to(self.points.device).split(self.chunk_size):
+            distances = chunk.pow(2).sum(1, keepdim=True) - 2 * chunk @ self.points.T + self.sq_norms
+            nearest = distances.topk(self.k, largest=False).indices
+            one_hot = F.one_hot(self.labels[nearest], self.num_classes).float()
+            # a tiny bonus for closer voters breaks ties in favour of the nearest neighbour
+            weights = 1.0 + 1e-3 * torch.linspace(1, 0, self.k, device=chunk.device)
+            shares.append((one_hot * weights[None, :, None]).sum(1) / weights.sum())
+        return torch.cat(shares).to(images.device)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Predicted class per image: (N,) int64."""
+        return self.votes(images).argmax(1)
+
+    __call__ = votes
+
+    def to(self, device: torch.device | str) -> KNNOracle:
+        self.points, self.sq_norms, self.labels = (t.to(device) for t in (self.points, self.sq_norms, self.labels))
+        return self

@@ -1,0 +1,174 @@
+"""End-to-end runs shared by the CLI, the demo and the benchmarks: models -> explainer -> metrics -> files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vcex.data import ImageDataset, canonical_dataset_name, load_dataset
+from vcex.errors import CacheError, InputError
+from vcex.evaluation import evaluate
+from vcex.explainers import (
+    CounterfactualAttack,
+    CounterfactualResult,
+    Explainer,
+    LinearLatentEdit,
+    PixelAttack,
+)
+from vcex.explainers.base import TargetSpec
+from vcex.models import KNNOracle, load_knn_oracle, load_model
+from vcex.progress import track
+from vcex.report import result_grid, save_png
+
+METHODS = ("attack", "pixel", "linear")
+PRESETS = ("vcex", "paper")
+
+
+@dataclass
+class Workbench:
+    """Everything one dataset's runs need, trained or loaded once."""
+
+    dataset: str
+    train: ImageDataset
+    test: ImageDataset
+    classifier: torch.nn.Module
+    latent_model: torch.nn.Module
+    oracle: torch.nn.Module
+    knn: KNNOracle
+    autoencoders: torch.nn.Module
+
+
+def prepare(dataset: str, progress: bool = True) -> Workbench:
+    """Load (training on first use) the classifier, oracles, latent model and realism autoencoders."""
+    name = canonical_dataset_name(dataset)
+    steps = ["cnn", "oracle", "vae", "im-ae"]
+    models = {}
+    for role in track(steps, desc=f"models for {name}", enabled=progress):
+        models[role] = load_model(f"{name}-{role}", progress=progress)
+    return Workbench(
+        dataset=name,
+        train=load_dataset(name, "train"),
+        test=load_dataset(name, "test"),
+        classifier=models["cnn"],
+        latent_model=models["vae"],
+        oracle=models["oracle"],
+        knn=load_knn_oracle(name),
+        autoencoders=models["im-ae"],
+    )
+
+
+def build_explainer(
+    method: str, bench: Workbench, *, preset: str = "vcex", progress: bool = False, **options: object
+) -> Explainer:
+    """An explainer by CLI name (``attack``, ``pixel``, ``linear``) with ``options`` overriding its defaults."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    if method == "attack":
+        if preset == "paper":
+            return CounterfactualAttack.paper(bench.classifier, bench.latent_model, progress=progress, **options)
+        return CounterfactualAttack(bench.classifier, bench.latent_model, progress=progress, **options)
+    if preset == "paper":
+        options.setdefault("threshold", 0.75)
+    if method == "pixel":
+        return PixelAttack(bench.classifier, progress=progress, **options)
+    options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device", "probe_c")}
+    return LinearLatentEdit(bench.classifier, bench.latent_model, progress=progress, **options).fit(bench.train.images)
+
+
+def parse_target(text: str) -> TargetSpec:
+    """CLI target: a class index or a rule name."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def evaluate_result(result: CounterfactualResult, bench: Workbench, device: str = "cpu") -> dict:
+    """metrics.json for a result of this workbench's dataset."""
+    return evaluate(
+        result,
+        dataset=bench.dataset,
+        oracle=bench.oracle,
+        knn=bench.knn,
+        autoencoders=bench.autoencoders,
+        latent_model=bench.latent_model,
+        device=device,
+    )
+
+
+def run_explain(
+    bench: Workbench,
+    method: str,
+    n: int,
+    target: TargetSpec,
+    out: str | Path,
+    *,
+    preset: str = "vcex",
+    chunk_size: int = 100,
+    progress: bool = True,
+    **options: object,
+) -> tuple[CounterfactualResult, dict]:
+    """Explain the first ``n`` test images and write metrics.json, counterfactuals.safetensors, grid.png.
+
+    Results are written chunk by chunk under ``out/chunks``; a rerun with the same settings reuses
+    finished chunks, so an interrupted long job resumes where it stopped.
+    """
+    if n < 1 or n > len(bench.test):
+        raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
+    out = Path(out)
+    explainer = build_explainer(method, bench, preset=preset, progress=False, **options)
+    images = bench.test.images[:n]
+    fingerprint = hashlib.sha1(
+        json.dumps(
+            {
+                "method": method,
+                "preset": preset,
+                "target": str(target),
+                "settings": explainer.settings(),
+                "dataset": bench.dataset,
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:12]
+    chunk_dir = out / "chunks" / fingerprint
+    parts, reused = [], 0
+    started = time.perf_counter()
+    starts = range(0, n, chunk_size)
+    for start in track(starts, desc=f"{method} on {n} images", enabled=progress, total=len(starts)):
+        path = chunk_dir / f"{start:08d}.safetensors"
+        if path.exists():
+            try:
+                part = CounterfactualResult.load(path)
+                if len(part) == min(chunk_size, n - start):
+                    parts.append(part)
+                    reused += 1
+                    continue
+            except CacheError:
+                pass  # a chunk cut short by an interruption is simply recomputed
+        chunk_target = target[start : start + chunk_size] if isinstance(target, torch.Tensor) else target
+        part = explainer.explain(images[start : start + chunk_size], target=chunk_target)
+        part.save(path)
+        parts.append(part)
+    result = CounterfactualResult.concatenate(parts, seconds=sum(p.seconds for p in parts))
+    metrics = evaluate_result(result, bench, device=str(explainer.device))
+    metrics["preset"] = preset
+    metrics["target_rule"] = str(target)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+    metrics["resumed_chunks"] = reused
+    write_outputs(out, result, metrics)
+    return result, metrics
+
+
+def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) -> None:
+    """metrics.json, counterfactuals.safetensors (+ .json) and grid.png in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    result.save(out / "counterfactuals.safetensors")
+    save_png(result_grid(result, 16), out / "grid.png")

@@ -1,0 +1,136 @@
+"""The HTML report: one generator for every dataset and method."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from vcex.explainers.result import CounterfactualResult
+from vcex.report.images import grid_image, png_data_uri, signed_difference
+
+METRIC_COLUMNS = [
+    ("validity", "validity ↑"),
+    ("oracle_agreement", "oracle agreement ↑"),
+    ("knn_agreement", "kNN agreement ↑"),
+    ("l1", "L1 ↓"),
+    ("l2", "L2 ↓"),
+    ("latent_distance", "latent dist. ↓"),
+    ("realism.im1", "IM1 ↓"),
+    ("realism.im2", "IM2 ↓"),
+    ("mean_steps", "steps"),
+    ("passes_per_cf", "passes / CF"),
+    ("seconds_per_cf", "s / CF"),
+]
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.example { display: inline-block; margin: 0.4em; vertical-align: top; font-size: 0.85em; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _lookup(metrics: dict, dotted: str) -> object:
+    value: object = metrics
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _format(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return html.escape(str(value))
+
+
+def metrics_table(rows: list[dict]) -> str:
+    """An HTML table with one row per method."""
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in METRIC_COLUMNS)
+    body = "".join(
+        f"<tr><td>{html.escape(str(m.get('method')))}</td>"
+        + "".join(f"<td>{_format(_lookup(m, key))}</td>" for key, _ in METRIC_COLUMNS)
+        + "</tr>"
+        for m in rows
+    )
+    return f"<table><tr><th>method</th>{head}</tr>{body}</table>"
+
+
+def example_strip(result: CounterfactualResult, index: int, class_names: list[str] | None = None) -> str:
+    """original | reconstruction | counterfactual | signed difference, with the probabilities."""
+    original, counterfactual = result.originals[index], result.counterfactuals[index]
+    tiles = [original]
+    labels = ["original"]
+    if result.reconstructions is not None:
+        tiles.append(result.reconstructions[index])
+        labels.append("reconstruction")
+    tiles += [counterfactual, signed_difference(original, counterfactual)]
+    labels += ["counterfactual", "difference"]
+    picture = grid_image([tiles], zoom=4, column_labels=labels)
+
+    def name(k: int) -> str:
+        return class_names[k] if class_names else str(k)
+
+    source, target = int(result.original_class[index]), int(result.target[index])
+    verdict = "reached" if bool(result.success[index]) else "not reached"
+    caption = (
+        f"{name(source)} → {name(target)}: p(target) {float(result.original_prob[index]):.3f} → "
+        f"{float(result.target_prob[index]):.3f} ({verdict}, {int(result.steps[index])} steps)"
+    )
+    return f'<div class="example"><img src="{png_data_uri(picture)}"><br>{html.escape(caption)}</div>'
+
+
+def method_comparison(results: list[CounterfactualResult], count: int) -> str:
+    """The same images across methods, side by side: a row per image, a column per method."""
+    rows = []
+    for i in range(min(count, len(results[0]))):
+        rows.append([results[0].originals[i]] + [r.counterfactuals[i] for r in results])
+    picture = grid_image(rows, zoom=3, column_labels=["original"] + [r.method for r in results])
+    return f'<img src="{png_data_uri(picture)}">'
+
+
+def write_report(
+    path: str | Path,
+    title: str,
+    metrics: list[dict],
+    results: list[CounterfactualResult],
+    class_names: list[str] | None = None,
+    examples: int = 8,
+    notes: str = "",
+) -> Path:
+    """Write a self-contained HTML report: metrics table, per-image strips of the first result,
+    and a side-by-side grid of every method on the same images."""
+    path = Path(path)
+    strips = "".join(example_strip(results[0], i, class_names) for i in range(min(examples, len(results[0]))))
+    comparison = method_comparison(results, examples) if len(results) > 1 else ""
+    document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="note">{notes}</p>
+<h2>Metrics</h2>{metrics_table(metrics)}
+<p class="note">Validity: share whose counterfactual passes the threshold for the explained classifier.
+Oracle / kNN agreement: share that an independent network / a k-nearest-neighbour classifier on
+training images also assigns the target class (adversarial noise rarely fools the kNN).
+IM1 below 1: the counterfactual looks more like its new class than its old one.</p>
+<h2>{html.escape(results[0].method)}: examples</h2>{strips}
+{"<h2>All methods on the same images</h2>" + comparison if comparison else ""}
+</body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+    return path
+
+
+def result_grid(result: CounterfactualResult, count: int = 16) -> object:
+    """original | counterfactual | difference rows for the first ``count`` images (a PIL image)."""
+    rows = [
+        [
+            result.originals[i],
+            result.counterfactuals[i],
+            signed_difference(result.originals[i], result.counterfactuals[i]),
+        ]
+        for i in range(min(count, len(result)))
+    ]
+    return grid_image(rows, zoom=3, column_labels=["original", "counterfactual", "difference"])

@@ -1,0 +1,75 @@
+"""Image grids and signed difference maps as PIL images (no torchvision needed)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from vcex.errors import InputError
+
+
+def to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) in [0, 1] with C in {1, 3} -> (3, H, W)."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise InputError(f"expected an image of shape (1 or 3, H, W), got {tuple(image.shape)}")
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def signed_difference(original: torch.Tensor, counterfactual: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Diverging map of counterfactual - original, channel-averaged: red where it brightens, blue
+    where it darkens, white where nothing changed. Returns (3, H, W) in [0, 1]."""
+    delta = (counterfactual - original).mean(0)
+    scale = scale or float(delta.abs().max().clamp_min(1e-6))
+    positive = (delta / scale).clamp(0, 1)
+    negative = (-delta / scale).clamp(0, 1)
+    red = 1 - negative
+    green = 1 - positive - negative
+    blue = 1 - positive
+    return torch.stack([red, green, blue]).clamp(0, 1)
+
+
+def grid_image(
+    rows: list[list[torch.Tensor]],
+    zoom: int = 3,
+    pad: int = 2,
+    row_labels: list[str] | None = None,
+    column_labels: list[str] | None = None,
+) -> Image.Image:
+    """Lay out rows of (C, H, W) images in [0, 1] as one RGB picture, optionally labelled."""
+    if not rows or not rows[0]:
+        raise InputError("grid_image needs at least one row with one image")
+    height, width = rows[0][0].shape[-2:]
+    cell_h, cell_w = height * zoom + pad, width * zoom + pad
+    left = 8 * max((len(label) for label in row_labels), default=0) + 6 if row_labels else 0
+    top = 14 if column_labels else 0
+    columns = max(len(row) for row in rows)
+    canvas = Image.new("RGB", (left + columns * cell_w + pad, top + len(rows) * cell_h + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, label in enumerate(column_labels or []):
+        draw.text((left + c * cell_w + pad, 1), label, fill="black")
+    for r, row in enumerate(rows):
+        if row_labels:
+            draw.text((2, top + r * cell_h + cell_h // 2 - 5), row_labels[r], fill="black")
+        for c, image in enumerate(row):
+            pixels = (to_rgb(image.detach().float().cpu()).clamp(0, 1) * 255).round().byte()
+            tile = Image.fromarray(pixels.permute(1, 2, 0).numpy()).resize((width * zoom, height * zoom), Image.NEAREST)
+            canvas.paste(tile, (left + c * cell_w + pad, top + r * cell_h + pad))
+    return canvas
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def png_data_uri(image: Image.Image) -> str:
+    """Embed a picture in HTML without a separate file."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -1,0 +1,155 @@
+import pytest
+import torch
+
+from vcex import CounterfactualAttack, CounterfactualResult, InputError, ModelError
+from vcex.models import KNNOracle, as_classifier
+
+
+@pytest.fixture(scope="module")
+def attack_result(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    return CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300).explain(images[:32])
+
+
+def test_reaches_the_target_for_most_images(attack_result, tiny_classifier):
+    assert attack_result.validity >= 0.75
+    with torch.no_grad():
+        probs = tiny_classifier(attack_result.counterfactuals).softmax(1)
+    target_prob = probs.gather(1, attack_result.target[:, None])[:, 0]
+    assert torch.allclose(target_prob, attack_result.target_prob, atol=1e-4)
+    changed = probs.argmax(1) != attack_result.original_class
+    assert bool(changed[attack_result.success].all())
+
+
+def test_counterfactual_is_the_decoded_latent_at_the_stopping_step(attack_result, tiny_vae):
+    with torch.no_grad():
+        decoded = tiny_vae.decode(attack_result.counterfactual_latents)
+    assert torch.allclose(decoded, attack_result.counterfactuals, atol=1e-5)
+    assert attack_result.original_latents.shape == attack_result.counterfactual_latents.shape == (32, 8)
+    assert attack_result.reconstructions.shape == attack_result.originals.shape
+
+
+def test_early_stop_per_image(attack_result):
+    steps = attack_result.steps
+    assert int(steps.min()) < int(steps.max())  # images stop at different steps
+    succeeded = attack_result.success
+    assert torch.equal(attack_result.forward_passes[succeeded], steps[succeeded] + 1)
+    backward = attack_result.backward_passes[succeeded]
+    assert bool(((backward == steps[succeeded]) | (backward == steps[succeeded] + 1)).all())
+
+
+def test_batch_of_one_matches_batch(attack_result, tiny_classifier, tiny_vae):
+    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300)
+    for i in (0, 5):
+        single = attack.explain(attack_result.originals[i : i + 1], target=attack_result.target[i : i + 1])
+        assert int(single.steps[0]) == int(attack_result.steps[i])
+        # batched convolutions round differently; over many Adam steps that drifts a little, no more
+        assert float((single.counterfactuals[0] - attack_result.counterfactuals[i]).abs().mean()) < 0.01
+
+
+def test_failed_images_never_fail_the_batch(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    result = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.9999, max_steps=2).explain(images[:8])
+    assert len(result) == 8 and not bool(result.success.all())
+    assert bool((result.steps <= 2).all()) and torch.isfinite(result.counterfactuals).all()
+
+
+def test_lower_mode_pushes_the_class_down(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    result = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300).explain(
+        images[:8], target="second", lower=True
+    )
+    assert torch.equal(result.target, result.original_class)
+    assert result.validity >= 0.75 and bool((result.target_prob[result.success] < 0.25).all())
+
+
+def test_targets_as_int_tensor_and_rules(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, labels = mnist_small
+    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.6, max_steps=50)
+    not_three = images[labels != 3][:4]
+    assert attack.explain(not_three, target=3).target.tolist() == [3] * 4
+    explicit = torch.tensor([7, 1, 2, 0])
+    picked = images[(labels != 7) & (labels != 1) & (labels != 2) & (labels != 0)][:4]
+    assert attack.explain(picked, target=explicit).target.tolist() == explicit.tolist()
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (10, "out of range"),
+        (-1, "out of range"),
+        ("third", "unknown target rule"),
+        ("flip", "binary"),
+        (torch.tensor([1.0, 2.0]), "integer"),
+        (torch.tensor([1, 2, 3]), "one class per image"),
+    ],
+)
+def test_bad_targets(tiny_classifier, tiny_vae, mnist_small, target, message):
+    _, _, images, _ = mnist_small
+    with pytest.raises(InputError, match=message):
+        CounterfactualAttack(tiny_classifier, tiny_vae).explain(images[:2], target=target)
+
+
+def test_target_equal_to_prediction_is_refused(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    predicted = tiny_classifier(images[:3]).argmax(1)
+    with pytest.raises(InputError, match="nothing to change"):
+        CounterfactualAttack(tiny_classifier, tiny_vae).explain(images[:3], target=predicted)
+
+
+def test_bad_models_are_refused(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    with pytest.raises(InputError, match="latent model"):
+        CounterfactualAttack(tiny_classifier, None)
+    knn = KNNOracle(images[:50], torch.arange(50) % 10)
+    with pytest.raises(ModelError, match="not differentiable"):
+        CounterfactualAttack(as_classifier(knn.votes), tiny_vae).explain(images[:2])
+
+    class WrongSize:
+        def encode(self, x):
+            return torch.zeros(len(x), 4)
+
+        def decode(self, z):
+            return torch.zeros(len(z), 1, 32, 32)
+
+    with pytest.raises(ModelError, match="decodes to"):
+        CounterfactualAttack(tiny_classifier, WrongSize()).explain(images[:2])
+    with pytest.raises(InputError, match="threshold"):
+        CounterfactualAttack(tiny_classifier, tiny_vae, threshold=1.5)
+
+
+def test_paper_preset(tiny_classifier, tiny_vae):
+    paper = CounterfactualAttack.paper(tiny_classifier, tiny_vae)
+    assert paper.threshold == 0.75 and paper.objective == "prob" and paper.lr == 0.1 and paper.max_steps == 1000
+
+
+def test_models_are_restored_after_explaining(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    tiny_classifier.train()
+    try:
+        CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=2).explain(images[:2])
+        assert tiny_classifier.training
+        assert all(p.requires_grad for p in tiny_classifier.parameters())
+    finally:
+        tiny_classifier.eval()
+
+
+def test_result_save_load_round_trip(attack_result, tmp_path):
+    path = attack_result.save(tmp_path / "cf.safetensors")
+    loaded = CounterfactualResult.load(path)
+    assert loaded.method == "attack" and loaded.threshold == attack_result.threshold
+    for name, tensor in attack_result.tensors().items():
+        assert torch.equal(getattr(loaded, name), tensor), name
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_runs_on_cuda(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    import copy
+
+    attack = CounterfactualAttack(
+        copy.deepcopy(tiny_classifier).cuda(), copy.deepcopy(tiny_vae).cuda(), threshold=0.9, max_steps=300
+    )
+    result = attack.explain(images[:16].cuda())
+    assert result.counterfactuals.is_cuda and result.validity >= 0.9

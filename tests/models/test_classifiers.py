@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch import nn
+
+from vcex.errors import InputError, ModelError
+from vcex.models import Classifier, KNNOracle, OracleNet, SmallCNN, as_classifier
+from vcex.models.classifiers import check_differentiable, checked_logits
+
+
+def test_normalisation_lives_in_the_wrapper():
+    network = nn.Sequential(nn.Flatten(), nn.Identity())
+    classifier = Classifier(network, mean=(0.5,), std=(0.25,))
+    images = torch.full((2, 1, 2, 2), 0.75)
+    assert torch.allclose(classifier(images), torch.ones(2, 4))
+
+
+def test_single_logit_becomes_binary():
+    classifier = as_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 1)))
+    logits = classifier(torch.rand(3, 1, 2, 2))
+    assert logits.shape == (3, 2) and torch.equal(logits[:, 0], torch.zeros(3))
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_zoo_architectures_shapes(batch):
+    images = torch.rand(batch, 1, 28, 28)
+    assert SmallCNN()(images).shape == (batch, 10)
+    assert OracleNet().eval()(images).shape == (batch, 10)
+
+
+def test_checked_logits_refuses_wrong_output_shape():
+    with pytest.raises(ModelError, match=r"\(N, classes\)"):
+        checked_logits(as_classifier(lambda x: x.sum()), torch.rand(2, 1, 4, 4))
+    with pytest.raises(ModelError, match="at least 2"):
+        checked_logits(as_classifier(lambda x: torch.zeros(2, 1)[:, :0]), torch.rand(2, 1, 4, 4))
+
+
+def test_checked_logits_turns_torch_errors_into_one_line():
+    classifier = as_classifier(SmallCNN(in_channels=3))
+    with pytest.raises(ModelError, match="channels"):
+        checked_logits(classifier, torch.rand(2, 1, 28, 28))
+
+
+def test_non_differentiable_classifier_is_refused():
+    knn = KNNOracle(torch.rand(10, 1, 4, 4), torch.arange(10) % 2)
+    with pytest.raises(ModelError, match="not differentiable"):
+        check_differentiable(as_classifier(knn.votes), torch.rand(2, 1, 4, 4), "CounterfactualAttack")
+
+
+def test_knn_oracle_finds_nearest_class():
+    points = torch.cat([torch.zeros(5, 1, 2, 2), torch.ones(5, 1, 2, 2)])
+    labels = torch.tensor([0] * 5 + [1] * 5)
+    knn = KNNOracle(points, labels, k=3)
+    queries = torch.stack([torch.full((1, 2, 2), 0.1), torch.full((1, 2, 2), 0.9)])
+    assert knn.predict(queries).tolist() == [0, 1]
+    assert torch.allclose(knn.votes(queries).sum(1), torch.ones(2))
+
+
+def test_knn_oracle_bad_arguments():
+    with pytest.raises(InputError, match="labels"):
+        KNNOracle(torch.rand(4, 1, 2, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(InputError, match="k must"):
+        KNNOracle(torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long), k=9)

@@ -1,0 +1,51 @@
+import torch
+
+from vcex.evaluation import evaluate
+from vcex.explainers.result import CounterfactualResult
+from vcex.report import grid_image, signed_difference, write_report
+from vcex.report.html import metrics_table
+
+
+def _result(n=3):
+    originals = torch.rand(n, 1, 8, 8)
+    return CounterfactualResult(
+        method="attack",
+        originals=originals,
+        counterfactuals=originals.flip(-1),
+        target=torch.ones(n, dtype=torch.long),
+        original_class=torch.zeros(n, dtype=torch.long),
+        original_prob=torch.full((n,), 0.1),
+        target_prob=torch.full((n,), 0.99),
+        success=torch.ones(n, dtype=torch.bool),
+        steps=torch.arange(n),
+        forward_passes=torch.arange(n) + 1,
+        backward_passes=torch.arange(n),
+        seconds=0.5,
+        threshold=0.9,
+        reconstructions=originals,
+    )
+
+
+def test_signed_difference_colours():
+    before = torch.zeros(1, 1, 2)
+    after = torch.tensor([[[1.0, 0.0]]])
+    colours = signed_difference(before, after)
+    assert colours[:, 0, 0].tolist() == [1.0, 0.0, 0.0]  # brighter: red
+    assert colours[:, 0, 1].tolist() == [1.0, 1.0, 1.0]  # unchanged: white
+    assert signed_difference(after, before)[:, 0, 0].tolist() == [0.0, 0.0, 1.0]  # darker: blue
+
+
+def test_grid_image_size():
+    picture = grid_image([[torch.rand(1, 8, 8)] * 3] * 2, zoom=2, pad=1)
+    assert picture.size == (3 * 17 + 1, 2 * 17 + 1)
+
+
+def test_report_holds_table_and_examples(tmp_path):
+    result = _result()
+    metrics = evaluate(result, dataset="toy")
+    path = write_report(
+        tmp_path / "report.html", "toy report", [metrics, {**metrics, "method": "pixel"}], [result, result], examples=2
+    )
+    text = path.read_text()
+    assert "toy report" in text and text.count("data:image/png;base64") == 3  # 2 strips + comparison
+    assert "validity" in metrics_table([metrics]) and "pixel" in text

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vcex.cli import main
+from vcex.models import load_classifier, zoo
+
+REQUIRED_KEYS = {
+    "method",
+    "dataset",
+    "n",
+    "validity",
+    "oracle_agreement",
+    "knn_agreement",
+    "l1",
+    "l2",
+    "realism",
+    "seconds_per_cf",
+    "passes_per_cf",
+    "device",
+    "versions",
+}
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch):
+    monkeypatch.setitem(zoo._EPOCHS, "mnist", {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2})
+
+
+def test_explain_end_to_end_writes_metrics_and_counterfactuals(tiny_recipes, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "explain",
+                "--dataset",
+                "mnist",
+                "--method",
+                "attack",
+                "--n",
+                "6",
+                "--target",
+                "second",
+                "--threshold",
+                "0.9",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= set(metrics)
+    assert metrics["n"] == 6 and metrics["method"] == "attack" and metrics["dataset"] == "mnist"
+    assert metrics["validity"] >= 0.5 and set(metrics["realism"]) == {"im1", "im2"}
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    classifier = load_classifier("mnist-cnn", progress=False)
+    with torch.no_grad():
+        before = classifier(saved["originals"]).argmax(1)
+        after = classifier(saved["counterfactuals"]).argmax(1)
+    flipped = (before != after) & saved["success"]
+    assert int(flipped.sum()) == int(saved["success"].sum()) >= 3
+    assert (out / "grid.png").stat().st_size > 0
+    assert json.loads(capsys.readouterr().out)["n"] == 6
+
+    # a rerun with the same settings resumes from the saved chunks instead of recomputing
+    assert main(["explain", "--method", "attack", "--n", "6", "--threshold", "0.9", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_chunks"] == 1
+
+
+@pytest.mark.parametrize("method", ["pixel", "linear"])
+def test_explain_baselines(tiny_recipes, tmp_path, method):
+    out = tmp_path / method
+    assert main(["explain", "--method", method, "--n", "4", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["method"] == method
+
+
+def test_demo_writes_report(tiny_recipes, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n", "6", "--examples", "3", "--quiet"]) == 0
+    text = (out / "report.html").read_text()
+    assert "attack" in text and "pixel" in text and "linear" in text
+    assert len(json.loads((out / "metrics.json").read_text())) == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explain", "--dataset", "cifar", "--out", "x"], "unknown dataset"),
+        (["explain", "--method", "magic", "--out", "x", "--n", "2"], "unknown method"),
+        (["explain", "--n", "5000", "--out", "x"], "--n must lie"),
+        (["explain", "--target", "12", "--n", "2", "--out", "x"], "out of range"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(tiny_recipes, tmp_path, capsys, argv, message):
+    argv = [a if a != "x" else str(tmp_path / "x") for a in argv]
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vcex: error:") and message in err[-1]
+    assert not any("Traceback" in line for line in err)
