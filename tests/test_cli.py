@@ -93,6 +93,11 @@ def test_demo_writes_report(tiny_recipes, tmp_path):
         (["explain", "--method", "magic", "--out", "x", "--n", "2"], "unknown method"),
         (["explain", "--n", "5000", "--out", "x"], "--n must lie"),
         (["explain", "--target", "12", "--n", "2", "--out", "x"], "out of range"),
+        *(
+            [(["explain", "--device", "cuda", "--n", "2", "--out", "x"], "no CUDA device")]
+            if not torch.cuda.is_available()
+            else []
+        ),
     ],
 )
 def test_bad_arguments_give_one_line_errors(tiny_recipes, tmp_path, capsys, argv, message):

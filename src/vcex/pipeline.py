@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -71,16 +72,24 @@ def build_explainer(
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     options = {k: v for k, v in options.items() if v is not None}
+    classifier, latent_model = bench.classifier, bench.latent_model
+    if "device" in options:
+        # the workbench's models stay on the CPU for evaluation; the explainer gets its own copies
+        device = torch.device(options["device"])
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {device} was asked for, but torch sees no CUDA device here; use --device cpu")
+        classifier, latent_model = copy.deepcopy(classifier).to(device), copy.deepcopy(latent_model).to(device)
     if method == "attack":
         if preset == "paper":
-            return CounterfactualAttack.paper(bench.classifier, bench.latent_model, progress=progress, **options)
-        return CounterfactualAttack(bench.classifier, bench.latent_model, progress=progress, **options)
+            return CounterfactualAttack.paper(classifier, latent_model, progress=progress, **options)
+        return CounterfactualAttack(classifier, latent_model, progress=progress, **options)
     if preset == "paper":
         options.setdefault("threshold", 0.75)
     if method == "pixel":
-        return PixelAttack(bench.classifier, progress=progress, **options)
+        options.pop("objective", None)
+        return PixelAttack(classifier, progress=progress, **options)
     options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device", "probe_c")}
-    return LinearLatentEdit(bench.classifier, bench.latent_model, progress=progress, **options).fit(bench.train.images)
+    return LinearLatentEdit(classifier, latent_model, progress=progress, **options).fit(bench.train.images)
 
 
 def parse_target(text: str) -> TargetSpec:
