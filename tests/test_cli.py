@@ -106,3 +106,12 @@ def test_bad_arguments_give_one_line_errors(tiny_recipes, tmp_path, capsys, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vcex: error:") and message in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("name", ["faces", "mnist"])
+def test_datasets_preview_writes_a_grid(tmp_path, name):
+    out = tmp_path / f"{name}.png"
+    assert main(["datasets", "preview", name, "--out", str(out), "--n", "4", "--quiet"]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 4 * 28

@@ -43,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     _add_common(explain)
 
+    datasets = commands.add_parser("datasets", help="look at the datasets")
+    datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
+    preview = datasets_commands.add_parser("preview", help="write a labelled grid of a dataset's images")
+    preview.add_argument("name", help="faces | mnist | fashion")
+    preview.add_argument("--out", required=True, help="PNG file to write")
+    preview.add_argument("--n", type=int, default=32, help="images in the grid (default 32)")
+    preview.add_argument("--size", type=int, default=64, help="faces: 64 or 32 pixels")
+    preview.add_argument("--seed", type=int, default=0)
+    _add_common(preview)
+
     models = commands.add_parser("models", help="list the model zoo, or train its models for a dataset")
     models.add_argument("--dataset", default=None, help="train (or load) every model for this dataset")
     _add_common(models)
@@ -130,6 +140,31 @@ def _explain(args: argparse.Namespace) -> None:
     )
 
 
+def _datasets(args: argparse.Namespace) -> None:
+    from vcex.errors import InputError
+    from vcex.report import grid_image, save_png
+
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
+    if args.name == "faces":
+        from vcex.data.synthetic_faces import preview_faces
+
+        images, captions = preview_faces(args.n, seed=args.seed, size=args.size)
+    else:
+        from vcex.data import load_dataset
+
+        data = load_dataset(args.name, "test")
+        images = data.images[: args.n]
+        captions = [data.class_names[int(k)] for k in data.labels[: args.n]]
+    columns = 8
+    rows = [list(images[i : i + columns]) for i in range(0, len(images), columns)]
+    labels = [captions[i : i + columns] for i in range(0, len(captions), columns)]
+    zoom = max(1, 192 // images.shape[-1])
+    picture = grid_image(rows, zoom=zoom, captions=labels)
+    save_png(picture, args.out)
+    _say(args, f"wrote {args.out} ({len(images)} images)")
+
+
 def _models(args: argparse.Namespace) -> None:
     from vcex.models import model_names, model_spec
     from vcex.pipeline import prepare
@@ -152,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    handlers = {"demo": _demo, "explain": _explain, "models": _models}
+    handlers = {"demo": _demo, "explain": _explain, "models": _models, "datasets": _datasets}
     try:
         handlers[args.command](args)
     except VcexError as error:

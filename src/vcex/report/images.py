@@ -38,12 +38,17 @@ def grid_image(
     pad: int = 2,
     row_labels: list[str] | None = None,
     column_labels: list[str] | None = None,
+    captions: list[list[str]] | None = None,
 ) -> Image.Image:
-    """Lay out rows of (C, H, W) images in [0, 1] as one RGB picture, optionally labelled."""
+    """Lay out rows of (C, H, W) images in [0, 1] as one RGB picture, optionally labelled
+    (a label per row, per column, or a caption under every image)."""
     if not rows or not rows[0]:
         raise InputError("grid_image needs at least one row with one image")
     height, width = rows[0][0].shape[-2:]
-    cell_h, cell_w = height * zoom + pad, width * zoom + pad
+    cell_w = width * zoom + pad
+    wrapped = [[_wrap(text, max(4, cell_w // 6)) for text in row] for row in captions or []]
+    caption_h = 11 * max((len(lines) for row in wrapped for lines in row), default=0)
+    cell_h = height * zoom + pad + caption_h
     left = 8 * max((len(label) for label in row_labels), default=0) + 6 if row_labels else 0
     top = 14 if column_labels else 0
     columns = max(len(row) for row in rows)
@@ -58,7 +63,21 @@ def grid_image(
             pixels = (to_rgb(image.detach().float().cpu()).clamp(0, 1) * 255).round().byte()
             tile = Image.fromarray(pixels.permute(1, 2, 0).numpy()).resize((width * zoom, height * zoom), Image.NEAREST)
             canvas.paste(tile, (left + c * cell_w + pad, top + r * cell_h + pad))
+            if r < len(wrapped) and c < len(wrapped[r]):
+                for k, line in enumerate(wrapped[r][c]):
+                    below = top + r * cell_h + pad + height * zoom + 11 * k
+                    draw.text((left + c * cell_w + pad, below), line, fill="black")
     return canvas
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
