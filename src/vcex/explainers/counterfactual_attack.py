@@ -91,12 +91,7 @@ class CounterfactualAttack(Explainer):
             progress=self.progress,
         )
         return {
-            "counterfactuals": loop.images,
-            "target_prob": loop.target_prob,
-            "success": loop.success,
-            "steps": loop.steps,
-            "forward_passes": loop.forward_passes,
-            "backward_passes": loop.backward_passes,
+            **loop.result_fields(),
             "original_latents": latents,
             "counterfactual_latents": loop.variables,
             "reconstructions": reconstructions.clamp(low, high),

@@ -35,6 +35,17 @@ class LoopOutput:
     forward_passes: torch.Tensor
     backward_passes: torch.Tensor
 
+    def result_fields(self) -> dict[str, torch.Tensor]:
+        """The fields of a :class:`CounterfactualResult` that the loop decides."""
+        return {
+            "counterfactuals": self.images,
+            "target_prob": self.target_prob,
+            "success": self.success,
+            "steps": self.steps,
+            "forward_passes": self.forward_passes,
+            "backward_passes": self.backward_passes,
+        }
+
 
 def _broadcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.dim() - 1)))

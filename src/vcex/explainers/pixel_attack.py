@@ -72,11 +72,4 @@ class PixelAttack(Explainer):
             check_every=self.check_every,
             progress=self.progress,
         )
-        return {
-            "counterfactuals": loop.images,
-            "target_prob": loop.target_prob,
-            "success": loop.success,
-            "steps": loop.steps,
-            "forward_passes": loop.forward_passes,
-            "backward_passes": loop.backward_passes,
-        }
+        return loop.result_fields()
