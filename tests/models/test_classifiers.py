@@ -60,3 +60,10 @@ def test_knn_oracle_bad_arguments():
         KNNOracle(torch.rand(4, 1, 2, 2), torch.zeros(3, dtype=torch.long))
     with pytest.raises(InputError, match="k must"):
         KNNOracle(torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long), k=9)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_face_cnn_shapes(size):
+    from vcex.models.classifiers import FaceCNN
+
+    assert FaceCNN(3, 2, size).eval()(torch.rand(2, 3, size, size)).shape == (2, 2)

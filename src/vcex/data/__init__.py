@@ -15,6 +15,19 @@ _LOADERS: dict[str, Callable[..., ImageDataset]] = {
     "fashion": load_fashion_mnist,
 }
 _ALIASES = {"fashion-mnist": "fashion", "fashion_mnist": "fashion", "fmnist": "fashion"}
+
+
+def _faces_loader(task: str) -> Callable[..., ImageDataset]:
+    def load(split: str, root: str | Path | None = None) -> ImageDataset:
+        from vcex.data.faces_tasks import load_faces
+
+        return load_faces(task, split)
+
+    return load
+
+
+for _task in ("smiling", "eyeglasses", "young", "smiling-spurious"):
+    _LOADERS[f"faces-{_task}"] = _faces_loader(_task)
 SPLITS = ("train", "test")
 
 

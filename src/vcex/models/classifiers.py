@@ -138,6 +138,25 @@ class SmallCNN(nn.Module):
         return self.head(self.features(images))
 
 
+class FaceCNN(nn.Module):
+    """The Counterfactual Attacks paper's CelebA classifier shape: three [conv3x3, ReLU, max-pool]
+    blocks (32/64/128 channels), FC512, dropout 0.3, FC(K). Input (N, C, S, S), S divisible by 8."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 2, image_size: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout in ((in_channels, 32), (32, 64), (64, 128)):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        side = image_size // 8
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(128 * side * side, 512), nn.ReLU(), nn.Dropout(0.3), nn.Linear(512, num_classes)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
 class OracleNet(nn.Module):
     """An evaluation oracle of a different design from :class:`SmallCNN`: 5x5 convs with batch norm,
     strided downsampling and global average pooling. Input (N, C, H, W); output logits (N, K)."""

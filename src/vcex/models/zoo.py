@@ -22,7 +22,7 @@ from torch import nn
 from vcex.cache import cache_dir, load_state_into, load_weights, save_weights
 from vcex.data import ImageDataset, canonical_dataset_name, load_dataset
 from vcex.errors import CacheError, InputError
-from vcex.models.classifiers import Classifier, KNNOracle, OracleNet, SmallCNN
+from vcex.models.classifiers import Classifier, FaceCNN, KNNOracle, OracleNet, SmallCNN
 from vcex.models.latent import VAE, ClassAutoencoders
 from vcex.models.training import accuracy, class_autoencoder_loss, classification_loss, fit
 
@@ -32,6 +32,7 @@ _NORMALISATION = {"mnist": ((0.1307,), (0.3081,)), "fashion": ((0.2860,), (0.353
 _EPOCHS = {
     "mnist": {"cnn": 8, "oracle": 8, "vae": 30, "im-ae": 40},
     "fashion": {"cnn": 4, "oracle": 3, "vae": 8, "im-ae": 6},
+    "faces": {"cnn": 3, "oracle": 2, "vae": 10, "im-ae": 6},
 }
 
 
@@ -63,11 +64,12 @@ def _classifier_network(kind: str, seed: int) -> Callable[[ImageDataset], nn.Mod
     def build(data: ImageDataset) -> nn.Module:
         torch.manual_seed(seed)
         channels = data.image_shape[0]
-        network = (
-            SmallCNN(channels, data.num_classes, data.image_shape[-1])
-            if kind == "cnn"
-            else OracleNet(channels, data.num_classes)
-        )
+        if kind == "oracle":
+            network = OracleNet(channels, data.num_classes)
+        elif data.name.startswith("faces-"):
+            network = FaceCNN(channels, data.num_classes, data.image_shape[-1])
+        else:
+            network = SmallCNN(channels, data.num_classes, data.image_shape[-1])
         mean, std = _NORMALISATION.get(data.name, ((0.5,) * channels, (0.5,) * channels))
         return Classifier(network, mean, std, input_shape=data.image_shape, class_names=data.class_names)
 
@@ -167,7 +169,7 @@ def model_spec(name: str) -> ModelSpec:
         dataset = canonical_dataset_name(dataset_part)
     except InputError:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(model_names())}") from None
-    epochs = _EPOCHS.get(dataset, _EPOCHS["fashion"])
+    epochs = _EPOCHS["faces"] if dataset.startswith("faces-") else _EPOCHS.get(dataset, _EPOCHS["fashion"])
     if role == "cnn":
         return ModelSpec(
             name,
@@ -213,7 +215,9 @@ def model_spec(name: str) -> ModelSpec:
 
 def model_names() -> list[str]:
     """Every name :func:`load_model` accepts."""
-    return [f"{d}-{r}" for d in ("mnist", "fashion") for r in ("cnn", "oracle", "vae", "im-ae")]
+    from vcex.data import dataset_names
+
+    return [f"{d}-{r}" for d in dataset_names() for r in ("cnn", "oracle", "vae", "im-ae")]
 
 
 def load_model(name: str, *, progress: bool = True, retrain: bool = False) -> nn.Module:
