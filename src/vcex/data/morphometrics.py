@@ -62,7 +62,13 @@ from vcex.checks import check_images
 from vcex.errors import InputError
 
 MORPHOMETRIC_NAMES: tuple[str, ...] = (
-    "thickness", "length", "slant", "width", "height", "area", "intensity",
+    "thickness",
+    "length",
+    "slant",
+    "width",
+    "height",
+    "area",
+    "intensity",
 )
 """Keys of the dict :func:`measure_morphometrics` returns, in order."""
 
@@ -72,9 +78,7 @@ _CHUNK = 250  # images upsampled at once; also the task size sent to a worker pr
 _SQRT2 = float(np.sqrt(2.0))
 
 
-def measure_morphometrics(
-    images: torch.Tensor, scale: int = 4, workers: int | None = None
-) -> dict[str, torch.Tensor]:
+def measure_morphometrics(images: torch.Tensor, scale: int = 4, workers: int | None = None) -> dict[str, torch.Tensor]:
     """Measure stroke morphometrics of a batch of grey-scale images.
 
     Args:
@@ -97,9 +101,7 @@ def measure_morphometrics(
     images = check_images(images, channels=1, name="images")
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise InputError(f"scale must be an integer >= 1 (Morpho-MNIST uses 4), got {scale!r}")
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
-    ):
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1):
         raise InputError(f"workers must be None or an integer >= 1, got {workers!r}")
     scale = int(scale)
     batch = images.detach().cpu()[:, 0].numpy()  # (N, H, W) float32
@@ -118,8 +120,9 @@ def measure_morphometrics(
         with warnings.catch_warnings():
             # Python >= 3.12 warns that forking a multi-threaded process (torch's thread pool) may
             # deadlock; the children run only numpy/scipy/scikit-image code, never torch
-            warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
-                                    category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning
+            )
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 parts = list(pool.map(_measure_batch, chunks, [scale] * len(chunks)))
     values = torch.from_numpy(np.concatenate(parts, axis=0).astype(np.float32))

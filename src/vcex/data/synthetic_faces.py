@@ -88,12 +88,21 @@ FACTOR_NAMES: tuple[str, ...] = tuple(FACTORS)
 
 #: Factors that move or light the whole picture but carry no attribute.
 NUISANCE_FACTORS: tuple[str, ...] = (
-    "shift_x", "shift_y", "scale", "rotation", "lighting", "brightness",
+    "shift_x",
+    "shift_y",
+    "scale",
+    "rotation",
+    "lighting",
+    "brightness",
 )
 
 #: Values of the nuisance factors that leave the canonical face untouched.
 NUISANCE_IDENTITY: dict[str, float] = {
-    "shift_x": 0.0, "shift_y": 0.0, "scale": 1.0, "rotation": 0.0, "lighting": 0.0,
+    "shift_x": 0.0,
+    "shift_y": 0.0,
+    "scale": 1.0,
+    "rotation": 0.0,
+    "lighting": 0.0,
     "brightness": 1.0,
 }
 
@@ -133,9 +142,17 @@ BINARY_ATTRIBUTES: dict[str, BinaryAttribute] = {
 
 #: Short words for captions (:func:`preview_faces`).
 SHORT_NAMES: dict[str, str] = {
-    "smiling": "smile", "eyeglasses": "glasses", "dark_hair": "dark-hair", "long_hair": "long",
-    "bangs": "bangs", "wide_face": "wide", "dark_skin": "dark-skin", "eyes_open": "open-eyes",
-    "beard": "beard", "lipstick": "lipstick", "warm_background": "warm-bg",
+    "smiling": "smile",
+    "eyeglasses": "glasses",
+    "dark_hair": "dark-hair",
+    "long_hair": "long",
+    "bangs": "bangs",
+    "wide_face": "wide",
+    "dark_skin": "dark-skin",
+    "eyes_open": "open-eyes",
+    "beard": "beard",
+    "lipstick": "lipstick",
+    "warm_background": "warm-bg",
 }
 
 #: Regions (see :func:`face_regions`) where each attribute's visual element lives.
@@ -157,8 +174,17 @@ ATTRIBUTE_REGIONS: dict[str, tuple[str, ...]] = {
 
 #: Names of the regions :func:`face_regions` returns (their masks sum to 1 at every pixel).
 REGION_NAMES: tuple[str, ...] = (
-    "background", "hair", "clothes", "face", "eyes", "eyebrows", "nose", "beard", "mouth",
-    "bangs", "glasses",
+    "background",
+    "hair",
+    "clothes",
+    "face",
+    "eyes",
+    "eyebrows",
+    "nose",
+    "beard",
+    "mouth",
+    "bangs",
+    "glasses",
 )
 
 
@@ -174,20 +200,14 @@ def _check_override(name: str, value: FactorValue, n: int) -> Tensor:
     if tensor.numel() == 1:
         tensor = tensor.expand(n).clone()
     if tensor.shape != (n,):
-        raise InputError(
-            f"factor {name!r} was given {tensor.numel()} values; "
-            f"give one value or one per image ({n})"
-        )
+        raise InputError(f"factor {name!r} was given {tensor.numel()} values; give one value or one per image ({n})")
     if not torch.isfinite(tensor).all():
         raise InputError(f"factor {name!r} has non-finite values")
     if spec.binary and not ((tensor == 0) | (tensor == 1)).all():
         raise InputError(f"factor {name!r} is binary: give 0 or 1")
     lo, hi = tensor.min().item(), tensor.max().item()
     if lo < spec.low - 1e-6 or hi > spec.high + 1e-6:
-        raise InputError(
-            f"factor {name!r} must lie in [{spec.low:g}, {spec.high:g}]; "
-            f"got values in [{lo:g}, {hi:g}]"
-        )
+        raise InputError(f"factor {name!r} must lie in [{spec.low:g}, {spec.high:g}]; got values in [{lo:g}, {hi:g}]")
     return tensor
 
 
@@ -251,8 +271,15 @@ def _box(x: Tensor, y: Tensor, hx: Tensor | float, hy: Tensor | float, r: float 
     return torch.hypot(qx.clamp_min_(0.0), qy.clamp_min_(0.0)).add_(inside).sub_(r)
 
 
-def _band(x: Tensor, y: Tensor, curve: Tensor, inv_norm: Tensor, top: Tensor | float,
-          bottom: Tensor | float, half_width: float) -> Tensor:
+def _band(
+    x: Tensor,
+    y: Tensor,
+    curve: Tensor,
+    inv_norm: Tensor,
+    top: Tensor | float,
+    bottom: Tensor | float,
+    half_width: float,
+) -> Tensor:
     """Region between ``curve - top`` and ``curve + bottom`` for |x| < half_width."""
     vertical = torch.maximum((curve - top).sub_(y), (y - curve).sub_(bottom))
     # inv_norm = 1/sqrt(1 + slope^2) turns the vertical gap into a distance on slanted parts.
@@ -274,13 +301,23 @@ def _hsv(hue: Tensor, saturation: float, value: float) -> Tensor:
     return value - value * saturation * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
-_SKIN = torch.tensor([
-    [0.98, 0.84, 0.74], [0.91, 0.71, 0.57], [0.72, 0.50, 0.35], [0.45, 0.29, 0.19],
-])
-_HAIR = torch.tensor([
-    [0.07, 0.05, 0.04], [0.27, 0.16, 0.08], [0.52, 0.34, 0.17], [0.80, 0.62, 0.34],
-    [0.97, 0.87, 0.58],
-])
+_SKIN = torch.tensor(
+    [
+        [0.98, 0.84, 0.74],
+        [0.91, 0.71, 0.57],
+        [0.72, 0.50, 0.35],
+        [0.45, 0.29, 0.19],
+    ]
+)
+_HAIR = torch.tensor(
+    [
+        [0.07, 0.05, 0.04],
+        [0.27, 0.16, 0.08],
+        [0.52, 0.34, 0.17],
+        [0.80, 0.62, 0.34],
+        [0.97, 0.87, 0.58],
+    ]
+)
 _CLOTHES = torch.tensor([0.20, 0.25, 0.36])
 _FRAME = torch.tensor([0.04, 0.04, 0.05])
 _LIPSTICK = torch.tensor([0.82, 0.06, 0.16])
@@ -400,13 +437,17 @@ def _render_chunk(f: Mapping[str, Tensor], out: Tensor, track: bool) -> dict[str
         # ``inner`` relative to ``outer``; inner is clipped to outer (it lies inside by design).
         rows = slice(max(inner[0].start, outer[0].start), min(inner[0].stop, outer[0].stop))
         cols = slice(max(inner[1].start, outer[1].start), min(inner[1].stop, outer[1].stop))
-        return (slice(rows.start - outer[0].start, max(rows.start, rows.stop) - outer[0].start),
-                slice(cols.start - outer[1].start, max(cols.start, cols.stop) - outer[1].start))
+        return (
+            slice(rows.start - outer[0].start, max(rows.start, rows.stop) - outer[0].start),
+            slice(cols.start - outer[1].start, max(cols.start, cols.stop) - outer[1].start),
+        )
 
     def clip(inner: _Window, outer: _Window) -> _Window:
         rel = within(inner, outer)
-        return (slice(rel[0].start + outer[0].start, rel[0].stop + outer[0].start),
-                slice(rel[1].start + outer[1].start, rel[1].stop + outer[1].start))
+        return (
+            slice(rel[0].start + outer[0].start, rel[0].stop + outer[0].start),
+            slice(rel[1].start + outer[1].start, rel[1].stop + outer[1].start),
+        )
 
     def cover(sdf: Tensor) -> Tensor:
         # Linear ramp one pixel wide: exactly 0 or 1 away from edges, fractional on them.
@@ -428,16 +469,14 @@ def _render_chunk(f: Mapping[str, Tensor], out: Tensor, track: bool) -> dict[str
     length = p("hair_length")
     cap = torch.maximum(_ellipse(u, v + 0.03, 1.0 / (half_w + 0.08), 1.0 / 0.78), v - 0.05)
     bottom = 0.02 + 0.86 * length
-    curtain = _box(u, v - (bottom - 0.3) / 2, half_w + 0.09 + 0.05 * length, (bottom + 0.3) / 2,
-                   r=0.14)
+    curtain = _box(u, v - (bottom - 0.3) / 2, half_w + 0.09 + 0.05 * length, (bottom + 0.3) / 2, r=0.14)
     strands = torch.cos(u * 9.0).square_().mul_(-0.12).add_(1.0).unsqueeze(1)  # soft shading
     canvas.paint(cover(torch.minimum(cap, curtain)), hair[:, :, None, None] * strands, "hair", win)
 
     # Shoulders and neck.
     win = window("clothes")
     u, v = coords(win)
-    canvas.paint(cover(_ellipse(u, v - 1.38, 1.0 / 0.88, 1.0 / 0.52)), flat(_CLOTHES), "clothes",
-                 win)
+    canvas.paint(cover(_ellipse(u, v - 1.38, 1.0 / 0.88, 1.0 / 0.52)), flat(_CLOTHES), "clothes", win)
     win = window("neck")
     u, v = coords(win)
     canvas.paint(cover(_box(u, v - 0.78, 0.19, 0.3, r=0.05)), skin * 0.8, "face", win)
@@ -565,11 +604,8 @@ def _check_factors(factors: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], in
         raise _unknown("factor", unknown[0], FACTOR_NAMES)
     missing = [name for name in FACTOR_NAMES if name not in factors]
     if missing:
-        raise InputError(
-            f"factors missing: {', '.join(missing)}; draw them with sample_factors(n, seed, ...)"
-        )
-    out = {name: torch.as_tensor(factors[name], dtype=torch.float32).flatten().cpu()
-           for name in FACTOR_NAMES}
+        raise InputError(f"factors missing: {', '.join(missing)}; draw them with sample_factors(n, seed, ...)")
+    out = {name: torch.as_tensor(factors[name], dtype=torch.float32).flatten().cpu() for name in FACTOR_NAMES}
     sizes = {value.shape[0] for value in out.values()}
     if len(sizes) != 1:
         raise InputError(f"factors have different lengths: {sorted(sizes)}; give N values each")
@@ -606,8 +642,7 @@ def _check_size(size: int) -> int:
     return int(size)
 
 
-def render_faces(factors: Mapping[str, Tensor], size: int = 64, chunk_size: int | None = None
-                 ) -> Tensor:
+def render_faces(factors: Mapping[str, Tensor], size: int = 64, chunk_size: int | None = None) -> Tensor:
     """Render one face per row of ``factors``.
 
     Args:
@@ -629,13 +664,12 @@ def render_faces(factors: Mapping[str, Tensor], size: int = 64, chunk_size: int 
     step = _chunk(chunk_size, size)
     with torch.no_grad(), _single_thread():
         for start in range(0, n, step):
-            chunk = {name: value[start:start + step] for name, value in values.items()}
-            _render_chunk(chunk, out[start:start + step], track=False)
+            chunk = {name: value[start : start + step] for name, value in values.items()}
+            _render_chunk(chunk, out[start : start + step], track=False)
     return out
 
 
-def face_regions(factors: Mapping[str, Tensor], size: int = 64, chunk_size: int | None = None
-                 ) -> dict[str, Tensor]:
+def face_regions(factors: Mapping[str, Tensor], size: int = 64, chunk_size: int | None = None) -> dict[str, Tensor]:
     """Where each visual element is visible, for scoring explanations against the truth.
 
     Returns:
@@ -649,12 +683,12 @@ def face_regions(factors: Mapping[str, Tensor], size: int = 64, chunk_size: int 
     step = _chunk(chunk_size, size)
     with torch.no_grad(), _single_thread():
         for start in range(0, n, step):
-            chunk = {name: value[start:start + step] for name, value in values.items()}
+            chunk = {name: value[start : start + step] for name, value in values.items()}
             image = torch.empty(min(step, n - start), 3, size, size)
             masks = _render_chunk(chunk, image, track=True)
             assert masks is not None
             for name in REGION_NAMES:
-                out[name][start:start + step] = masks[name]
+                out[name][start : start + step] = masks[name]
     return out
 
 
@@ -686,8 +720,7 @@ def _parse_spurious(spec: SpuriousSpec) -> Spurious:
         extra = set(spec) - {"attribute", "agreement"}
         if extra or "attribute" not in spec or "agreement" not in spec:
             raise InputError(
-                "spurious must look like {'attribute': 'warm_background', 'agreement': 0.9}; "
-                f"got keys {sorted(spec)}"
+                f"spurious must look like {{'attribute': 'warm_background', 'agreement': 0.9}}; got keys {sorted(spec)}"
             )
         agreement = spec["agreement"]
         parsed = Spurious(str(spec["attribute"]), float(agreement))  # type: ignore[arg-type]
@@ -715,18 +748,14 @@ def _label_fn(label: LabelSpec) -> tuple[Callable[[Mapping[str, Tensor]], Tensor
     raise InputError(f"label must be an attribute name or a function of the factors; got {label!r}")
 
 
-def _evaluate_label(fn: Callable[[Mapping[str, Tensor]], Tensor], factors: Mapping[str, Tensor],
-                    n: int) -> Tensor:
+def _evaluate_label(fn: Callable[[Mapping[str, Tensor]], Tensor], factors: Mapping[str, Tensor], n: int) -> Tensor:
     value = torch.as_tensor(fn(factors)).flatten()
     if value.shape != (n,):
-        raise InputError(
-            f"the label function must return {n} values (one per face); got {value.numel()}"
-        )
+        raise InputError(f"the label function must return {n} values (one per face); got {value.numel()}")
     return value.bool()
 
 
-def _plant_shortcut(factors: dict[str, Tensor], labels: Tensor, spurious: Spurious,
-                    seed: int) -> None:
+def _plant_shortcut(factors: dict[str, Tensor], labels: Tensor, spurious: Spurious, seed: int) -> None:
     """Resample the spurious attribute's factor so it equals the label in the asked share."""
     attribute = BINARY_ATTRIBUTES[spurious.attribute]
     n = labels.shape[0]
@@ -779,8 +808,7 @@ class FacesDataset:
         Each column is a numpy array of length N (``pandas.DataFrame(table)`` works as is).
         """
         table = {f"factor:{name}": value.numpy().copy() for name, value in self.factors.items()}
-        table.update({f"attribute:{name}": value.numpy().copy()
-                      for name, value in self.attributes.items()})
+        table.update({f"attribute:{name}": value.numpy().copy() for name, value in self.attributes.items()})
         if self.labels is not None:
             table["label"] = self.labels.numpy().copy()
         return table
@@ -789,9 +817,12 @@ class FacesDataset:
         """The faces at ``indices``, in that order."""
         index = torch.as_tensor(indices, dtype=torch.long)
         return FacesDataset(
-            self.images[index], {k: v[index] for k, v in self.factors.items()},
+            self.images[index],
+            {k: v[index] for k, v in self.factors.items()},
             {k: v[index] for k, v in self.attributes.items()},
-            None if self.labels is None else self.labels[index], self.label_name, dict(self.info),
+            None if self.labels is None else self.labels[index],
+            self.label_name,
+            dict(self.info),
         )
 
     def to_image_dataset(self, split: str = "train") -> ImageDataset:
@@ -799,14 +830,18 @@ class FacesDataset:
         if self.labels is None:
             raise InputError("this FacesDataset has no labels; use make_faces(..., label=...)")
         name = self.label_name or "label"
-        return ImageDataset(self.images, self.labels, "synthetic_faces", split,
-                            [f"not_{name}", name], dict(self.info))
+        return ImageDataset(self.images, self.labels, "synthetic_faces", split, [f"not_{name}", name], dict(self.info))
 
 
-def make_faces(n: int, seed: int = 0, size: int = 64, label: LabelSpec | None = None,
-               spurious: SpuriousSpec | None = None,
-               overrides: Mapping[str, FactorValue] | None = None,
-               chunk_size: int | None = None) -> FacesDataset:
+def make_faces(
+    n: int,
+    seed: int = 0,
+    size: int = 64,
+    label: LabelSpec | None = None,
+    spurious: SpuriousSpec | None = None,
+    overrides: Mapping[str, FactorValue] | None = None,
+    chunk_size: int | None = None,
+) -> FacesDataset:
     """Sample factors, plant an optional shortcut, and render ``n`` faces.
 
     Args:
@@ -869,16 +904,27 @@ def preview_faces(n: int = 16, seed: int = 0, size: int = 64) -> tuple[Tensor, l
     """
     factors = sample_factors(n, seed)
     attributes = compute_attributes(factors)
-    captions = [
-        " ".join(SHORT_NAMES[name] for name, value in attributes.items() if value[i]) or "-"
-        for i in range(n)
-    ]
+    captions = [" ".join(SHORT_NAMES[name] for name, value in attributes.items() if value[i]) or "-" for i in range(n)]
     return render_faces(factors, size=size), captions
 
 
 __all__ = [
-    "ATTRIBUTE_REGIONS", "BINARY_ATTRIBUTES", "BinaryAttribute", "FACTORS", "FACTOR_NAMES",
-    "FactorSpec", "FacesDataset", "NUISANCE_FACTORS", "NUISANCE_IDENTITY", "REGION_NAMES",
-    "SHORT_NAMES", "Spurious", "compute_attributes", "face_regions", "make_faces", "preview_faces",
-    "render_faces", "sample_factors",
+    "ATTRIBUTE_REGIONS",
+    "BINARY_ATTRIBUTES",
+    "BinaryAttribute",
+    "FACTORS",
+    "FACTOR_NAMES",
+    "FactorSpec",
+    "FacesDataset",
+    "NUISANCE_FACTORS",
+    "NUISANCE_IDENTITY",
+    "REGION_NAMES",
+    "SHORT_NAMES",
+    "Spurious",
+    "compute_attributes",
+    "face_regions",
+    "make_faces",
+    "preview_faces",
+    "render_faces",
+    "sample_factors",
 ]
