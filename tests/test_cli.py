@@ -115,3 +115,21 @@ def test_datasets_preview_writes_a_grid(tmp_path, name):
     from PIL import Image
 
     assert Image.open(out).size[0] > 4 * 28
+
+
+def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys):
+    out = tmp_path / "global"
+    assert main(["global", "--n", "20", "--threshold", "0.9", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "global.json").read_text())
+    assert record["valid_counterfactuals"] >= 10 and {p["name"] for p in record["probes"]} >= {"thickness", "slant"}
+    for explanation in record["classes"].values():
+        assert explanation["n"] >= 1 and len(explanation["descriptors"]) == 7
+        for row in explanation["descriptors"]:
+            assert row["ci_low"] <= row["score"] <= row["ci_high"]
+    assert (out / "global.html").exists() and list(out.glob("global-*.png"))
+    assert "top_descriptors" in json.loads(capsys.readouterr().out)
+
+
+def test_global_on_faces_says_what_is_missing(tmp_path, capsys):
+    assert main(["global", "--dataset", "faces-smiling", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "style generator" in capsys.readouterr().err

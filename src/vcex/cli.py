@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     _add_common(explain)
 
+    global_ = commands.add_parser("global", help="global explanation: descriptors the counterfactuals change")
+    global_.add_argument("--dataset", default="mnist", help="mnist | fashion (morphometric descriptors)")
+    global_.add_argument("--n", type=int, default=500, help="test images to explain")
+    global_.add_argument("--out", required=True, help="output folder (global.json, charts, global.html)")
+    global_.add_argument("--threshold", type=float, default=None)
+    _add_common(global_)
+
     datasets = commands.add_parser("datasets", help="look at the datasets")
     datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
     preview = datasets_commands.add_parser("preview", help="write a labelled grid of a dataset's images")
@@ -140,6 +147,29 @@ def _explain(args: argparse.Namespace) -> None:
     )
 
 
+def _global(args: argparse.Namespace) -> None:
+    from vcex.errors import InputError
+    from vcex.pipeline import prepare, run_global
+
+    if args.dataset.startswith("faces"):
+        raise InputError(
+            "vcex global on faces needs the style generator backend, which is not in vcex yet; "
+            "use --dataset mnist or fashion"
+        )
+    bench = prepare(args.dataset, progress=not args.quiet)
+    record = run_global(bench, args.n, args.out, progress=not args.quiet, threshold=args.threshold)
+    summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
+    print(
+        json.dumps(
+            {
+                "dataset": record["dataset"],
+                "valid_counterfactuals": record["valid_counterfactuals"],
+                "top_descriptors": summary,
+            }
+        )
+    )
+
+
 def _datasets(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.report import grid_image, save_png
@@ -187,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    handlers = {"demo": _demo, "explain": _explain, "models": _models, "datasets": _datasets}
+    handlers = {"demo": _demo, "explain": _explain, "models": _models, "datasets": _datasets, "global": _global}
     try:
         handlers[args.command](args)
     except VcexError as error:

@@ -67,8 +67,10 @@ class CounterfactualResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
 
     def to(self, device: torch.device | str) -> CounterfactualResult:
-        moved = {name: tensor.to(device) for name, tensor in self.tensors().items()}
-        return CounterfactualResult(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **moved})
+        return self._with({name: tensor.to(device) for name, tensor in self.tensors().items()})
+
+    def _with(self, tensors: dict[str, torch.Tensor]) -> CounterfactualResult:
+        return CounterfactualResult(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **tensors})
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (safetensors: the tensors) and ``path`` + ``.json`` (the scalars)."""
@@ -92,6 +94,10 @@ class CounterfactualResult:
         except Exception as error:  # noqa: BLE001 - any damage means the same thing to the caller
             raise CacheError(f"cannot read counterfactual result {path} ({error})") from error
         return cls(**scalars, **tensors)
+
+    def select(self, mask: torch.Tensor) -> CounterfactualResult:
+        """The rows where ``mask`` (N,) is True (or the rows at the given indices), same scalars."""
+        return self._with({name: tensor[mask] for name, tensor in self.tensors().items()})
 
     @staticmethod
     def concatenate(parts: list[CounterfactualResult], seconds: float) -> CounterfactualResult:
