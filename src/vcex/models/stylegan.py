@@ -1,0 +1,646 @@
+"""A small StyleGAN2-like generator with an encoder, trained as an autoencoder: the StyleSpace backend.
+
+The generator follows StyleGAN2 (Karras et al., CVPR'20, arXiv 1912.04958) in miniature:
+
+- a mapping network ``z -> w`` (pixel-norm on z, then an MLP with leaky ReLU);
+- a learned constant 4x4 input, then per resolution (4, 8, ..., image_size) two modulated 3x3
+  convolutions with weight demodulation (Sec. 2.2: scale the weights per input channel by the style,
+  divide by each output channel's norm), optional per-pixel noise (off by default, so decoding is
+  deterministic), bias and leaky ReLU; resolutions are doubled by bilinear interpolation;
+- per resolution a toRGB layer (modulated 1x1, no demodulation) whose outputs are upsampled and summed
+  (the "skip" generator of Sec. 4.1);
+- one affine layer per modulated convolution and per toRGB mapping w to that layer's per-input-channel
+  style. The concatenated affine outputs are the StyleSpace of Wu et al. (CVPR'21, arXiv 2011.12799)
+  that StylEx's AttFind searches, and the stacked affine weights are what EigenFind/SeFa decompose.
+
+The summed RGB output goes through a sigmoid, so images are in [0, 1] like every other vcex model and
+gradients never vanish at the range boundary (a clamp of ``(x + 1) / 2`` would stop them).
+
+Style vector layout: layers are named ``"{resolution}.conv0"``, ``"{resolution}.conv1"`` and
+``"{resolution}.torgb"`` in synthesis order; :meth:`StyleGenerator.style_layout` gives each layer's
+offset and length in the vector returned by :meth:`StyleGenerator.styles`. AttFind excludes toRGB
+styles; use ``style_layout(include_torgb=False)`` / :meth:`StyleGenerator.conv_style_mask` for that.
+W+ has one w per styled layer (toRGB included), so ``num_ws = 3 * number of resolutions``.
+
+Typical use::
+
+    from vcex.data.synthetic_faces import make_faces
+    model = StyleAutoencoder(StyleGeneratorConfig.small(image_size=32))
+    data = make_faces(5000, seed=0, size=32)
+    metrics = train_style_autoencoder(model, data.images, epochs=4, batch_size=32, lr=2e-3)
+    w = model.encode(data.images[:8])          # (8, w_dim)
+    s = model.styles(w)                        # (8, S_total)
+    name, offset, length = model.style_layout()[4]    # ("8.conv1", offset, length)
+    s[:, offset + 3] += 2.0                    # a StyleSpace edit of one channel
+    edited = model.decode_styles(s)            # (8, 3, 32, 32) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vcex.cache import load_state_into, load_weights
+from vcex.errors import InputError
+from vcex.progress import progress_bar
+
+Tensor = torch.Tensor
+
+_LEAK = 0.2
+# StyleGAN2 scales leaky ReLU outputs by sqrt(2) to keep activations at unit variance (Sec. B, "equalized lr")
+_ACT_GAIN = math.sqrt(2.0)
+
+
+def _act(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, _LEAK) * _ACT_GAIN
+
+
+def _upsample(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StyleGeneratorConfig:
+    """Sizes of the generator (and of the encoder and discriminator, which mirror it).
+
+    ``channels(resolution) = min(max_channels, base_channels * image_size // resolution)``: the
+    full-resolution layers have ``base_channels`` and the count doubles per halving, up to the cap.
+    ``fused_modconv=True`` runs modulated convolution as one grouped convolution with per-sample weights
+    (StyleGAN2's fused form); the default ``False`` scales the activations by the style before a shared
+    convolution and the outputs by the demodulation factor after it: the same function, 2-4x faster on CPUs.
+    ``w_plus`` makes the autoencoder's encoder return one w per styled layer.
+    """
+
+    image_size: int = 64
+    channels: int = 3
+    w_dim: int = 128
+    base_channels: int = 16
+    max_channels: int = 128
+    mapping_layers: int = 4
+    noise: bool = False
+    fused_modconv: bool = False
+    w_plus: bool = False
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        if size < 4 or size & (size - 1):
+            raise InputError(f"image_size must be a power of two >= 4, got {size}")
+        for name in ("channels", "w_dim", "base_channels", "max_channels", "mapping_layers"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def small(cls, image_size: int = 64, **overrides: object) -> StyleGeneratorConfig:
+        """Trains on 2 CPU cores: ~16-128 channels, w in R^128."""
+        return cls(image_size=image_size, w_dim=128, base_channels=16, max_channels=128, mapping_layers=4, **overrides)
+
+    @classmethod
+    def large(cls, image_size: int = 64, **overrides: object) -> StyleGeneratorConfig:
+        """For a GPU: 64-512 channels, w in R^512, 8 mapping layers as in StyleGAN2."""
+        return cls(image_size=image_size, w_dim=512, base_channels=64, max_channels=512, mapping_layers=8, **overrides)
+
+    @property
+    def resolutions(self) -> list[int]:
+        """4, 8, ..., image_size."""
+        return [2**k for k in range(2, int(math.log2(self.image_size)) + 1)]
+
+    def channels_at(self, resolution: int) -> int:
+        return min(self.max_channels, self.base_channels * self.image_size // resolution)
+
+    @property
+    def num_ws(self) -> int:
+        """Styled layers (two convs and one toRGB per resolution): the length of a W+ code."""
+        return 3 * len(self.resolutions)
+
+
+# --------------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------------
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with StyleGAN's equalised learning rate: weights ~ N(0, 1), scaled at run time."""
+
+    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.scale = 1.0 / math.sqrt(in_features)
+
+    def effective_weight(self) -> Tensor:
+        """The matrix A in ``y = A x + b``: (out_features, in_features)."""
+        return self.weight * self.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated convolution: ``forward(x (N, Cin, H, W), style (N, Cin)) -> (N, Cout, H, W)``.
+
+    Weights are scaled per sample and input channel by the style; with ``demodulate`` each output
+    channel's weights are then divided by their L2 norm, so the output does not change when a layer's
+    style is multiplied by a positive constant.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, demodulate: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.scale = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.demodulate = demodulate
+        self.padding = kernel_size // 2
+        self.fused = True
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        n, cin, h, w = x.shape
+        weight = self.weight * self.scale  # (Cout, Cin, k, k)
+        if self.fused:
+            modulated = weight.unsqueeze(0) * style[:, None, :, None, None]  # (N, Cout, Cin, k, k)
+            if self.demodulate:
+                modulated = modulated * torch.rsqrt(modulated.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+            out = F.conv2d(
+                x.reshape(1, n * cin, h, w),
+                modulated.reshape(-1, cin, *weight.shape[2:]),
+                padding=self.padding,
+                groups=n,
+            )
+            return out.reshape(n, -1, h, w)
+        out = F.conv2d(x * style[:, :, None, None], weight, padding=self.padding)
+        if self.demodulate:
+            # sum_{i,k} (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2
+            norms = style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t()  # (N, Cout)
+            out = out * torch.rsqrt(norms + 1e-8)[:, :, None, None]
+        return out
+
+
+class StyledConv(nn.Module):
+    """Affine (w -> style) + modulated 3x3 conv + optional noise + bias + leaky ReLU."""
+
+    def __init__(self, w_dim: int, in_channels: int, out_channels: int, noise: bool) -> None:
+        super().__init__()
+        # StyleGAN2 initialises the affine bias to 1 so styles start near identity modulation
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.conv = ModulatedConv2d(in_channels, out_channels, 3, demodulate=True)
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros(())) if noise else None
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        out = self.conv(x, style)
+        if self.noise_strength is not None:
+            out = out + self.noise_strength * torch.randn(out.shape[0], 1, *out.shape[2:], device=out.device)
+        return _act(out + self.bias[None, :, None, None])
+
+
+class ToRGB(nn.Module):
+    """Affine + modulated 1x1 conv without demodulation + bias: features -> image-space residual."""
+
+    def __init__(self, w_dim: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.conv = ModulatedConv2d(in_channels, out_channels, 1, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        return self.conv(x, style) + self.bias[None, :, None, None]
+
+
+# --------------------------------------------------------------------------------------------
+# generator
+# --------------------------------------------------------------------------------------------
+
+
+class StyleGenerator(nn.Module):
+    """Mapping network + StyleGAN2 synthesis network with an addressable StyleSpace.
+
+    ``mapping(z (N, w_dim)) -> w (N, w_dim)``; ``styles(w) -> s (N, S_total)`` with w of shape
+    (N, w_dim) or W+ (N, num_ws, w_dim); ``decode_styles(s) -> images (N, C, S, S)`` in [0, 1];
+    ``decode(w) = decode_styles(styles(w))``; ``forward(z) = decode(mapping(z))``.
+    """
+
+    def __init__(self, config: StyleGeneratorConfig | None = None) -> None:
+        super().__init__()
+        config = config or StyleGeneratorConfig()
+        self.config = config
+        mapping: list[nn.Module] = []
+        for _ in range(config.mapping_layers):
+            mapping.append(EqualLinear(config.w_dim, config.w_dim))
+        self.mapping_net = nn.ModuleList(mapping)
+        first = config.channels_at(4)
+        self.const = nn.Parameter(torch.randn(1, first, 4, 4))
+        self.layers = nn.ModuleDict()
+        previous = first
+        for resolution in config.resolutions:
+            width = config.channels_at(resolution)
+            self.layers[f"{resolution}_conv0"] = StyledConv(config.w_dim, previous, width, config.noise)
+            self.layers[f"{resolution}_conv1"] = StyledConv(config.w_dim, width, width, config.noise)
+            self.layers[f"{resolution}_torgb"] = ToRGB(config.w_dim, width, config.channels)
+            previous = width
+        for module in self.modules():
+            if isinstance(module, ModulatedConv2d):
+                module.fused = config.fused_modconv
+        layout, offset = [], 0
+        for key, layer in self.layers.items():
+            length = layer.affine.weight.shape[0]
+            layout.append((key.replace("_", "."), offset, length))
+            offset += length
+        self._layout = layout
+        self.style_dim = offset
+
+    @property
+    def num_ws(self) -> int:
+        return self.config.num_ws
+
+    def mapping(self, z: Tensor) -> Tensor:
+        """z (N, w_dim) -> w (N, w_dim); z is pixel-normalised first (StyleGAN, Sec. 2)."""
+        x = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+        for layer in self.mapping_net:
+            x = _act(layer(x))
+        return x
+
+    def style_layout(self, include_torgb: bool = True) -> list[tuple[str, int, int]]:
+        """``[(layer_name, offset, length), ...]`` in synthesis order; offsets index :meth:`styles`'s output.
+
+        With ``include_torgb=False`` the toRGB layers are left out, but offsets still refer to the full
+        vector (AttFind searches only conv styles).
+        """
+        return [entry for entry in self._layout if include_torgb or not entry[0].endswith("torgb")]
+
+    def conv_style_mask(self) -> Tensor:
+        """(S_total,) bool: True at style coordinates of the 3x3 convolutions, False at toRGB ones."""
+        mask = torch.zeros(self.style_dim, dtype=torch.bool)
+        for _, offset, length in self.style_layout(include_torgb=False):
+            mask[offset : offset + length] = True
+        return mask
+
+    def affine_weights(self, include_torgb: bool = True) -> list[tuple[str, Tensor, Tensor]]:
+        """``[(layer_name, A (length, w_dim), b (length,)), ...]`` in layout order, with s_layer = A w + b.
+
+        ``A`` includes the equalised-learning-rate scale, so it is the matrix that acts on w (EigenFind
+        stacks the conv layers' A and takes its SVD).
+        """
+        out = []
+        for (name, _, _), layer in zip(self._layout, self.layers.values()):
+            if include_torgb or not name.endswith("torgb"):
+                out.append((name, layer.affine.effective_weight(), layer.affine.bias))
+        return out
+
+    def _check_w(self, w: Tensor) -> Tensor:
+        """Return W+ (N, num_ws, w_dim) from W (N, w_dim) or W+; refuse other shapes."""
+        dim = self.config.w_dim
+        if w.dim() == 2 and w.shape[1] == dim:
+            return w.unsqueeze(1).expand(-1, self.num_ws, -1)
+        if w.dim() == 3 and w.shape[1:] == (self.num_ws, dim):
+            return w
+        raise InputError(f"w must have shape (N, {dim}) or W+ (N, {self.num_ws}, {dim}), got {tuple(w.shape)}")
+
+    def styles(self, w: Tensor) -> Tensor:
+        """w (N, w_dim) or W+ (N, num_ws, w_dim) -> concatenated styles s (N, S_total)."""
+        w_plus = self._check_w(w)
+        parts = [layer.affine(w_plus[:, i]) for i, layer in enumerate(self.layers.values())]
+        return torch.cat(parts, dim=1)
+
+    def decode_styles(self, s: Tensor) -> Tensor:
+        """s (N, S_total) -> images (N, C, S, S) in [0, 1]."""
+        if s.dim() != 2 or s.shape[1] != self.style_dim:
+            raise InputError(f"styles must have shape (N, {self.style_dim}), got {tuple(s.shape)}")
+        x = self.const.expand(s.shape[0], -1, -1, -1)
+        rgb = None
+        layers = list(self.layers.values())
+        for index in range(0, len(layers), 3):
+            conv0, conv1, torgb = layers[index : index + 3]
+            if index:
+                x = _upsample(x)
+            x = conv0(x, self._slice(s, index))
+            x = conv1(x, self._slice(s, index + 1))
+            residual = torgb(x, self._slice(s, index + 2))
+            rgb = residual if rgb is None else _upsample(rgb) + residual
+        return torch.sigmoid(rgb)
+
+    def _slice(self, s: Tensor, index: int) -> Tensor:
+        _, offset, length = self._layout[index]
+        return s[:, offset : offset + length]
+
+    def decode(self, w: Tensor) -> Tensor:
+        """w (N, w_dim) or W+ (N, num_ws, w_dim) -> images (N, C, S, S) in [0, 1]."""
+        return self.decode_styles(self.styles(w))
+
+    def forward(self, z: Tensor) -> Tensor:
+        """z (N, w_dim) -> images: a random sample from the generator."""
+        return self.decode(self.mapping(z))
+
+
+# --------------------------------------------------------------------------------------------
+# encoder and discriminator
+# --------------------------------------------------------------------------------------------
+
+
+class _DownTrunk(nn.Module):
+    """fromRGB 1x1, then per resolution conv3x3 + strided conv4x4 down to 4x4: (N, C, S, S) -> (N, F)."""
+
+    def __init__(self, config: StyleGeneratorConfig) -> None:
+        super().__init__()
+        resolutions = config.resolutions[::-1]  # image_size, ..., 4
+        self.from_rgb = nn.Conv2d(config.channels, config.channels_at(config.image_size), 1)
+        blocks = []
+        for high, low in zip(resolutions[:-1], resolutions[1:]):
+            c_in, c_out = config.channels_at(high), config.channels_at(low)
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, c_in, 3, padding=1),
+                    nn.LeakyReLU(_LEAK),
+                    nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+                    nn.LeakyReLU(_LEAK),
+                )
+            )
+        self.blocks = nn.Sequential(*blocks)
+        self.out_features = config.channels_at(4) * 16
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = F.leaky_relu(self.from_rgb(images * 2 - 1), _LEAK)
+        return self.blocks(x).flatten(1)
+
+
+class StyleEncoder(nn.Module):
+    """Conv downsampling network: images (N, C, S, S) in [0, 1] -> w (N, w_dim) or W+ (N, num_ws, w_dim)."""
+
+    def __init__(self, config: StyleGeneratorConfig, w_plus: bool | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.w_plus = config.w_plus if w_plus is None else w_plus
+        self.trunk = _DownTrunk(config)
+        outputs = config.w_dim * (config.num_ws if self.w_plus else 1)
+        self.head = nn.Sequential(
+            nn.Linear(self.trunk.out_features, 2 * config.w_dim),
+            nn.LeakyReLU(_LEAK),
+            nn.Linear(2 * config.w_dim, outputs),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        out = self.head(self.trunk(images))
+        return out.view(-1, self.config.num_ws, self.config.w_dim) if self.w_plus else out
+
+
+class StyleDiscriminator(nn.Module):
+    """Small conv discriminator: images (N, C, S, S) in [0, 1] -> realness logits (N,)."""
+
+    def __init__(self, config: StyleGeneratorConfig) -> None:
+        super().__init__()
+        self.trunk = _DownTrunk(config)
+        self.head = nn.Sequential(nn.Linear(self.trunk.out_features, config.channels_at(4)), nn.LeakyReLU(_LEAK))
+        self.out = nn.Linear(config.channels_at(4), 1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.out(self.head(self.trunk(images))).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------------
+# autoencoder (LatentModel)
+# --------------------------------------------------------------------------------------------
+
+
+class StyleAutoencoder(nn.Module):
+    """Encoder + StyleGAN2-like generator behind the :class:`~vcex.models.latent.LatentModel` protocol.
+
+    ``encode(images (N, C, S, S) in [0, 1]) -> w (N, w_dim)`` (W+ (N, num_ws, w_dim) when
+    ``config.w_plus``); ``decode(w) -> images (N, C, S, S)`` in [0, 1]. The StyleSpace methods
+    (``styles``, ``decode_styles``, ``style_layout``, ``affine_weights``, ``conv_style_mask``) are the
+    generator's.
+    """
+
+    def __init__(self, config: StyleGeneratorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or StyleGeneratorConfig()
+        self.generator = StyleGenerator(self.config)
+        self.encoder = StyleEncoder(self.config)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.config.channels, self.config.image_size, self.config.image_size)
+
+    @property
+    def style_dim(self) -> int:
+        return self.generator.style_dim
+
+    @property
+    def num_ws(self) -> int:
+        return self.config.num_ws
+
+    def check_images(self, images: Tensor) -> None:
+        """Raise :class:`InputError` unless images are (N, C, S, S) with this model's C and S."""
+        if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise InputError(
+                f"StyleAutoencoder expects images of shape (N, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(images.shape)}"
+            )
+
+    def encode(self, images: Tensor) -> Tensor:
+        self.check_images(images)
+        return self.encoder(images)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.generator.decode(latents)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Reconstruction: ``decode(encode(images))``."""
+        return self.decode(self.encode(images))
+
+    def styles(self, latents: Tensor) -> Tensor:
+        return self.generator.styles(latents)
+
+    def decode_styles(self, s: Tensor) -> Tensor:
+        return self.generator.decode_styles(s)
+
+    def style_layout(self, include_torgb: bool = True) -> list[tuple[str, int, int]]:
+        return self.generator.style_layout(include_torgb)
+
+    def conv_style_mask(self) -> Tensor:
+        return self.generator.conv_style_mask()
+
+    def affine_weights(self, include_torgb: bool = True) -> list[tuple[str, Tensor, Tensor]]:
+        return self.generator.affine_weights(include_torgb)
+
+    def load_weights(self, source: str | Path | dict[str, Tensor]) -> StyleAutoencoder:
+        """Load a safetensors file or a state dict; a config mismatch raises :class:`~vcex.errors.CacheError`."""
+        if isinstance(source, dict):
+            load_state_into(self, source, "the given state dict")
+        else:
+            tensors, _ = load_weights(source)
+            load_state_into(self, tensors, str(source))
+        return self
+
+    def record(self) -> dict:
+        """The configuration as a JSON-serialisable dict (for :func:`vcex.cache.save_weights`)."""
+        return {"architecture": "StyleAutoencoder", **asdict(self.config)}
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+
+
+def psnr(images: Tensor, reference: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio in dB for images in [0, 1]: (N, C, H, W) x2 -> (N,)."""
+    mse = (images - reference).pow(2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def reconstruction_psnr(model: StyleAutoencoder, images: Tensor, batch_size: int = 256) -> float:
+    """Mean PSNR (dB) of ``decode(encode(images))`` against ``images``."""
+    was_training = model.training
+    model.eval()
+    values = [psnr(model(chunk), chunk) for chunk in images.split(batch_size)]
+    model.train(was_training)
+    return float(torch.cat(values).mean()) if values else float("nan")
+
+
+def train_style_autoencoder(
+    model: StyleAutoencoder,
+    images: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    perceptual: Callable[[Tensor], Tensor] | None = None,
+    perceptual_weight: float = 1.0,
+    latent_weight: float = 0.1,
+    latent_share: float = 0.25,
+    adversarial: bool = False,
+    adversarial_weight: float = 0.05,
+    r1_gamma: float = 1.0,
+    r1_interval: int = 4,
+    classifier: Callable[[Tensor], Tensor] | None = None,
+    stylex_weight: float = 0.0,
+    holdout: float = 0.05,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Train ``model`` (encoder and generator together) to reconstruct ``images`` (N, C, S, S) in [0, 1].
+
+    Per minibatch x with w = E(x), x' = G(w), the loss is (StylEx, Lang et al. ICCV'21, Sec. 3, with
+    LPIPS replaced by the caller's feature extractor)::
+
+        |x - x'|_1 + perceptual_weight * MSE(f(x'), f(x))                      (if perceptual)
+        + latent_weight * (|E(G(w.detach())) - w.detach()|_1 + |E(G(w_z)) - w_z|_1)   w_z = mapping(z)
+        + adversarial_weight * softplus(-D(fakes)).mean()                      (if adversarial)
+        + stylex_weight * KL(C(x) || C(x'))                                    (if stylex_weight > 0)
+
+    The discriminator D (non-saturating logistic loss, lazy R1 penalty ``r1_gamma / 2 * |grad D(x)|^2``
+    every ``r1_interval`` steps; StyleGAN2 Sec. B) sees reconstructions and samples G(mapping(z)) as fakes.
+    The latent-consistency term uses ``latent_share`` of each batch (and as many z samples) to save time.
+    ``classifier`` maps images to logits; it is not trained. A ``holdout`` share of the images (the
+    last ones) is kept out of training to report reconstruction PSNR.
+
+    Returns final metrics: ``loss``, ``l1`` (last epoch's means), ``psnr`` (held-out, dB), ``train_psnr``
+    (on up to 512 training images), ``seconds`` and ``seconds_per_epoch``. Deterministic for a seed.
+    """
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise InputError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    model.check_images(images)
+    if stylex_weight > 0 and classifier is None:
+        raise InputError("stylex_weight > 0 needs a classifier (images -> logits)")
+    if epochs < 1 or batch_size < 1:
+        raise InputError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    held = int(len(images) * holdout) if len(images) > 1 else 0
+    train_images, val_images = images[: len(images) - held], images[len(images) - held :]
+    steps_per_epoch = -(-len(train_images) // batch_size)
+    total_steps = epochs * steps_per_epoch
+
+    g_optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(g_optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.1)
+    discriminator = StyleDiscriminator(model.config) if adversarial else None
+    d_optimizer = (
+        torch.optim.Adam(discriminator.parameters(), lr=lr / 2, betas=(0.5, 0.99))
+        if discriminator is not None
+        else None
+    )
+    w_dim = model.config.w_dim
+
+    def to_w_space(w: Tensor) -> Tensor:
+        return w.unsqueeze(1).expand(-1, model.num_ws, -1) if model.encoder.w_plus else w
+
+    model.train()
+    bar = progress_bar(total=epochs, desc="style autoencoder", enabled=progress, unit="epoch")
+    start = time.perf_counter()
+    step = 0
+    totals: dict[str, float] = {}
+    for _ in range(epochs):
+        order = torch.randperm(len(train_images), generator=generator)
+        totals = {"loss": 0.0, "l1": 0.0}
+        count = 0
+        for batch in order.split(batch_size):
+            x = train_images[batch]
+            n = len(x)
+            w = model.encoder(x)
+            reconstruction = model.generator.decode(w)
+            l1 = (reconstruction - x).abs().mean()
+            loss = l1
+            if perceptual is not None:
+                with torch.no_grad():
+                    target_features = perceptual(x)
+                loss = loss + perceptual_weight * F.mse_loss(perceptual(reconstruction), target_features)
+            # the consistency term on a share of the batch: it costs a generator and an encoder pass per latent
+            k = max(1, round(n * latent_share))
+            z = torch.randn(k, w_dim, generator=generator)
+            w_sampled = to_w_space(model.generator.mapping(z)).detach()
+            w_fixed = w[:k].detach()
+            # one generator pass renders both latents whose re-encoding must come back
+            rendered = model.generator.decode(torch.cat([w_fixed, w_sampled]))
+            loss = loss + latent_weight * (model.encoder(rendered) - torch.cat([w_fixed, w_sampled])).abs().mean()
+            if stylex_weight > 0:
+                with torch.no_grad():
+                    log_p = F.log_softmax(classifier(x), dim=1)
+                log_q = F.log_softmax(classifier(reconstruction), dim=1)
+                loss = loss + stylex_weight * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+            if discriminator is not None:
+                samples = model.generator(torch.randn(n, w_dim, generator=generator))
+                fakes = torch.cat([reconstruction, samples])
+                for p in discriminator.parameters():
+                    p.requires_grad_(False)
+                loss = loss + adversarial_weight * F.softplus(-discriminator(fakes)).mean()
+                for p in discriminator.parameters():
+                    p.requires_grad_(True)
+            g_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            g_optimizer.step()
+            schedule.step()
+            if discriminator is not None:
+                d_loss = F.softplus(discriminator(fakes.detach())).mean() + F.softplus(-discriminator(x)).mean()
+                if step % r1_interval == 0 and r1_gamma > 0:
+                    real = x.detach().requires_grad_(True)
+                    (gradient,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+                    d_loss = d_loss + r1_gamma / 2 * r1_interval * gradient.pow(2).flatten(1).sum(1).mean()
+                d_optimizer.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_optimizer.step()
+            step += 1
+            totals["loss"] += float(loss.detach()) * n
+            totals["l1"] += float(l1.detach()) * n
+            count += n
+        totals = {key: value / count for key, value in totals.items()}
+        bar.update(1)
+        bar.set_postfix(loss=f"{totals['loss']:.4g}", l1=f"{totals['l1']:.4g}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    model.eval()
+    return {
+        **totals,
+        "psnr": reconstruction_psnr(model, val_images),
+        "train_psnr": reconstruction_psnr(model, train_images[:512]),
+        "seconds": seconds,
+        "seconds_per_epoch": seconds / epochs,
+    }
