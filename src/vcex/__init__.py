@@ -7,6 +7,7 @@
 
 from vcex.errors import CacheError, DatasetNotFoundError, InputError, ModelError, VcexError
 from vcex.explainers import (
+    AmortizedCounterfactual,
     CounterfactualAttack,
     CounterfactualResult,
     Explainer,
@@ -27,6 +28,7 @@ from vcex.models import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmortizedCounterfactual",
     "CacheError",
     "Classifier",
     "CounterfactualAttack",

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="counterfactuals for test images with one method")
     explain.add_argument("--dataset", default="mnist")
-    explain.add_argument("--method", default="attack", help="attack | pixel | linear")
+    explain.add_argument("--method", default="attack", help="attack | pixel | linear | amortized")
     explain.add_argument("--n", type=int, default=200, help="number of test images (the first N)")
     explain.add_argument("--target", default="second", help="class index, 'second' (runner-up) or 'flip'")
     explain.add_argument("--out", required=True, help="output folder")
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--max-steps", type=int, default=None, help="step budget per image")
     explain.add_argument("--batch-size", type=int, default=None, help="images per batch")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
+    explain.add_argument(
+        "--refine", type=int, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
+    )
     _add_common(explain)
 
     global_ = commands.add_parser("global", help="global explanation: descriptors the counterfactuals change")
@@ -106,6 +109,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _explain(args: argparse.Namespace) -> None:
+    from vcex.errors import InputError
     from vcex.pipeline import parse_target, prepare, run_explain
 
     bench = prepare(args.dataset, progress=not args.quiet)
@@ -116,6 +120,10 @@ def _explain(args: argparse.Namespace) -> None:
         "batch_size": args.batch_size,
         "device": args.device,
     }
+    if args.refine is not None:
+        if args.method != "amortized":
+            raise InputError(f"--refine is for --method amortized, not {args.method}")
+        options["refine_steps"] = args.refine
     if args.method in ("linear",):
         options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device")}
     _, metrics = run_explain(

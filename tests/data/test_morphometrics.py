@@ -27,8 +27,7 @@ def render(inside, size: int = SIZE, supersample: int = 8) -> np.ndarray:
     return hit.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
 
 
-def sheared_bar(thickness: float, length: float, slant: float = 0.0, cx: float = 14.0,
-                cy: float = 14.0):
+def sheared_bar(thickness: float, length: float, slant: float = 0.0, cx: float = 14.0, cy: float = 14.0):
     """Vertical bar ``thickness`` px wide (horizontally) and ``length`` px tall, sheared so that its
     top moves right by ``tan(slant)`` px per px of height (slant > 0: leaning right, like ``/``)."""
     k = math.tan(slant)
@@ -153,8 +152,7 @@ def test_intensity_is_median_foreground_value():
 
 
 def test_batch_of_one_equals_batch_of_n_and_worker_processes(monkeypatch):
-    images = [render(sheared_bar(1.5 + 0.5 * i, 10 + i, math.radians(5 * i - 15), cx=13 + 0.3 * i))
-              for i in range(7)]
+    images = [render(sheared_bar(1.5 + 0.5 * i, 10 + i, math.radians(5 * i - 15), cx=13 + 0.3 * i)) for i in range(7)]
     batch = measure_morphometrics(as_batch(*images), workers=1)
     for i, image in enumerate(images):
         single = measure_morphometrics(as_batch(image))
@@ -204,9 +202,7 @@ def test_bad_images_raise_input_error(bad, match):
         measure_morphometrics(bad)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"scale": 0}, {"scale": 2.5}, {"workers": 0}, {"workers": True}]
-)
+@pytest.mark.parametrize("kwargs", [{"scale": 0}, {"scale": 2.5}, {"workers": 0}, {"workers": True}])
 def test_bad_arguments_raise_input_error(kwargs):
     with pytest.raises(InputError):
         measure_morphometrics(torch.zeros(1, 1, SIZE, SIZE), **kwargs)

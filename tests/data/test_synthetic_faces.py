@@ -42,8 +42,9 @@ def _box(x0: float, x1: float, y0: float, y1: float, mirror: bool = False) -> to
     return (xs >= x0) & (xs <= x1) & (y >= y0) & (y <= y1)
 
 
-def _pair(factor: str, low: float, high: float, n: int = 6, seed: int = 3, **fixed: float
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(
+    factor: str, low: float, high: float, n: int = 6, seed: int = 3, **fixed: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The same n canonical faces (no nuisance) rendered with factor=low and factor=high."""
     base = {**NUISANCE_IDENTITY, **fixed}
     a = render_faces(sample_factors(n, seed, **base, **{factor: low}), SIZE)
@@ -84,9 +85,7 @@ def test_feature_windows_never_cut_a_shape(monkeypatch: pytest.MonkeyPatch) -> N
     corners = torch.tensor([-1.0, 1.0]).repeat(n // 2)
     for name in ("shift_x", "shift_y", "rotation"):
         spec = FACTORS[name]
-        factors[name] = corners[torch.randperm(n, generator=torch.Generator().manual_seed(1))] * (
-            spec.high
-        )
+        factors[name] = corners[torch.randperm(n, generator=torch.Generator().manual_seed(1))] * (spec.high)
     factors["scale"] = torch.where(corners > 0, FACTORS["scale"].high, FACTORS["scale"].low)
     factors["hair_length"] = torch.ones(n)
     factors["face_width"] = torch.ones(n)
@@ -319,7 +318,8 @@ def test_make_faces_fields() -> None:
     assert dataset.images.shape == (40, 3, 32, 32)
     sub = data.subset([3, 1])
     assert torch.equal(sub.images[1], data.images[1]) and sub.labels.tolist() == [
-        data.labels[3].item(), data.labels[1].item()
+        data.labels[3].item(),
+        data.labels[1].item(),
     ]
     assert make_faces(5, size=32).labels is None
 
@@ -337,8 +337,9 @@ def test_composite_label_function() -> None:
 @pytest.mark.parametrize("agreement", [0.9, 0.75, 0.2])
 def test_spurious_reaches_the_requested_agreement(agreement: float) -> None:
     n, seed = 2000, 4
-    data = make_faces(n, seed=seed, size=32, label="smiling",
-                      spurious={"attribute": "warm_background", "agreement": agreement})
+    data = make_faces(
+        n, seed=seed, size=32, label="smiling", spurious={"attribute": "warm_background", "agreement": agreement}
+    )
     share = (data.attributes["warm_background"] == data.labels).float().mean().item()
     assert abs(share - agreement) <= 0.03
     # Only the spurious factor was redrawn.
@@ -367,8 +368,7 @@ def test_spurious_errors() -> None:
     with pytest.raises(InputError, match="valid attributes"):
         make_faces(50, size=32, label="smiling", spurious=("warm_bg", 0.9))
     with pytest.raises(InputError, match="overridden"):
-        make_faces(50, size=32, label="smiling", spurious=("warm_background", 0.9),
-                   overrides={"background_hue": 0.1})
+        make_faces(50, size=32, label="smiling", spurious=("warm_background", 0.9), overrides={"background_hue": 0.1})
 
 
 def test_single_class_label_raises() -> None:

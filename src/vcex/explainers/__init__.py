@@ -1,5 +1,6 @@
 """Counterfactual explainers: one method per file on the shared :class:`Explainer` base."""
 
+from vcex.explainers.amortized import AmortizedCounterfactual
 from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer, resolve_targets
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
 from vcex.explainers.linear_edit import LinearLatentEdit
@@ -8,6 +9,7 @@ from vcex.explainers.pixel_attack import PixelAttack
 from vcex.explainers.result import CounterfactualResult
 
 __all__ = [
+    "AmortizedCounterfactual",
     "DEFAULT_THRESHOLD",
     "PAPER_THRESHOLD",
     "CounterfactualAttack",

@@ -1,0 +1,179 @@
+import pytest
+import torch
+
+from vcex import AmortizedCounterfactual, CounterfactualAttack, InputError, ModelError
+from vcex.cache import load_weights
+from vcex.explainers.amortized import ShiftNetwork
+from vcex.models import VAE, Classifier, SmallCNN
+
+# small but meaningful: 1,000 training latents, 32-image minibatches, a few epochs (seconds on a CPU)
+FIT = {"epochs": 4, "batch_size": 32, "lr": 1e-2, "progress": False}
+THRESHOLD = 0.75  # the tiny models' attack tests use the paper's threshold too
+
+
+def _target_rate(result: object) -> float:
+    return float((result.target_prob > 0.5).float().mean())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Seconds on a shared 2-core machine: extra torch threads only fight the other processes for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_classifier, tiny_vae, mnist_small):
+    images, _, _, _ = mnist_small
+    return AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD).fit(images, **FIT)
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_small):
+    return mnist_small[2][:48]
+
+
+def test_fitting_raises_the_one_pass_target_rate(fitted, tiny_classifier, tiny_vae, test_images):
+    unfitted = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD)
+    torch.manual_seed(0)
+    unfitted.network = ShiftNetwork(8, 10).eval()  # the initial state: a shift of ~0
+    before = _target_rate(unfitted.explain(test_images))
+    result = fitted.explain(test_images, target="second")
+    after = _target_rate(result)
+    assert after >= 0.5 and after > before + 0.3, (before, after)
+    assert bool((result.steps == 0).all()) and bool((result.forward_passes == 1).all())
+    assert bool((result.backward_passes == 0).all())
+    with torch.no_grad():
+        decoded = tiny_vae.decode(result.counterfactual_latents)
+        target_prob = tiny_classifier(result.counterfactuals).softmax(1).gather(1, result.target[:, None])[:, 0]
+    assert torch.allclose(decoded, result.counterfactuals, atol=1e-5)
+    assert torch.allclose(target_prob, result.target_prob, atol=1e-4)
+    assert torch.equal(result.success, result.target_prob > THRESHOLD)
+    assert result.method == "amortized" and result.original_latents.shape == (48, 8)
+
+
+def test_batch_of_one_and_explicit_targets(fitted, test_images):
+    batch = fitted.explain(test_images[:6])
+    single = fitted.explain(test_images[2:3], target=batch.target[2:3])
+    assert len(single) == 1
+    assert torch.allclose(single.counterfactuals[0], batch.counterfactuals[2], atol=1e-4)
+    with pytest.raises(InputError, match="images"):
+        fitted.explain(test_images[:0])
+
+
+def test_save_load_round_trip_is_exact(fitted, tiny_classifier, tiny_vae, test_images, tmp_path):
+    path = fitted.save(tmp_path / "amortized.safetensors")
+    loaded = AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae)
+    assert loaded.loaded and loaded.threshold == THRESHOLD and loaded.fit_seconds == fitted.fit_seconds
+    assert loaded.settings() == fitted.settings()
+    expected, got = fitted.explain(test_images), loaded.explain(test_images)
+    for name in ("counterfactuals", "counterfactual_latents", "target_prob", "success"):
+        assert torch.equal(getattr(expected, name), getattr(got, name)), name
+    _, record = load_weights(path)
+    assert record["data"]["n"] == 1000 and record["fit"]["epochs"] == FIT["epochs"]
+    assert {"classifier", "latent_model", "settings", "num_classes"} <= set(record)
+
+
+def test_load_refuses_other_models(fitted, tiny_classifier, tiny_vae, tmp_path):
+    path = fitted.save(tmp_path / "amortized.safetensors")
+    torch.manual_seed(5)
+    other_classifier = Classifier(SmallCNN(), (0.1307,), (0.3081,), input_shape=(1, 28, 28)).eval()
+    with pytest.raises(InputError, match="another classifier"):
+        AmortizedCounterfactual.load(path, other_classifier, tiny_vae)
+    other_vae = VAE(latent_dim=8, width=16).eval()
+    with pytest.raises(InputError, match="another latent model"):
+        AmortizedCounterfactual.load(path, tiny_classifier, other_vae)
+    with pytest.raises(InputError, match="cannot change after fitting"):
+        AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, threshold=0.9)
+
+
+def test_num_classes_mismatch_is_refused(fitted, tiny_vae, tmp_path):
+    path = fitted.save(tmp_path / "amortized.safetensors")
+    five_classes = Classifier(SmallCNN(num_classes=5), input_shape=(1, 28, 28)).eval()
+    with pytest.raises(InputError, match="10 classes, this one has 5"):
+        AmortizedCounterfactual.load(path, five_classes, tiny_vae)
+
+
+def test_refinement_keeps_validity_with_fewer_steps_than_the_attack(fitted, tiny_classifier, tiny_vae, test_images):
+    one_pass = fitted.explain(test_images)
+    fitted.refine_steps = 100
+    try:
+        refined = fitted.explain(test_images)
+    finally:
+        fitted.refine_steps = 0
+    cold = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=THRESHOLD, max_steps=100).explain(test_images)
+    assert bool(refined.success[one_pass.success].all())  # never loses an image the one pass had
+    assert refined.validity >= one_pass.validity
+    assert bool((refined.steps[one_pass.success] == 0).all())
+    assert float(refined.steps.float().mean()) < float(cold.steps.float().mean())
+    succeeded = refined.success
+    assert torch.equal(refined.forward_passes[succeeded], refined.steps[succeeded] + 1)
+    assert refined.settings["refine_steps"] == 100
+
+
+def test_explain_or_save_before_fit_is_refused(tiny_classifier, tiny_vae, test_images, tmp_path):
+    explainer = AmortizedCounterfactual(tiny_classifier, tiny_vae)
+    with pytest.raises(InputError, match=r"call \.fit"):
+        explainer.explain(test_images[:2])
+    with pytest.raises(InputError, match=r"call \.fit"):
+        explainer.save(tmp_path / "x.safetensors")
+
+
+def test_bad_settings_and_lower_are_refused(fitted, tiny_classifier, tiny_vae, test_images):
+    with pytest.raises(InputError, match="latent_norm"):
+        AmortizedCounterfactual(tiny_classifier, tiny_vae, latent_norm="l3")
+    with pytest.raises(InputError, match="refine_steps"):
+        AmortizedCounterfactual(tiny_classifier, tiny_vae, refine_steps=-1)
+    with pytest.raises(InputError, match="latent model"):
+        AmortizedCounterfactual(tiny_classifier, None)
+    with pytest.raises(InputError, match="raise"):
+        fitted.explain(test_images[:2], lower=True)
+    with pytest.raises(InputError, match="epochs"):
+        AmortizedCounterfactual(tiny_classifier, tiny_vae).fit(test_images, epochs=0)
+
+
+def test_resume_continues_from_the_checkpoint(tiny_classifier, tiny_vae, mnist_small, tmp_path):
+    images = mnist_small[0]
+    checkpoint = tmp_path / "fit.ckpt"
+    settings = {**FIT, "epochs": 1}
+    first = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD)
+    first.fit(images, **settings, checkpoint=checkpoint)
+    assert load_weights(checkpoint)[1]["epoch"] == 1
+    resumed = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD)
+    resumed.fit(images, **{**settings, "epochs": 2}, checkpoint=checkpoint)
+    assert load_weights(checkpoint)[1]["epoch"] == 2
+    assert resumed.record["epoch"] == 2 and len(resumed.record["loss_history"]) == 2
+    assert resumed.record["loss_history"][0] == first.record["loss_history"][0]
+    straight = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD)
+    straight.fit(images, **{**settings, "epochs": 2})
+    # network, Adam state and random generator are all restored, so resuming changes nothing
+    for (name, a), b in zip(resumed.network.state_dict().items(), straight.network.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    with pytest.raises(InputError, match="another fit"):
+        AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=0.9).fit(
+            images, **{**settings, "epochs": 3}, checkpoint=checkpoint
+        )
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_classifier, tiny_vae, mnist_small, tmp_path, monkeypatch):
+    images = mnist_small[0][:300]
+    checkpoint = tmp_path / "fit.ckpt"
+    settings = {**FIT, "epochs": 1}
+    AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD).fit(
+        images, **settings, checkpoint=checkpoint
+    )
+
+    def nan_objective(self, latents, shift, reconstructions, target):
+        return shift.sum(1) * float("nan")
+
+    monkeypatch.setattr(AmortizedCounterfactual, "_objective", nan_objective)
+    explainer = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD)
+    with pytest.raises(ModelError, match=r"became nan at epoch 2.*after epoch 1\) is kept"):
+        explainer.fit(images, **{**settings, "epochs": 2}, checkpoint=checkpoint)
+    assert explainer.network is None  # a failed fit leaves nothing half-trained behind
+    monkeypatch.undo()
+    restored = AmortizedCounterfactual.load(checkpoint, tiny_classifier, tiny_vae)
+    assert restored.record["epoch"] == 1
+    assert len(restored.explain(mnist_small[2][:4])) == 4
