@@ -15,7 +15,7 @@ from vcex.cache import load_state_into, load_weights, save_weights
 from vcex.checks import check_images
 from vcex.errors import CacheError, InputError, ModelError
 from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, TargetSpec
-from vcex.explainers.loop import optimise_until_confident
+from vcex.explainers.counterfactual_attack import latent_attack
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.classifiers import Classifier
 from vcex.models.latent import LatentModel
@@ -512,9 +512,9 @@ class AmortizedCounterfactual(Explainer):
                 "backward_passes": torch.zeros_like(target),
             }
         # the loop's step 0 is the one-pass check itself, so its pass counts already include it
-        loop = optimise_until_confident(
+        loop = latent_attack(
             predicted,
-            lambda z: self.latent_model.decode(z).clamp(low, high),
+            self.latent_model,
             self.classifier,
             target,
             threshold=self.stop_threshold(lower),

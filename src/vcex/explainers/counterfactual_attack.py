@@ -6,8 +6,41 @@ import torch
 from torch import nn
 
 from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer
-from vcex.explainers.loop import optimise_until_confident
+from vcex.explainers.loop import LoopOutput, optimise_until_confident
+from vcex.models.classifiers import Classifier
 from vcex.models.latent import LatentModel
+
+
+def latent_attack(
+    latents: torch.Tensor,
+    latent_model: LatentModel,
+    classifier: Classifier,
+    target: torch.Tensor,
+    *,
+    threshold: float,
+    lr: float,
+    max_steps: int,
+    lower: bool = False,
+    objective: str = "prob",
+    check_every: int = 1,
+    progress: bool = False,
+) -> LoopOutput:
+    """The attack's loop from given start latents (N, ...): Adam on z through ``decode`` and the
+    classifier, per-image early stop. Shared by :class:`CounterfactualAttack` and warm-started methods."""
+    low, high = classifier.value_range
+    return optimise_until_confident(
+        latents,
+        lambda z: latent_model.decode(z).clamp(low, high),
+        classifier,
+        target,
+        threshold=threshold,
+        lr=lr,
+        max_steps=max_steps,
+        lower=lower,
+        objective=objective,
+        check_every=check_every,
+        progress=progress,
+    )
 
 
 class CounterfactualAttack(Explainer):
@@ -76,10 +109,9 @@ class CounterfactualAttack(Explainer):
         with torch.no_grad():
             latents = self.latent_model.encode(images)
             reconstructions = self._decode_checked(latents, images)
-        low, high = self.classifier.value_range
-        loop = optimise_until_confident(
+        loop = latent_attack(
             latents,
-            lambda z: self.latent_model.decode(z).clamp(low, high),
+            self.latent_model,
             self.classifier,
             target,
             threshold=self.stop_threshold(lower),
@@ -90,6 +122,7 @@ class CounterfactualAttack(Explainer):
             check_every=self.check_every,
             progress=self.progress,
         )
+        low, high = self.classifier.value_range
         return {
             **loop.result_fields(),
             "original_latents": latents,
