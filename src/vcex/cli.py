@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except VcexError as error:
         print(f"vcex: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `vcex global ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("vcex: interrupted; finished chunks are kept and a rerun resumes from them", file=sys.stderr)
         return 130
