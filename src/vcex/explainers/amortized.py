@@ -264,7 +264,8 @@ class AmortizedCounterfactual(Explainer):
                     with torch.enable_grad():
                         shift = network(latents[batch], targets[batch])
                         loss = self._objective(latents[batch], shift, reconstructions[batch], targets[batch]).mean()
-                    if not torch.isfinite(loss):
+                    value = float(loss.detach())  # the one host sync per batch: NaN guard, total and progress
+                    if not math.isfinite(value):
                         bar.close()
                         kept = (
                             f"the last good checkpoint ({checkpoint}, after epoch {start_epoch}) is kept"
@@ -272,16 +273,16 @@ class AmortizedCounterfactual(Explainer):
                             else "no checkpoint was written"
                         )
                         raise ModelError(
-                            f"the fitting loss became {float(loss.detach())} at epoch {epoch + 1}, "
+                            f"the fitting loss became {value} at epoch {epoch + 1}, "
                             f"batch {batch_number + 1}: "
                             f"stopped; {kept}. Try a lower lr (now {lr}) or check the models for NaN outputs"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    total += float(loss.detach()) * len(batch)
+                    total += value * len(batch)
                     bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.4g}")
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4g}")
                 history.append(round(total / len(images), 6))
                 start_epoch = epoch + 1
                 if checkpoint is not None:
