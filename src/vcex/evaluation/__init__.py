@@ -1,5 +1,9 @@
 """Metrics for counterfactuals: plain batched functions, and :func:`evaluate` for a whole run."""
 
+from vcex.evaluation.attributes import mnac
+from vcex.evaluation.cost import CostCounter, per_counterfactual
+from vcex.evaluation.features import PenultimateFeatures, penultimate_features
+from vcex.evaluation.global_curves import flip_rate_curve, sufficiency_curve
 from vcex.evaluation.metrics import (
     agreement,
     changed_fraction,
@@ -11,15 +15,27 @@ from vcex.evaluation.metrics import (
     predict_labels,
     versions,
 )
+from vcex.evaluation.realism import frechet_distance, kid, knn_target_distance, split_frechet_distance
 
 __all__ = [
+    "CostCounter",
+    "PenultimateFeatures",
     "agreement",
     "changed_fraction",
     "evaluate",
+    "flip_rate_curve",
+    "frechet_distance",
     "im_scores",
+    "kid",
+    "knn_target_distance",
     "l1_distance",
     "l2_distance",
     "latent_distance",
+    "mnac",
+    "penultimate_features",
+    "per_counterfactual",
     "predict_labels",
+    "split_frechet_distance",
+    "sufficiency_curve",
     "versions",
 ]
