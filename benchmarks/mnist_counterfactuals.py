@@ -201,7 +201,25 @@ def render(rows, speed, demo, command: str, amortized_fit_seconds: float) -> str
             f"| empty (trains every model) | {demo['cold']:.0f} |",
             f"| warm | {demo['warm']:.0f} |",
         ]
+    lines += ["", *other_benchmarks()]
     return "\n".join(lines) + "\n"
+
+
+OTHER_BENCHMARKS = [
+    ("benchmarks/faces.md", "synthetic faces: style generator fidelity, attacks in W and StyleSpace, MNAC"),
+    ("benchmarks/faces-global.md", "global explanations on faces scored against the known factors"),
+    ("benchmarks/disc.md", "DISC (model inversion, no generator) ablation on the same MNIST images"),
+    ("benchmarks/peers-cfrl.md", "alibi's CounterfactualRL vs the amortized explainer, same run"),
+]
+
+
+def other_benchmarks() -> list[str]:
+    """Links to the benchmark pages other scripts write (each with its own machine and command)."""
+    lines = ["## Other benchmarks", "", "Each page records its own command, machine and versions.", ""]
+    for page, what in OTHER_BENCHMARKS:
+        state = "" if (ROOT / "docs" / page).exists() else " (not generated yet)"
+        lines.append(f"- [{page}]({page}): {what}{state}")
+    return lines
 
 
 def main() -> None:

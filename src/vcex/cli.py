@@ -25,14 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="end to end on the embedded MNIST: train or load, explain, report")
     demo.add_argument("--out", default="vcex-demo", help="output folder (report.html, metrics, grids)")
-    demo.add_argument("--dataset", default="mnist", help="dataset (default: mnist, embedded)")
+    demo.add_argument("--dataset", default="mnist", help="mnist (default, embedded) | fashion | faces")
+    demo.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
     demo.add_argument("--n", type=int, default=100, help="test images to explain per method (default 100)")
     demo.add_argument("--examples", type=int, default=8, help="images shown in the report (default 8)")
     _add_common(demo)
 
     explain = commands.add_parser("explain", help="counterfactuals for test images with one method")
-    explain.add_argument("--dataset", default="mnist")
+    explain.add_argument("--dataset", default="mnist", help="mnist | fashion | faces")
+    explain.add_argument(
+        "--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | smiling-spurious"
+    )
     explain.add_argument("--method", default="attack", help="attack | pixel | linear | amortized")
+    explain.add_argument(
+        "--space", default=None, help="faces: the attack's latent space, w (default) or style (StyleSpace)"
+    )
     explain.add_argument("--n", type=int, default=200, help="number of test images (the first N)")
     explain.add_argument("--target", default="second", help="class index, 'second' (runner-up) or 'flip'")
     explain.add_argument("--out", required=True, help="output folder")
@@ -48,10 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(explain)
 
     global_ = commands.add_parser("global", help="global explanation: descriptors the counterfactuals change")
-    global_.add_argument("--dataset", default="mnist", help="mnist | fashion (morphometric descriptors)")
+    global_.add_argument(
+        "--dataset", default="mnist", help="mnist | fashion (morphometric descriptors) | faces (factor table)"
+    )
+    global_.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
     global_.add_argument("--n", type=int, default=500, help="test images to explain")
     global_.add_argument("--out", required=True, help="output folder (global.json, charts, global.html)")
-    global_.add_argument("--threshold", type=float, default=None)
+    global_.add_argument("--threshold", type=float, default=None, help="target confidence the attack must reach")
+    global_.add_argument("--max-steps", type=int, default=None, help="the attack's step budget per image")
     _add_common(global_)
 
     datasets = commands.add_parser("datasets", help="look at the datasets")
@@ -76,7 +87,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     out = Path(args.out)
-    bench = prepare(args.dataset, progress=not args.quiet)
+    bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
     images = bench.test.images[: args.n]
     results, metrics = [], []
     for method in ("attack", "pixel", "linear"):
@@ -86,10 +97,12 @@ def _demo(args: argparse.Namespace) -> None:
         write_outputs(out / method, result, record)
         results.append(result)
         metrics.append(record)
+        mnac = f"  MNAC {record['mnac']:.2f}" if record.get("mnac") is not None else ""
         _say(
             args,
             f"{method:7s} validity {record['validity']:.2f}  oracle {record['oracle_agreement']:.2f}  "
-            f"kNN {record['knn_agreement']:.2f}  L1 {record['l1']:.3f}  {record['seconds_per_cf'] * 1e3:.1f} ms/CF",
+            f"kNN {record['knn_agreement']:.2f}  L1 {record['l1']:.3f}{mnac}  "
+            f"{record['seconds_per_cf'] * 1e3:.1f} ms/CF",
         )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     notes = (
@@ -113,8 +126,9 @@ def _explain(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import parse_target, prepare, run_explain
 
-    bench = prepare(args.dataset, progress=not args.quiet)
+    bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
     options = {
+        "space": args.space,
         "threshold": args.threshold,
         "lr": args.lr,
         "max_steps": args.max_steps,
@@ -126,7 +140,7 @@ def _explain(args: argparse.Namespace) -> None:
             raise InputError(f"--refine is for --method amortized, not {args.method}")
         options["refine_steps"] = args.refine
     if args.method in ("linear",):
-        options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device")}
+        options = {k: v for k, v in options.items() if k in ("space", "threshold", "batch_size", "device")}
     _, metrics = run_explain(
         bench,
         args.method,
@@ -149,8 +163,10 @@ def _explain(args: argparse.Namespace) -> None:
                     "oracle_agreement",
                     "knn_agreement",
                     "l1",
+                    "mnac",
                     "seconds_per_cf",
                 )
+                if k in metrics
             }
         )
     )
@@ -160,13 +176,17 @@ def _global(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import prepare, run_global
 
-    if args.dataset.startswith("faces"):
-        raise InputError(
-            "vcex global on faces needs the style generator backend, which is not in vcex yet; "
-            "use --dataset mnist or fashion"
-        )
-    bench = prepare(args.dataset, progress=not args.quiet)
-    record = run_global(bench, args.n, args.out, progress=not args.quiet, threshold=args.threshold)
+    bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
+    record = run_global(
+        bench,
+        min(args.n, len(bench.test)),
+        args.out,
+        progress=not args.quiet,
+        threshold=args.threshold,
+        max_steps=args.max_steps,
+    )
     summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
     print(
         json.dumps(
@@ -212,7 +232,8 @@ def _models(args: argparse.Namespace) -> None:
         prepare(args.dataset, progress=not args.quiet)
     for name in model_names():
         spec = model_spec(name)
-        print(f"{name:16s} {'cached' if spec.path.exists() else 'not trained yet':16s} {spec.path}")
+        state = "cached" if spec.path.exists() else "shipped" if spec.shipped_path.exists() else "not trained yet"
+        print(f"{name:24s} {state:16s} {spec.path if state != 'shipped' else spec.shipped_path}")
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

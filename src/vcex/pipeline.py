@@ -30,6 +30,9 @@ from vcex.progress import track
 from vcex.report import result_grid, save_png
 
 METHODS = ("attack", "pixel", "linear", "amortized")
+# latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
+# for the style generator, its StyleSpace
+SPACES = ("latent", "w", "style")
 # how the CLI's amortized explainer is fitted on first use (~3 min for MNIST's 4,000 training images on 1 CPU thread)
 AMORTIZED_FIT = {"epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 0}
 PRESETS = ("vcex", "paper")
@@ -47,24 +50,64 @@ class Workbench:
     oracle: torch.nn.Module
     knn: KNNOracle
     autoencoders: torch.nn.Module
+    # faces only: the attribute oracle (for MNAC) and the attributes the label is made of (not counted)
+    attributes: torch.nn.Module | None = None
+    label_attributes: tuple[str, ...] = ()
 
 
-def prepare(dataset: str, progress: bool = True) -> Workbench:
-    """Load (training on first use) the classifier, oracles, latent model and realism autoencoders."""
+def dataset_for(dataset: str, classifier: str | None = None) -> str:
+    """The registry dataset behind ``--dataset`` and ``--classifier``: ``faces`` + ``smiling`` is
+    ``faces-smiling`` (the faces' default task is ``smiling``); other datasets take no classifier name."""
+    if dataset.lower() == "faces":
+        from vcex.data.faces_tasks import face_task
+
+        return f"faces-{face_task(classifier or 'smiling').name}"
     name = canonical_dataset_name(dataset)
-    steps = ["cnn", "oracle", "vae", "im-ae"]
+    if classifier is not None:
+        own = name.removeprefix("faces-") if name.startswith("faces-") else "cnn"
+        if classifier not in (own, f"{name}-cnn"):
+            raise InputError(
+                f"--classifier {classifier!r} does not belong to --dataset {dataset}; its classifier is {own!r} "
+                "(face tasks: --dataset faces --classifier smiling|eyeglasses|young|smiling-spurious)"
+            )
+    return name
+
+
+def prepare(dataset: str, progress: bool = True, classifier: str | None = None) -> Workbench:
+    """Load (training on first use) the classifier, oracles, latent model and realism autoencoders.
+
+    Faces (``dataset="faces"`` with ``classifier`` a task name, or ``"faces-<task>"``) use the shared
+    style generator (``faces-style``) as latent model and add the attribute oracle for MNAC.
+    """
+    name = dataset_for(dataset, classifier)
+    faces = name.startswith("faces-")
+    roles = {
+        "cnn": f"{name}-cnn",
+        "oracle": f"{name}-oracle",
+        "latent": "faces-style" if faces else f"{name}-vae",
+        "im-ae": f"{name}-im-ae",
+    }
+    if faces:
+        roles["attributes"] = "faces-attributes"
     models = {}
-    for role in track(steps, desc=f"models for {name}", enabled=progress):
-        models[role] = load_model(f"{name}-{role}", progress=progress)
+    for role in track(list(roles), desc=f"models for {name}", enabled=progress):
+        models[role] = load_model(roles[role], progress=progress)
+    label_attributes: tuple[str, ...] = ()
+    if faces:
+        from vcex.data.faces_tasks import face_task, task_attributes
+
+        label_attributes = task_attributes(face_task(name.removeprefix("faces-")))
     return Workbench(
         dataset=name,
         train=load_dataset(name, "train"),
         test=load_dataset(name, "test"),
         classifier=models["cnn"],
-        latent_model=models["vae"],
+        latent_model=models["latent"],
         oracle=models["oracle"],
         knn=load_knn_oracle(name),
         autoencoders=models["im-ae"],
+        attributes=models.get("attributes"),
+        label_attributes=label_attributes,
     )
 
 
@@ -78,6 +121,21 @@ def build_explainer(
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     options = {k: v for k, v in options.items() if v is not None}
     classifier, latent_model = bench.classifier, bench.latent_model
+    space = options.pop("space", "latent")
+    if space not in SPACES:
+        raise InputError(f"unknown latent space {space!r}; use one of {', '.join(SPACES)}")
+    if space in ("w", "style"):
+        from vcex.models.stylegan import StyleAutoencoder, StyleSpaceModel
+
+        if not isinstance(latent_model, StyleAutoencoder):
+            raise InputError(
+                f"--space {space} needs a style generator; {bench.dataset}'s latent model is a "
+                f"{type(latent_model).__name__} (W and StyleSpace exist for the faces)"
+            )
+    if space == "style":
+        if method not in ("attack", "linear"):
+            raise InputError(f"--space style is for --method attack or linear, not {method}")
+        latent_model = StyleSpaceModel(latent_model)
     if "device" in options:
         # the workbench's models stay on the CPU for evaluation; the explainer gets its own copies
         device = torch.device(options["device"])
@@ -127,7 +185,7 @@ def parse_target(text: str) -> TargetSpec:
 
 
 def evaluate_result(result: CounterfactualResult, bench: Workbench, device: str = "cpu") -> dict:
-    """metrics.json for a result of this workbench's dataset."""
+    """metrics.json for a result of this workbench's dataset (faces add ``mnac``)."""
     return evaluate(
         result,
         dataset=bench.dataset,
@@ -135,6 +193,8 @@ def evaluate_result(result: CounterfactualResult, bench: Workbench, device: str 
         knn=bench.knn,
         autoencoders=bench.autoencoders,
         latent_model=bench.latent_model,
+        attributes=bench.attributes,
+        label_attributes=bench.label_attributes,
         device=device,
     )
 
@@ -170,6 +230,7 @@ def run_explain(
                 "target": str(target),
                 "settings": explainer.settings(),
                 "dataset": bench.dataset,
+                "space": str(options.get("space") or "latent"),
             },
             sort_keys=True,
             default=str,
@@ -197,6 +258,7 @@ def run_explain(
     result = CounterfactualResult.concatenate(parts, seconds=sum(p.seconds for p in parts))
     metrics = evaluate_result(result, bench, device=str(explainer.device))
     metrics["preset"] = preset
+    metrics["space"] = str(options.get("space") or "latent")
     metrics["target_rule"] = str(target)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["resumed_chunks"] = reused
@@ -220,56 +282,101 @@ def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) 
 def run_global(
     bench: Workbench, n: int, out: str | Path, *, progress: bool = True, resamples: int = 1000, **options: object
 ) -> dict:
-    """Global explanation of the workbench's classifier with Morpho-MNIST descriptors.
+    """Global explanation of the workbench's classifier: which descriptors its counterfactuals change.
 
-    Probes are fitted on the training images' latents (held-out split reported); the attack explains
-    the first ``n`` test images toward their runner-up class; each target class gets the mean signed
-    change of every descriptor over the counterfactuals that reached it, with bootstrap intervals.
-    Writes ``global.json``, one bar chart per class and ``global.html`` into ``out``.
+    Probes are fitted on training latents (a held-out split is reported; probes that do not beat
+    chance are listed, not ranked). MNIST/Fashion: Morpho-MNIST descriptors, the attack explains the
+    first ``n`` test images toward their runner-up class, one explanation per target class. Faces: the
+    renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
+    d_i = +1 toward the positive class; the linear-edit (InterFaceGAN) baseline along the classifier's
+    own latent direction is scored beside it. Bootstrap intervals throughout. Writes ``global.json``,
+    one bar chart per explanation and ``global.html`` into ``out``.
     """
-    from vcex.attribution import Descriptors, LatentAttributes, global_scores_by_class
-    from vcex.report.charts import ranked_bar_chart
-    from vcex.report.images import png_data_uri
+    from vcex.attribution import (
+        Descriptors,
+        LatentAttributes,
+        directions_from_result,
+        global_scores,
+        global_scores_by_class,
+        linear_direction_scores,
+    )
 
     if n < 1 or n > len(bench.test):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    faces = bench.dataset.startswith("faces-")
     started = time.perf_counter()
-    descriptors = Descriptors.from_morphometrics(bench.train.images)
-    probes = LatentAttributes(bench.latent_model).fit(bench.train.images, descriptors)
+    if faces:
+        from vcex.data.faces_tasks import load_face_table
+
+        table = load_face_table("train")
+        descriptors, descriptor_images = Descriptors.from_faces(table), table.images
+    else:
+        descriptors, descriptor_images = Descriptors.from_morphometrics(bench.train.images), bench.train.images
+    probes = LatentAttributes(bench.latent_model).fit(descriptor_images, descriptors)
     fit_seconds = time.perf_counter() - started
     explainer = build_explainer("attack", bench, progress=progress, **options)
-    result = explainer.explain(bench.test.images[:n], target="second")
+    images = bench.test.images[:n]
+    result = explainer.explain(images, target="flip" if faces else "second")
     started = time.perf_counter()
     reached = result.select(result.success)
-    by_class = global_scores_by_class(probes.local(reached), reached, resamples=resamples)
+    if len(reached) == 0:
+        raise InputError(
+            f"none of the {n} counterfactuals reached the threshold, so there is nothing to average; "
+            "lower --threshold or raise --n"
+        )
+    if faces:
+        explanations = {
+            "attack": global_scores(
+                probes.local(reached),
+                directions_from_result(reached),
+                resamples=resamples,
+                label="CounterfactualAttack",
+            )
+        }
+    else:
+        by_class = global_scores_by_class(probes.local(reached), reached, resamples=resamples)
+        explanations = {bench.test.class_names[k]: explanation for k, explanation in by_class.items()}
     attribution_seconds = time.perf_counter() - started
+    if faces:
+        linear = build_explainer("linear", bench)  # its latent probe is fitted on the training images
+        beta = (linear.weight[1] - linear.weight[0]).cpu()
+        with torch.no_grad():
+            latents = torch.cat([bench.latent_model.encode(c) for c in images.split(256)])
+        explanations["linear baseline"] = linear_direction_scores(probes, latents, beta, resamples=resamples)
     record = {
         "dataset": bench.dataset,
         "n": n,
         "valid_counterfactuals": int(result.success.sum()),
-        "descriptors": "morphometrics",
+        "descriptors": "synthetic faces factor table" if faces else "morphometrics",
         "probe_fit_seconds": round(fit_seconds, 3),
         "counterfactual_seconds": round(result.seconds, 3),
         "attribution_seconds": round(attribution_seconds, 4),
         "probes": probes.summary(),
-        "classes": {bench.test.class_names[k]: explanation.to_json() for k, explanation in by_class.items()},
+        "classes": {name: explanation.to_json() for name, explanation in explanations.items()},
     }
     (out / "global.json").write_text(json.dumps(record, indent=2, default=str))
+    _global_report(bench, explanations, record, out)
+    return record
+
+
+def _global_report(bench: Workbench, explanations: dict, record: dict, out: Path) -> None:
+    from vcex.report.charts import ranked_bar_chart
+    from vcex.report.images import png_data_uri
+
     figures = []
-    for k, explanation in by_class.items():
-        name = bench.test.class_names[k]
+    for k, (name, explanation) in enumerate(explanations.items()):
         rows = explanation.ranked()
         if not rows:
             continue
-        chart = ranked_bar_chart(rows, f"toward {name}: mean change in descriptor probability (n={explanation.n})")
+        heading = name if bench.dataset.startswith("faces-") else f"toward {name}"
+        chart = ranked_bar_chart(rows, f"{heading}: mean change in descriptor probability (n={explanation.n})")
         save_png(chart, out / f"global-{k}.png")
         figures.append(f'<img src="{png_data_uri(chart)}">')
     (out / "global.html").write_text(
         f"<!doctype html><meta charset='utf-8'><title>global explanation</title><h1>{bench.dataset}: what the "
-        f"counterfactuals toward each class change</h1><p>{len(reached)} valid counterfactuals of {n} test images; "
-        f"probes fitted on training latents, intervals are 95% bootstrap.</p>" + "".join(figures),
+        f"counterfactuals change</h1><p>{record['valid_counterfactuals']} valid counterfactuals of {record['n']} "
+        "test images; probes fitted on training latents, intervals are 95% bootstrap.</p>" + "".join(figures),
         encoding="utf-8",
     )
-    return record

@@ -9,7 +9,7 @@ from vcex.errors import InputError
 
 def test_test_split_is_unbiased_and_labelled():
     test = load_dataset("faces-smiling", "test")
-    assert test.images.shape == (2000, 3, 64, 64) and test.labels.dtype == torch.int64
+    assert test.images.shape == (2000, 3, 32, 32) and test.labels.dtype == torch.int64
     assert 0.4 < float(test.labels.float().mean()) < 0.6 and test.class_names == ["not smiling", "smiling"]
 
 

@@ -117,11 +117,18 @@ def evaluate(
     knn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     autoencoders: torch.nn.Module | None = None,
     latent_model: object | None = None,
+    attributes: torch.nn.Module | None = None,
+    label_attributes: tuple[str, ...] = (),
     device: str | torch.device = "cpu",
 ) -> dict:
     """Every metric of one run as a JSON-ready dict (``metrics.json``).
 
     Oracles and autoencoders that are not given leave their keys as None, never a made-up value.
+    ``attributes`` is a multi-label attribute oracle (images -> (N, A) logits, with ``attribute_names``);
+    with it the record adds ``mnac`` (mean number of attributes the oracle reads differently after the
+    change, ``label_attributes`` excluded: lower is better), ``attribute_change_rate`` per attribute and,
+    for latent methods, ``mnac_vs_reconstruction`` (the same count against decode(encode(x)), which
+    separates the edit's side effects from the generator's reconstruction error).
     """
     originals, counterfactuals = result.originals, result.counterfactuals
     counterfactual_class = result.target
@@ -160,6 +167,24 @@ def evaluate(
         z_original = torch.cat([latent_model.encode(c) for c in originals.split(256)])
         z_counterfactual = torch.cat([latent_model.encode(c) for c in counterfactuals.split(256)])
         record["latent_distance"] = _mean(latent_distance(z_original, z_counterfactual))
+    if attributes is not None:
+        from vcex.evaluation.attributes import mnac
+
+        names = list(attributes.attribute_names)
+        unknown = [name for name in label_attributes if name not in names]
+        if unknown:
+            raise InputError(f"label attributes {unknown} are not read by the attribute oracle ({', '.join(names)})")
+        before = torch.cat([torch.sigmoid(attributes(c)) for c in originals.split(256)])
+        after = torch.cat([torch.sigmoid(attributes(c)) for c in counterfactuals.split(256)])
+        excluded = [names.index(name) for name in label_attributes]
+        record["mnac"] = _mean(mnac(before, after, exclude=excluded or None))
+        if result.reconstructions is not None:
+            # the edit's side effects alone: a generator's counterfactual also carries its reconstruction error
+            rebuilt = torch.cat([torch.sigmoid(attributes(c)) for c in result.reconstructions.split(256)])
+            record["mnac_vs_reconstruction"] = _mean(mnac(rebuilt, after, exclude=excluded or None))
+        changed = ((before > 0.5) != (after > 0.5)).float().mean(0)
+        record["attribute_change_rate"] = {name: round(float(v), 4) for name, v in zip(names, changed)}
+        record["label_attributes"] = list(label_attributes)
     if autoencoders is not None and not result.lower:
         scores = im_scores(autoencoders, counterfactuals, counterfactual_class, result.original_class)
         record["realism"] = {name: _mean(values) for name, values in scores.items()}

@@ -524,6 +524,7 @@ def train_style_autoencoder(
     classifier: Callable[[Tensor], Tensor] | None = None,
     stylex_weight: float = 0.0,
     holdout: float = 0.05,
+    pixel_weights: Tensor | None = None,
     progress: bool = True,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -541,7 +542,9 @@ def train_style_autoencoder(
     every ``r1_interval`` steps; StyleGAN2 Sec. B) sees reconstructions and samples G(mapping(z)) as fakes.
     The latent-consistency term uses ``latent_share`` of each batch (and as many z samples) to save time.
     ``classifier`` maps images to logits; it is not trained. A ``holdout`` share of the images (the
-    last ones) is kept out of training to report reconstruction PSNR.
+    last ones) is kept out of training to report reconstruction PSNR. ``pixel_weights`` (N, 1, S, S),
+    if given, weights the L1 term per pixel (e.g. up-weighting small parts such as the mouth, which a
+    plain mean over pixels lets the generator blur away); the weights are normalised to mean 1.
 
     Returns final metrics: ``loss``, ``l1`` (last epoch's means), ``psnr`` (held-out, dB), ``train_psnr``
     (on up to 512 training images), ``seconds`` and ``seconds_per_epoch``. Deterministic for a seed.
@@ -549,6 +552,11 @@ def train_style_autoencoder(
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise InputError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     model.check_images(images)
+    if pixel_weights is not None:
+        expected = (len(images), 1, *images.shape[2:])
+        if tuple(pixel_weights.shape) != expected:
+            raise InputError(f"pixel_weights must have shape {expected}, got {tuple(pixel_weights.shape)}")
+        pixel_weights = pixel_weights / pixel_weights.mean().clamp_min(1e-8)
     if stylex_weight > 0 and classifier is None:
         raise InputError("stylex_weight > 0 needs a classifier (images -> logits)")
     if epochs < 1 or batch_size < 1:
@@ -587,7 +595,10 @@ def train_style_autoencoder(
             n = len(x)
             w = model.encoder(x)
             reconstruction = model.generator.decode(w)
-            l1 = (reconstruction - x).abs().mean()
+            if pixel_weights is None:
+                l1 = (reconstruction - x).abs().mean()
+            else:
+                l1 = ((reconstruction - x).abs() * pixel_weights[batch]).mean()
             loss = l1
             if perceptual is not None:
                 with torch.no_grad():
@@ -644,3 +655,29 @@ def train_style_autoencoder(
         "seconds": seconds,
         "seconds_per_epoch": seconds / epochs,
     }
+
+
+class StyleSpaceModel(nn.Module):
+    """A style autoencoder seen through its StyleSpace, as a :class:`~vcex.models.latent.LatentModel`.
+
+    ``encode(images (N, C, S, S) in [0, 1]) -> s (N, style_dim)``, the concatenated per-channel
+    styles of the encoded w; ``decode(s) -> images``. An attack on this latent edits individual
+    channels' styles, the space where StyleSpace and StylEx find disentangled attributes.
+    """
+
+    def __init__(self, autoencoder: StyleAutoencoder) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.autoencoder.image_shape
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.autoencoder.styles(self.autoencoder.encode(images))
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.autoencoder.decode_styles(latents)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.decode(self.encode(images))

@@ -21,18 +21,20 @@ from torch import nn
 
 from vcex.cache import cache_dir, load_state_into, load_weights, save_weights
 from vcex.data import ImageDataset, canonical_dataset_name, load_dataset
+from vcex.data.faces_tasks import FACES_MODEL_SIZE
 from vcex.errors import CacheError, InputError
 from vcex.models.classifiers import Classifier, FaceCNN, KNNOracle, OracleNet, SmallCNN
 from vcex.models.latent import VAE, ClassAutoencoders
 from vcex.models.training import accuracy, class_autoencoder_loss, classification_loss, fit
 
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # per-dataset normalisation the classifiers apply internally (training-set pixel mean and std)
 _NORMALISATION = {"mnist": ((0.1307,), (0.3081,)), "fashion": ((0.2860,), (0.3530,))}
 # epochs scale with dataset size so a cold start stays within minutes on 2 CPU cores
 _EPOCHS = {
     "mnist": {"cnn": 8, "oracle": 8, "vae": 30, "im-ae": 40},
     "fashion": {"cnn": 4, "oracle": 3, "vae": 8, "im-ae": 6},
-    "faces": {"cnn": 3, "oracle": 2, "vae": 10, "im-ae": 6},
+    "faces": {"cnn": 3, "oracle": 2, "vae": 10, "im-ae": 6, "attributes": 4, "factors": 6},
 }
 
 
@@ -47,6 +49,8 @@ class ModelSpec:
     train: Callable[[nn.Module, ImageDataset, ImageDataset, int, bool], dict]
     seed: int
     config: dict = field(default_factory=dict)
+    # split -> training data; None: the dataset registry's ``load_dataset(dataset, split)``
+    load_data: Callable[[str], object] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -59,12 +63,25 @@ class ModelSpec:
     def path(self) -> Path:
         return cache_dir() / f"{self.name}-{self.fingerprint}.safetensors"
 
+    @property
+    def shipped_path(self) -> Path:
+        """Where a copy of the cache file would ship inside the package (used when the cache has none)."""
+        return SHIPPED_WEIGHTS / self.path.name
+
+    def data(self, split: str) -> object:
+        return self.load_data(split) if self.load_data is not None else load_dataset(self.dataset, split)
+
 
 def _classifier_network(kind: str, seed: int) -> Callable[[ImageDataset], nn.Module]:
     def build(data: ImageDataset) -> nn.Module:
         torch.manual_seed(seed)
         channels = data.image_shape[0]
-        if kind == "oracle":
+        if kind == "oracle" and data.name.startswith("faces-"):
+            from vcex.models.faces import conv_pair_net
+
+            # OracleNet's strided first layer cannot read a 32x32 face's smile (it scored at chance)
+            network = conv_pair_net(data.num_classes, in_channels=channels)
+        elif kind == "oracle":
             network = OracleNet(channels, data.num_classes)
         elif data.name.startswith("faces-"):
             network = FaceCNN(channels, data.num_classes, data.image_shape[-1])
@@ -161,7 +178,20 @@ def _train_class_aes(epochs: int) -> Callable:
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The recipe behind a zoo name such as ``"mnist-cnn"``, ``"fashion-vae"``."""
+    """The recipe behind a zoo name such as ``"mnist-cnn"``, ``"fashion-vae"``, ``"faces-style"``."""
+    if name in FACE_MODELS:
+        return _face_model_spec(name)
+    spec = _dataset_model_spec(name)
+    if spec.dataset.startswith("faces-"):
+        spec.config = {**spec.config, "image_size": FACES_MODEL_SIZE}
+        if spec.role == "cnn":
+            spec.config["arch"] = "FaceCNN"
+        if spec.role == "oracle":
+            spec.config["arch"] = "conv_pair_net"
+    return spec
+
+
+def _dataset_model_spec(name: str) -> ModelSpec:
     if "-" not in name:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     dataset_part, role = name.rsplit("-", 1) if not name.endswith("-im-ae") else (name[:-6], "im-ae")
@@ -217,27 +247,146 @@ def model_names() -> list[str]:
     """Every name :func:`load_model` accepts."""
     from vcex.data import dataset_names
 
-    return [f"{d}-{r}" for d in dataset_names() for r in ("cnn", "oracle", "vae", "im-ae")]
+    return [f"{d}-{r}" for d in dataset_names() for r in ("cnn", "oracle", "vae", "im-ae")] + list(FACE_MODELS)
+
+
+# ---------------------------------------------------------------------------------------------
+# models of the faces that serve every face task: the attribute oracle, the factor regressor whose
+# features are the generator's perceptual loss, and the style generator with its encoder
+# ---------------------------------------------------------------------------------------------
+
+FACE_MODELS = {
+    "faces-attributes": "attribute oracle: reads every binary attribute (evaluation and MNAC only)",
+    "faces-factors": "factor regressor: perceptual features for training the style generator",
+    "faces-style": "style generator with encoder (W, W+ and StyleSpace), the faces' latent model",
+}
+# the style generator's recipe: the small config at 32x32, trained on the 12,000 training faces
+FACE_STYLE_RECIPE = {
+    "arch": "StyleAutoencoder",
+    "config": "small",
+    "epochs": 16,
+    "batch_size": 32,
+    "lr": 2e-3,
+    "perceptual_weight": 1.0,
+    "latent_weight": 0.1,
+    "detail_boost": 4.0,
+}
+
+
+def _face_model_spec(name: str) -> ModelSpec:
+    from vcex.data.faces_tasks import FACES_TEST_SIZE, FACES_TRAIN_SIZE, load_face_table
+
+    data = {"image_size": FACES_MODEL_SIZE, "train_faces": FACES_TRAIN_SIZE, "test_faces": FACES_TEST_SIZE}
+    epochs = _EPOCHS["faces"]
+    if name in ("faces-attributes", "faces-factors"):
+        role = name.removeprefix("faces-")
+        build = _build_attribute_oracle if role == "attributes" else _build_factor_regressor
+        arch = "AttributeOracle" if role == "attributes" else "FactorRegressor"
+        seed = 11 if role == "attributes" else 12
+        config = {"arch": arch, "epochs": epochs[role], **data}
+        if role == "attributes":
+            config["design"] = "conv3x3-bn pairs, width 16"
+        return ModelSpec(
+            name, role, "faces", build, _train_face_model(role, epochs[role]), seed, config, load_face_table
+        )
+    return ModelSpec(
+        name,
+        "style",
+        "faces",
+        _build_face_style,
+        _train_face_style,
+        13,
+        {**FACE_STYLE_RECIPE, **data},
+        load_face_table,
+    )
+
+
+def _build_attribute_oracle(data: object) -> nn.Module:
+    from vcex.models.faces import AttributeOracle
+
+    torch.manual_seed(11)
+    return AttributeOracle()
+
+
+def _build_factor_regressor(data: object) -> nn.Module:
+    from vcex.models.faces import FactorRegressor
+
+    torch.manual_seed(12)
+    return FactorRegressor(image_size=FACES_MODEL_SIZE)
+
+
+def _build_face_style(data: object) -> nn.Module:
+    from vcex.models.stylegan import StyleAutoencoder, StyleGeneratorConfig
+
+    torch.manual_seed(13)
+    return StyleAutoencoder(StyleGeneratorConfig.small(image_size=FACES_MODEL_SIZE))
+
+
+def _train_face_model(kind: str, epochs: int) -> Callable:
+    def train(model: nn.Module, train: object, test: object, seed: int, progress: bool) -> dict:
+        from vcex.models.faces import train_attribute_oracle, train_factor_regressor
+
+        trainer = train_attribute_oracle if kind == "attributes" else train_factor_regressor
+        return trainer(model, train, test, epochs=epochs, seed=seed, progress=progress)
+
+    return train
+
+
+def _train_face_style(model: nn.Module, train: object, test: object, seed: int, progress: bool) -> dict:
+    from vcex.models.faces import attribute_agreement, detail_weights
+    from vcex.models.stylegan import reconstruction_psnr, train_style_autoencoder
+
+    perceptual = load_model("faces-factors", progress=progress).requires_grad_(False)
+    recipe = FACE_STYLE_RECIPE
+    figures = train_style_autoencoder(
+        model,
+        train.images,
+        epochs=recipe["epochs"],
+        batch_size=recipe["batch_size"],
+        lr=recipe["lr"],
+        perceptual=perceptual.features,
+        perceptual_weight=recipe["perceptual_weight"],
+        latent_weight=recipe["latent_weight"],
+        pixel_weights=detail_weights(train, FACES_MODEL_SIZE, recipe["detail_boost"]),
+        holdout=0.0,
+        progress=progress,
+        seed=seed,
+    )
+    oracle = load_model("faces-attributes", progress=progress)
+    agreement = attribute_agreement(oracle, test.images, model)
+    return {
+        "train_seconds_per_epoch": round(figures["seconds_per_epoch"], 1),
+        "test_psnr": round(reconstruction_psnr(model, test.images), 2),
+        "test_attribute_agreement": agreement["mean"],
+        "test_attribute_agreement_per_attribute": agreement["per_attribute"],
+    }
+
+
+def _load_file(spec: ModelSpec, path: Path) -> nn.Module:
+    """Build ``spec``'s model and fill it from ``path``; a file of another recipe raises CacheError."""
+    tensors, record = load_weights(path)
+    if record.get("fingerprint") != spec.fingerprint:
+        raise CacheError(f"{path} was made by another recipe")
+    model = spec.build(spec.data("train"))
+    load_state_into(model, tensors, str(path))
+    model.training_record = record
+    return model.eval()
 
 
 def load_model(name: str, *, progress: bool = True, retrain: bool = False) -> nn.Module:
-    """Load a zoo model from the cache, training (and caching) it first if needed. Returns it in eval mode."""
+    """Load a zoo model from the cache (or the weights shipped with vcex), training and caching it first
+    if neither has it. Returns it in eval mode."""
     spec = model_spec(name)
-    data = None
-    if spec.path.exists() and not retrain:
-        try:
-            tensors, record = load_weights(spec.path)
-            if record.get("fingerprint") != spec.fingerprint:
-                raise CacheError(f"{spec.path} was made by another recipe")
-            data = load_dataset(spec.dataset, "train")
-            model = spec.build(data)
-            load_state_into(model, tensors, str(spec.path))
-            model.training_record = record
-            return model.eval()
-        except CacheError as error:
-            warnings.warn(f"cached {name} is unusable ({error}); retraining it", stacklevel=2)
-    data = data or load_dataset(spec.dataset, "train")
-    test = load_dataset(spec.dataset, "test")
+    if not retrain:
+        for path, where in ((spec.path, "cached"), (spec.shipped_path, "shipped")):
+            if not path.exists():
+                continue
+            try:
+                return _load_file(spec, path)
+            except CacheError as error:
+                warnings.warn(f"{where} {name} is unusable ({error}); trying the next source", stacklevel=2)
+    data = spec.data("train")
+    test = spec.data("test")
     model = spec.build(data)
     started = time.perf_counter()
     metrics = spec.train(model, data, test, spec.seed, progress)

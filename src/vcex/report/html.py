@@ -17,6 +17,7 @@ METRIC_COLUMNS = [
     ("latent_distance", "latent dist. ↓"),
     ("realism.im1", "IM1 ↓"),
     ("realism.im2", "IM2 ↓"),
+    ("mnac", "MNAC ↓"),
     ("mean_steps", "steps"),
     ("passes_per_cf", "passes / CF"),
     ("seconds_per_cf", "s / CF"),
@@ -48,11 +49,12 @@ def _format(value: object) -> str:
 
 
 def metrics_table(rows: list[dict]) -> str:
-    """An HTML table with one row per method."""
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in METRIC_COLUMNS)
+    """An HTML table with one row per method; columns no row has a value for (MNAC off faces) are left out."""
+    columns = [(key, label) for key, label in METRIC_COLUMNS if any(_lookup(m, key) is not None for m in rows)]
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
     body = "".join(
         f"<tr><td>{html.escape(str(m.get('method')))}</td>"
-        + "".join(f"<td>{_format(_lookup(m, key))}</td>" for key, _ in METRIC_COLUMNS)
+        + "".join(f"<td>{_format(_lookup(m, key))}</td>" for key, _ in columns)
         + "</tr>"
         for m in rows
     )
@@ -114,7 +116,9 @@ def write_report(
 <p class="note">Validity: share whose counterfactual passes the threshold for the explained classifier.
 Oracle / kNN agreement: share that an independent network / a k-nearest-neighbour classifier on
 training images also assigns the target class (adversarial noise rarely fools the kNN).
-IM1 below 1: the counterfactual looks more like its new class than its old one.</p>
+IM1 below 1: the counterfactual looks more like its new class than its old one.
+MNAC (faces): how many binary attributes besides the label's own an independent attribute oracle reads
+differently after the change; 0 is a change of the label alone.</p>
 <h2>{html.escape(results[0].method)}: examples</h2>{strips}
 {"<h2>All methods on the same images</h2>" + comparison if comparison else ""}
 </body></html>"""

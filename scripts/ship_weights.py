@@ -1,0 +1,69 @@
+"""Copy trained zoo models into the package so users do not train them on first use.
+
+    python scripts/ship_weights.py faces-style faces-attributes [--home DIR]
+
+Each model is loaded (or trained, with its zoo recipe) from the cache in ``--home`` (default: the
+normal cache), then its safetensors file, whose name carries the recipe's fingerprint, is copied to
+src/vcex/weights/. ``vcex.models.load_model`` uses a shipped file only when the cache has none and
+its recorded fingerprint matches the current recipe; any recipe change makes vcex train afresh.
+src/vcex/weights/README.md lists what ships, with each file's training record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT_MB = 30.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", help="zoo model names, e.g. faces-style")
+    parser.add_argument("--home", default=None, help="VCEX_HOME holding (or to hold) the trained models")
+    args = parser.parse_args()
+    if args.home:
+        os.environ["VCEX_HOME"] = args.home
+    from vcex.models import load_model, model_spec
+
+    target = ROOT / "src" / "vcex" / "weights"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in args.names:
+        model = load_model(name)
+        spec = model_spec(name)
+        for stale in target.glob(f"{name}-*.safetensors"):
+            if stale.name != spec.path.name:
+                stale.unlink()
+        shutil.copyfile(spec.path, target / spec.path.name)
+        print(f"shipped {spec.path.name} ({spec.path.stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
+        del model
+    files = sorted(target.glob("*.safetensors"))
+    total = sum(f.stat().st_size for f in files) / 2**20
+    if total > LIMIT_MB:
+        raise SystemExit(f"shipped weights total {total:.1f} MB, over the {LIMIT_MB:.0f} MB budget")
+    from vcex.cache import load_weights
+
+    lines = [
+        "# Shipped weights",
+        "",
+        "Zoo models that ship with vcex because training them on first use takes too long on a CPU. Made by",
+        f"`python scripts/ship_weights.py {' '.join(args.names)}`; each is used only while its recorded recipe",
+        "fingerprint (in the file name and metadata) matches the zoo's current recipe.",
+        "",
+        f"Total: {total:.1f} MB.",
+        "",
+    ]
+    for path in files:
+        _, record = load_weights(path)
+        shown = {k: v for k, v in record.items() if k not in ("data",)}
+        lines += [f"## {path.name}", "", "```json", json.dumps(shown, indent=2, default=str), "```", ""]
+    (target / "README.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

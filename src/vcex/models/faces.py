@@ -1,0 +1,206 @@
+"""Models for the synthetic faces that are not classifiers of one label.
+
+- :class:`AttributeOracle`: one network reading every binary attribute, used only for evaluation
+  (MNAC, and whether a reconstruction keeps a face's attributes).
+- :class:`FactorRegressor`: reads the continuous content factors; its features are the perceptual
+  term when the style generator is trained (no VGG/LPIPS weights can be downloaded, so the
+  perceptual space is one we train on faces ourselves).
+- ``train_*`` functions the model zoo calls, each returning the held-out figures it records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vcex.checks import check_images
+from vcex.data.faces_tasks import ATTRIBUTE_NAMES, CONTENT_FACTORS, attribute_matrix, factor_matrix
+from vcex.data.synthetic_faces import FacesDataset
+from vcex.models.classifiers import FaceCNN
+from vcex.models.training import fit, random_shift
+
+
+def conv_pair_net(outputs: int, width: int = 16, in_channels: int = 3) -> nn.Sequential:
+    """The faces' oracle design: (N, C, S, S) normalised -> (N, outputs). A 3x3 conv, then two stages of
+    paired 3x3 convs with batch norm and GELU, max-pooling between stages and no stride before the first
+    pooling, so features of a few pixels (the mouth's bend, the eyelids) survive; global 2x2 pooling."""
+
+    def conv(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+
+    def stage(cin: int, cout: int) -> list[nn.Module]:
+        return [*conv(cin, cout), *conv(cout, cout), nn.MaxPool2d(2)]
+
+    return nn.Sequential(
+        *conv(in_channels, width),
+        nn.MaxPool2d(2),
+        *stage(width, 2 * width),
+        *stage(2 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(16 * width, outputs),
+    )
+
+
+class AttributeOracle(nn.Module):
+    """Multi-label reader of the faces' binary attributes.
+
+    ``forward(images (N, 3, S, S) in [0, 1]) -> logits (N, A)``, one column per name in
+    ``attribute_names``; ``predict`` thresholds them to 0/1. A different design from the classifiers
+    it judges: pairs of 3x3 convolutions with batch norm and GELU per stage, and no stride before the
+    first pooling, so features of a few pixels (the mouth's bend, the eyelids) survive.
+    """
+
+    def __init__(self, attribute_names: Sequence[str] = ATTRIBUTE_NAMES, width: int = 16) -> None:
+        super().__init__()
+        self.attribute_names = tuple(attribute_names)
+
+        self.body = conv_pair_net(len(self.attribute_names), width)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images * 2 - 1)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """(N, 3, S, S) in [0, 1] -> (N, A) int64 in {0, 1}."""
+        check_images(images, channels=3, name="images")
+        device = next(self.parameters()).device
+        return (
+            torch.cat([(self(chunk.to(device)) > 0).long().cpu() for chunk in images.split(batch_size)])
+            if len(images)
+            else torch.zeros(0, len(self.attribute_names), dtype=torch.long)
+        )
+
+    def index(self, names: Sequence[str]) -> list[int]:
+        """Column indices of attribute ``names``; unknown names raise listing the known ones."""
+        from vcex.errors import InputError
+
+        unknown = [name for name in names if name not in self.attribute_names]
+        if unknown:
+            raise InputError(f"unknown attribute(s) {unknown}; known: {', '.join(self.attribute_names)}")
+        return [self.attribute_names.index(name) for name in names]
+
+
+class FactorRegressor(nn.Module):
+    """Reads the content factors scaled to [0, 1]: (N, 3, S, S) in [0, 1] -> (N, F) in [0, 1].
+
+    ``features`` returns the perceptual embedding used to train the style generator: its three
+    conv stages, hidden layer and outputs, each scaled to contribute comparably.
+    """
+
+    def __init__(self, factor_names: Sequence[str] = CONTENT_FACTORS, image_size: int = 32) -> None:
+        super().__init__()
+        self.factor_names = tuple(factor_names)
+        self.net = FaceCNN(3, len(self.factor_names), image_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(images * 2 - 1))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, D) embedding: spatial features, hidden layer and factor read-outs."""
+        maps = self.net.features(images * 2 - 1)
+        hidden = self.net.head[:3](maps)
+        out = torch.sigmoid(self.net.head[3:](hidden))
+        return torch.cat([maps.flatten(1) * 0.05, hidden * 0.2, out * 3.0], 1)
+
+
+def detail_weights(faces: FacesDataset, size: int, boost: float = 4.0) -> torch.Tensor:
+    """Per-pixel reconstruction weights (N, 1, S, S): 1 everywhere, ``1 + boost`` on the mouth, eyes and
+    eyebrows, the small parts that carry smiling and eye openness in a few pixels."""
+    from vcex.data.synthetic_faces import face_regions
+
+    regions = face_regions(faces.factors, size=size)
+    detail = regions["mouth"] + regions["eyes"] + regions["eyebrows"]
+    return (1 + boost * detail).unsqueeze(1)
+
+
+def train_attribute_oracle(
+    model: AttributeOracle,
+    train: FacesDataset,
+    test: FacesDataset,
+    *,
+    epochs: int,
+    seed: int,
+    progress: bool,
+    batch_size: int = 64,
+) -> dict:
+    """Binary cross-entropy on every attribute; returns held-out accuracy per attribute and their mean."""
+    targets = attribute_matrix(train, model.attribute_names)
+
+    def step(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(model(random_shift(images, 1, generator)), labels)
+
+    fit(
+        model,
+        step,
+        train.images,
+        targets,
+        epochs=epochs,
+        lr=3e-3,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        desc="training faces attribute oracle",
+    )
+    correct = (model.predict(test.images) == attribute_matrix(test, model.attribute_names).long()).float().mean(0)
+    per_attribute = {name: round(float(value), 4) for name, value in zip(model.attribute_names, correct)}
+    return {"test_accuracy": round(float(correct.mean()), 4), "test_accuracy_per_attribute": per_attribute}
+
+
+def train_factor_regressor(
+    model: FactorRegressor,
+    train: FacesDataset,
+    test: FacesDataset,
+    *,
+    epochs: int,
+    seed: int,
+    progress: bool,
+    batch_size: int = 64,
+) -> dict:
+    """Mean squared error on the scaled factors; returns held-out mean absolute error per factor."""
+    targets = factor_matrix(train, model.factor_names)
+
+    def step(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return F.mse_loss(model(images), labels)
+
+    fit(
+        model,
+        step,
+        train.images,
+        targets,
+        epochs=epochs,
+        lr=2e-3,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        desc="training faces factor regressor",
+    )
+    with torch.no_grad():
+        error = torch.cat([model(chunk) for chunk in test.images.split(512)]) - factor_matrix(test, model.factor_names)
+    per_factor = {name: round(float(value), 4) for name, value in zip(model.factor_names, error.abs().mean(0))}
+    return {"test_mae": round(float(error.abs().mean()), 4), "test_mae_per_factor": per_factor}
+
+
+@torch.no_grad()
+def attribute_agreement(
+    oracle: AttributeOracle,
+    images: torch.Tensor,
+    reconstruct: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 256,
+) -> dict:
+    """How often the oracle reads each binary attribute the same on x and on ``reconstruct(x)``.
+
+    Returns ``{"mean": share over all (image, attribute) pairs, "per_attribute": {name: share}}``.
+    """
+    same = []
+    for chunk in images.split(batch_size):
+        same.append(oracle.predict(chunk) == oracle.predict(reconstruct(chunk).clamp(0, 1)))
+    rate = torch.cat(same).float().mean(0)
+    return {
+        "mean": round(float(rate.mean()), 4),
+        "per_attribute": {name: round(float(value), 4) for name, value in zip(oracle.attribute_names, rate)},
+    }

@@ -1,0 +1,94 @@
+"""The faces pipeline end to end, on a few hundred faces and one-epoch models (the real recipes take minutes)."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from vcex.cli import main
+from vcex.data import faces_tasks
+from vcex.models import zoo
+
+
+@pytest.fixture
+def tiny_faces(monkeypatch, tmp_path_factory):
+    monkeypatch.setattr(faces_tasks, "FACES_TRAIN_SIZE", 400)
+    monkeypatch.setattr(faces_tasks, "FACES_TEST_SIZE", 48)
+    monkeypatch.setitem(
+        zoo._EPOCHS, "faces", {"cnn": 8, "oracle": 2, "vae": 1, "im-ae": 1, "attributes": 1, "factors": 1}
+    )
+    monkeypatch.setitem(zoo.FACE_STYLE_RECIPE, "epochs", 2)
+    # the shipped generator belongs to the full recipe; these tests train their own
+    monkeypatch.setattr(zoo, "SHIPPED_WEIGHTS", tmp_path_factory.mktemp("no-shipped-weights"))
+    faces_tasks.load_faces.cache_clear()
+    faces_tasks.load_face_table.cache_clear()
+    yield
+    faces_tasks.load_faces.cache_clear()
+    faces_tasks.load_face_table.cache_clear()
+
+
+@pytest.mark.parametrize("space", ["w", "style"])
+def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, space):
+    out = tmp_path / space
+    argv = ["explain", "--dataset", "faces", "--classifier", "smiling", "--space", space, "--n", "6"]
+    assert main(argv + ["--threshold", "0.9", "--max-steps", "60", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "faces-smiling" and metrics["space"] == space and metrics["n"] == 6
+    assert metrics["label_attributes"] == ["smiling"]
+    assert 0 <= metrics["mnac"] <= len(metrics["attribute_change_rate"]) - 1
+    assert "smiling" in metrics["attribute_change_rate"]
+    # one-epoch models rarely reach the threshold in 60 steps, but the attack must push toward the target
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    assert float(saved["target_prob"].mean()) > float(saved["original_prob"].mean())
+    assert saved["counterfactuals"].shape == (6, 3, 32, 32) and (out / "grid.png").exists()
+    assert "mnac" in json.loads(capsys.readouterr().out)
+
+
+def test_demo_on_faces_writes_the_shared_report(tiny_faces, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--dataset", "faces", "--out", str(out), "--n", "4", "--examples", "2", "--quiet"]) == 0
+    text = (out / "report.html").read_text()
+    assert "faces-smiling" in text and "MNAC" in text
+    assert {record["method"] for record in json.loads((out / "metrics.json").read_text())} >= {"attack", "pixel"}
+
+
+def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(tiny_faces, tmp_path, capsys):
+    out = tmp_path / "global"
+    argv = [
+        "global",
+        "--dataset",
+        "faces",
+        "--classifier",
+        "smiling",
+        "--n",
+        "30",
+        "--threshold",
+        "0.6",
+        "--max-steps",
+        "300",
+    ]
+    assert main(argv + ["--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "global.json").read_text())
+    assert record["descriptors"] == "synthetic faces factor table" and record["valid_counterfactuals"] >= 1
+    assert set(record["classes"]) == {"attack", "linear baseline"}
+    names = {row["name"] for row in record["classes"]["attack"]["descriptors"]}
+    assert {"smiling", "smile", "eyeglasses"} <= names
+    for row in record["classes"]["attack"]["descriptors"]:
+        assert row["ci_low"] <= row["score"] <= row["ci_high"]
+    assert (out / "global.html").exists() and list(out.glob("global-*.png"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explain", "--dataset", "faces", "--classifier", "attractive"], "unknown faces task"),
+        (["explain", "--dataset", "mnist", "--classifier", "smiling"], "does not belong"),
+        (["explain", "--dataset", "mnist", "--space", "style"], "needs a style generator"),
+        (["explain", "--dataset", "faces", "--space", "pixels"], "unknown latent space"),
+    ],
+)
+def test_bad_face_arguments_give_one_line_errors(tiny_faces, tmp_path, capsys, argv, message):
+    monkey_free = argv + ["--n", "2", "--out", str(tmp_path / "x"), "--quiet"]
+    assert main(monkey_free) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vcex: error:") and message in err[-1]
