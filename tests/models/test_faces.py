@@ -135,3 +135,15 @@ def _with(spec: zoo.ModelSpec, **changes) -> zoo.ModelSpec:
     from dataclasses import replace
 
     return replace(spec, **changes)
+
+
+def test_every_shipped_file_matches_its_current_recipe_and_loads():
+    shipped = sorted(zoo.SHIPPED_WEIGHTS.glob("*.safetensors"))
+    assert shipped, "vcex ships the faces models it cannot train quickly on a CPU"
+    for path in shipped:
+        name = path.stem.rsplit("-", 1)[0]
+        spec = zoo.model_spec(name)
+        # a recipe change without re-shipping would leave the file unused: this catches it
+        assert spec.path.name == path.name, f"{path.name} no longer matches the recipe of {name}"
+    model = zoo.load_model("faces-style", progress=False)
+    assert model.training_record["test_psnr"] > 20 and not zoo.model_spec("faces-style").path.exists()
