@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from vcex.errors import CacheError
 
-_OPTIONAL = ("original_latents", "counterfactual_latents", "reconstructions")
+_OPTIONAL = ("original_latents", "counterfactual_latents", "reconstructions", "sequence", "sequence_prob")
 
 
 @dataclass
@@ -33,6 +33,9 @@ class CounterfactualResult:
         threshold: the confidence threshold used; lower: whether the target was lowered.
         original_latents, counterfactual_latents: (N, ...) latents, for latent methods.
         reconstructions: (N, C, H, W) decode(encode(x)), for latent methods.
+        sequence: (N, S, C, H, W) the image after each of S progressive stages (DISC); an image that
+            finished early repeats its counterfactual in the later stages.
+        sequence_prob: (N, S) the target probability of each ``sequence`` image.
         settings: the explainer's settings, for the record.
     """
 
@@ -53,6 +56,8 @@ class CounterfactualResult:
     original_latents: torch.Tensor | None = None
     counterfactual_latents: torch.Tensor | None = None
     reconstructions: torch.Tensor | None = None
+    sequence: torch.Tensor | None = None
+    sequence_prob: torch.Tensor | None = None
     settings: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
