@@ -71,7 +71,7 @@ def test_explain_end_to_end_writes_metrics_and_counterfactuals(tiny_recipes, tmp
     assert json.loads((out / "metrics.json").read_text())["resumed_chunks"] == 1
 
 
-@pytest.mark.parametrize("method", ["pixel", "linear"])
+@pytest.mark.parametrize("method", ["pixel", "linear", "disc"])
 def test_explain_baselines(tiny_recipes, tmp_path, method):
     out = tmp_path / method
     assert main(["explain", "--method", method, "--n", "4", "--out", str(out), "--quiet"]) == 0

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | smiling-spurious"
     )
-    explain.add_argument("--method", default="attack", help="attack | pixel | linear | amortized")
+    explain.add_argument("--method", default="attack", help="attack | pixel | linear | amortized | disc")
     explain.add_argument(
         "--space", default=None, help="faces: the attack's latent space, w (default) or style (StyleSpace)"
     )

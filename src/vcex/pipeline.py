@@ -29,7 +29,7 @@ from vcex.models import KNNOracle, load_knn_oracle, load_model
 from vcex.progress import track
 from vcex.report import result_grid, save_png
 
-METHODS = ("attack", "pixel", "linear", "amortized")
+METHODS = ("attack", "pixel", "linear", "amortized", "disc")
 # latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
 # for the style generator, its StyleSpace
 SPACES = ("latent", "w", "style")
@@ -158,6 +158,12 @@ def build_explainer(
     if method == "pixel":
         options.pop("objective", None)
         return PixelAttack(classifier, progress=progress, **options)
+    if method == "disc":
+        from vcex.explainers.disc import DISC
+
+        # the classifier alone: no latent model, no training data
+        kept = ("threshold", "lr", "max_steps", "batch_size", "device")
+        return DISC(classifier, progress=progress, **{k: v for k, v in options.items() if k in kept})
     options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device", "probe_c")}
     return LinearLatentEdit(classifier, latent_model, progress=progress, **options).fit(bench.train.images)
 
