@@ -60,7 +60,8 @@ class DISC(Explainer):
         feature_weight: weight of the feature-preservation term.
         bn_weight: weight of the batch-norm prior; None uses 0.01 when the classifier has BatchNorm
             layers and 0 otherwise; a positive value without BatchNorm layers warns and turns it off.
-        tv_weight, l2_weight: total variation of x' and mean squared change x' - x.
+        tv_weight: weight of the total variation of x' (0.3; measured on MNIST, docs/benchmarks/disc.md).
+        l2_weight: weight of the mean squared change (x' - x)^2 (0).
         consistency: ``"none"``, ``"duq"`` (needs ``consistency_model``, a DUQ classifier, e.g. from
             :func:`vcex.models.duq.build_duq`) or ``"energy"`` (``consistency_model`` or, if None, the
             explained classifier itself).
@@ -96,7 +97,7 @@ class DISC(Explainer):
         feature_layers: Sequence[str] = (),
         feature_weight: float = 0.0,
         bn_weight: float | None = None,
-        tv_weight: float = 0.0,
+        tv_weight: float = 0.3,
         l2_weight: float = 0.0,
         consistency: str = "none",
         consistency_model: nn.Module | None = None,
