@@ -8,7 +8,7 @@ from vcex.explainers.disc import DISC
 from vcex.explainers.inversion import DeepImagePrior, FourierINR, PixelParameterisation, total_variation
 from vcex.explainers.result import CounterfactualResult
 from vcex.models import Classifier
-from vcex.models.duq import build_duq, certainty_score, train_duq
+from vcex.models.duq import build_duq, certainty_score, energy_score, train_duq
 from vcex.models.training import classification_loss, fit
 
 
@@ -189,13 +189,21 @@ def test_duq_consistency_raises_the_duq_certainty_of_the_target(tiny_classifier,
     assert certainty(consistent) > certainty(plain)
 
 
-def test_energy_consistency_runs_with_the_classifier_itself(tiny_classifier, mnist_small):
+def test_energy_consistency_keeps_the_energy_from_rising(tiny_classifier, mnist_small):
     _, _, images, _ = mnist_small
-    result = DISC(
-        tiny_classifier, parameterisation="pixels", consistency="energy", threshold=0.9, max_steps=100
-    ).explain(images[:3])
-    assert result.settings["consistency"] == "energy"
-    assert bool((result.target_prob > result.original_prob).all())
+    options = {"parameterisation": "pixels", "threshold": 0.9, "max_steps": 150, "stages": ()}
+    plain = DISC(tiny_classifier, **options).explain(images[:4])
+    held = DISC(tiny_classifier, consistency="energy", consistency_weight=5.0, **options).explain(images[:4])
+    assert held.settings["consistency"] == "energy"
+    assert bool((held.target_prob > held.original_prob).all())
+
+    def energy_rise(result: CounterfactualResult) -> float:
+        with torch.no_grad():
+            before = energy_score(tiny_classifier, result.originals)
+            after = energy_score(tiny_classifier, result.counterfactuals)
+        return float((after - before).clamp_min(0).mean())
+
+    assert energy_rise(held) < energy_rise(plain)
 
 
 def test_bad_settings_are_refused_with_the_fix(tiny_classifier):

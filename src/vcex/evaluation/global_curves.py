@@ -155,7 +155,7 @@ def flip_rate_curve(
     ).cpu()
     kept = kept.cpu()
     magnitude = steps.abs()
-    within = magnitude[None, :] <= magnitude[:, None]  # (S, S): step i is no larger than step j
+    within = magnitude[None, :] <= magnitude[:, None]  # within[j, i]: step i is no larger than step j
     reached_by = (flipped[:, None, :] & within[None]).any(2)  # (N, S)
     candidates = torch.where(flipped, magnitude[None, :], torch.full_like(flipped, float("inf"), dtype=torch.float32))
     best = candidates.argmin(1)
