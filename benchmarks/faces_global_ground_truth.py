@@ -324,7 +324,7 @@ def cost(records: list[dict], probes: LatentAttributes, folder: Path, settings: 
         with_bootstrap.append(time.perf_counter() - started)
         started = time.perf_counter()
         for result, _ in results:
-            probes.local(result.select(result.success))
+            probes.local(result)
         local_only.append(time.perf_counter() - started)
     seconds = statistics.median(with_bootstrap)
     one_off = probe_cost["encode_seconds"] + probe_cost["fit_seconds"]
