@@ -26,7 +26,7 @@ REQUIRED_KEYS = {
 
 @pytest.fixture
 def tiny_recipes(monkeypatch):
-    monkeypatch.setitem(zoo._EPOCHS, "mnist", {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2})
+    monkeypatch.setitem(zoo._EPOCHS, "mnist", {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1})
 
 
 def test_explain_end_to_end_writes_metrics_and_counterfactuals(tiny_recipes, tmp_path, capsys):
@@ -82,8 +82,22 @@ def test_demo_writes_report(tiny_recipes, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n", "6", "--examples", "3", "--quiet"]) == 0
     text = (out / "report.html").read_text()
-    assert "attack" in text and "pixel" in text and "linear" in text
-    assert len(json.loads((out / "metrics.json").read_text())) == 3
+    assert "attack" in text and "pixel" in text and "linear" in text and "disc" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["method"] for m in metrics] == ["attack", "pixel", "linear", "disc"]
+
+
+def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
+    out = tmp_path / "disc-duq"
+    argv = ["explain", "--method", "disc", "--consistency", "duq", "--n", "3", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["method"] == "disc"
+    # the zoo trained and cached the DUQ model on first use (one epoch here: its accuracy is not the point)
+    from vcex.models.duq import duq_network
+
+    assert zoo.model_spec("mnist-duq").path.exists()
+    duq = zoo.load_duq("mnist", progress=False)
+    assert duq_network(duq) is not None and "test_accuracy" in duq.training_record
 
 
 @pytest.mark.parametrize(
@@ -93,6 +107,8 @@ def test_demo_writes_report(tiny_recipes, tmp_path):
         (["explain", "--method", "magic", "--out", "x", "--n", "2"], "unknown method"),
         (["explain", "--n", "5000", "--out", "x"], "--n must lie"),
         (["explain", "--target", "12", "--n", "2", "--out", "x"], "out of range"),
+        (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "--consistency is for --method disc"),
+        (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(
             [(["explain", "--device", "cuda", "--n", "2", "--out", "x"], "no CUDA device")]
             if not torch.cuda.is_available()

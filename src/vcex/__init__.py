@@ -7,6 +7,7 @@
 
 from vcex.errors import CacheError, DatasetNotFoundError, InputError, ModelError, VcexError
 from vcex.explainers import (
+    DISC,
     AmortizedCounterfactual,
     CounterfactualAttack,
     CounterfactualResult,
@@ -20,6 +21,7 @@ from vcex.models import (
     LatentModel,
     as_classifier,
     load_classifier,
+    load_duq,
     load_knn_oracle,
     load_latent_model,
     load_model,
@@ -33,6 +35,7 @@ __all__ = [
     "Classifier",
     "CounterfactualAttack",
     "CounterfactualResult",
+    "DISC",
     "DatasetNotFoundError",
     "Explainer",
     "InputError",
@@ -45,6 +48,7 @@ __all__ = [
     "__version__",
     "as_classifier",
     "load_classifier",
+    "load_duq",
     "load_knn_oracle",
     "load_latent_model",
     "load_model",

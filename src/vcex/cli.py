@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--batch-size", type=int, default=None, help="images per batch")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     explain.add_argument(
+        "--consistency", default=None, help="disc only: manifold consistency energy (default) | duq | none"
+    )
+    explain.add_argument(
         "--refine", type=int, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
     )
     _add_common(explain)
@@ -81,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the demo's comparison: the latent attack, the pixel baseline, the linear edit and DISC (classifier only)
+DEMO_METHODS = ("attack", "pixel", "linear", "disc")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from vcex.pipeline import build_explainer, evaluate_result, prepare, write_outputs
     from vcex.report import write_report
@@ -90,7 +97,7 @@ def _demo(args: argparse.Namespace) -> None:
     bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
     images = bench.test.images[: args.n]
     results, metrics = [], []
-    for method in ("attack", "pixel", "linear"):
+    for method in DEMO_METHODS:
         explainer = build_explainer(method, bench, progress=not args.quiet)
         result = explainer.explain(images, target="second")
         record = evaluate_result(result, bench, device=str(explainer.device))
@@ -139,6 +146,10 @@ def _explain(args: argparse.Namespace) -> None:
         if args.method != "amortized":
             raise InputError(f"--refine is for --method amortized, not {args.method}")
         options["refine_steps"] = args.refine
+    if args.consistency is not None:
+        if args.method != "disc":
+            raise InputError(f"--consistency is for --method disc, not {args.method}")
+        options["consistency"] = args.consistency
     if args.method in ("linear",):
         options = {k: v for k, v in options.items() if k in ("space", "threshold", "batch_size", "device")}
     _, metrics = run_explain(

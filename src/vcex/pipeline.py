@@ -36,6 +36,7 @@ SPACES = ("latent", "w", "style")
 # how the CLI's amortized explainer is fitted on first use (~3 min for MNIST's 4,000 training images on 1 CPU thread)
 AMORTIZED_FIT = {"epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 0}
 PRESETS = ("vcex", "paper")
+DISC_CONSISTENCY = "energy"  # the CLI's DISC manifold-consistency term: none | energy | duq (the zoo's DUQ model)
 FACES_ATTACK_LR = 0.01  # the attack's Adam step in the style generator's W and StyleSpace (MNIST's VAE: 0.1)
 
 
@@ -161,9 +162,20 @@ def build_explainer(
     if method == "disc":
         from vcex.explainers.disc import DISC
 
-        # the classifier alone: no latent model, no training data
-        kept = ("threshold", "lr", "max_steps", "batch_size", "device")
-        return DISC(classifier, progress=progress, **{k: v for k, v in options.items() if k in kept})
+        # the classifier alone: no latent model, no training data. Manifold consistency defaults to the
+        # classifier's own energy (no second model; on MNIST it matched the DUQ variant, docs/benchmarks/disc.md)
+        consistency = options.pop("consistency", DISC_CONSISTENCY)
+        if consistency == "duq":
+            from vcex.models import load_duq
+
+            options["consistency_model"] = load_duq(bench.dataset, progress=progress)
+        kept = ("threshold", "lr", "max_steps", "batch_size", "device", "consistency_model")
+        return DISC(
+            classifier,
+            consistency=consistency,
+            progress=progress,
+            **{k: v for k, v in options.items() if k in kept},
+        )
     options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device", "probe_c")}
     return LinearLatentEdit(classifier, latent_model, progress=progress, **options).fit(bench.train.images)
 

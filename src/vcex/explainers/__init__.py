@@ -3,6 +3,7 @@
 from vcex.explainers.amortized import AmortizedCounterfactual
 from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer, resolve_targets
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
+from vcex.explainers.disc import DISC
 from vcex.explainers.linear_edit import LinearLatentEdit
 from vcex.explainers.loop import LoopOutput, optimise_until_confident
 from vcex.explainers.pixel_attack import PixelAttack
@@ -11,6 +12,7 @@ from vcex.explainers.result import CounterfactualResult
 __all__ = [
     "AmortizedCounterfactual",
     "DEFAULT_THRESHOLD",
+    "DISC",
     "PAPER_THRESHOLD",
     "CounterfactualAttack",
     "CounterfactualResult",

@@ -4,6 +4,7 @@ from vcex.models.classifiers import Classifier, KNNOracle, OracleNet, SmallCNN, 
 from vcex.models.latent import VAE, ClassAutoencoders, LatentModel, as_latent_model
 from vcex.models.zoo import (
     load_classifier,
+    load_duq,
     load_knn_oracle,
     load_latent_model,
     load_model,
@@ -22,6 +23,7 @@ __all__ = [
     "as_classifier",
     "as_latent_model",
     "load_classifier",
+    "load_duq",
     "load_knn_oracle",
     "load_latent_model",
     "load_model",

@@ -32,10 +32,14 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 _NORMALISATION = {"mnist": ((0.1307,), (0.3081,)), "fashion": ((0.2860,), (0.3530,))}
 # epochs scale with dataset size so a cold start stays within minutes on 2 CPU cores
 _EPOCHS = {
-    "mnist": {"cnn": 8, "oracle": 8, "vae": 30, "im-ae": 40},
-    "fashion": {"cnn": 4, "oracle": 3, "vae": 8, "im-ae": 6},
-    "faces": {"cnn": 3, "oracle": 2, "vae": 10, "im-ae": 6, "attributes": 4, "factors": 6},
+    "mnist": {"cnn": 8, "oracle": 8, "vae": 30, "im-ae": 40, "duq": 6},
+    "fashion": {"cnn": 4, "oracle": 3, "vae": 8, "im-ae": 6, "duq": 2},
+    "faces": {"cnn": 3, "oracle": 2, "vae": 10, "im-ae": 6, "duq": 2, "attributes": 4, "factors": 6},
 }
+# roles every registry dataset has; ``duq`` is DISC's manifold-consistency model (vcex.models.duq)
+DATASET_ROLES = ("cnn", "oracle", "vae", "im-ae", "duq")
+# the DUQ recipe: the paper's gradient penalty 0.05; centroid momentum 0.99 suits a few epochs (see build_duq)
+DUQ_RECIPE = {"arch": "DUQNet", "lr": 2e-3, "batch_size": 64, "gradient_penalty": 0.05, "momentum": 0.99}
 
 
 @dataclass
@@ -177,6 +181,27 @@ def _train_class_aes(epochs: int) -> Callable:
     return train
 
 
+def _build_duq(seed: int) -> Callable[[ImageDataset], nn.Module]:
+    def build(data: ImageDataset) -> nn.Module:
+        from vcex.models.duq import build_duq
+
+        channels = data.image_shape[0]
+        mean, std = _NORMALISATION.get(data.name, ((0.5,) * channels, (0.5,) * channels))
+        return build_duq(data, mean=mean, std=std, seed=seed, momentum=DUQ_RECIPE["momentum"])
+
+    return build
+
+
+def _train_duq(epochs: int) -> Callable:
+    def train(model: nn.Module, train: ImageDataset, test: ImageDataset, seed: int, progress: bool) -> dict:
+        from vcex.models.duq import train_duq
+
+        options = {k: DUQ_RECIPE[k] for k in ("lr", "batch_size", "gradient_penalty")}
+        return train_duq(model, train, epochs, seed=seed, progress=progress, test_dataset=test, **options)
+
+    return train
+
+
 def model_spec(name: str) -> ModelSpec:
     """The recipe behind a zoo name such as ``"mnist-cnn"``, ``"fashion-vae"``, ``"faces-style"``."""
     if name in FACE_MODELS:
@@ -240,6 +265,10 @@ def _dataset_model_spec(name: str) -> ModelSpec:
             3,
             {"arch": "ClassAutoencoders", "epochs": epochs["im-ae"]},
         )
+    if role == "duq":
+        return ModelSpec(
+            name, role, dataset, _build_duq(4), _train_duq(epochs["duq"]), 4, {**DUQ_RECIPE, "epochs": epochs["duq"]}
+        )
     raise InputError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
 
 
@@ -247,7 +276,7 @@ def model_names() -> list[str]:
     """Every name :func:`load_model` accepts."""
     from vcex.data import dataset_names
 
-    return [f"{d}-{r}" for d in dataset_names() for r in ("cnn", "oracle", "vae", "im-ae")] + list(FACE_MODELS)
+    return [f"{d}-{r}" for d in dataset_names() for r in DATASET_ROLES] + list(FACE_MODELS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,6 +450,17 @@ def load_latent_model(name: str, **kwargs) -> VAE:
     model = load_model(name, **kwargs)
     if not isinstance(model, VAE):
         raise InputError(f"{name!r} is not a latent model")
+    return model
+
+
+def load_duq(dataset: str, **kwargs) -> Classifier:
+    """The zoo's DUQ classifier for a dataset (``"mnist"``...): DISC's manifold-consistency model, whose
+    certainty K_c(x) in (0, 1] says how typical x is of class c. Trained on first use (~2 min for MNIST)."""
+    from vcex.models.duq import duq_network
+
+    model = load_model(f"{canonical_dataset_name(dataset)}-duq", **kwargs)
+    if duq_network(model) is None:
+        raise InputError(f"{dataset}-duq is not a DUQ classifier")
     return model
 
 
