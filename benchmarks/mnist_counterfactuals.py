@@ -209,6 +209,7 @@ OTHER_BENCHMARKS = [
     ("benchmarks/faces.md", "synthetic faces: style generator fidelity, attacks in W and StyleSpace, MNAC"),
     ("benchmarks/faces-global.md", "global explanations on faces scored against the known factors"),
     ("benchmarks/disc.md", "DISC (model inversion, no generator) ablation on the same MNIST images"),
+    ("benchmarks/disc-faces.md", "DISC ablation on the synthetic faces (smiling), beside the attack in W"),
     ("benchmarks/peers-cfrl.md", "alibi's CounterfactualRL vs the amortized explainer, same run"),
 ]
 

@@ -154,3 +154,25 @@ def test_knn_target_distance_refuses_bad_input():
         knn_target_distance(torch.rand(2, 1, 2, 2), torch.tensor([0]), train_images, train_labels, k=1)
     with pytest.raises(InputError, match="non-empty"):
         knn_target_distance(torch.rand(0, 1, 2, 2), torch.tensor([]), train_images, train_labels)
+
+
+def test_target_class_frechet_compares_with_the_target_classes_real_images():
+    from vcex.evaluation import target_class_frechet
+
+    generator = torch.Generator().manual_seed(0)
+    # class 0 images are dark, class 1 bright; features: the mean and spread of each image
+    dark = torch.rand(400, 1, 4, 4, generator=generator) * 0.3
+    bright = 0.7 + torch.rand(400, 1, 4, 4, generator=generator) * 0.3
+    train = torch.cat([dark, bright])
+    labels = torch.cat([torch.zeros(400, dtype=torch.long), torch.ones(400, dtype=torch.long)])
+
+    def features(images):
+        return torch.stack([images.flatten(1).mean(1), images.flatten(1).std(1)], 1)
+
+    bright_cfs = 0.7 + torch.rand(100, 1, 4, 4, generator=generator) * 0.3
+    targets = torch.ones(100, dtype=torch.long)
+    right = target_class_frechet(bright_cfs, targets, train, labels, features, reference_size=300)
+    wrong = target_class_frechet(bright_cfs, 1 - targets, train, labels, features, reference_size=300)
+    assert right < 0.01 < wrong
+    with pytest.raises(InputError, match="class 2 has 0 training images"):
+        target_class_frechet(bright_cfs, torch.full((100,), 2), train, labels, features)

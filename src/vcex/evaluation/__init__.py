@@ -15,7 +15,13 @@ from vcex.evaluation.metrics import (
     predict_labels,
     versions,
 )
-from vcex.evaluation.realism import frechet_distance, kid, knn_target_distance, split_frechet_distance
+from vcex.evaluation.realism import (
+    frechet_distance,
+    kid,
+    knn_target_distance,
+    split_frechet_distance,
+    target_class_frechet,
+)
 
 __all__ = [
     "CostCounter",
@@ -36,6 +42,7 @@ __all__ = [
     "per_counterfactual",
     "predict_labels",
     "split_frechet_distance",
+    "target_class_frechet",
     "sufficiency_curve",
     "versions",
 ]

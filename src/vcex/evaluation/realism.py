@@ -8,6 +8,8 @@ are comparable between methods in one run, not with published FID numbers).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from vcex.errors import InputError
@@ -209,3 +211,41 @@ def knn_target_distance(
             exact = torch.stack([(query - pool[nearest[:, j]]).norm(dim=1) for j in range(k)], dim=1)
             distances[chunk] = exact.mean(1)
     return distances
+
+
+def target_class_frechet(
+    counterfactuals: torch.Tensor,
+    targets: torch.Tensor,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    reference_size: int = 2000,
+) -> float:
+    """Frechet distance between counterfactuals and real images of the classes they now claim to be, >= 0.
+
+    The reference set takes up to ``reference_size`` training images, drawn from each target class in
+    proportion to how many counterfactuals target it (the first ones of each class, so the value is
+    deterministic). Lower is better: the counterfactuals' features are distributed like real images of
+    their target classes. Compare methods on the same images and targets only.
+
+    Args:
+        counterfactuals: (N, C, H, W), N >= 2; targets: (N,) int target class of each.
+        train_images: (M, C, H, W) real images; train_labels: (M,) their classes.
+        features: images -> (N, D), e.g. :func:`vcex.evaluation.penultimate_features` of an oracle.
+        reference_size: the reference set's size (before per-class rounding; >= 2 per class).
+    """
+    targets, train_labels = torch.as_tensor(targets), torch.as_tensor(train_labels)
+    if targets.shape != (len(counterfactuals),) or train_labels.shape != (len(train_images),):
+        raise InputError(
+            "target_class_frechet: targets must be (N,) for N counterfactuals and train_labels (M,) for M "
+            f"training images, got {tuple(targets.shape)} and {tuple(train_labels.shape)}"
+        )
+    reference = []
+    for target, count in zip(*targets.unique(return_counts=True)):
+        members = (train_labels == target).nonzero().flatten()
+        if len(members) < 2:
+            raise InputError(f"target_class_frechet: class {int(target)} has {len(members)} training images; needs 2")
+        take = max(2, round(reference_size * int(count) / len(targets)))
+        reference.append(train_images[members[:take]])
+    with torch.no_grad():
+        return frechet_distance(features(torch.cat(reference)), features(counterfactuals))
