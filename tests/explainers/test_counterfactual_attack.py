@@ -29,6 +29,27 @@ def test_counterfactual_is_the_decoded_latent_at_the_stopping_step(attack_result
     assert attack_result.reconstructions.shape == attack_result.originals.shape
 
 
+def test_residual_mode_adds_the_decoded_change_to_the_original(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    images = images[:16]
+    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, residual=True)
+    result = attack.explain(images)
+    assert result.validity >= 0.75 and attack.settings()["residual"] is True
+    with torch.no_grad():
+        change = tiny_vae.decode(result.counterfactual_latents) - tiny_vae.decode(result.original_latents)
+        probs = tiny_classifier(result.counterfactuals).softmax(1)
+    # the counterfactual is the original plus the decoded change, and it is what the classifier was attacked on
+    assert torch.allclose(result.counterfactuals, (images + change).clamp(0, 1), atol=1e-5)
+    assert torch.allclose(probs.gather(1, result.target[:, None])[:, 0], result.target_prob, atol=1e-4)
+    assert torch.equal(result.reconstructions, images)
+    # the generator's blur is not part of the change: far closer to the original than the plain attack
+    plain = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300).explain(images)
+    assert float((result.counterfactuals - images).abs().mean()) < float((plain.counterfactuals - images).abs().mean())
+    # with no steps the "counterfactual" is the original itself
+    untouched = CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=0, residual=True).explain(images[:4])
+    assert torch.allclose(untouched.counterfactuals, images[:4], atol=1e-6)
+
+
 def test_early_stop_per_image(attack_result):
     steps = attack_result.steps
     assert int(steps.min()) < int(steps.max())  # images stop at different steps

@@ -68,6 +68,7 @@ def optimise_until_confident(
     eps: float = 1e-8,
     check_every: int = 1,
     progress: bool = False,
+    render_rows: bool = False,
 ) -> LoopOutput:
     """Optimise one variable per image until the classifier is confident in its target.
 
@@ -82,6 +83,8 @@ def optimise_until_confident(
             e.g. a distance to the original; ``active_index`` maps active rows to batch rows.
         project: optional map applied to the variables after each step (e.g. clamping pixels).
         check_every: how often finished images are dropped from the batch (each check syncs the host).
+        render_rows: call ``render(variables, rows)`` instead, ``rows`` (b,) mapping the active
+            variables to batch rows (for renders that add a per-image term, e.g. a residual).
     """
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
@@ -109,7 +112,7 @@ def optimise_until_confident(
     for step in range(max_steps + 1):
         variables.requires_grad_(True)
         with torch.enable_grad():
-            images = render(variables)
+            images = render(variables, index) if render_rows else render(variables)
             log_probs = F.log_softmax(classifier(images), dim=1)
             log_p = log_probs.gather(1, active_target[:, None]).squeeze(1)
         prob = log_p.detach().exp()
