@@ -78,6 +78,15 @@ def test_explain_baselines(tiny_recipes, tmp_path, method):
     assert json.loads((out / "metrics.json").read_text())["method"] == method
 
 
+def test_explain_attack_residual_starts_from_the_original(tiny_recipes, tmp_path):
+    out = tmp_path / "residual"
+    argv = ["explain", "--residual", "--n", "3", "--threshold", "0.9", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    assert torch.equal(saved["reconstructions"], saved["originals"])
+    assert json.loads((out / "metrics.json").read_text())["settings"]["residual"] is True
+
+
 def test_demo_writes_report(tiny_recipes, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n", "6", "--examples", "3", "--quiet"]) == 0
@@ -108,6 +117,7 @@ def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
         (["explain", "--n", "5000", "--out", "x"], "--n must lie"),
         (["explain", "--target", "12", "--n", "2", "--out", "x"], "out of range"),
         (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "--consistency is for --method disc"),
+        (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual is for --method attack"),
         (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(
             [(["explain", "--device", "cuda", "--n", "2", "--out", "x"], "no CUDA device")]
