@@ -30,6 +30,8 @@ METHODS = [
     ("CounterfactualAttack in StyleSpace", "attack", {"space": "style"}),
     ("CounterfactualAttack in W, residual (x + G(w') - G(w))", "attack", {"residual": True}),
     ("CounterfactualAttack in StyleSpace, residual", "attack", {"space": "style", "residual": True}),
+    ("Amortized in W, one pass (network fitted once)", "amortized", {}),
+    ("Amortized in W + refinement (up to 100 attack steps)", "amortized", {"refine_steps": 100}),
     ("Pixel attack (same threshold)", "pixel", {}),
     ("Linear latent edit in W (InterFaceGAN rule)", "linear", {}),
 ]

@@ -44,6 +44,21 @@ def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, sp
     assert "mnac" in json.loads(capsys.readouterr().out)
 
 
+def test_amortized_on_faces_fits_in_w_and_refines(tiny_faces, tmp_path, monkeypatch):
+    from vcex import pipeline
+
+    monkeypatch.setattr(pipeline, "AMORTIZED_FIT_FACES", {"epochs": 2, "batch_size": 64, "lr": 3e-3, "seed": 0})
+    out = tmp_path / "amortized"
+    argv = ["explain", "--dataset", "faces", "--method", "amortized", "--refine", "40", "--n", "6"]
+    assert main(argv + ["--threshold", "0.9", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "amortized" and metrics["refine_steps"] == 40 and metrics["fit_seconds"] > 0
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    # the network's shift is in W (the style generator's 128-d latent), and it pushes toward the target
+    assert saved["counterfactual_latents"].shape == saved["original_latents"].shape == (6, 128)
+    assert float(saved["target_prob"].mean()) > float(saved["original_prob"].mean())
+
+
 def test_demo_on_faces_writes_the_shared_report(tiny_faces, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--dataset", "faces", "--out", str(out), "--n", "4", "--examples", "2", "--quiet"]) == 0
