@@ -1,4 +1,4 @@
-"""The ``vcex`` command: ``vcex demo``, ``vcex explain``, ``vcex models``."""
+"""The ``vcex`` command: ``demo``, ``explain``, ``global``, ``benchmark``, ``datasets`` and ``models``."""
 
 from __future__ import annotations
 
@@ -74,6 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     global_.add_argument("--threshold", type=float, default=None, help="target confidence the attack must reach")
     global_.add_argument("--max-steps", type=int, default=None, help="the attack's step budget per image")
     _add_common(global_)
+
+    benchmark = commands.add_parser(
+        "benchmark", help="every method on the same images and targets: benchmark.md (a table) and benchmark.json"
+    )
+    benchmark.add_argument("--suite", required=True, help="mnist | fashion (target: runner-up) | faces (smiling, flip)")
+    benchmark.add_argument("--n", type=int, default=200, help="test images to explain (the first N, default 200)")
+    benchmark.add_argument("--out", required=True, help="output folder (benchmark.md, benchmark.json, rows/)")
+    benchmark.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="row keys to run (default: all). mnist/fashion: attack attack-paper pixel linear amortized "
+        "amortized-refine disc; faces: attack attack-style pixel linear disc amortized",
+    )
+    benchmark.add_argument("--device", default=None, help="where the explainers run: cpu (default), cuda, cuda:1 ...")
+    _add_common(benchmark)
 
     datasets = commands.add_parser("datasets", help="look at the datasets")
     datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
@@ -221,6 +237,15 @@ def _global(args: argparse.Namespace) -> None:
     )
 
 
+def _benchmark(args: argparse.Namespace) -> None:
+    from vcex.benchmark import run_suite
+
+    # --methods a b, or --methods a,b
+    methods = [key for item in args.methods for key in item.split(",") if key] if args.methods else None
+    run_suite(args.suite, args.n, Path(args.out), methods=methods, progress=not args.quiet, device=args.device)
+    print(Path(args.out) / "benchmark.md")
+
+
 def _datasets(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.report import grid_image, save_png
@@ -269,7 +294,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    handlers = {"demo": _demo, "explain": _explain, "models": _models, "datasets": _datasets, "global": _global}
+    handlers = {
+        "demo": _demo,
+        "explain": _explain,
+        "models": _models,
+        "datasets": _datasets,
+        "global": _global,
+        "benchmark": _benchmark,
+    }
     try:
         handlers[args.command](args)
     except VcexError as error:

@@ -1,0 +1,475 @@
+"""``vcex benchmark``: every method on the same images and targets, one table and one JSON file.
+
+The targets (the runner-up class on MNIST/Fashion, the other class on faces) are computed once from
+the explained classifier before any method runs, so every row explains exactly the same task. Each
+finished row is saved under ``out/rows/<key>/`` at once; a rerun on the same images, targets, models
+and explainer settings reuses it, and a row cut short resumes from its saved chunks.
+
+Example:
+    >>> from vcex.benchmark import run_suite
+    >>> record = run_suite("mnist", 200, "bench", methods=["attack", "pixel"])  # also bench/benchmark.md
+    >>> record["rows"][0]["metrics"]["validity"], record["reused"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vcex.errors import CacheError, InputError, VcexError
+from vcex.evaluation import penultimate_features, target_class_frechet, versions
+from vcex.explainers import CounterfactualResult
+from vcex.explainers.amortized import parameter_fingerprint
+from vcex.explainers.base import resolve_targets
+from vcex.pipeline import Workbench, build_explainer, prepare, run_explain
+
+# real training images of the target classes the counterfactuals' Frechet distance is measured against
+FRECHET_REFERENCE = 2000
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: an explainer by CLI name with its preset and ``build_explainer`` options."""
+
+    key: str
+    label: str
+    method: str
+    preset: str = "vcex"
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A dataset, the classifier explained on it, the target rule and the rows compared."""
+
+    dataset: str
+    classifier: str | None
+    target: str
+    rows: tuple[Row, ...]
+    description: str
+
+
+_DIGIT_ROWS = (
+    Row("attack", "CounterfactualAttack, VAE latent (vcex defaults)", "attack"),
+    Row("attack-paper", "CounterfactualAttack, paper preset", "attack", preset="paper"),
+    Row("pixel", "Pixel attack", "pixel"),
+    Row("linear", "Linear latent edit", "linear"),
+    Row("amortized", "Amortized (one pass)", "amortized"),
+    Row("amortized-refine", "Amortized + 100 attack steps", "amortized", options={"refine_steps": 100}),
+    Row("disc", "DISC (energy consistency)", "disc"),
+)
+_FACE_ROWS = (
+    Row("attack", "CounterfactualAttack in W", "attack", options={"space": "w"}),
+    Row("attack-style", "CounterfactualAttack in StyleSpace", "attack", options={"space": "style"}),
+    Row("pixel", "Pixel attack", "pixel"),
+    Row("linear", "Linear latent edit in W (InterFaceGAN rule)", "linear"),
+    Row("disc", "DISC (energy consistency)", "disc"),
+    Row("amortized", "Amortized in W (one pass)", "amortized"),
+)
+SUITES: dict[str, Suite] = {
+    "mnist": Suite("mnist", None, "second", _DIGIT_ROWS, "vcex's MNIST test split"),
+    "fashion": Suite("fashion", None, "second", _DIGIT_ROWS, "vcex's Fashion-MNIST test split"),
+    "faces": Suite("faces", "smiling", "flip", _FACE_ROWS, "the synthetic faces' test split (smiling task)"),
+}
+_TARGET_TEXT = {"second": "the explained classifier's runner-up class", "flip": "the other class"}
+
+
+def suite_rows(suite: str, methods: Sequence[str] | None = None) -> tuple[Suite, tuple[Row, ...]]:
+    """The suite by name and its rows, restricted to the keys in ``methods`` (suite order kept).
+
+    Raises:
+        InputError: an unknown suite or row key; the message lists the known ones.
+    """
+    if suite not in SUITES:
+        raise InputError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
+    spec = SUITES[suite]
+    if methods is None:
+        return spec, spec.rows
+    keys = [row.key for row in spec.rows]
+    unknown = [key for key in methods if key not in keys]
+    if unknown or not methods:
+        raise InputError(
+            f"unknown method key(s) {', '.join(map(repr, unknown)) or '(none given)'} for suite {suite}; "
+            f"its rows are {', '.join(keys)}"
+        )
+    return spec, tuple(row for row in spec.rows if row.key in methods)
+
+
+def _sha1(payload: object, *tensors: torch.Tensor) -> str:
+    digest = hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode())
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _models_fingerprint(bench: Workbench) -> dict[str, str]:
+    """Parameter fingerprints of every model a row's numbers depend on (explained, generator, evaluation)."""
+    roles = {
+        "classifier": bench.classifier,
+        "latent_model": bench.latent_model,
+        "oracle": bench.oracle,
+        "autoencoders": bench.autoencoders,
+        "attributes": bench.attributes,
+    }
+    return {role: parameter_fingerprint(model) for role, model in roles.items() if model is not None}
+
+
+def _row_fingerprint(data: str, row: Row, settings: dict, device: str) -> str:
+    """What a saved row is valid for: the data (images, targets, models), the row and the explainer's settings."""
+    return _sha1(
+        {
+            "data": data,
+            "key": row.key,
+            "method": row.method,
+            "preset": row.preset,
+            "options": dict(row.options),
+            "settings": settings,
+            "device": device,
+        }
+    )
+
+
+def _saved_row(row_dir: Path, fingerprint: str, targets: torch.Tensor) -> dict | None:
+    """The metrics of a finished row saved under ``row_dir`` for this fingerprint, else None."""
+    try:
+        marker = json.loads((row_dir / "row.json").read_text())
+        if marker.get("status") != "done" or marker.get("fingerprint") != fingerprint:
+            return None
+        metrics = json.loads((row_dir / "metrics.json").read_text())
+        result = CounterfactualResult.load(row_dir / "counterfactuals.safetensors")
+    except (OSError, ValueError, CacheError):
+        return None
+    return metrics if torch.equal(result.target, targets) else None
+
+
+def _frechet(
+    result: CounterfactualResult, bench: Workbench, features: Callable[[torch.Tensor], torch.Tensor]
+) -> float | None:
+    """Target-class Frechet distance of the counterfactuals; None below 2 counterfactuals."""
+    if len(result) < 2:
+        return None
+    return round(
+        target_class_frechet(
+            result.counterfactuals,
+            result.target,
+            bench.train.images,
+            bench.train.labels,
+            features,
+            FRECHET_REFERENCE,
+        ),
+        4,
+    )
+
+
+@dataclass
+class _Task:
+    """What every row of one run shares: the workbench, images (N, C, H, W), targets (N,) and fingerprints."""
+
+    bench: Workbench
+    images: torch.Tensor
+    targets: torch.Tensor
+    rule: str
+    data: str
+    features: Callable[[torch.Tensor], torch.Tensor]  # images (N, C, H, W) -> oracle features (N, D), for FD
+    options: dict  # build_explainer options every row gets (the device)
+    progress: bool
+
+
+def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
+    """Reuse the row saved in ``row_dir`` if it is valid for these data and settings, else run it.
+
+    Returns the row's metrics and whether they were reused.
+    """
+    bench, data, progress = task.bench, task.data, task.progress
+    options = {**row.options, **task.options}
+    marker_path = row_dir / "row.json"
+    try:
+        marker = json.loads(marker_path.read_text())
+    except (OSError, ValueError):
+        marker = {}
+    if marker.get("data") == data and marker.get("status") == "done":
+        # the explainer's settings decide whether the saved row still stands; building it trains nothing new
+        # (an amortized network is loaded from the cache, a linear edit refits its probe)
+        explainer = build_explainer(
+            row.method, bench, preset=row.preset, progress=progress and row.method == "amortized", **options
+        )
+        fingerprint = _row_fingerprint(data, row, explainer.settings(), str(explainer.device))
+        saved = _saved_row(row_dir, fingerprint, task.targets)
+        if saved is not None:
+            return saved, True
+    if marker.get("data") != data or marker.get("status") == "done":
+        # chunks of other images, targets or models (or of a superseded run) must not be resumed
+        shutil.rmtree(row_dir, ignore_errors=True)
+    row_dir.mkdir(parents=True, exist_ok=True)
+    marker_path.write_text(json.dumps({"key": row.key, "data": data, "status": "running"}))
+    started = time.perf_counter()
+    result, metrics = run_explain(
+        bench, row.method, len(task.images), task.targets, row_dir, preset=row.preset, progress=progress, **options
+    )
+    metrics["frechet"] = _frechet(result, bench, task.features)
+    metrics["row_seconds"] = round(time.perf_counter() - started, 3)
+    metrics["target_rule"] = task.rule  # run_explain saw the targets as a tensor
+    metrics["row"] = {"key": row.key, "label": row.label, "preset": row.preset, "options": dict(row.options)}
+    fingerprint = _row_fingerprint(data, row, json.loads(json.dumps(result.settings, default=str)), metrics["device"])
+    metrics["fingerprint"] = fingerprint
+    (row_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    marker_path.write_text(json.dumps({"key": row.key, "data": data, "status": "done", "fingerprint": fingerprint}))
+    return metrics, False
+
+
+def _command(suite: str, n: int, out: Path, methods: Sequence[str] | None, device: str | None) -> str:
+    words = ["vcex", "benchmark", "--suite", suite, "--n", str(n), "--out", str(out)]
+    if methods is not None:
+        words += ["--methods", *methods]
+    if device is not None:
+        words += ["--device", device]
+    return shlex.join(words)
+
+
+def _machine(device: str | None) -> dict:
+    record = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device or "cpu",
+    }
+    if device is not None and torch.device(device).type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return record
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise InputError(f"--device {device!r} is not a torch device ({error}); use cpu, cuda or cuda:1 ...") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for, but torch sees no CUDA device here; use --device cpu")
+
+
+def run_suite(
+    suite: str,
+    n: int,
+    out: str | Path,
+    *,
+    methods: Sequence[str] | None = None,
+    progress: bool = False,
+    device: str | None = None,
+) -> dict:
+    """Run every row of ``suite`` on its first ``n`` test images; write ``benchmark.json`` and ``benchmark.md``.
+
+    Args:
+        suite: ``mnist``, ``fashion`` (target: the runner-up class) or ``faces`` (the smiling classifier,
+            target: the other class).
+        n: test images to explain, 1 <= n <= the test split's size.
+        out: output folder; finished rows go to ``out/rows/<key>/`` (metrics.json, counterfactuals.safetensors,
+            grid.png) as soon as they finish, and a rerun reuses them.
+        methods: row keys to run (default: every row of the suite), e.g. ``["attack", "pixel"]``.
+        progress: progress bars and one line per row on stderr.
+        device: where the explainers run (default: the CPU); models for evaluation stay on the CPU.
+
+    Returns:
+        The ``benchmark.json`` record: suite, n, command, machine, versions, fingerprints and one entry per
+        row with its metrics (``status`` "done") or its error message (``status`` "failed"; any
+        :class:`VcexError` a method raises), and ``reused``, the keys of rows taken from an earlier run.
+
+    Raises:
+        InputError: unknown suite or row key, ``n`` out of range, an unusable device.
+    """
+    spec, rows = suite_rows(suite, methods)
+    if n < 1:
+        raise InputError(f"--n must be >= 1, got {n}")
+    _check_device(device)
+    out = Path(out)
+    started = time.perf_counter()
+    bench = prepare(spec.dataset, progress=progress, classifier=spec.classifier)
+    if n > len(bench.test):
+        raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
+    images = bench.test.images[:n]
+    with torch.no_grad():
+        probs = torch.cat([bench.classifier(chunk).softmax(1) for chunk in images.split(256)])
+    targets = resolve_targets(spec.target, probs)  # fixed here, before any method runs
+    models = _models_fingerprint(bench)
+    targets_fingerprint = _sha1({"dataset": bench.dataset, "rule": spec.target}, images, targets)
+    data = _sha1({"targets": targets_fingerprint, "models": models})
+    task = _Task(
+        bench,
+        images,
+        targets,
+        spec.target,
+        data,
+        penultimate_features(bench.oracle),
+        {"device": device} if device is not None else {},
+        progress,
+    )
+    record = {
+        "suite": suite,
+        "dataset": bench.dataset,
+        "n": n,
+        "command": _command(suite, n, out, methods, device),
+        "machine": _machine(device),
+        "versions": versions(),
+        "data": {
+            "description": spec.description,
+            "target_rule": spec.target,
+            "target_counts": {
+                bench.test.class_names[int(k)]: int(c) for k, c in zip(*targets.unique(return_counts=True))
+            },
+            "targets_fingerprint": targets_fingerprint,
+            "models_fingerprint": models,
+            "data_fingerprint": data,
+            "classifier_test_accuracy": bench.classifier.training_record.get("test_accuracy"),
+            "oracle_test_accuracy": bench.oracle.training_record.get("test_accuracy"),
+            "label_attributes": list(bench.label_attributes),
+        },
+        "rows": [],
+        "reused": [],
+        "failed": [],
+        "complete": False,
+    }
+    for row in rows:
+        row_started = time.perf_counter()
+        entry = {"key": row.key, "label": row.label, "method": row.method, "preset": row.preset}
+        try:
+            metrics, reused = _run_row(row, task, out / "rows" / row.key)
+            entry.update(status="done", reused=reused, metrics=metrics)
+            if reused:
+                record["reused"].append(row.key)
+        except VcexError as error:
+            entry.update(status="failed", reused=False, error=str(error))
+            record["failed"].append(row.key)
+        record["rows"].append(entry)
+        if progress:
+            print(_row_summary(entry, time.perf_counter() - row_started), file=sys.stderr)
+        write_reports(out, record)  # a partial table after every row
+    record["complete"] = True
+    record["wall_seconds"] = round(time.perf_counter() - started, 3)
+    write_reports(out, record)
+    return record
+
+
+def _row_summary(entry: dict, seconds: float) -> str:
+    if entry["status"] == "failed":
+        return f"{entry['key']}: failed ({entry['error']})"
+    m = entry["metrics"]
+    reused = " (reused)" if entry["reused"] else f" in {seconds:.1f} s"
+    return (
+        f"{entry['key']}: validity {m['validity']:.3f} oracle {_fmt(m['oracle_agreement'])} "
+        f"kNN {_fmt(m['knn_agreement'])} FD {_fmt(m.get('frechet'), 2)}{reused}"
+    )
+
+
+def write_reports(out: str | Path, record: dict) -> tuple[Path, Path]:
+    """Write ``benchmark.json`` and ``benchmark.md`` (rendered from the record alone) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = out / "benchmark.json", out / "benchmark.md"
+    json_path.write_text(json.dumps(record, indent=2, default=str))
+    markdown_path.write_text(render_markdown(record), encoding="utf-8")
+    return json_path, markdown_path
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def render_markdown(record: dict) -> str:
+    """The benchmark page: command, machine, versions, data, one table and a legend of its columns."""
+    faces = record["dataset"].startswith("faces-")
+    info, machine, data = record["versions"], record["machine"], record["data"]
+    gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+    lines = [
+        f"# vcex benchmark: {record['suite']} ({record['n']} images)",
+        "",
+        f"- Command: `{record['command']}`",
+        f"- Machine: {machine['processor']}, {machine['cpu_count']} CPU cores, torch threads "
+        f"{machine['torch_threads']}, explainers on {machine['device']}{gpu} ({machine['platform']})",
+        f"- Versions: vcex {info['vcex']}, torch {info['torch']}, Python {info['python']}",
+        f"- Data: the first {record['n']} images of {data['description']}; target = "
+        f"{_TARGET_TEXT.get(data['target_rule'], data['target_rule'])}, fixed before any method ran and the same "
+        f"for every row (fingerprint {data['targets_fingerprint']}; images per target class: "
+        + ", ".join(f"{k}: {v}" for k, v in data["target_counts"].items())
+        + ").",
+        f"- Explained: `{record['dataset']}-cnn` (test accuracy {_fmt(data['classifier_test_accuracy'])}). "
+        f"Evaluation only: `{record['dataset']}-oracle` (test accuracy {_fmt(data['oracle_test_accuracy'])}), a "
+        f"5-NN on the training images, `{record['dataset']}-im-ae`"
+        + (", the attribute oracle `faces-attributes`" if faces else "")
+        + ".",
+    ]
+    if record["reused"]:
+        lines.append(f"- Rows reused from an earlier run on the same data and settings: {', '.join(record['reused'])}.")
+    if not record.get("complete", True):
+        lines.append("- Incomplete: the run has not finished every row yet.")
+    realism = "MNAC ↓" if faces else "IM1 ↓"
+    header = (
+        f"| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | L1 ↓ | L2 ↓ | FD ↓ | {realism} "
+        "| mean steps | passes / CF ↓ | ms / CF ↓ |"
+    )
+    lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
+    for entry in record["rows"]:
+        label = f"`{entry['key']}`: {entry['label']}"
+        if entry["status"] == "failed":
+            lines.append(f"| {label} | failed, see below |" + " – |" * 9)
+            continue
+        m = entry["metrics"]
+        fourth = _fmt(m.get("mnac"), 2) if faces else _fmt((m.get("realism") or {}).get("im1"))
+        lines.append(
+            f"| {label} | {_fmt(m['validity'])} | {_fmt(m['oracle_agreement'])} | {_fmt(m['knn_agreement'])} "
+            f"| {_fmt(m['l1'])} | {_fmt(m['l2'])} | {_fmt(m.get('frechet'), 2)} | {fourth} | {m['mean_steps']:.1f} "
+            f"| {m['passes_per_cf']:.1f} | {m['seconds_per_cf'] * 1000:.1f} |"
+        )
+    done = [entry for entry in record["rows"] if entry["status"] == "done"]
+    failed = [entry for entry in record["rows"] if entry["status"] == "failed"]
+    lines.append("")
+    if done:
+        lines.append(
+            "Thresholds (target confidence a counterfactual must pass to count as valid): "
+            + ", ".join(f"`{e['key']}` {e['metrics']['threshold']}" for e in done)
+            + "."
+        )
+    fits = [e for e in done if e["metrics"].get("recorded_fit_seconds") is not None]
+    if fits:
+        lines.append(
+            "One-off fits, not in ms / CF: "
+            + ", ".join(f"`{e['key']}` {e['metrics']['recorded_fit_seconds']:.1f} s" for e in fits)
+            + " (the fitted network is cached and shared by the amortized rows)."
+        )
+    for entry in failed:
+        lines.append(f"- `{entry['key']}` failed: {entry['error']}")
+    lines += [
+        "",
+        "Columns: *validity*: share of counterfactuals the explained classifier puts in the target class "
+        "above the row's threshold. *Oracle agreement*: share that an independent classifier (another "
+        "architecture and seed) also puts in the target class. *kNN agreement*: the same for a 5-NN on raw "
+        "training pixels. *L1*, *L2*: mean absolute pixel change and Euclidean norm of the change, per image. "
+        "*FD*: Frechet distance in the oracle's penultimate features between the counterfactuals and up to "
+        f"{FRECHET_REFERENCE} real training images of their target classes (biased upward for small n: compare "
+        "rows of one table only). "
+        + (
+            "*MNAC*: mean number of the other binary attributes the attribute oracle reads differently after "
+            f"the change ({', '.join(data['label_attributes'])} excluded). "
+            if faces
+            else "*IM1*: reconstruction error under the target class's autoencoder over that under the original "
+            "class's (below 1: the counterfactual looks more like its new class). "
+        )
+        + "*Mean steps*: optimisation steps per image (0 for one-pass methods). *Passes / CF*: classifier "
+        "forward plus backward passes per counterfactual. *ms / CF*: explaining time per counterfactual on this "
+        "machine, without one-off fits and evaluation. ↑: higher is better, ↓: lower is better.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""``vcex benchmark`` end to end on a few MNIST images, with one- to three-epoch models."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from vcex import pipeline
+from vcex.cli import main
+from vcex.explainers import CounterfactualResult
+from vcex.explainers.base import Explainer
+from vcex.models import load_classifier, zoo
+
+ROWS = ["attack", "pixel", "amortized"]
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch):
+    monkeypatch.setitem(zoo._EPOCHS, "mnist", {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1})
+    monkeypatch.setattr(pipeline, "AMORTIZED_FIT", {"epochs": 1, "batch_size": 64, "lr": 3e-3, "seed": 0})
+
+
+def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recipes, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--suite", "mnist", "--n", "4", "--out", str(out), "--methods", *ROWS, "--quiet"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out / "benchmark.md")
+    record = json.loads((out / "benchmark.json").read_text())
+    assert record["suite"] == "mnist" and record["n"] == 4 and record["complete"] and record["reused"] == []
+    assert record["machine"]["cpu_count"] >= 1 and record["versions"]["vcex"]
+    assert "--methods attack pixel amortized" in record["command"]
+    assert [row["key"] for row in record["rows"]] == ROWS
+    for row in record["rows"]:
+        assert row["status"] == "done" and not row["reused"]
+        metrics = row["metrics"]
+        assert 0.0 <= metrics["validity"] <= 1.0 and metrics["n"] == 4
+        assert metrics["frechet"] >= 0 and metrics["row_seconds"] > 0
+    assert record["rows"][2]["metrics"]["fit_seconds"] > 0  # amortized: fitted in this run
+
+    # every row explained the same images toward the classifier's runner-up class, fixed up front
+    images = pipeline.prepare("mnist", progress=False).test.images[:4]
+    with torch.no_grad():
+        runner_up = load_classifier("mnist-cnn", progress=False)(images).topk(2, dim=1).indices[:, 1]
+    for key in ROWS:
+        saved = CounterfactualResult.load(out / "rows" / key / "counterfactuals.safetensors")
+        assert torch.equal(saved.target, runner_up) and torch.equal(saved.originals, images)
+
+    markdown = (out / "benchmark.md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| method | validity") and "IM1" in table[0] and "MNAC" not in table[0]
+    assert len(table) == 1 + len(ROWS) and all(line.startswith(f"| `{key}`: ") for line, key in zip(table[1:], ROWS))
+    assert "Command: `vcex benchmark --suite mnist" in markdown and "Columns:" in markdown
+
+    # a rerun explains nothing: every row comes back from out/rows, bit for bit
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished row was explained again")
+
+    monkeypatch.setattr(Explainer, "explain", refuse)
+    saved_at = {key: (out / "rows" / key / "counterfactuals.safetensors").stat().st_mtime_ns for key in ROWS}
+    assert main(argv) == 0
+    again = json.loads((out / "benchmark.json").read_text())
+    assert again["reused"] == ROWS and all(row["reused"] for row in again["rows"])
+    assert [row["metrics"] for row in again["rows"]] == [row["metrics"] for row in record["rows"]]
+    assert saved_at == {k: (out / "rows" / k / "counterfactuals.safetensors").stat().st_mtime_ns for k in ROWS}
+    assert "reused from an earlier run" in (out / "benchmark.md").read_text()
+
+
+def test_benchmark_reruns_changed_rows_and_lists_failing_ones(tiny_recipes, tmp_path, monkeypatch):
+    from vcex.benchmark import SUITES, Row, run_suite
+
+    first = run_suite("mnist", 2, tmp_path, methods=["pixel"])
+    assert first["rows"][0]["metrics"]["settings"]["max_steps"] == 1000
+    # the same row key with another step budget (the explainer's settings differ, so the saved row is stale),
+    # and a row whose method raises a VcexError: it is listed as failed and the run goes on
+    rows = (
+        Row("broken", "Attack in StyleSpace", "attack", options={"space": "style"}),
+        Row("pixel", "Pixel attack", "pixel", options={"max_steps": 3}),
+    )
+    monkeypatch.setitem(SUITES, "mnist", dataclasses.replace(SUITES["mnist"], rows=rows))
+    record = run_suite("mnist", 2, tmp_path)
+    broken, pixel = record["rows"]
+    assert record["failed"] == ["broken"] and broken["status"] == "failed" and "style generator" in broken["error"]
+    assert record["reused"] == [] and pixel["status"] == "done" and pixel["metrics"]["settings"]["max_steps"] == 3
+    assert pixel["metrics"]["mean_steps"] <= 3
+    assert "`broken` failed: --space style needs a style generator" in (tmp_path / "benchmark.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--suite", "cifar"], "unknown suite"),
+        (["--suite", "mnist", "--methods", "attack", "magic"], "unknown method key"),
+        (["--suite", "mnist", "--methods", "attack-style"], "unknown method key"),
+        (["--suite", "mnist", "--n", "0"], "--n must be >= 1"),
+        (["--suite", "mnist", "--n", "100000"], "--n must lie in"),
+    ],
+)
+def test_benchmark_bad_arguments_give_one_line_errors(tiny_recipes, tmp_path, capsys, argv, message):
+    assert main(["benchmark", *argv, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vcex: error:") and message in err[0]
+    assert not (tmp_path / "x").exists()
