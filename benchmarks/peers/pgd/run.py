@@ -1,0 +1,393 @@
+"""Peer benchmark: torchattacks' targeted PGD vs vcex's CounterfactualAttack and PixelAttack on MNIST.
+
+Projected gradient descent (Madry et al., 2018) from torchattacks, a maintained adversarial-attack
+library, run in targeted mode on vcex's ``mnist-cnn`` in [0, 1] pixel space (the classifier normalises
+internally) at a few L-inf budgets. It is the strongest plain-pixel baseline a user would reach for:
+it answers "how far is the target class in pixel space" but has no notion of a data manifold. Every
+row explains the same MNIST test images toward the same targets (the classifier's runner-up class,
+fixed before anything runs) and is scored by the same ``vcex.pipeline.evaluate_result``; vcex's
+CounterfactualAttack and PixelAttack run in the same process as reference rows.
+
+Runs inside its own virtual environment (torchattacks pins requests 2.25), made by ``setup.sh``:
+
+    bash benchmarks/peers/pgd/setup.sh
+    benchmarks/peers/.venvs/pgd/bin/python benchmarks/peers/pgd/run.py --threads 1
+
+Resume-safe: every finished row is written to ``--work-dir`` (results.json plus the counterfactuals as
+safetensors) as soon as it ends, and a rerun with the same images and models reuses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-pgd.md"
+
+THRESHOLD = 0.998  # vcex's default confidence threshold (its `validity`)
+DEFAULT_EPS = (0.1, 0.2, 0.3)
+DEFAULT_STEPS = 40
+# torchattacks.PGD's own defaults (torchattacks 3.5.1): eps 8/255, alpha 2/255, 10 steps, random start
+TORCHATTACKS_DEFAULTS = {"eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "random_start": True}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---- state on disk ---------------------------------------------------------------------------------------
+
+
+class State:
+    """results.json in the work dir: identity (images, targets, models), finished rows and metrics."""
+
+    def __init__(self, work_dir: Path, identity: dict) -> None:
+        self.dir = work_dir
+        self.path = work_dir / "results.json"
+        self.data = {"identity": identity, "stages": {}, "metrics": {}}
+        if self.path.is_file():
+            saved = json.loads(self.path.read_text())
+            if saved.get("identity") == identity:
+                self.data = saved
+                done = ", ".join(saved.get("stages", {})) or "none"
+                log(f"resuming from {self.path} (finished rows: {done})")
+            else:
+                log(f"{self.path} belongs to other images or models; starting afresh")
+                for path in self.dir.glob("*"):
+                    if path.is_file():
+                        path.unlink()
+
+    def stage(self, name: str) -> dict | None:
+        return self.data["stages"].get(name)
+
+    def finish(self, name: str, record: dict) -> None:
+        self.data["stages"][name] = {**record, "pid": os.getpid(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.write()
+
+    def write(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(temporary, self.path)
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ---- the rows --------------------------------------------------------------------------------------------
+
+
+class Row:
+    """One configuration: a stage name (its settings, so changed settings never reuse a stale result)."""
+
+    def __init__(self, key: str, label: str, kind: str, settings: dict) -> None:
+        self.key, self.label, self.kind, self.settings = key, label, kind, settings
+
+    @property
+    def filename(self) -> str:
+        return f"{self.key}.safetensors"
+
+
+def pgd_row(eps: float, alpha: float, steps: int, random_start: bool, label: str) -> Row:
+    key = f"pgd-eps{eps:.4g}-alpha{alpha:.4g}-steps{steps}-rs{int(random_start)}"
+    settings = {"eps": eps, "alpha": alpha, "steps": steps, "random_start": random_start}
+    return Row(key, label, "pgd", settings)
+
+
+def build_rows(args) -> list[Row]:
+    rows = []
+    for eps in args.eps:
+        alpha = eps * args.alpha_ratio
+        rows.append(
+            pgd_row(eps, alpha, args.steps, True, f"torchattacks PGD, ε {eps:g}, α {alpha:.3g}, {args.steps} steps")
+        )
+    d = TORCHATTACKS_DEFAULTS
+    defaults = pgd_row(
+        d["eps"],
+        d["alpha"],
+        d["steps"],
+        d["random_start"],
+        "torchattacks PGD, its defaults (ε 8/255, α 2/255, 10 steps)",
+    )
+    if defaults.key not in {row.key for row in rows}:
+        rows.append(defaults)
+    rows.append(Row("vcex-attack", "vcex CounterfactualAttack, defaults (latent, mnist-vae)", "attack", {}))
+    rows.append(Row("vcex-pixel", "vcex PixelAttack, defaults (pixels)", "pixel", {}))
+    return rows
+
+
+def pgd_result(bench, images: torch.Tensor, targets: torch.Tensor, row: Row, seed: int):
+    """torchattacks' targeted PGD on all images at once, as a vcex CounterfactualResult."""
+    import torchattacks
+
+    from vcex.explainers import CounterfactualResult
+
+    classifier = bench.classifier.eval()
+    s = row.settings
+    attack = torchattacks.PGD(
+        classifier, eps=s["eps"], alpha=s["alpha"], steps=s["steps"], random_start=s["random_start"]
+    )
+    # the labels handed to the attack are the classes to reach (torchattacks' "targeted(label)" mode)
+    attack.set_mode_targeted_by_label(quiet=True)
+    torch.manual_seed(seed)  # the random start
+    started = time.perf_counter()
+    counterfactuals = attack(images, targets)
+    with torch.no_grad():  # the one check that says which counterfactuals are valid, timed with the attack
+        cf_probs = classifier(counterfactuals).softmax(1)
+    seconds = time.perf_counter() - started
+    with torch.no_grad():
+        original_probs = classifier(images).softmax(1)
+    target_prob = cf_probs.gather(1, targets[:, None])[:, 0]
+    steps = torch.full_like(targets, s["steps"])
+    return CounterfactualResult(
+        method="torchattacks-pgd",
+        originals=images,
+        counterfactuals=counterfactuals.detach(),
+        target=targets,
+        original_class=original_probs.argmax(1),
+        original_prob=original_probs.gather(1, targets[:, None])[:, 0],
+        target_prob=target_prob,
+        success=target_prob > THRESHOLD,
+        steps=steps,
+        # every step is one forward and one backward pass of the classifier (no early stop), plus the check
+        forward_passes=steps + 1,
+        backward_passes=steps.clone(),
+        seconds=seconds,
+        threshold=THRESHOLD,
+        settings={**s, "targeted": "by label (runner-up)", "seed": seed, "loss": "cross-entropy (torchattacks)"},
+    )
+
+
+def run_rows(bench, images, targets, rows: list[Row], state: State, seed: int) -> None:
+    from vcex.pipeline import build_explainer
+
+    for row in rows:
+        if state.stage(row.key) is not None and (state.dir / row.filename).is_file():
+            log(f"{row.key}: reusing the run from {state.stage(row.key)['finished']}")
+            continue
+        log(f"{row.key}: explaining {len(images)} images")
+        if row.kind == "pgd":
+            result = pgd_result(bench, images, targets, row, seed)
+        else:
+            result = build_explainer(row.kind, bench).explain(images, target=targets)
+        result.save(state.dir / row.filename)
+        state.finish(row.key, {"seconds": round(result.seconds, 4), "result": row.filename, "label": row.label})
+        log(f"{row.key}: {result.seconds:.2f} s, validity {result.validity:.3f}")
+
+
+# ---- evaluation and report -------------------------------------------------------------------------------
+
+
+def evaluate_rows(bench, rows: list[Row], state: State) -> dict:
+    from vcex.evaluation import predict_labels
+    from vcex.explainers import CounterfactualResult
+    from vcex.pipeline import evaluate_result
+
+    metrics = {}
+    for row in rows:
+        path = state.dir / row.filename
+        if not path.is_file():
+            continue
+        result = CounterfactualResult.load(path)
+        record = evaluate_result(result, bench)
+        delta = (result.counterfactuals - result.originals).flatten(1)
+        record["linf"] = round(float(delta.abs().amax(1).mean()), 6)
+        record["argmax_validity"] = round(
+            float((predict_labels(bench.classifier, result.counterfactuals) == result.target).float().mean()), 6
+        )
+        record["n_valid"] = int(result.success.sum())
+        record["seconds"] = result.seconds
+        metrics[row.key] = record
+    state.data["metrics"] = metrics
+    state.write()
+    return metrics
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render(rows: list[Row], metrics: dict, state: State, command: str, args) -> str:
+    import vcex
+
+    stages = state.data["stages"]
+    pids = {record["pid"] for record in stages.values()}
+    version = importlib.metadata.version("torchattacks")
+    lines = [
+        "# Peer benchmark: torchattacks targeted PGD vs vcex (MNIST)",
+        "",
+        "Generated by `benchmarks/peers/pgd/run.py` in its own virtual environment "
+        "(`benchmarks/peers/pgd/setup.sh`; torchattacks is never a dependency of vcex). "
+        "Every figure on this page comes from the run below.",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {cpu_model()}, nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}"
+        f" (interop {torch.get_num_interop_threads()}), no GPU; niceness {state.data.get('niceness', 0)}, load "
+        f"average {state.data.get('load_average_at_start')} at the start and {state.data.get('load_average_at_end')}"
+        " at the end (1, 5, 15 min; the machine is shared, so timings include contention)",
+        f"- Versions: torchattacks {version}, vcex {vcex.__version__}, torch {torch.__version__}, "
+        f"numpy {np.__version__}, Python {platform.python_version()}",
+        f"- Data: the first {args.n} images of vcex's fixed MNIST test split; target = the classifier's runner-up "
+        "class on the original image, fixed before any method runs.",
+        "- Models: the zoo's `mnist-cnn` (explained; it takes [0, 1] images and normalises internally, so PGD "
+        "works in [0, 1] pixel space), `mnist-vae` (vcex's CounterfactualAttack only), `mnist-oracle` and a 5-NN "
+        "on the training images (evaluation only), `mnist-im-ae` (IM1).",
+        "- PGD: `torchattacks.PGD(model, eps, alpha, steps, random_start=True)` with "
+        "`set_mode_targeted_by_label()`, so it minimises the cross-entropy to the target class with signed "
+        f"gradient steps of size α, projected onto the L-inf ball of radius ε and onto [0, 1]. α = ε × "
+        f"{args.alpha_ratio:g}; all images in one batch; the random start is seeded ({args.seed}). PGD has no early "
+        "stop and no distance term: every image gets all steps and the final iterate is its counterfactual. The "
+        "last row at torchattacks' own defaults (ε 8/255 ≈ 0.031, α 2/255, 10 steps).",
+        '- vcex rows: `build_explainer("attack", bench)` and `build_explainer("pixel", bench)` at vcex\'s '
+        "defaults (threshold 0.998, per-image early stop), same process, same images and targets.",
+        "",
+        f"## MNIST, {args.n} test images, target = runner-up",
+        "",
+        "| method | p > 0.998 ↑ | argmax = target ↑ | mean p(target) | oracle agreement ↑ | kNN agreement ↑ "
+        "| L1 ↓ | L2 ↓ | L-inf ↓ | IM1 ↓ | ms / CF | ms / valid CF | classifier passes / CF |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        m = metrics.get(row.key)
+        if m is None:
+            continue
+        realism = m.get("realism") or {}
+        per_valid = f"{1000 * m['seconds'] / m['n_valid']:.2f}" if m["n_valid"] else "– (none valid)"
+        passes = (
+            f"{m['passes_per_cf']:.1f} ({m['forward_passes_per_cf']:.1f} fwd + {m['backward_passes_per_cf']:.1f} bwd)"
+        )
+        lines.append(
+            f"| {row.label} | {_pct(m['validity'])} | {_pct(m['argmax_validity'])} | {_num(m['mean_target_prob'])} "
+            f"| {_pct(m['oracle_agreement'])} | {_pct(m['knn_agreement'])} | {_num(m['l1'], 4)} | {_num(m['l2'])} "
+            f"| {_num(m['linf'])} | {_num(realism.get('im1'))} | {1000 * m['seconds_per_cf']:.2f} | {per_valid} "
+            f"| {passes} |"
+        )
+    lines += [
+        "",
+        "p > 0.998: the target probability on the counterfactual passes vcex's default threshold (vcex's "
+        "`validity`). argmax = target: the explained classifier's top class is the target. Oracle / kNN "
+        "agreement: share of counterfactuals an independent network / a 5-nearest-neighbour classifier on the "
+        "training images also assigns to the target (all counterfactuals, valid or not). L1: mean absolute pixel "
+        "change; L2: Euclidean norm of the change; L-inf: largest single-pixel change (means over images). IM1 < 1: "
+        "the counterfactual is reconstructed better by its target class's autoencoder than by its original "
+        "class's. ms / CF: wall time of the whole call over all images (for PGD: the attack plus one forward pass "
+        "to check the result), divided by their number; ms / valid CF: the same wall time divided by the number "
+        "of valid (p > 0.998) counterfactuals. Classifier passes / CF: forward and backward passes of "
+        "`mnist-cnn` per image (PGD: its steps, plus the check; vcex's CounterfactualAttack also runs the VAE's "
+        "decoder forward and backward each step, which this column does not count).",
+    ]
+    if len(pids) > 1:
+        where = ", ".join(f"{name} (pid {record['pid']}, {record['finished']})" for name, record in stages.items())
+        lines += ["", f"Rows were finished by more than one process (the run was resumed): {where}."]
+    return "\n".join(lines) + "\n"
+
+
+# ---- main ------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--eps", type=float, nargs="+", default=list(DEFAULT_EPS), help="L-inf budgets (default 0.1 0.2 0.3)"
+    )
+    parser.add_argument("--alpha-ratio", type=float, default=0.1, help="PGD step size α as a share of ε (0.1)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="PGD steps per budget (default 40)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--n", type=int, default=200, help="test images to explain (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of PGD's random start (default 0)")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help="Markdown report (default docs/benchmarks/peers-pgd.md)"
+    )
+    parser.add_argument(
+        "--work-dir", default=None, help="results.json and counterfactuals; default: vcex's cache dir + peers/pgd/n<n>"
+    )
+    args = parser.parse_args()
+    if args.n < 1 or args.steps < 1 or any(eps <= 0 for eps in args.eps):
+        parser.error("--n and --steps must be >= 1 and every --eps > 0")
+    torch.set_num_threads(args.threads)
+    executable = Path(sys.executable)
+    if executable.is_relative_to(ROOT):
+        executable = executable.relative_to(ROOT)
+    command = " ".join(shlex.quote(str(a)) for a in [executable, *sys.argv])
+    if os.environ.get("VCEX_HOME"):
+        command = f"VCEX_HOME={shlex.quote(os.environ['VCEX_HOME'])} {command}"
+
+    from vcex.cache import cache_dir
+    from vcex.explainers.amortized import parameter_fingerprint
+    from vcex.explainers.base import resolve_targets
+    from vcex.pipeline import prepare
+
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads; loading vcex's MNIST models")
+    bench = prepare("mnist", progress=False)
+    if args.n > len(bench.test):
+        parser.error(f"--n must be at most {len(bench.test)}")
+    images = bench.test.images[: args.n]
+    with torch.no_grad():
+        targets = resolve_targets("second", bench.classifier(images).softmax(1))
+    work_dir = Path(args.work_dir) if args.work_dir else cache_dir() / "peers" / "pgd" / f"n{args.n}"
+    identity = {
+        "n": args.n,
+        "seed": args.seed,
+        "threshold": THRESHOLD,
+        "classifier": parameter_fingerprint(bench.classifier),
+        "latent_model": parameter_fingerprint(bench.latent_model),
+        "images_and_targets": fingerprint(images, targets),
+    }
+    state = State(work_dir, identity)
+    state.data["command"] = command
+    state.data["threads"] = torch.get_num_threads()
+    state.data["niceness"] = os.nice(0)
+    state.data["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    state.write()
+    log(f"work dir {work_dir}; {args.n} images, targets fixed (runner-up class)")
+
+    rows = build_rows(args)
+    run_rows(bench, images, targets, rows, state, args.seed)
+    state.data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    metrics = evaluate_rows(bench, rows, state)
+    for row in rows:
+        m = metrics[row.key]
+        log(
+            f"{row.key}: p>{THRESHOLD} {m['validity']:.3f}, argmax {m['argmax_validity']:.3f}, "
+            f"oracle {m['oracle_agreement']:.3f}, kNN {m['knn_agreement']:.3f}, L1 {m['l1']:.4f}, "
+            f"L-inf {m['linf']:.3f}, {1000 * m['seconds_per_cf']:.2f} ms/CF"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(rows, metrics, state, command, args))
+    log(f"wrote {out} and {state.path}")
+
+
+if __name__ == "__main__":
+    main()
