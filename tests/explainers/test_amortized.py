@@ -63,6 +63,32 @@ def test_batch_of_one_and_explicit_targets(fitted, test_images):
         fitted.explain(test_images[:0])
 
 
+def test_without_reconstructions_the_counterfactuals_are_the_same(
+    fitted, tiny_classifier, tiny_vae, test_images, tmp_path
+):
+    path = fitted.save(tmp_path / "net.safetensors")
+    lean = AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, reconstructions=False)
+    images = test_images[:8]
+    full, bare = fitted.explain(images), lean.explain(images)
+    assert full.reconstructions is not None and bare.reconstructions is None
+    assert torch.allclose(full.counterfactuals, bare.counterfactuals, atol=1e-5)
+    assert torch.equal(full.success, bare.success) and bare.settings["reconstructions"] is False
+    with torch.no_grad():
+        assert torch.allclose(full.reconstructions, tiny_vae.decode(tiny_vae.encode(images)).clamp(0, 1), atol=1e-5)
+
+
+def test_fit_refuses_a_black_box(tiny_vae, mnist_small):
+    from torch import nn
+
+    class Frozen(nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 10).index_fill(1, torch.tensor([0]), 1.0)
+
+    explainer = AmortizedCounterfactual(Frozen(), tiny_vae)
+    with pytest.raises(ModelError, match="needs gradients"):
+        explainer.fit(mnist_small[0][:16], epochs=1, progress=False)
+
+
 def test_save_load_round_trip_is_exact(fitted, tiny_classifier, tiny_vae, test_images, tmp_path):
     path = fitted.save(tmp_path / "amortized.safetensors")
     loaded = AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae)

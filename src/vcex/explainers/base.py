@@ -202,13 +202,15 @@ class Explainer:
             outputs.append(logits.softmax(1))
         return torch.cat(outputs)
 
-    def _decode_checked(self, latents: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Decode once at the edge and check the images match what the classifier takes."""
+    def _decode_checked(self, latents: torch.Tensor, like: torch.Tensor | torch.Size) -> torch.Tensor:
+        """Decode once at the edge and check the images match what the classifier takes (``like``: images
+        of the expected shape, or that shape)."""
         decoded = self.latent_model.decode(latents)
-        if not isinstance(decoded, torch.Tensor) or decoded.shape != like.shape:
+        shape = like if isinstance(like, torch.Size) else like.shape
+        if not isinstance(decoded, torch.Tensor) or decoded.shape != shape:
             got = tuple(decoded.shape) if isinstance(decoded, torch.Tensor) else type(decoded).__name__
             raise ModelError(
-                f"the latent model decodes to {got}, but the images are {tuple(like.shape)}; "
+                f"the latent model decodes to {got}, but the images are {tuple(shape)}; "
                 "use a latent model made for these images"
             )
         return decoded
