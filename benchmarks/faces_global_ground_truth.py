@@ -62,6 +62,7 @@ from vcex.explainers import CounterfactualAttack, CounterfactualResult, LinearLa
 from vcex.models import load_model
 from vcex.models.classifiers import Classifier, FaceCNN
 from vcex.models.training import accuracy, classification_loss, fit
+from vcex.pipeline import FACES_ATTACK_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -116,6 +117,7 @@ class Settings:
     lr: float = 2e-3
     n: int = 100  # test faces explained per classifier
     max_steps: int = 200  # attack step budget per face
+    attack_lr: float = FACES_ATTACK_LR  # the attack's Adam step in W: vcex's faces default (0.1 changed more)
     influence_faces: int = 100
     levels: int = DEFAULT_LEVELS
     probe_faces: int = 12_000
@@ -271,7 +273,7 @@ def run_one(
     if result_path.exists():
         result = CounterfactualResult.load(result_path)
     else:
-        attack = CounterfactualAttack(classifier, style, max_steps=settings.max_steps)
+        attack = CounterfactualAttack(classifier, style, lr=settings.attack_lr, max_steps=settings.max_steps)
         result = attack.explain(test.images[: settings.n], target="flip")
         result.save(result_path)
     started = time.perf_counter()
@@ -469,7 +471,8 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         "(binary factors 0/1), influence = mean over faces of max - min of P(positive). 11 content factors; "
         "nuisance factors (position, scale, rotation, lighting, brightness) left out.",
         f"- Attack: `CounterfactualAttack(classifier, faces-style, max_steps={settings.max_steps})` (threshold "
-        f"0.998, lr 0.1; the step cap is for the time budget), target = flip, the first {settings.n} test faces. "
+        f"0.998, lr {settings.attack_lr}, vcex's faces default; the step cap is for the time budget), "
+        f"target = flip, the first {settings.n} test faces. "
         "S_a = mean d_i s_a,i over every counterfactual, converged or not, as the reference code does (research "
         "note sections 1 and 5); the valid-only variant (what `vcex global` does) is the 'valid only' column. "
         f"{settings.resamples} bootstrap resamples. Probes: `LatentAttributes` on the W latents of "
@@ -596,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-faces", type=int, default=defaults.train_faces)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--n", type=int, default=defaults.n, help="test faces explained per classifier")
+    parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="attack step budget per face")
+    parser.add_argument("--attack-lr", type=float, default=defaults.attack_lr, help="the attack's Adam step in W")
     parser.add_argument("--influence-faces", type=int, default=defaults.influence_faces)
     parser.add_argument("--probe-faces", type=int, default=defaults.probe_faces)
     parser.add_argument("--linear-faces", type=int, default=defaults.linear_faces)
@@ -616,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         train_faces=args.train_faces,
         epochs=args.epochs,
         n=args.n,
+        max_steps=args.max_steps,
+        attack_lr=args.attack_lr,
         influence_faces=args.influence_faces,
         probe_faces=args.probe_faces,
         linear_faces=args.linear_faces,
