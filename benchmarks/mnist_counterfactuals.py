@@ -233,6 +233,7 @@ OTHER_BENCHMARKS = [
     ("benchmarks/peers-cfrl.md", "alibi's CounterfactualRL vs the amortized explainer, same run"),
     ("benchmarks/peers-pgd.md", "targeted PGD (torchattacks) vs the attack and the pixel baseline, same run"),
     ("benchmarks/peers-omnixai.md", "OmniXAI's vision CounterfactualExplainer vs the attack, same run"),
+    ("benchmarks/scaling.md", "time and memory against the number of images, attack and amortized"),
 ]
 
 
