@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import json
 import os
 import platform
 import shlex
@@ -35,6 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peer_common import State, cpu_model, fingerprint, log, num, pct  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-cfrl.md"
 
@@ -45,10 +46,6 @@ CFRL_EXPLAIN_BATCH = 100  # the example's explain(..., batch_size=100)
 THRESHOLD = 0.998  # vcex's default confidence threshold
 REFINE_STEPS = 100  # attack steps allowed after the amortized prediction (the refinement row)
 TIMING_REPEATS = 21  # warm, alternating explain calls per one-pass method for the per-counterfactual cost
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ---- the autoencoder as CFRL sees it ------------------------------------------------------------------
@@ -126,50 +123,6 @@ class StepLog:
 
 
 # ---- state on disk ---------------------------------------------------------------------------------------
-
-
-class State:
-    """results.json in the work dir: config, model fingerprints, finished stages and metrics."""
-
-    def __init__(self, work_dir: Path, identity: dict) -> None:
-        self.dir = work_dir
-        self.path = work_dir / "results.json"
-        self.data = {"identity": identity, "stages": {}, "metrics": {}}
-        if self.path.is_file():
-            saved = json.loads(self.path.read_text())
-            if saved.get("identity") == identity:
-                self.data = saved
-                done = ", ".join(saved.get("stages", {})) or "none"
-                log(f"resuming from {self.path} (finished stages: {done})")
-            else:
-                log(f"{self.path} belongs to other settings or models; starting afresh")
-                self._clear()
-
-    def _clear(self) -> None:
-        for path in self.dir.glob("*"):
-            if path.is_file():
-                path.unlink()
-
-    def stage(self, name: str) -> dict | None:
-        return self.data["stages"].get(name)
-
-    def finish(self, name: str, record: dict) -> None:
-        self.data["stages"][name] = {**record, "pid": os.getpid(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.write()
-
-    def write(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(temporary, self.path)
-
-
-def fingerprint(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha1()
-    for tensor in tensors:
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 # ---- the two methods -------------------------------------------------------------------------------------
@@ -430,24 +383,6 @@ def evaluate_all(bench, state: State) -> dict:
     return metrics
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def target_checks(metrics: dict, timing: dict) -> list[tuple[str, bool]]:
     """Each figure the amortized explainer must reach, as (what was measured, met?)."""
     cfrl, one, refined, attack = (metrics[k] for k in ("cfrl", "amortized", "amortized_refine", "attack"))
@@ -460,9 +395,9 @@ def target_checks(metrics: dict, timing: dict) -> list[tuple[str, bool]]:
     return [
         (f"fit time {fit_minutes:.1f} min (target <= 5 min)", fit_minutes <= 5),
         (f"fit time {fit_ratio:.3f}× CounterfactualRL's (target <= 0.1)", fit_ratio <= 0.1),
-        (f"one pass: validity {_pct(one['validity'])} (target >= 90%)", one["validity"] >= 0.9),
+        (f"one pass: validity {pct(one['validity'])} (target >= 90%)", one["validity"] >= 0.9),
         (
-            f"one pass: kNN agreement {_pct(one['knn_agreement'])} vs the attack's {_pct(attack['knn_agreement'])}, "
+            f"one pass: kNN agreement {pct(one['knn_agreement'])} vs the attack's {pct(attack['knn_agreement'])}, "
             f"{knn_gap:+.1f} points (target: within 10 points below, or above)",
             knn_gap >= -10,
         ),
@@ -473,10 +408,10 @@ def target_checks(metrics: dict, timing: dict) -> list[tuple[str, bool]]:
             f"(with its reconstructions as well, vcex takes {one['timed_ms_per_cf']:.3f} ms) (target: no higher)",
             bare_ms <= cfrl["timed_ms_per_cf"],
         ),
-        (f"with refinement: validity {_pct(refined['validity'])} (target >= 99%)", refined["validity"] >= 0.99),
+        (f"with refinement: validity {pct(refined['validity'])} (target >= 99%)", refined["validity"] >= 0.99),
         (
-            f"with refinement: kNN agreement {_pct(refined['knn_agreement'])} vs the attack's "
-            f"{_pct(attack['knn_agreement'])} (target: at least the attack's)",
+            f"with refinement: kNN agreement {pct(refined['knn_agreement'])} vs the attack's "
+            f"{pct(attack['knn_agreement'])} (target: at least the attack's)",
             refined["knn_agreement"] >= attack["knn_agreement"],
         ),
         (
@@ -547,12 +482,12 @@ def render(metrics: dict, state: State, command: str, args) -> str:
         if m is None:
             continue
         realism = m.get("realism") or {}
-        fit_seconds = _num(m["fit_seconds"], 1) if _fit_stage else "–"
+        fit_seconds = num(m["fit_seconds"], 1) if _fit_stage else "–"
         lines.append(
-            f"| {labels[name]} | {fit_seconds} | {_pct(m['argmax_validity'])} | {_pct(m['validity'])} "
-            f"| {_num(m['mean_target_prob'])} | {_pct(m['oracle_agreement'])} | {_pct(m['knn_agreement'])} "
-            f"| {_num(m['l1'])} | {_num(m['latent_distance'])} | {_num(realism.get('im1'))} "
-            f"| {m['mean_steps']:.1f} | {1000 * m['seconds_per_cf']:.2f} | {_num(m['timed_ms_per_cf'], 2)} |"
+            f"| {labels[name]} | {fit_seconds} | {pct(m['argmax_validity'])} | {pct(m['validity'])} "
+            f"| {num(m['mean_target_prob'])} | {pct(m['oracle_agreement'])} | {pct(m['knn_agreement'])} "
+            f"| {num(m['l1'])} | {num(m['latent_distance'])} | {num(realism.get('im1'))} "
+            f"| {m['mean_steps']:.1f} | {1000 * m['seconds_per_cf']:.2f} | {num(m['timed_ms_per_cf'], 2)} |"
         )
     if "cfrl" in metrics and "amortized" in metrics and metrics["cfrl"]["fit_seconds"] > 0:
         ratio = metrics["amortized"]["fit_seconds"] / metrics["cfrl"]["fit_seconds"]

@@ -30,9 +30,7 @@ Resume-safe: OmniXAI explains image by image, so its rows are saved in chunks of
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -45,6 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peer_common import State, cpu_model, fingerprint, log, num, pct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-omnixai.md"
@@ -59,10 +60,6 @@ OMNIXAI_DEFAULTS = {
     "num_iterations": 100,
     "grad_clip": 1e3,
 }
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ---- the classifier as OmniXAI sees it -------------------------------------------------------------------
@@ -115,47 +112,6 @@ def preprocess(images) -> torch.Tensor:
 
 
 # ---- state on disk ---------------------------------------------------------------------------------------
-
-
-class State:
-    """results.json in the work dir: identity (images, targets, models), finished rows and metrics."""
-
-    def __init__(self, work_dir: Path, identity: dict) -> None:
-        self.dir = work_dir
-        self.path = work_dir / "results.json"
-        self.data = {"identity": identity, "stages": {}, "metrics": {}}
-        if self.path.is_file():
-            saved = json.loads(self.path.read_text())
-            if saved.get("identity") == identity:
-                self.data = saved
-                done = ", ".join(saved.get("stages", {})) or "none"
-                log(f"resuming from {self.path} (finished rows: {done})")
-            else:
-                log(f"{self.path} belongs to other images or models; starting afresh")
-                for path in self.dir.rglob("*"):
-                    if path.is_file():
-                        path.unlink()
-
-    def stage(self, name: str) -> dict | None:
-        return self.data["stages"].get(name)
-
-    def finish(self, name: str, record: dict) -> None:
-        self.data["stages"][name] = {**record, "pid": os.getpid(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.write()
-
-    def write(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(temporary, self.path)
-
-
-def fingerprint(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha1()
-    for tensor in tensors:
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 # ---- the rows --------------------------------------------------------------------------------------------
@@ -289,24 +245,6 @@ def evaluate_rows(bench, state: State) -> dict:
     return metrics
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def render(metrics: dict, state: State, command: str, args) -> str:
     import vcex
 
@@ -368,10 +306,10 @@ def render(metrics: dict, state: State, command: str, args) -> str:
             f"{m['passes_per_cf']:.1f} ({m['forward_passes_per_cf']:.1f} fwd + {m['backward_passes_per_cf']:.1f} bwd)"
         )
         lines.append(
-            f"| {label} | {_pct(m['found'])} | {_pct(m['validity'])} | {_pct(m['argmax_validity'])} "
-            f"| {_pct(m['flipped'])} | {_num(m['mean_target_prob'])} | {_pct(m['oracle_agreement'])} "
-            f"| {_pct(m['knn_agreement'])} | {_num(m['l1'], 4)} | {_num(m['l2'])} | {_num(m['linf'])} "
-            f"| {_num(realism.get('im1'))} | {1000 * m['seconds_per_cf']:.1f} | {per_valid} | {passes} |"
+            f"| {label} | {pct(m['found'])} | {pct(m['validity'])} | {pct(m['argmax_validity'])} "
+            f"| {pct(m['flipped'])} | {num(m['mean_target_prob'])} | {pct(m['oracle_agreement'])} "
+            f"| {pct(m['knn_agreement'])} | {num(m['l1'], 4)} | {num(m['l2'])} | {num(m['linf'])} "
+            f"| {num(realism.get('im1'))} | {1000 * m['seconds_per_cf']:.1f} | {per_valid} | {passes} |"
         )
     lines += [
         "",

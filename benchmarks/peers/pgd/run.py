@@ -20,9 +20,7 @@ safetensors) as soon as it ends, and a rerun with the same images and models reu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import shlex
@@ -32,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peer_common import State, cpu_model, fingerprint, log, num, pct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-pgd.md"
@@ -43,52 +44,7 @@ DEFAULT_STEPS = 40
 TORCHATTACKS_DEFAULTS = {"eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "random_start": True}
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 # ---- state on disk ---------------------------------------------------------------------------------------
-
-
-class State:
-    """results.json in the work dir: identity (images, targets, models), finished rows and metrics."""
-
-    def __init__(self, work_dir: Path, identity: dict) -> None:
-        self.dir = work_dir
-        self.path = work_dir / "results.json"
-        self.data = {"identity": identity, "stages": {}, "metrics": {}}
-        if self.path.is_file():
-            saved = json.loads(self.path.read_text())
-            if saved.get("identity") == identity:
-                self.data = saved
-                done = ", ".join(saved.get("stages", {})) or "none"
-                log(f"resuming from {self.path} (finished rows: {done})")
-            else:
-                log(f"{self.path} belongs to other images or models; starting afresh")
-                for path in self.dir.glob("*"):
-                    if path.is_file():
-                        path.unlink()
-
-    def stage(self, name: str) -> dict | None:
-        return self.data["stages"].get(name)
-
-    def finish(self, name: str, record: dict) -> None:
-        self.data["stages"][name] = {**record, "pid": os.getpid(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.write()
-
-    def write(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(temporary, self.path)
-
-
-def fingerprint(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha1()
-    for tensor in tensors:
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 # ---- the rows --------------------------------------------------------------------------------------------
@@ -220,24 +176,6 @@ def evaluate_rows(bench, rows: list[Row], state: State) -> dict:
     return metrics
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def render(rows: list[Row], metrics: dict, state: State, command: str, args) -> str:
     import vcex
 
@@ -288,9 +226,9 @@ def render(rows: list[Row], metrics: dict, state: State, command: str, args) -> 
             f"{m['passes_per_cf']:.1f} ({m['forward_passes_per_cf']:.1f} fwd + {m['backward_passes_per_cf']:.1f} bwd)"
         )
         lines.append(
-            f"| {row.label} | {_pct(m['validity'])} | {_pct(m['argmax_validity'])} | {_num(m['mean_target_prob'])} "
-            f"| {_pct(m['oracle_agreement'])} | {_pct(m['knn_agreement'])} | {_num(m['l1'], 4)} | {_num(m['l2'])} "
-            f"| {_num(m['linf'])} | {_num(realism.get('im1'))} | {1000 * m['seconds_per_cf']:.2f} | {per_valid} "
+            f"| {row.label} | {pct(m['validity'])} | {pct(m['argmax_validity'])} | {num(m['mean_target_prob'])} "
+            f"| {pct(m['oracle_agreement'])} | {pct(m['knn_agreement'])} | {num(m['l1'], 4)} | {num(m['l2'])} "
+            f"| {num(m['linf'])} | {num(realism.get('im1'))} | {1000 * m['seconds_per_cf']:.2f} | {per_valid} "
             f"| {passes} |"
         )
     lines += [
