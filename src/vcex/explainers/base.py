@@ -16,7 +16,7 @@ from torch import nn
 
 from vcex.checks import check_images, short_list
 from vcex.errors import InputError, ModelError
-from vcex.explainers.result import CounterfactualResult
+from vcex.explainers.result import CounterfactualResult, ResultBuilder
 from vcex.models.classifiers import Classifier, as_classifier, check_differentiable, checked_logits
 from vcex.models.latent import LatentModel, as_latent_model
 
@@ -161,12 +161,12 @@ class Explainer:
             targets = resolve_targets(target, probs, lower)
             if self.needs_gradients:
                 check_differentiable(self.classifier, images, type(self).__name__)
-            parts = []
+            builder = ResultBuilder(len(images))
             for chunk in torch.arange(len(images), device=self.device).split(self.batch_size):
                 chunk_images, chunk_targets = images[chunk], targets[chunk]
                 outputs = self._explain_batch(chunk_images, chunk_targets, lower)
                 chunk_probs = probs[chunk]
-                parts.append(
+                builder.add(
                     CounterfactualResult(
                         method=self.name,
                         originals=chunk_images,
@@ -182,7 +182,7 @@ class Explainer:
                 )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        result = CounterfactualResult.concatenate(parts, seconds=time.perf_counter() - started)
+        result = builder.result(seconds=time.perf_counter() - started)
         return result.to(input_device)
 
     def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:

@@ -117,3 +117,38 @@ class CounterfactualResult:
                 joined[f.name] = value
         joined["seconds"] = seconds
         return CounterfactualResult(**joined)
+
+
+class ResultBuilder:
+    """Chunk results written into tensors preallocated for all ``total`` images, in order.
+
+    Joining a list of chunks at the end holds every chunk and the joined copy at once (twice the
+    result); filling preallocated tensors holds one copy of the result plus the current chunk.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = int(total)
+        self.filled = 0
+        self.first: CounterfactualResult | None = None
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def add(self, part: CounterfactualResult) -> None:
+        """Copy the next chunk's tensors (rows ``filled`` to ``filled + len(part)``) into place."""
+        if self.first is None:
+            self.first = part
+            for f in fields(part):
+                value = getattr(part, f.name)
+                if isinstance(value, torch.Tensor):
+                    self.buffers[f.name] = value.new_empty((self.total, *value.shape[1:]))
+        rows = slice(self.filled, self.filled + len(part))
+        for name, buffer in self.buffers.items():
+            buffer[rows] = getattr(part, name)
+        self.filled += len(part)
+
+    def result(self, seconds: float) -> CounterfactualResult:
+        """The joined result (scalars from the first chunk); every row must have been added."""
+        if self.first is None or self.filled != self.total:
+            raise RuntimeError(f"ResultBuilder: {self.filled} of {self.total} rows were added")
+        joined = {f.name: self.buffers.get(f.name, getattr(self.first, f.name)) for f in fields(self.first)}
+        joined["seconds"] = seconds
+        return CounterfactualResult(**joined)

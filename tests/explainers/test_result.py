@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from vcex.explainers.result import CounterfactualResult, ResultBuilder
+
+
+def part(rows: range, with_latents: bool = True) -> CounterfactualResult:
+    n = len(rows)
+    index = torch.tensor(list(rows), dtype=torch.float32)
+    return CounterfactualResult(
+        method="toy",
+        originals=index.view(n, 1, 1, 1).expand(n, 1, 2, 2).clone(),
+        counterfactuals=-index.view(n, 1, 1, 1).expand(n, 1, 2, 2).clone(),
+        target=torch.tensor(list(rows)),
+        original_class=torch.zeros(n, dtype=torch.long),
+        original_prob=index / 10,
+        target_prob=index / 20,
+        success=torch.tensor([r % 2 == 0 for r in rows]),
+        steps=torch.tensor(list(rows)),
+        forward_passes=torch.ones(n, dtype=torch.long),
+        backward_passes=torch.zeros(n, dtype=torch.long),
+        seconds=0.0,
+        threshold=0.9,
+        original_latents=index[:, None].repeat(1, 3) if with_latents else None,
+        settings={"k": 1},
+    )
+
+
+def test_result_builder_matches_concatenation_row_for_row():
+    parts = [part(range(0, 3)), part(range(3, 7)), part(range(7, 8))]
+    builder = ResultBuilder(8)
+    for p in parts:
+        builder.add(p)
+    built = builder.result(seconds=1.5)
+    joined = CounterfactualResult.concatenate(parts, seconds=1.5)
+    for name in ("originals", "counterfactuals", "target", "target_prob", "success", "steps", "original_latents"):
+        assert torch.equal(getattr(built, name), getattr(joined, name)), name
+    assert built.reconstructions is None and built.settings == {"k": 1} and built.seconds == 1.5
+    assert built.success.dtype == torch.bool and torch.equal(built.target, torch.arange(8))
+
+
+def test_result_builder_refuses_a_short_result():
+    builder = ResultBuilder(5)
+    builder.add(part(range(0, 3)))
+    with pytest.raises(RuntimeError, match="3 of 5 rows"):
+        builder.result(seconds=0.0)
