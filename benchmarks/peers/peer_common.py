@@ -8,7 +8,10 @@ import hashlib
 import json
 import os
 import platform
+import shlex
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -77,3 +80,31 @@ def pct(value: float | None) -> str:
 
 def num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def command_line(root: Path) -> str:
+    """How this script was started, for the report: the interpreter relative to ``root`` where it lies
+    inside it, the arguments, and VCEX_HOME when set."""
+    executable = Path(sys.executable)
+    if executable.is_relative_to(root):
+        executable = executable.relative_to(root)
+    command = " ".join(shlex.quote(str(a)) for a in [executable, *sys.argv])
+    if os.environ.get("VCEX_HOME"):
+        command = f"VCEX_HOME={shlex.quote(os.environ['VCEX_HOME'])} {command}"
+    return command
+
+
+def mnist_task(n: int, error: Callable[[str], None]) -> tuple[object, torch.Tensor, torch.Tensor]:
+    """vcex's MNIST workbench, its first ``n`` test images and their targets (the classifier's runner-up
+    class), fixed before any method runs; ``error`` reports an ``n`` beyond the test split."""
+    from vcex.explainers.base import resolve_targets
+    from vcex.pipeline import prepare
+
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads; loading vcex's MNIST models")
+    bench = prepare("mnist", progress=False)
+    if n > len(bench.test):
+        error(f"--n must be at most {len(bench.test)}")
+    images = bench.test.images[:n]
+    with torch.no_grad():
+        targets = resolve_targets("second", bench.classifier(images).softmax(1))
+    return bench, images, targets

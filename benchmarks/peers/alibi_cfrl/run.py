@@ -24,7 +24,6 @@ import argparse
 import functools
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peer_common import State, cpu_model, fingerprint, log, num, pct  # noqa: E402
+from peer_common import State, command_line, cpu_model, fingerprint, log, mnist_task, num, pct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-cfrl.md"
@@ -546,25 +545,12 @@ def main() -> None:
         args.log_every = max(10, args.train_steps // 100)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    executable = Path(sys.executable)
-    if executable.is_relative_to(ROOT):
-        executable = executable.relative_to(ROOT)
-    command = " ".join(shlex.quote(str(a)) for a in [executable, *sys.argv])
-    if os.environ.get("VCEX_HOME"):
-        command = f"VCEX_HOME={shlex.quote(os.environ['VCEX_HOME'])} {command}"
+    command = command_line(ROOT)
 
     from vcex.cache import cache_dir
     from vcex.explainers.amortized import parameter_fingerprint
-    from vcex.explainers.base import resolve_targets
-    from vcex.pipeline import prepare
 
-    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads; loading vcex's MNIST models")
-    bench = prepare("mnist", progress=False)
-    if args.n > len(bench.test):
-        parser.error(f"--n must be at most {len(bench.test)}")
-    images = bench.test.images[: args.n]
-    with torch.no_grad():
-        targets = resolve_targets("second", bench.classifier(images).softmax(1))
+    bench, images, targets = mnist_task(args.n, parser.error)
     work_dir = (
         Path(args.work_dir)
         if args.work_dir
