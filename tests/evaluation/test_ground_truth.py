@@ -37,13 +37,7 @@ class CornerReader(nn.Module):
         return torch.stack([torch.zeros_like(logit), self.dropout(logit)], 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The renderer runs on one thread; staying there avoids thread-pool stalls between tiny ops on busy machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

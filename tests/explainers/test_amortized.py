@@ -15,13 +15,7 @@ def _target_rate(result: object) -> float:
     return float((result.target_prob > 0.5).float().mean())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Seconds on a shared 2-core machine: extra torch threads only fight the other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
