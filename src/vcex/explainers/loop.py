@@ -116,21 +116,24 @@ def optimise_until_confident(
             log_probs = F.log_softmax(classifier(images), dim=1)
             log_p = log_probs.gather(1, active_target[:, None]).squeeze(1)
         prob = log_p.detach().exp()
-        forward_passes[index] += 1
         reached = prob < threshold if lower else prob > threshold
         last = step == max_steps
+        checking = step % check_every == 0
         record = (~frozen) if last else (reached & ~frozen)
         if best_images is None:
             best_images = images.new_zeros((batch, *images.shape[1:]))
-        best_variables[index] = torch.where(_broadcast(record, variables), variables.detach(), best_variables[index])
-        best_images[index] = torch.where(_broadcast(record, images), images.detach(), best_images[index])
-        target_prob[index] = torch.where(record, prob, target_prob[index])
-        steps[index] = torch.where(record, step, steps[index])
-        success[index] |= reached & ~frozen
-        frozen = frozen | reached
+        # where the host is consulted anyway (a check step), skip the bookkeeping when no image finished
+        if last or not checking or bool(record.any()):
+            best_variables[index] = torch.where(
+                _broadcast(record, variables), variables.detach(), best_variables[index]
+            )
+            best_images[index] = torch.where(_broadcast(record, images), images.detach(), best_images[index])
+            target_prob[index] = torch.where(record, prob, target_prob[index])
+            steps[index] = torch.where(record, step, steps[index])
+            success[index] |= reached & ~frozen
+            frozen = frozen | reached
         if last:
             break
-        checking = step % check_every == 0
         if checking:
             kept = int((~frozen).sum())
             if kept == 0:
@@ -142,26 +145,38 @@ def optimise_until_confident(
             rows = log_p.exp() if lower else -log_p.exp()
         if penalty is not None:
             rows = rows + penalty(variables, images, index)
+        # finished rows stay in the batch until the next check; their loss and step are masked out
+        masked = not (checking and kept == len(frozen))
         live = ~frozen
-        (gradient,) = torch.autograd.grad((rows * live.to(rows.dtype)).sum(), variables)
-        backward_passes[index] += 1
+        loss = (rows * live.to(rows.dtype)).sum() if masked else rows.sum()
+        (gradient,) = torch.autograd.grad(loss, variables)
         variables = variables.detach()
         if checking and kept < len(live):
             keep = live
+            # the rows leaving now had a forward and a backward pass at every step so far, this one included
+            forward_passes[index[~keep]] = step + 1
+            backward_passes[index[~keep]] = step + 1
             variables, gradient, first_moment, second_moment = (
                 tensor[keep] for tensor in (variables, gradient, first_moment, second_moment)
             )
             index, active_target, frozen, live = index[keep], active_target[keep], frozen[keep], live[keep]
-        if checking:
+            masked = False  # every row left in the batch is live
+        if checking and progress:  # a disabled bar still formats its postfix: ~0.1 ms a step at batch 1
             bar.update(check_every)
             bar.set_postfix(active=kept)
         t = step + 1
         first_moment.mul_(beta1).add_(gradient, alpha=1 - beta1)
         second_moment.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
         denominator = (second_moment / (1 - beta2**t)).sqrt_().add_(eps)
-        update = first_moment / (1 - beta1**t) / denominator
-        variables = variables - lr * update * _broadcast(live.to(update.dtype), update)
+        if masked:
+            update = first_moment / denominator * _broadcast(live.to(first_moment.dtype), first_moment)
+        else:
+            update = first_moment / denominator
+        variables = variables.add(update, alpha=-lr / (1 - beta1**t))
         if project is not None:
             variables = project(variables)
+    # rows still in the batch at the end had a forward pass at every step and a backward pass at all but the last
+    forward_passes[index] = step + 1
+    backward_passes[index] = step
     bar.close()
     return LoopOutput(best_variables, best_images, target_prob, success, steps, forward_passes, backward_passes)
