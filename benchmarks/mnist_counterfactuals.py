@@ -276,11 +276,17 @@ def _times(ratio: float) -> str:
     return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
 
 
+def _fit_seconds(m: dict) -> float:
+    """A peer's one-off fit; some peers record one per process that ran the row (then their mean)."""
+    fit = m.get("fit_seconds") or 0.0
+    return sum(fit) / len(fit) if isinstance(fit, list) else float(fit)
+
+
 def _per_valid_ms(m: dict, with_fit: bool = False) -> float | None:
     valid = m["validity"] * m["n"]
     if not valid:
         return None
-    seconds = m["seconds_per_cf"] * m["n"] + ((m.get("fit_seconds") or 0.0) if with_fit else 0.0)
+    seconds = m["seconds_per_cf"] * m["n"] + (_fit_seconds(m) if with_fit else 0.0)
     return 1000 * seconds / valid
 
 
@@ -303,7 +309,7 @@ def peers_section(rows: list[dict], peers_dir: Path) -> list[str]:
     for row in rows:
         m, a = row["peer_metrics"], row["attack"]
         peer_ms, attack_ms = _per_valid_ms(m), _per_valid_ms(a)
-        with_fit = _per_valid_ms(m, with_fit=True) if m.get("fit_seconds") else None
+        with_fit = _per_valid_ms(m, with_fit=True) if _fit_seconds(m) else None
         speedup = _times(peer_ms / attack_ms) if peer_ms and attack_ms else "– (no valid CF)"
         if with_fit and attack_ms:
             speedup += f" ({_times(with_fit / attack_ms)} with fit)"
@@ -325,7 +331,7 @@ def peers_section(rows: list[dict], peers_dir: Path) -> list[str]:
             f"once, then one pass per counterfactual): validity {_fmt(amortized['validity'])}, oracle agreement "
             f"{_fmt(amortized['oracle_agreement'])}, kNN {_fmt(amortized['knn_agreement'])}, "
             f"{_per_valid_ms(amortized):.2f} ms per valid CF ({_times(_per_valid_ms(m) / _per_valid_ms(amortized))} "
-            f"than `{row['key']}`), fit {amortized['fit_seconds']:.0f} s against {m['fit_seconds']:.0f} s.",
+            f"than `{row['key']}`), fit {_fit_seconds(amortized):.0f} s against {_fit_seconds(m):.0f} s.",
             "",
         ]
     if comparable:
