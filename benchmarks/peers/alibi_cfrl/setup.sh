@@ -11,29 +11,17 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-venv="$root/benchmarks/peers/.venvs/alibi"
-stamp="$venv/.vcex-peer-setup"
-want="$(cat "$here/setup.sh" "$here/requirements.txt" "$here/constraints.txt" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+# shellcheck source=../peer_venv.sh
+source "$here/../peer_venv.sh"
+name=alibi
 smoke='import numpy, torch, alibi, vcex
 from alibi.explainers import CounterfactualRL
 assert int(numpy.__version__.split(".")[0]) < 2, numpy.__version__
 print(f"alibi {alibi.__version__}, vcex {vcex.__version__}, torch {torch.__version__}, numpy {numpy.__version__}")'
 
-if [[ "${1:-}" != "--force" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-  && "$venv/bin/python" -W ignore -c "$smoke" >/dev/null 2>&1; then
-  echo "up to date: $venv"
-  exit 0
-fi
-
-[[ -x "$venv/bin/python" ]] || "${PYTHON:-python3}" -m venv "$venv"
-install=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-# torch first and pinned: left to alibi[torch] to choose, an unpinned torch pulls a multi-GB CUDA build
-"${install[@]}" torch==2.13.0
+peer_venv_begin "$@"
 "${install[@]}" -r "$here/requirements.txt" -c "$here/constraints.txt"
 # vcex itself; the constraints keep numpy < 2 (vcex's mlxtend would otherwise resolve to 0.25 and numpy 2)
 "${install[@]}" -e "$root" -c "$here/constraints.txt"
 "$venv/bin/python" -m pip check
-"$venv/bin/python" -W ignore -c "$smoke"
-echo "$want" > "$stamp"
-echo "ready: $venv"
+peer_venv_finish

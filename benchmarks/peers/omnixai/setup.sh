@@ -15,10 +15,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-venv="$root/benchmarks/peers/.venvs/omnixai"
-stamp="$venv/.vcex-peer-setup"
-want="$(cat "$here/setup.sh" "$here/requirements.txt" "$here/constraints.txt" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+# shellcheck source=../peer_venv.sh
+source "$here/../peer_venv.sh"
+name=omnixai
 smoke='import importlib.metadata as md, numpy, torch, vcex
 from omnixai.explainers.vision import CounterfactualExplainer
 from vcex.pipeline import evaluate_result
@@ -26,16 +25,7 @@ assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
 version = md.version("omnixai")
 print(f"omnixai {version}, vcex {vcex.__version__}, torch {torch.__version__}, numpy {numpy.__version__}")'
 
-if [[ "${1:-}" != "--force" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-  && "$venv/bin/python" -W ignore -c "$smoke" >/dev/null 2>&1; then
-  echo "up to date: $venv"
-  exit 0
-fi
-
-[[ -x "$venv/bin/python" ]] || "${PYTHON:-python3}" -m venv "$venv"
-install=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-# torch first and pinned: left to a resolver, an unpinned torch pulls a multi-GB CUDA build
-"${install[@]}" torch==2.13.0
+peer_venv_begin "$@"
 "${install[@]}" -r "$here/requirements.txt" -c "$here/constraints.txt"
 # vcex itself without its dependency pins (they conflict with OmniXAI's; see the top of this file)
 "${install[@]}" --no-deps -e "$root"
@@ -46,6 +36,4 @@ if [[ -n "$problems" ]]; then
   echo "$problems" >&2
   exit 1
 fi
-"$venv/bin/python" -W ignore -c "$smoke"
-echo "$want" > "$stamp"
-echo "ready: $venv"
+peer_venv_finish
