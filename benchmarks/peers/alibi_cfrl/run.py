@@ -33,7 +33,17 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peer_common import State, command_line, cpu_model, fingerprint, log, mnist_task, num, pct  # noqa: E402
+from peer_common import (  # noqa: E402
+    State,
+    command_line,
+    cpu_model,
+    fingerprint,
+    log,
+    mnist_task,
+    num,
+    pct,
+    resumed_note,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-cfrl.md"
@@ -429,7 +439,6 @@ def render(metrics: dict, state: State, command: str, args) -> str:
     stages = state.data["stages"]
     fit = stages.get("cfrl_fit", {})
     params = fit.get("params", {})
-    pids = {record["pid"] for record in stages.values()}
     labels = {
         "cfrl": f"alibi CounterfactualRL, {params.get('train_steps', args.train_steps)} steps (one pass)",
         "amortized": "vcex AmortizedCounterfactual (one pass)",
@@ -507,9 +516,7 @@ def render(metrics: dict, state: State, command: str, args) -> str:
         "one-pass method, alternating with the other's after a warm-up call, in the same process. "
         "Fit s: wall time of `fit` on the training images.",
     ]
-    if len(pids) > 1:
-        where = ", ".join(f"{name} (pid {record['pid']}, {record['finished']})" for name, record in stages.items())
-        lines += ["", f"Stages were finished by more than one process (the run was resumed): {where}."]
+    lines += resumed_note(stages, "Stages")
     return "\n".join(lines) + "\n"
 
 
@@ -568,10 +575,7 @@ def main() -> None:
         "train": fingerprint(bench.train.images),
     }
     state = State(work_dir, identity)
-    state.data["command"] = command
-    state.data["threads"] = torch.get_num_threads()
-    state.data["niceness"] = os.nice(0)
-    state.data["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    state.begin_run(command=command, threads=torch.get_num_threads())
     state.write()
     log(f"work dir {work_dir}; {args.n} images, targets fixed (runner-up class)")
 
@@ -579,7 +583,7 @@ def main() -> None:
     amortized = run_amortized(bench, images, targets, state)
     run_attack(bench, images, targets, state)
     time_one_pass(cfrl, amortized, images, targets, state)
-    state.data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    state.end_run()
     metrics = evaluate_all(bench, state)
     for name, m in metrics.items():
         log(

@@ -42,7 +42,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peer_common import State, command_line, cpu_model, fingerprint, log, mnist_task, num, pct  # noqa: E402
+from peer_common import (  # noqa: E402
+    VCEX_ROWS_NOTE,
+    State,
+    command_line,
+    cpu_model,
+    fingerprint,
+    log,
+    mnist_task,
+    num,
+    passes_cell,
+    pct,
+    per_valid_ms,
+    resumed_note,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-cfproto.md"
@@ -343,7 +356,6 @@ def render(metrics: dict, state: State, command: str, args, rows) -> str:
     import vcex
 
     stages = state.data["stages"]
-    pids = {record["pid"] for record in stages.values()}
     p = CFPROTO
     k = HIGH_KAPPA["kappa"]
     iterations = p["c_steps"] * p["max_iterations"]
@@ -408,8 +420,7 @@ def render(metrics: dict, state: State, command: str, args, rows) -> str:
         "counterfactual); `found` is the share it returned one.",
         f"  - One-off cost (not in ms / CF): building the graph and fitting the k-d trees took {fit_text} s per "
         "row and process.",
-        '- vcex rows: `build_explainer("attack", bench)` and `build_explainer("pixel", bench)` at vcex\'s '
-        "defaults (threshold 0.998, per-image early stop), same process, same images and targets.",
+        VCEX_ROWS_NOTE,
         "",
         f"## MNIST, {args.n} test images, target = runner-up",
         "",
@@ -422,10 +433,8 @@ def render(metrics: dict, state: State, command: str, args, rows) -> str:
         if m is None:
             continue
         realism = m.get("realism") or {}
-        per_valid = f"{1000 * m['seconds'] / m['n_valid']:.1f}" if m["n_valid"] else "– (none valid)"
-        passes = (
-            f"{m['passes_per_cf']:.1f} ({m['forward_passes_per_cf']:.1f} fwd + {m['backward_passes_per_cf']:.1f} bwd)"
-        )
+        per_valid = per_valid_ms(m)
+        passes = passes_cell(m)
         lines.append(
             f"| {row.label} | {pct(m['found'])} | {pct(m['validity'])} | {pct(m['argmax_validity'])} "
             f"| {pct(m['flipped'])} | {num(m['mean_target_prob'])} | {pct(m['oracle_agreement'])} "
@@ -454,9 +463,7 @@ def render(metrics: dict, state: State, command: str, args, rows) -> str:
     ]
     if missing:
         lines += ["", "Rows not run in this report: " + "; ".join(missing) + "."]
-    if len(pids) > 1:
-        where = ", ".join(f"{name} (pid {record['pid']}, {record['finished']})" for name, record in stages.items())
-        lines += ["", f"Rows were finished by more than one process (the run was resumed): {where}."]
+    lines += resumed_note(stages)
     return "\n".join(lines) + "\n"
 
 
@@ -518,17 +525,13 @@ def main() -> None:
         "images_and_targets": fingerprint(images, targets),
     }
     state = State(work_dir, identity)
-    state.data["command"] = command
-    state.data["threads"] = args.threads
-    state.data["niceness"] = os.nice(0)
-    state.data["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    state.begin_run(command=command, threads=args.threads)
     state.data["logit_max_abs_diff"] = diff
     state.write()
     log(f"work dir {work_dir}; {args.n} images, targets fixed (runner-up class)")
 
     run_rows(bench, images, targets, state, args.chunk, softmax_model, rows)
-    state.data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    state.data["wall_seconds"] = time.perf_counter() - started
+    state.end_run(wall_seconds=time.perf_counter() - started)
     metrics = evaluate_rows(bench, state, rows)
     for row in rows:
         m = metrics[row.key]

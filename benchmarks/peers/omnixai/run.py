@@ -44,7 +44,20 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peer_common import State, command_line, cpu_model, fingerprint, log, mnist_task, num, pct  # noqa: E402
+from peer_common import (  # noqa: E402
+    VCEX_ROWS_NOTE,
+    State,
+    command_line,
+    cpu_model,
+    fingerprint,
+    log,
+    mnist_task,
+    num,
+    passes_cell,
+    pct,
+    per_valid_ms,
+    resumed_note,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-omnixai.md"
@@ -248,7 +261,6 @@ def render(metrics: dict, state: State, command: str, args) -> str:
     import vcex
 
     stages = state.data["stages"]
-    pids = {record["pid"] for record in stages.values()}
     d = OMNIXAI_DEFAULTS
     lines = [
         "# Peer benchmark: OmniXAI vision CounterfactualExplainer vs vcex (MNIST)",
@@ -286,8 +298,7 @@ def render(metrics: dict, state: State, command: str, args) -> str:
         "(logsumexp of the non-target logits + log(0.998 / 0.002), the target's logit), whose decision flips "
         "exactly when p(target) > 0.998. OmniXAI's algorithm is unchanged; only the model it sees is, which "
         "makes it targeted at vcex's threshold.",
-        '- vcex rows: `build_explainer("attack", bench)` and `build_explainer("pixel", bench)` at vcex\'s '
-        "defaults (threshold 0.998, per-image early stop), same process, same images and targets.",
+        VCEX_ROWS_NOTE,
         "",
         f"## MNIST, {args.n} test images, target = runner-up",
         "",
@@ -300,10 +311,8 @@ def render(metrics: dict, state: State, command: str, args) -> str:
         if m is None:
             continue
         realism = m.get("realism") or {}
-        per_valid = f"{1000 * m['seconds'] / m['n_valid']:.1f}" if m["n_valid"] else "– (none valid)"
-        passes = (
-            f"{m['passes_per_cf']:.1f} ({m['forward_passes_per_cf']:.1f} fwd + {m['backward_passes_per_cf']:.1f} bwd)"
-        )
+        per_valid = per_valid_ms(m)
+        passes = passes_cell(m)
         lines.append(
             f"| {label} | {pct(m['found'])} | {pct(m['validity'])} | {pct(m['argmax_validity'])} "
             f"| {pct(m['flipped'])} | {num(m['mean_target_prob'])} | {pct(m['oracle_agreement'])} "
@@ -326,9 +335,7 @@ def render(metrics: dict, state: State, command: str, args) -> str:
         "counted by the wrapper it is handed, plus the check; vcex's CounterfactualAttack also runs the VAE's "
         "decoder forward and backward each step, which this column does not count).",
     ]
-    if len(pids) > 1:
-        where = ", ".join(f"{name} (pid {record['pid']}, {record['finished']})" for name, record in stages.items())
-        lines += ["", f"Rows were finished by more than one process (the run was resumed): {where}."]
+    lines += resumed_note(stages)
     return "\n".join(lines) + "\n"
 
 
@@ -370,15 +377,12 @@ def main() -> None:
         "images_and_targets": fingerprint(images, targets),
     }
     state = State(work_dir, identity)
-    state.data["command"] = command
-    state.data["threads"] = torch.get_num_threads()
-    state.data["niceness"] = os.nice(0)
-    state.data["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    state.begin_run(command=command, threads=torch.get_num_threads())
     state.write()
     log(f"work dir {work_dir}; {args.n} images, targets fixed (runner-up class)")
 
     run_rows(bench, images, targets, state, args.chunk)
-    state.data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    state.end_run()
     metrics = evaluate_rows(bench, state)
     for key, _label, _kind in ROWS:
         m = metrics[key]

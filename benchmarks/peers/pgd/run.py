@@ -31,7 +31,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peer_common import State, command_line, cpu_model, fingerprint, log, mnist_task, num, pct  # noqa: E402
+from peer_common import (  # noqa: E402
+    VCEX_ROWS_NOTE,
+    State,
+    command_line,
+    cpu_model,
+    fingerprint,
+    log,
+    mnist_task,
+    num,
+    passes_cell,
+    pct,
+    per_valid_ms,
+    resumed_note,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "peers-pgd.md"
@@ -179,7 +192,6 @@ def render(rows: list[Row], metrics: dict, state: State, command: str, args) -> 
     import vcex
 
     stages = state.data["stages"]
-    pids = {record["pid"] for record in stages.values()}
     version = importlib.metadata.version("torchattacks")
     lines = [
         "# Peer benchmark: torchattacks targeted PGD vs vcex (MNIST)",
@@ -206,8 +218,7 @@ def render(rows: list[Row], metrics: dict, state: State, command: str, args) -> 
         f"{args.alpha_ratio:g}; all images in one batch; the random start is seeded ({args.seed}). PGD has no early "
         "stop and no distance term: every image gets all steps and the final iterate is its counterfactual. The "
         "last row at torchattacks' own defaults (ε 8/255 ≈ 0.031, α 2/255, 10 steps).",
-        '- vcex rows: `build_explainer("attack", bench)` and `build_explainer("pixel", bench)` at vcex\'s '
-        "defaults (threshold 0.998, per-image early stop), same process, same images and targets.",
+        VCEX_ROWS_NOTE,
         "",
         f"## MNIST, {args.n} test images, target = runner-up",
         "",
@@ -220,10 +231,8 @@ def render(rows: list[Row], metrics: dict, state: State, command: str, args) -> 
         if m is None:
             continue
         realism = m.get("realism") or {}
-        per_valid = f"{1000 * m['seconds'] / m['n_valid']:.2f}" if m["n_valid"] else "– (none valid)"
-        passes = (
-            f"{m['passes_per_cf']:.1f} ({m['forward_passes_per_cf']:.1f} fwd + {m['backward_passes_per_cf']:.1f} bwd)"
-        )
+        per_valid = per_valid_ms(m, 2)
+        passes = passes_cell(m)
         lines.append(
             f"| {row.label} | {pct(m['validity'])} | {pct(m['argmax_validity'])} | {num(m['mean_target_prob'])} "
             f"| {pct(m['oracle_agreement'])} | {pct(m['knn_agreement'])} | {num(m['l1'], 4)} | {num(m['l2'])} "
@@ -244,9 +253,7 @@ def render(rows: list[Row], metrics: dict, state: State, command: str, args) -> 
         "`mnist-cnn` per image (PGD: its steps, plus the check; vcex's CounterfactualAttack also runs the VAE's "
         "decoder forward and backward each step, which this column does not count).",
     ]
-    if len(pids) > 1:
-        where = ", ".join(f"{name} (pid {record['pid']}, {record['finished']})" for name, record in stages.items())
-        lines += ["", f"Rows were finished by more than one process (the run was resumed): {where}."]
+    lines += resumed_note(stages)
     return "\n".join(lines) + "\n"
 
 
@@ -289,16 +296,13 @@ def main() -> None:
         "images_and_targets": fingerprint(images, targets),
     }
     state = State(work_dir, identity)
-    state.data["command"] = command
-    state.data["threads"] = torch.get_num_threads()
-    state.data["niceness"] = os.nice(0)
-    state.data["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    state.begin_run(command=command, threads=torch.get_num_threads())
     state.write()
     log(f"work dir {work_dir}; {args.n} images, targets fixed (runner-up class)")
 
     rows = build_rows(args)
     run_rows(bench, images, targets, rows, state, args.seed)
-    state.data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    state.end_run()
     metrics = evaluate_rows(bench, rows, state)
     for row in rows:
         m = metrics[row.key]
