@@ -15,6 +15,7 @@ from vcex.evaluation.ground_truth import (
     driver_rank,
     factor_levels,
     factor_scores,
+    intervention_flip_share,
     intervention_images,
     intervention_influence,
     precision_at_k,
@@ -68,6 +69,33 @@ def test_rendered_once_equals_rendered_on_the_fly_and_the_mode_is_restored(facto
     cached = intervention_influence(classifier, factors, names, images=images)
     assert cached == intervention_influence(classifier, factors, names)  # dropout is off while measuring
     assert classifier.training
+
+
+class BiasedCornerReader(CornerReader):
+    """CornerReader with a logit offset: the background still moves the probability, but never past 0.5."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(images)
+        return logits + torch.tensor([0.0, -6.0])
+
+
+def test_only_the_background_flips_a_background_reader_and_cached_renders_agree(factors):
+    shares = intervention_flip_share(CornerReader(), factors)
+    assert list(shares) == list(CONTENT_FACTORS)
+    # every face passes through red and blue backgrounds as the hue goes round the circle
+    assert shares["background_hue"] == 1.0
+    assert all(value == 0.0 for name, value in shares.items() if name != "background_hue")
+    names = ["background_hue", "smile"]
+    assert intervention_flip_share(CornerReader(), factors, names, images=intervention_images(factors, names)) == {
+        "background_hue": 1.0,
+        "smile": 0.0,
+    }
+
+
+def test_influence_without_a_flip_when_the_factor_cannot_cross_the_decision(factors):
+    classifier = BiasedCornerReader()
+    assert intervention_influence(classifier, factors, ["background_hue"])["background_hue"] > 0.01
+    assert intervention_flip_share(classifier, factors, ["background_hue"]) == {"background_hue": 0.0}
 
 
 def test_a_constant_classifier_has_no_influence_and_nuisance_factors_come_only_when_named(factors):

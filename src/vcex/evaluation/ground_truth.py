@@ -167,6 +167,48 @@ def intervention_influence(
         output; 1: moving it always swings the probability from 0 to 1. Higher means the
         classifier relies on the factor more.
     """
+    probs = _level_probabilities(classifier, factors, names, size, levels, images, positive_class, batch_size)
+    return {name: float((p.max(0).values - p.min(0).values).mean()) for name, (p, _) in probs.items()}
+
+
+@torch.no_grad()
+def intervention_flip_share(
+    classifier: nn.Module | Callable[[Tensor], Tensor],
+    factors: Mapping[str, Tensor],
+    names: Sequence[str] | None = None,
+    size: int = 32,
+    *,
+    levels: int = DEFAULT_LEVELS,
+    images: Mapping[str, Tensor] | None = None,
+    positive_class: int = 1,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """For each factor, the share of faces whose decision that factor *alone* can flip.
+
+    Face i's decision is ``p_i > 0.5`` for the ``positive_class`` probability of its unchanged render;
+    factor f flips it when some level v of f (everything else unchanged) gives the other decision. Where
+    a factor flips few faces, a counterfactual that changes only that factor rarely exists, so a
+    counterfactual method cannot be expected to find one, however much the classifier relies on it
+    (compare :func:`intervention_influence`). Arguments as for :func:`intervention_influence`.
+
+    Returns:
+        factor name -> share in [0, 1], in ``names`` order; higher: the factor alone decides more faces.
+    """
+    probs = _level_probabilities(classifier, factors, names, size, levels, images, positive_class, batch_size)
+    return {name: float(((p > 0.5) != (base > 0.5)).any(0).float().mean()) for name, (p, base) in probs.items()}
+
+
+def _level_probabilities(
+    classifier: nn.Module | Callable[[Tensor], Tensor],
+    factors: Mapping[str, Tensor],
+    names: Sequence[str] | None,
+    size: int,
+    levels: int,
+    images: Mapping[str, Tensor] | None,
+    positive_class: int,
+    batch_size: int,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """factor -> ((L, N) positive-class probabilities at each level, (N,) on the unchanged faces)."""
     values, n = _checked_factors(factors)
     names = _checked_names(names)
     if int(batch_size) < 1:
@@ -180,7 +222,8 @@ def intervention_influence(
     if was_training:
         classifier.eval()
     try:
-        influence = {}
+        base = _positive_prob(classifier, render_faces(values, size=size), positive_class, batch_size, device)
+        out = {}
         for name in names:
             grid = factor_levels(name, levels)
             if images is not None:
@@ -197,8 +240,8 @@ def intervention_influence(
             else:
                 renders = list(_render_levels(values, name, grid, size))
             probs = torch.stack([_positive_prob(classifier, r, positive_class, batch_size, device) for r in renders])
-            influence[name] = float((probs.max(0).values - probs.min(0).values).mean())
-        return influence
+            out[name] = (probs, base)
+        return out
     finally:
         if was_training:
             classifier.train()
