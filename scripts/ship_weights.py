@@ -55,6 +55,10 @@ def main() -> None:
         f"`python scripts/ship_weights.py {' '.join(args.names)}`; each is used only while its recorded recipe",
         "fingerprint (in the file name and metadata) matches the zoo's current recipe.",
         "",
+        "The figures in each record below were measured when the model was trained, with the models of that time;",
+        "a record's attribute agreement used the attribute oracle of its day. The benchmark pages measure the shipped",
+        "models afresh (the style generator with the shipped oracle: docs/benchmarks/faces.md).",
+        "",
         f"Total: {total:.1f} MB.",
         "",
     ]
