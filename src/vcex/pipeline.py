@@ -25,6 +25,7 @@ from vcex.explainers import (
     PixelAttack,
 )
 from vcex.explainers.base import TargetSpec
+from vcex.explainers.result import ResultBuilder
 from vcex.models import KNNOracle, load_knn_oracle, load_model
 from vcex.progress import track
 from vcex.report import result_grid, save_png
@@ -264,7 +265,9 @@ def run_explain(
         ).encode()
     ).hexdigest()[:12]
     chunk_dir = out / "chunks" / fingerprint
-    parts, reused = [], 0
+    # chunks are copied into tensors preallocated for all n images as they come: one copy of the result is
+    # resident, not every chunk plus their join
+    builder, seconds, reused = ResultBuilder(n), 0.0, 0
     started = time.perf_counter()
     starts = range(0, n, chunk_size)
     for start in track(starts, desc=f"{method} on {n} images", enabled=progress, total=len(starts)):
@@ -273,7 +276,8 @@ def run_explain(
             try:
                 part = CounterfactualResult.load(path)
                 if len(part) == min(chunk_size, n - start):
-                    parts.append(part)
+                    builder.add(part)
+                    seconds += part.seconds
                     reused += 1
                     continue
             except CacheError:
@@ -281,8 +285,10 @@ def run_explain(
         chunk_target = target[start : start + chunk_size] if isinstance(target, torch.Tensor) else target
         part = explainer.explain(images[start : start + chunk_size], target=chunk_target)
         part.save(path)
-        parts.append(part)
-    result = CounterfactualResult.concatenate(parts, seconds=sum(p.seconds for p in parts))
+        builder.add(part)
+        seconds += part.seconds
+        del part
+    result = builder.result(seconds)
     metrics = evaluate_result(result, bench, device=str(explainer.device))
     metrics["preset"] = preset
     metrics["space"] = str(options.get("space") or "latent")
