@@ -97,7 +97,9 @@ def render(tasks: dict, command: str, n: int) -> str:
         "",
         f"Small config (w in R^128, 16-128 channels, {style.get('config', {}).get('epochs')} epochs on the 12,000 "
         f"training faces, {style.get('train_seconds', 0) / 60:.0f} min on 2 CPU cores; no GPU was available, so this "
-        f"CPU-trained model is the one shipped). Measured in this run on all {measured['faces']} held-out test faces, "
+        f"CPU-trained model is the one shipped; the same recipe on a 15-minute budget is in "
+        "[faces-style-budget.md](faces-style-budget.md)). Measured in this run on all "
+        f"{measured['faces']} held-out test faces, "
         f"with the attribute oracle below (parameters {measured['oracle']}):",
         "",
         f"- reconstruction PSNR: {measured['psnr']:.2f} dB",

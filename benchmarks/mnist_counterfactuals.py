@@ -353,6 +353,10 @@ def peers_section(rows: list[dict], peers_dir: Path) -> list[str]:
 OTHER_BENCHMARKS = [
     ("benchmarks/faces.md", "synthetic faces: style generator fidelity, attacks in W and StyleSpace, MNAC"),
     ("benchmarks/faces-global.md", "global explanations on faces scored against the known factors"),
+    (
+        "benchmarks/faces-style-budget.md",
+        "the style generator's small config on a 15-minute CPU budget, beside the shipped one",
+    ),
     ("benchmarks/disc.md", "DISC (model inversion, no generator) ablation on the same MNIST images"),
     ("benchmarks/disc-faces.md", "DISC ablation on the synthetic faces (smiling), beside the attack in W"),
     ("benchmarks/peers-cfrl.md", "alibi's CounterfactualRL vs the amortized explainer, same run"),

@@ -333,7 +333,7 @@ def _face_model_spec(name: str) -> ModelSpec:
         "style",
         "faces",
         _build_face_style,
-        _train_face_style,
+        train_face_style,
         13,
         {**FACE_STYLE_RECIPE, **data},
         load_face_table,
@@ -371,7 +371,11 @@ def _train_face_model(kind: str, epochs: int) -> Callable:
     return train
 
 
-def _train_face_style(model: nn.Module, train: object, test: object, seed: int, progress: bool) -> dict:
+def train_face_style(
+    model: nn.Module, train: object, test: object, seed: int, progress: bool, epochs: int | None = None
+) -> dict:
+    """Train the faces' style generator with the zoo's recipe (``FACE_STYLE_RECIPE``; ``epochs`` overrides
+    its epoch count, e.g. for a CPU time budget) and measure it on ``test``: PSNR and attribute agreement."""
     from vcex.models.faces import attribute_agreement, detail_weights
     from vcex.models.stylegan import reconstruction_psnr, train_style_autoencoder
 
@@ -380,7 +384,7 @@ def _train_face_style(model: nn.Module, train: object, test: object, seed: int, 
     figures = train_style_autoencoder(
         model,
         train.images,
-        epochs=recipe["epochs"],
+        epochs=recipe["epochs"] if epochs is None else epochs,
         batch_size=recipe["batch_size"],
         lr=recipe["lr"],
         perceptual=perceptual.features,
