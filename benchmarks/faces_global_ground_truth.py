@@ -54,6 +54,7 @@ from vcex.evaluation.ground_truth import (
     DEFAULT_LEVELS,
     driver_rank,
     factor_scores,
+    intervention_flip_share,
     intervention_images,
     intervention_influence,
     score_ranking,
@@ -264,6 +265,7 @@ def run_one(
     probes: LatentAttributes,
     test: FacesDataset,
     renders: dict[str, torch.Tensor],
+    oracle: torch.nn.Module,
 ) -> dict:
     path = folder / f"record-{task.name}-s{seed}.json"
     if path.exists():
@@ -283,6 +285,9 @@ def run_one(
         classifier, influence_factors, CONTENT_FACTORS, SIZE, levels=settings.levels, images=renders
     )
     record["influence_seconds"] = time.perf_counter() - started
+    record["flip_share"] = intervention_flip_share(
+        classifier, influence_factors, CONTENT_FACTORS, SIZE, levels=settings.levels, images=renders
+    )
     if task.spurious is not None:
         record["relies_on_spurious"] = record["influence"][SPURIOUS_FACTOR] > RELIANCE_LEVEL
 
@@ -298,6 +303,7 @@ def run_one(
     record["attribution_seconds"] = time.perf_counter() - started
     attack_valid = attribution(probes, result, settings.resamples, valid_only=True)
     record["attack_seconds"] = result.seconds
+    record["oracle_changes"] = oracle_changes(oracle, result)
     record["valid_counterfactuals"] = int(result.success.sum())
     record["mean_steps"] = float(result.steps.float().mean())
 
@@ -324,6 +330,21 @@ def run_one(
         record["attack_valid"] = {**metrics, "explanation": attack_valid.to_json()}
     path.write_text(json.dumps(record, indent=1, default=float))
     return record
+
+
+@torch.no_grad()
+def oracle_changes(oracle: torch.nn.Module, result: CounterfactualResult) -> dict[str, float]:
+    """What the attribute oracle sees change in the images: per attribute, mean_i d_i (q(x_cf) - q(x_rec)).
+
+    q: the oracle's probability; x_rec: the generator's reconstruction of the original (the attack's
+    starting image, so reconstruction error is not counted); d_i as in S_a. Every counterfactual, as the
+    attack's S_a. An independent reading of the counterfactuals, beside the latent probes' S_a.
+    """
+    directions = directions_from_result(result)
+    before = torch.sigmoid(oracle(result.reconstructions))
+    after = torch.sigmoid(oracle(result.counterfactuals))
+    change = (directions[:, None] * (after - before)).mean(0)
+    return {name: float(value) for name, value in zip(oracle.attribute_names, change)}
 
 
 # ------------------------------------------------------------------------------------------ cost
@@ -460,6 +481,71 @@ def task_table(task: Task, records: list[dict], summary: dict) -> list[str]:
     return lines
 
 
+SHORTCUT_ATTRIBUTE = "warm_background"  # the binary attribute the attribute oracle reads for the shortcut
+
+
+def _oracle_rank(changes: dict[str, float], name: str) -> int:
+    return sorted(changes, key=lambda a: -abs(changes[a])).index(name) + 1
+
+
+def shortcut_table(records: list[dict]) -> list[str]:
+    """Why the shortcut is or is not in the ranking: what one factor alone can do to the decision, and what
+    the attribute oracle sees change in the counterfactuals themselves."""
+    driver = TASKS["smiling-spurious"].drivers[0]
+    lines = [
+        "What the counterfactuals could change and what they did change. 'Alone flips': share of the influence "
+        "faces whose decision that factor alone flips (some level of it, everything else unchanged, gives the "
+        "other class; `vcex.evaluation.ground_truth.intervention_flip_share`); where it is low, a counterfactual "
+        "that changes only that factor rarely exists. 'Oracle-read change': mean d_i times the change of the "
+        "attribute oracle's probability from the attack's start (the generator's reconstruction) to the "
+        f"counterfactual, over every counterfactual, and the rank of `{SHORTCUT_ATTRIBUTE}` among the 11 "
+        "attributes by its size: an independent reading of the images, not of the latent probes.",
+        "",
+        f"| seed | influence of {SPURIOUS_FACTOR} | of {driver} | {SPURIOUS_FACTOR} alone flips | {driver} alone "
+        f"flips | oracle-read change of {SHORTCUT_ATTRIBUTE} | its rank | oracle-read top 3 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        changes = r["oracle_changes"]
+        top = sorted(changes, key=lambda a: -abs(changes[a]))[:3]
+        lines.append(
+            f"| {r['seed']} | {r['influence'][SPURIOUS_FACTOR]:.3f} | {r['influence'][driver]:.3f} | "
+            f"{_share(r['flip_share'][SPURIOUS_FACTOR])} | {_share(r['flip_share'][driver])} | "
+            f"{changes[SHORTCUT_ATTRIBUTE]:+.3f} | {_oracle_rank(changes, SHORTCUT_ATTRIBUTE)} | "
+            + ", ".join(f"{a} {changes[a]:+.2f}" for a in top)
+            + " |"
+        )
+    return lines
+
+
+def shortcut_summary(records: list[dict]) -> str | None:
+    rows = [r for r in records if "relies_on_spurious" in r and r["relies_on_spurious"]]
+    if not rows:
+        return None
+    driver = TASKS["smiling-spurious"].drivers[0]
+    ranks = [_oracle_rank(r["oracle_changes"], SHORTCUT_ATTRIBUTE) for r in rows]
+    missed = [r for r, rank in zip(rows, ranks) if rank > 3]
+    text = (
+        f"- Why (section smiling-spurious): in these classifiers the background hue alone flips "
+        f"{_fmean([100 * r['flip_share'][SPURIOUS_FACTOR] for r in rows]):.0f}% of the faces and the smile alone "
+        f"{_fmean([100 * r['flip_share'][driver] for r in rows]):.0f}%; in the attack's counterfactuals the "
+        f"attribute oracle reads `{SHORTCUT_ATTRIBUTE}` changing by "
+        f"{_mean([r['oracle_changes'][SHORTCUT_ATTRIBUTE] for r in rows])} on average (rank "
+        f"{', '.join(map(str, ranks))} of 11 by size of change, per seed; in the top 3 for "
+        f"{len(rows) - len(missed)} of {len(rows)})."
+    )
+    if missed:
+        largest = [max(r["oracle_changes"], key=lambda a: abs(r["oracle_changes"][a])) for r in missed]
+        common = max(set(largest), key=largest.count)
+        text += (
+            f" For the {len(missed)} whose background the oracle, too, reads outside the top 3, the counterfactuals "
+            f"themselves barely change the background (the largest oracle-read change is `{common}` in "
+            f"{largest.count(common)} of them): the attack's smallest change in W goes elsewhere, and no scoring "
+            "of those counterfactuals can honestly put the background in the top 3."
+        )
+    return text
+
+
 def render(settings: Settings, records: list[dict], summary: dict, cost_figures: dict, context: dict) -> str:
     info = context["versions"]
     overall = summary["overall"]
@@ -534,6 +620,9 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
             f"{_share(valid['spurious_top3_when_relied'])}, the baseline {_share(linear['spurious_top3_when_relied'])} "
             "(target: always, for the attack)."
         )
+        why = shortcut_summary(records)
+        if why:
+            lines.append(why)
     reads_driver = sum(any(r["influence"][d] > RELIANCE_LEVEL for d in TASKS[r["task"]].drivers) for r in records)
     lines += [
         f"- Classifiers that read at least one of their label's drivers (influence above {RELIANCE_LEVEL}): "
@@ -577,6 +666,8 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
             f"{_mean([r['influence_seconds'] for r in rows])}, "
             f"linear baseline {_mean([r['linear_seconds'] for r in rows])}.",
         ]
+        if task.spurious is not None and all("oracle_changes" in r for r in rows):
+            lines += [""] + shortcut_table(rows)
     c = cost_figures
     lines += [
         "",
@@ -669,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"work folder {folder}")
 
     probes, probe_cost = fitted_probes(style, settings, folder)
+    oracle = load_model("faces-attributes", progress=False)
     log(f"probes: {probe_cost}")
     test = load_face_table("test", SIZE)
     influence_factors = {name: value[: settings.influence_faces] for name, value in test.factors.items()}
@@ -679,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in settings.seeds:
             started = time.perf_counter()
             cached = (folder / f"record-{name}-s{seed}.json").exists()
-            record = run_one(TASKS[name], seed, settings, folder, style, probes, test, renders)
+            record = run_one(TASKS[name], seed, settings, folder, style, probes, test, renders, oracle)
             records.append(record)
             log(
                 f"{name} seed {seed}: acc {record['test_accuracy']:.3f}, attack rank {record['attack']['driver_rank']}"
