@@ -363,11 +363,11 @@ def render(
         "",
         "Memory: `explain` works chunk by chunk, so its working set (one chunk's activations, the attack's Adam "
         "state for one chunk) is bounded by the chunk size. What it returns is not: the result holds several "
-        "N-sized tensors (about 9.4 KB per MNIST image), and `Explainer.explain` keeps every chunk's result until "
-        "it concatenates them at the end, so for a moment both the per-chunk parts and the joined result are "
-        "resident: about twice the result. The extra-memory slope above is therefore compared with the result's "
-        "own size per image: a ratio near 2 is that concatenation; more than 2 is memory the process holds "
-        "beyond live tensors (the C allocator's heap keeping freed chunk buffers), which the check below separates.",
+        "N-sized tensors (about 9.4 KB per MNIST image), which `Explainer.explain` fills chunk by chunk "
+        "(`ResultBuilder`: tensors preallocated for all N images), so at its peak it holds one copy of the result "
+        "plus the current chunk. The extra-memory slope above is therefore compared with the result's own size per "
+        "image: a ratio near 1 is the result itself; more than 1 is memory the process holds beyond live tensors "
+        "(the C allocator's heap keeping freed chunk buffers), which the check below separates.",
         "",
     ]
     if checks:
@@ -381,16 +381,16 @@ def render(
             "times are not comparable (a fresh mapping and its page faults per tensor slow both methods down) "
             "and are shown only for the record.",
             "",
-            "| method | N | ms / CF | result MB | 2 × result MB | peak extra MB, default malloc "
-            "| peak extra MB, fixed mmap threshold | fixed-threshold extra − 2 × result MB |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | N | ms / CF | result MB | peak extra MB, default malloc "
+            "| peak extra MB, fixed mmap threshold | fixed-threshold extra − result MB |",
+            "|---|---|---|---|---|---|---|",
         ]
         for (method, n), r in sorted(checks.items(), key=lambda item: (list(METHODS).index(item[0][0]), item[0][1])):
             default = records.get((method, n))
             lines.append(
-                f"| {method} | {n:,} | {r['ms_per_cf']:.3f} | {_mb(r['result_bytes'])} | {_mb(2 * r['result_bytes'])} "
+                f"| {method} | {n:,} | {r['ms_per_cf']:.3f} | {_mb(r['result_bytes'])} "
                 f"| {_mb(default['extra_bytes']) if default else '–'} | {_mb(r['extra_bytes'])} "
-                f"| {_mb(r['extra_bytes'] - 2 * r['result_bytes'])} |"
+                f"| {_mb(r['extra_bytes'] - r['result_bytes'])} |"
             )
         lines.append("")
     return "\n".join(lines)
