@@ -87,6 +87,14 @@ def test_explain_attack_residual_starts_from_the_original(tiny_recipes, tmp_path
     assert json.loads((out / "metrics.json").read_text())["settings"]["residual"] is True
 
 
+def test_explain_attack_in_bf16_records_its_precision(tiny_recipes, tmp_path):
+    out = tmp_path / "bf16"
+    argv = ["explain", "--precision", "bf16", "--n", "3", "--threshold", "0.9", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["precision"] == "bf16" and metrics["n"] == 3
+
+
 def test_demo_writes_report(tiny_recipes, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n", "6", "--examples", "3", "--quiet"]) == 0
@@ -118,6 +126,8 @@ def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
         (["explain", "--target", "12", "--n", "2", "--out", "x"], "out of range"),
         (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "--consistency is for --method disc"),
         (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual is for --method attack"),
+        (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision is for"),
+        (["explain", "--precision", "fp8", "--n", "2", "--out", "x"], "unknown precision 'fp8'"),
         (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(
             [(["explain", "--device", "cuda", "--n", "2", "--out", "x"], "no CUDA device")]

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default off: on faces it cut MNAC from 2.2 to 1.4 but halved oracle agreement, docs/benchmarks/faces.md)",
     )
     explain.add_argument(
+        "--precision",
+        default=None,
+        help="attack only: fp32 (default) | bf16 (decoder and classifier under bfloat16 autocast, for GPUs)",
+    )
+    explain.add_argument(
         "--consistency", default=None, help="disc only: manifold consistency energy (default) | duq | none"
     )
     explain.add_argument(
@@ -173,6 +178,10 @@ def _explain(args: argparse.Namespace) -> None:
         if args.method != "attack":
             raise InputError(f"--residual is for --method attack, not {args.method}")
         options["residual"] = args.residual
+    if args.precision is not None:
+        if args.method != "attack":
+            raise InputError(f"--precision is for --method attack, not {args.method}")
+        options["precision"] = args.precision
     if args.consistency is not None:
         if args.method != "disc":
             raise InputError(f"--consistency is for --method disc, not {args.method}")

@@ -50,6 +50,23 @@ def test_residual_mode_adds_the_decoded_change_to_the_original(tiny_classifier, 
     assert torch.allclose(untouched.counterfactuals, images[:4], atol=1e-6)
 
 
+def test_bf16_autocast_keeps_float32_outputs_and_reaches_the_target(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, precision="bf16")
+    result = attack.explain(images[:16])
+    assert attack.settings()["precision"] == "bf16"
+    assert "precision" not in CounterfactualAttack(tiny_classifier, tiny_vae).settings()  # fp32 rows unchanged
+    assert result.counterfactuals.dtype == result.counterfactual_latents.dtype == result.target_prob.dtype
+    assert result.counterfactuals.dtype == torch.float32
+    assert result.validity >= 0.75
+    with torch.no_grad():
+        probs = tiny_classifier(result.counterfactuals).softmax(1)
+    # the stop was decided on bf16 arithmetic: a float32 pass reads nearly the same probability
+    assert torch.allclose(probs.gather(1, result.target[:, None])[:, 0], result.target_prob, atol=0.05)
+    with pytest.raises(InputError, match="unknown precision 'fp8'"):
+        CounterfactualAttack(tiny_classifier, tiny_vae, precision="fp8")
+
+
 def test_early_stop_per_image(attack_result):
     steps = attack_result.steps
     assert int(steps.min()) < int(steps.max())  # images stop at different steps

@@ -10,6 +10,7 @@ must shrink with the active batch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +70,7 @@ def optimise_until_confident(
     check_every: int = 1,
     progress: bool = False,
     render_rows: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> LoopOutput:
     """Optimise one variable per image until the classifier is confident in its target.
 
@@ -85,6 +87,9 @@ def optimise_until_confident(
         check_every: how often finished images are dropped from the batch (each check syncs the host).
         render_rows: call ``render(variables, rows)`` instead, ``rows`` (b,) mapping the active
             variables to batch rows (for renders that add a per-image term, e.g. a residual).
+        autocast: run render and classifier under ``torch.autocast`` with this dtype (e.g.
+            ``torch.bfloat16``: faster matmuls and convolutions on GPUs with bf16 units). The variables,
+            Adam's state, the probabilities and the returned images stay float32.
     """
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
@@ -92,6 +97,9 @@ def optimise_until_confident(
         raise InputError(f"max_steps must be >= 0, got {max_steps}")
     batch = initial.shape[0]
     device = initial.device
+    mixed = autocast is not None and autocast != torch.float32
+    # a disabled torch.autocast still costs a context switch per step; skip it entirely in float32
+    cast = (lambda: torch.autocast(device.type, dtype=autocast)) if mixed else nullcontext
     index = torch.arange(batch, device=device)
     variables = initial.detach().clone()
     first_moment = torch.zeros_like(variables)
@@ -111,9 +119,11 @@ def optimise_until_confident(
 
     for step in range(max_steps + 1):
         variables.requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), cast():
             images = render(variables, index) if render_rows else render(variables)
-            log_probs = F.log_softmax(classifier(images), dim=1)
+            if mixed:
+                images = images.float()
+            log_probs = F.log_softmax(classifier(images).float(), dim=1)
             log_p = log_probs.gather(1, active_target[:, None]).squeeze(1)
         prob = log_p.detach().exp()
         reached = prob < threshold if lower else prob > threshold
