@@ -167,7 +167,9 @@ def intervention_influence(
         output; 1: moving it always swings the probability from 0 to 1. Higher means the
         classifier relies on the factor more.
     """
-    probs = _level_probabilities(classifier, factors, names, size, levels, images, positive_class, batch_size)
+    probs = _level_probabilities(
+        classifier, factors, names, size, levels, images, positive_class, batch_size, with_base=False
+    )
     return {name: float((p.max(0).values - p.min(0).values).mean()) for name, (p, _) in probs.items()}
 
 
@@ -207,8 +209,10 @@ def _level_probabilities(
     images: Mapping[str, Tensor] | None,
     positive_class: int,
     batch_size: int,
-) -> dict[str, tuple[Tensor, Tensor]]:
-    """factor -> ((L, N) positive-class probabilities at each level, (N,) on the unchanged faces)."""
+    with_base: bool = True,
+) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """factor -> ((L, N) positive-class probabilities at each level, (N,) on the unchanged faces, or None
+    without ``with_base``: the unchanged faces are rendered and classified only when asked for)."""
     values, n = _checked_factors(factors)
     names = _checked_names(names)
     if int(batch_size) < 1:
@@ -222,7 +226,11 @@ def _level_probabilities(
     if was_training:
         classifier.eval()
     try:
-        base = _positive_prob(classifier, render_faces(values, size=size), positive_class, batch_size, device)
+        base = (
+            _positive_prob(classifier, render_faces(values, size=size), positive_class, batch_size, device)
+            if with_base
+            else None
+        )
         out = {}
         for name in names:
             grid = factor_levels(name, levels)
