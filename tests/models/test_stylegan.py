@@ -152,6 +152,17 @@ def test_training_lowers_the_loss() -> None:
     assert {"loss", "l1", "psnr", "train_psnr", "seconds", "seconds_per_epoch"} <= set(metrics)
 
 
+def test_generator_lr_sets_the_generators_rate_apart_from_the_encoders() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 16, 16)
+    autoencoder = StyleAutoencoder(TINY)
+    generator_before = [p.detach().clone() for p in autoencoder.generator.parameters()]
+    encoder_before = [p.detach().clone() for p in autoencoder.encoder.parameters()]
+    train_style_autoencoder(autoencoder, images, epochs=1, batch_size=8, lr=3e-3, generator_lr=0.0, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(generator_before, autoencoder.generator.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(encoder_before, autoencoder.encoder.parameters()))
+
+
 def test_training_with_all_terms_is_deterministic() -> None:
     images = torch.rand(12, 3, 16, 16)
 
