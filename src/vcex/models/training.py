@@ -62,6 +62,32 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return padded[:, :, offsets[0] : offsets[0] + h, offsets[1] : offsets[1] + w]
 
 
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float, radius: int = 2) -> torch.Tensor:
+    """Blur (N, C, H, W) images with a Gaussian of standard deviation ``sigma`` pixels, a float or one
+    per image (N,); sigma 0 leaves an image unchanged. Edges are replicated."""
+    n, c, _, _ = images.shape
+    sigma = torch.as_tensor(sigma, dtype=images.dtype).expand(n)
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-offsets.pow(2) / (2 * sigma.clamp_min(1e-3).pow(2)[:, None]))  # (N, K)
+    kernel = kernel / kernel.sum(1, keepdim=True)
+    kernel = kernel.repeat_interleave(c, 0)  # one kernel per (image, channel)
+    x = F.pad(images, [radius] * 4, mode="replicate").reshape(1, n * c, images.shape[2] + 2 * radius, -1)
+    x = F.conv2d(x, kernel[:, None, None, :], groups=n * c)
+    x = F.conv2d(x, kernel[:, None, :, None], groups=n * c)
+    return x.reshape(images.shape)
+
+
+def random_blur(images: torch.Tensor, max_sigma: float, generator: torch.Generator, share: float = 0.5) -> torch.Tensor:
+    """Blur a random ``share`` of the images, each with sigma drawn uniformly from (0, ``max_sigma``]
+    pixels: augmentation that teaches a reader to see attributes through a generator's softness."""
+    if max_sigma <= 0 or share <= 0:
+        return images
+    n = len(images)
+    sigma = torch.rand(n, generator=generator) * max_sigma
+    sigma = torch.where(torch.rand(n, generator=generator) < share, sigma, torch.zeros(()))
+    return gaussian_blur(images, sigma)
+
+
 def classification_loss(network: nn.Module, max_shift: int = 0) -> Callable:
     """Cross-entropy of ``network`` (a :class:`Classifier`) with optional random shifts."""
 
