@@ -39,8 +39,11 @@ def main() -> None:
         for stale in target.glob(f"{name}-*.safetensors"):
             if stale.name != spec.path.name:
                 stale.unlink()
-        shutil.copyfile(spec.path, target / spec.path.name)
-        print(f"shipped {spec.path.name} ({spec.path.stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
+        # a model loaded from the shipped file itself (nothing cached) is already in place
+        if spec.path.exists():
+            shutil.copyfile(spec.path, target / spec.path.name)
+        shipped = target / spec.path.name
+        print(f"shipped {shipped.name} ({shipped.stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
         del model
     files = sorted(target.glob("*.safetensors"))
     total = sum(f.stat().st_size for f in files) / 2**20
