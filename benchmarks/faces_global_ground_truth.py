@@ -122,7 +122,7 @@ class Settings:
     spurious_agreement: float = 0.9
     n: int = 100  # test faces explained per classifier
     max_steps: int = 200  # attack step budget per face
-    attack_lr: float = FACES_ATTACK_LR  # the attack's Adam step in W: vcex's faces default (0.1 changed more)
+    attack_lr: float = FACES_ATTACK_LR  # the attack's Adam step in W: vcex's faces default
     influence_faces: int = 100
     levels: int = DEFAULT_LEVELS
     probe_faces: int = 12_000

@@ -311,6 +311,9 @@ FACE_STYLE_RECIPE = {
     "epochs": 16,
     "batch_size": 32,
     "lr": 2e-3,
+    # the generator's equalised-lr layers learn ~sqrt(fan-in) times more slowly under Adam than the encoder's
+    # plain ones: at 2e-3 for both, 6 epochs gave PSNR 22.6 dB; at 1.5e-2 for the generator, 25.8 dB
+    "generator_lr": 1.5e-2,
     "perceptual_weight": 1.0,
     "latent_weight": 0.1,
     "detail_boost": 4.0,
@@ -396,6 +399,7 @@ def train_face_style(
         epochs=recipe["epochs"] if epochs is None else epochs,
         batch_size=recipe["batch_size"],
         lr=recipe["lr"],
+        generator_lr=recipe["generator_lr"],
         perceptual=perceptual.features,
         perceptual_weight=recipe["perceptual_weight"],
         latent_weight=recipe["latent_weight"],
