@@ -83,12 +83,13 @@ def render(context: dict, budget: dict, shipped: dict) -> str:
         f"and {context['load_end']} at the end (1, 5, 15 min).",
         f"- Versions: vcex {info['vcex']}, torch {info['torch']}, Python {info['python']}",
         f"- Budget generator: the small config at 32x32 (w in R^128, 16-128 channels) with the zoo's recipe "
-        f"(`train_face_style`: batch {FACE_STYLE_RECIPE['batch_size']}, lr {FACE_STYLE_RECIPE['lr']}, perceptual "
+        f"(`train_face_style`: batch {FACE_STYLE_RECIPE['batch_size']}, lr {FACE_STYLE_RECIPE['lr']} for the encoder "
+        f"and {FACE_STYLE_RECIPE['generator_lr']} for the generator, perceptual "
         f"weight {FACE_STYLE_RECIPE['perceptual_weight']}, latent weight {FACE_STYLE_RECIPE['latent_weight']}, "
         f"detail boost {FACE_STYLE_RECIPE['detail_boost']}, seed 13), **{context['epochs']} epochs** instead of "
         f"{FACE_STYLE_RECIPE['epochs']}, on {context['train_faces']:,} training faces.",
         f"- Shipped generator: `faces-style` ({FACE_STYLE_RECIPE['epochs']} epochs, "
-        f"{context['shipped_train_minutes']:.0f} min on 2 CPU cores when it was made).",
+        f"{context['shipped_train_minutes']:.0f} min on this 2-core CPU machine when it was made).",
         "",
         "## Training time",
         "",
