@@ -141,3 +141,13 @@ def test_real_fixtures_pixel_result_without_latents(tiny_vae, mnist_small):
     # the fixtures are seeded, so this probe's usability is fixed: the thickening must read as thicker
     assert probes.reports[probes.names.index("thickness")].usable
     assert float(local.scores[:, probes.names.index("thickness")].mean()) > 0
+
+
+def test_probes_do_not_depend_on_the_latents_units(fitted):
+    # the probes fit standardised coordinates: the same latents in other units give the same read-outs
+    probes, z = fitted
+    _, descriptors = synthetic()
+    z_shift = z * 17.0 + 3.0
+    rescaled = LatentAttributes(None).fit_latents(z_shift, descriptors, test_fraction=0.2, seed=0)
+    torch.testing.assert_close(rescaled.probabilities(z_shift), probes.probabilities(z), atol=1e-4, rtol=0)
+    torch.testing.assert_close(rescaled.accuracy, probes.accuracy)

@@ -219,6 +219,12 @@ class LatentAttributes:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         test_rows, train_rows = order[:n_test], order[n_test:]
         z = latents.double().numpy()
+        # probes see standardised coordinates (training split's mean and spread), so that C=1 and lbfgs's
+        # convergence do not depend on the latent's units; the weights are mapped back to raw latents below
+        center = z[train_rows.numpy()].mean(0)
+        spread = z[train_rows.numpy()].std(0)
+        spread = np.where(spread > 0, spread, 1.0)
+        z = (z - center) / spread
         z_train, z_test = z[train_rows.numpy()], z[test_rows.numpy()]
 
         weights = np.zeros((len(descriptors.names), z.shape[1]))
@@ -246,9 +252,10 @@ class LatentAttributes:
                     )
                 )  # fmt: skip
                 continue
-            # Paper defaults (L2, C=1, lbfgs); max_iter raised because raw latents converge slowly.
+            # Paper defaults (L2, C=1, lbfgs), on standardised latents (the paper fits raw ones)
             probe = LogisticRegression(C=1.0, max_iter=1000).fit(z_train, y_train)
-            weights[j], bias[j] = probe.coef_[0], probe.intercept_[0]
+            weights[j] = probe.coef_[0] / spread
+            bias[j] = probe.intercept_[0] - float((probe.coef_[0] * center / spread).sum())
             correct = int((probe.predict(z_test) == y_test).sum())
             accuracy = correct / n_test
             p_value = float(binomtest(correct, n_test, min(chance, 1.0 - 1e-12), alternative="greater").pvalue)
