@@ -40,7 +40,7 @@ AMORTIZED_FIT = {"epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 0}
 # gave one-pass validity 0.94 on 100 test faces, so 3 epochs on all of them (~6 min on 1 CPU thread)
 AMORTIZED_FIT_FACES = {"epochs": 3, "batch_size": 64, "lr": 3e-3, "seed": 0}
 # the amortized explainer's latent-norm weight and refinement step on faces: its defaults (0.2, 0.1) scaled by
-# the spread ratio of the previous generator's W to the current one's (0.43 / 7.4), on which they were measured;
+# the spread ratio of the previous generator's W, where they worked, to the current one's (0.43 / 7.4);
 # unscaled, the norm penalty outweighs the target term and one pass flips almost nothing (validity 0.005)
 FACES_AMORTIZED = {"latent_weight": 0.012, "lr_refine": 1.7}
 PRESETS = ("vcex", "paper")

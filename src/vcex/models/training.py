@@ -78,7 +78,7 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float, radius: int
 
 
 def random_blur(images: torch.Tensor, max_sigma: float, generator: torch.Generator, share: float = 0.5) -> torch.Tensor:
-    """Blur a random ``share`` of the images, each with sigma drawn uniformly from (0, ``max_sigma``]
+    """Blur a random ``share`` of the images, each with sigma drawn uniformly from [0, ``max_sigma``)
     pixels: augmentation that teaches a reader to see attributes through a generator's softness."""
     if max_sigma <= 0 or share <= 0:
         return images
