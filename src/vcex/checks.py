@@ -61,3 +61,12 @@ def short_list(indices: list[int], limit: int = 8) -> str:
     """Format a list of indices for an error message, truncated after ``limit`` items."""
     shown = ", ".join(str(i) for i in indices[:limit])
     return shown + (f", ... ({len(indices)} in all)" if len(indices) > limit else "")
+
+
+def device_of(model: object) -> torch.device:
+    """The device of a model's first parameter (the CPU for a model without parameters)."""
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        for parameter in parameters():
+            return parameter.device
+    return torch.device("cpu")

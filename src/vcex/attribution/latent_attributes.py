@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vcex.attribution.descriptors import Descriptors
-from vcex.checks import short_list
+from vcex.checks import device_of, short_list
 from vcex.errors import InputError
 from vcex.explainers.result import CounterfactualResult
 
@@ -161,7 +161,7 @@ class LatentAttributes:
         if not isinstance(images, torch.Tensor) or images.dim() < 2 or images.shape[0] == 0:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputError(f"images must be a non-empty (N, C, H, W) tensor, got {shape}")
-        device = _device_of(self.latent_model)
+        device = device_of(self.latent_model)
         parts = [
             self.latent_model.encode(images[start : start + self.batch_size].to(device)).flatten(1).float().cpu()
             for start in range(0, images.shape[0], self.batch_size)
@@ -404,11 +404,3 @@ def _as_latent_matrix(latents: torch.Tensor, name: str, dim: int | None = None) 
     if not bool(torch.isfinite(latents).all()):
         raise InputError(f"{name} contain NaN or inf values")
     return latents
-
-
-def _device_of(model: object) -> torch.device:
-    parameters = getattr(model, "parameters", None)
-    if callable(parameters):
-        for parameter in parameters():
-            return parameter.device
-    return torch.device("cpu")

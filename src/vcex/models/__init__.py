@@ -2,6 +2,7 @@
 
 from vcex.models.classifiers import Classifier, KNNOracle, OracleNet, SmallCNN, as_classifier
 from vcex.models.latent import VAE, ClassAutoencoders, LatentModel, as_latent_model
+from vcex.models.whitening import WhitenedLatentModel
 from vcex.models.zoo import (
     load_classifier,
     load_duq,
@@ -20,6 +21,7 @@ __all__ = [
     "LatentModel",
     "OracleNet",
     "SmallCNN",
+    "WhitenedLatentModel",
     "as_classifier",
     "as_latent_model",
     "load_classifier",
