@@ -87,6 +87,21 @@ def test_explain_attack_residual_starts_from_the_original(tiny_recipes, tmp_path
     assert json.loads((out / "metrics.json").read_text())["settings"]["residual"] is True
 
 
+def test_explain_attack_whitened_saves_the_vaes_own_latents(tiny_recipes, tmp_path):
+    out = tmp_path / "whitened"
+    argv = ["explain", "--whiten", "--n", "4", "--threshold", "0.9", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["whiten"] is True and metrics["settings"]["lr"] == 0.1 and metrics["validity"] >= 0.5
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    vae = zoo.load_latent_model("mnist-vae", progress=False)
+    with torch.no_grad():  # the whitened coordinates were mapped back: the VAE decodes them to the images
+        decoded = vae.decode(saved["counterfactual_latents"])
+        encoded = vae.encode(saved["originals"])
+    assert torch.allclose(decoded, saved["counterfactuals"], atol=1e-4)
+    assert torch.allclose(encoded, saved["original_latents"], atol=1e-4)
+
+
 def test_explain_attack_in_bf16_records_its_precision(tiny_recipes, tmp_path):
     out = tmp_path / "bf16"
     argv = ["explain", "--precision", "bf16", "--n", "3", "--threshold", "0.9", "--out", str(out), "--quiet"]
@@ -127,6 +142,7 @@ def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
         (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "--consistency is for --method disc"),
         (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual is for --method attack"),
         (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision is for"),
+        (["explain", "--method", "linear", "--whiten", "--n", "2", "--out", "x"], "--whiten is for --method attack"),
         (["explain", "--precision", "fp8", "--n", "2", "--out", "x"], "unknown precision 'fp8'"),
         (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(
@@ -164,3 +180,8 @@ def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys
             assert row["ci_low"] <= row["score"] <= row["ci_high"]
     assert (out / "global.html").exists() and list(out.glob("global-*.png"))
     assert "top_descriptors" in json.loads(capsys.readouterr().out)
+
+    whitened = tmp_path / "global-whitened"
+    assert main(["global", "--whiten", "--n", "20", "--threshold", "0.9", "--out", str(whitened), "--quiet"]) == 0
+    record = json.loads((whitened / "global.json").read_text())
+    assert record["whiten"] is True and record["valid_counterfactuals"] >= 10

@@ -27,13 +27,15 @@ def tiny_faces(monkeypatch, tmp_path_factory):
     faces_tasks.load_face_table.cache_clear()
 
 
-@pytest.mark.parametrize("space", ["w", "style"])
-def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, space):
+@pytest.mark.parametrize(("space", "whiten"), [("w", False), ("style", False), ("style", True)])
+def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, space, whiten):
     out = tmp_path / space
     argv = ["explain", "--dataset", "faces", "--classifier", "smiling", "--space", space, "--n", "6"]
+    argv += ["--whiten"] if whiten else []
     assert main(argv + ["--threshold", "0.9", "--max-steps", "60", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "faces-smiling" and metrics["space"] == space and metrics["n"] == 6
+    assert metrics["whiten"] is whiten
     assert metrics["label_attributes"] == ["smiling"]
     assert 0 <= metrics["mnac"] <= len(metrics["attribute_change_rate"]) - 1
     assert "smiling" in metrics["attribute_change_rate"]

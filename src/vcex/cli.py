@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default off: on faces it cut MNAC from 2.2 to 1.4 but halved oracle agreement, docs/benchmarks/faces.md)",
     )
     explain.add_argument(
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="attack only: run the attack in the whitened coordinates of the latent (fitted on training encodings), "
+        "so its steps follow the data's spread (default off; docs/benchmarks/faces.md and faces-global.md)",
+    )
+    explain.add_argument(
         "--precision",
         default=None,
         help="attack only: fp32 (default) | bf16 (decoder and classifier under bfloat16 autocast, for GPUs)",
@@ -78,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     global_.add_argument("--out", required=True, help="output folder (global.json, charts, global.html)")
     global_.add_argument("--threshold", type=float, default=None, help="target confidence the attack must reach")
     global_.add_argument("--max-steps", type=int, default=None, help="the attack's step budget per image")
+    global_.add_argument(
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run the attack in the whitened latent (see vcex explain --whiten); the probes read the raw latents",
+    )
     _add_common(global_)
 
     benchmark = commands.add_parser(
@@ -178,6 +191,10 @@ def _explain(args: argparse.Namespace) -> None:
         if args.method != "attack":
             raise InputError(f"--residual is for --method attack, not {args.method}")
         options["residual"] = args.residual
+    if args.whiten is not None:
+        if args.method != "attack":
+            raise InputError(f"--whiten is for --method attack, not {args.method}")
+        options["whiten"] = args.whiten
     if args.precision is not None:
         if args.method != "attack":
             raise InputError(f"--precision is for --method attack, not {args.method}")
@@ -233,6 +250,7 @@ def _global(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         threshold=args.threshold,
         max_steps=args.max_steps,
+        whiten=args.whiten,
     )
     summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
     print(

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from vcex import Classifier, CounterfactualAttack, InputError, WhitenedLatentModel
+from vcex import Classifier, CounterfactualAttack, InputError, PixelAttack, WhitenedLatentModel
 
 
 class LinearSigmoidLatent(nn.Module):
@@ -98,3 +98,19 @@ def test_bad_input_is_refused_with_a_clear_error():
     whitened = WhitenedLatentModel.from_latents(base, torch.randn(20, 6))
     with pytest.raises(InputError, match=r"\(N, 6\)"):
         whitened.decode(torch.randn(3, 5))
+
+
+def test_a_result_maps_back_to_the_wrapped_models_latents():
+    base = LinearSigmoidLatent()
+    latents, _ = data_latents()
+    whitened = WhitenedLatentModel.from_latents(base, latents)
+    classifier = Classifier(lambda x: torch.stack([torch.zeros(len(x)), 10 * (x.flatten(1) - 0.5).sum(1)], 1))
+    images = base.decode(latents[:6])
+    result = CounterfactualAttack(classifier, whitened, lr=0.1, max_steps=50).explain(images, target="flip")
+    in_base = whitened.to_base_result(result)
+    assert torch.allclose(base.decode(in_base.counterfactual_latents), result.counterfactuals, atol=1e-4)
+    assert torch.allclose(in_base.original_latents, base.encode(images), atol=1e-3)
+    assert torch.equal(in_base.counterfactuals, result.counterfactuals)
+    pixel = PixelAttack(classifier, max_steps=5).explain(images, target="flip")
+    with pytest.raises(InputError, match="no latents"):
+        whitened.to_base_result(pixel)

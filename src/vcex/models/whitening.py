@@ -19,12 +19,18 @@ The map is linear and invertible; ``to_base`` gives the wrapped model's own late
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from vcex.checks import device_of
 from vcex.errors import InputError
 from vcex.models.latent import LatentModel, as_latent_model
+
+if TYPE_CHECKING:
+    from vcex.explainers.result import CounterfactualResult
 
 DEFAULT_MIN_SCALE = 1e-3  # floor of a direction's spread, relative to the largest (keeps the map invertible)
 
@@ -127,6 +133,20 @@ class WhitenedLatentModel(nn.Module):
         if whitened.dim() != 2 or whitened.shape[1] != self.dim:
             raise InputError(f"whitened latents must be (N, {self.dim}), got {tuple(whitened.shape)}")
         return (self.mean + (whitened * self.scale) @ self.basis).reshape(-1, *self.latent_shape)
+
+    @torch.no_grad()
+    def to_base_result(self, result: CounterfactualResult) -> CounterfactualResult:
+        """A result of an explainer run on this model, with its latents mapped back to the wrapped model's."""
+        if result.original_latents is None or result.counterfactual_latents is None:
+            raise InputError("the result has no latents to map back; it was not made by a latent method")
+        device = self.mean.device
+        return dataclasses.replace(
+            result,
+            original_latents=self.to_base(result.original_latents.to(device)).to(result.original_latents.device),
+            counterfactual_latents=self.to_base(result.counterfactual_latents.to(device)).to(
+                result.counterfactual_latents.device
+            ),
+        )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.from_base(self.latent_model.encode(images))
