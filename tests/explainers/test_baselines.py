@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from vcex import InputError, LinearLatentEdit, PixelAttack
 
@@ -33,3 +34,26 @@ def test_linear_edit_needs_fit_then_moves_toward_target(tiny_classifier, tiny_va
     assert float(result.target_prob.mean()) > float(result.original_prob.mean())
     with pytest.raises(InputError, match="raises"):
         edit.explain(images[:4], lower=True)
+
+
+class ScaledLatent(torch.nn.Module):
+    """The same latent model in other units: z' = 17 z + 3 (the faces' W is ~17x wider than a VAE's z)."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return 17 * self.base.encode(images) + 3
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.base.decode((latents - 3) / 17)
+
+
+def test_linear_edit_does_not_depend_on_the_latents_units(tiny_classifier, tiny_vae, mnist_small):
+    train_images, _, images, _ = mnist_small
+    plain = LinearLatentEdit(tiny_classifier, tiny_vae, threshold=0.9).fit(train_images[:500])
+    scaled = LinearLatentEdit(tiny_classifier, ScaledLatent(tiny_vae), threshold=0.9).fit(train_images[:500])
+    assert scaled.probe_accuracy == pytest.approx(plain.probe_accuracy, abs=0.005)
+    first, second = plain.explain(images[:16]), scaled.explain(images[:16])
+    torch.testing.assert_close(second.counterfactuals, first.counterfactuals, atol=2e-3, rtol=0)

@@ -29,6 +29,7 @@ from vcex.attribution.descriptors import Descriptors
 from vcex.checks import device_of, short_list
 from vcex.errors import InputError
 from vcex.explainers.result import CounterfactualResult
+from vcex.standardize import raw_linear, standardization
 
 DEFAULT_MARGIN = 0.02  # a usable probe beats the majority-class rate by at least this much (held out)
 DEFAULT_ALPHA = 0.05  # ... and significantly: one-sided binomial test against the majority-class rate
@@ -221,9 +222,7 @@ class LatentAttributes:
         z = latents.double().numpy()
         # probes see standardised coordinates (training split's mean and spread), so that C=1 and lbfgs's
         # convergence do not depend on the latent's units; the weights are mapped back to raw latents below
-        center = z[train_rows.numpy()].mean(0)
-        spread = z[train_rows.numpy()].std(0)
-        spread = np.where(spread > 0, spread, 1.0)
+        center, spread = standardization(z[train_rows.numpy()])
         z = (z - center) / spread
         z_train, z_test = z[train_rows.numpy()], z[test_rows.numpy()]
 
@@ -254,8 +253,8 @@ class LatentAttributes:
                 continue
             # Paper defaults (L2, C=1, lbfgs), on standardised latents (the paper fits raw ones)
             probe = LogisticRegression(C=1.0, max_iter=1000).fit(z_train, y_train)
-            weights[j] = probe.coef_[0] / spread
-            bias[j] = probe.intercept_[0] - float((probe.coef_[0] * center / spread).sum())
+            raw_weights, raw_bias = raw_linear(probe.coef_[0], probe.intercept_[0], center, spread)
+            weights[j], bias[j] = raw_weights, float(raw_bias)
             correct = int((probe.predict(z_test) == y_test).sum())
             accuracy = correct / n_test
             p_value = float(binomtest(correct, n_test, min(chance, 1.0 - 1e-12), alternative="greater").pvalue)

@@ -11,6 +11,7 @@ from vcex.checks import check_images
 from vcex.errors import InputError
 from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer
 from vcex.models.latent import LatentModel
+from vcex.standardize import raw_linear, standardization
 
 
 class LinearLatentEdit(Explainer):
@@ -73,22 +74,24 @@ class LinearLatentEdit(Explainer):
             raise InputError("the classifier predicts a single class on these images; the probe needs at least two")
         probe = LogisticRegression(C=self.probe_c, max_iter=2000)
         flat = latents.flatten(1).double().cpu().numpy()
-        probe.fit(flat, labels.cpu().numpy())
+        # fitted on standardised latents (C and lbfgs's convergence would depend on the latent's units),
+        # its weights mapped back to raw latents below
+        center, spread = standardization(flat)
+        standardised = (flat - center) / spread
+        probe.fit(standardised, labels.cpu().numpy())
         num_classes = self.predict_proba(images[:1]).shape[1]
         weight = torch.zeros(num_classes, flat.shape[1], dtype=torch.float64)
         bias = torch.full((num_classes,), -1e4, dtype=torch.float64)  # classes never predicted stay unreachable
         fitted_classes = torch.as_tensor(probe.classes_)
-        coefficients = torch.as_tensor(probe.coef_)
+        raw_coefficients, raw_intercepts = raw_linear(probe.coef_, probe.intercept_, center, spread)
+        coefficients, intercepts = torch.as_tensor(raw_coefficients), torch.as_tensor(raw_intercepts)
         if len(fitted_classes) == 2:  # scikit-learn keeps one row for two classes: class 1 vs class 0
             coefficients = torch.cat([-coefficients / 2, coefficients / 2])
-            intercepts = torch.as_tensor(probe.intercept_)
             intercepts = torch.cat([-intercepts / 2, intercepts / 2])
-        else:
-            intercepts = torch.as_tensor(probe.intercept_)
         weight[fitted_classes] = coefficients
         bias[fitted_classes] = intercepts
         self.weight, self.bias = weight.float().to(self.device), bias.float().to(self.device)
-        self.probe_accuracy = float(probe.score(flat, labels.cpu().numpy()))
+        self.probe_accuracy = float(probe.score(standardised, labels.cpu().numpy()))
         return self
 
     def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:
