@@ -274,6 +274,18 @@ def ranking_metrics(explanation: object, task: Task, influence: dict[str, float]
     return metrics
 
 
+def cached_attack(
+    path: Path, classifier: Classifier, latent_model: torch.nn.Module, lr: float, settings: Settings, test: FacesDataset
+) -> CounterfactualResult:
+    """The attack's result on the first ``settings.n`` test faces (target: flip), loaded from ``path`` or computed."""
+    if path.exists():
+        return CounterfactualResult.load(path)
+    attack = CounterfactualAttack(classifier, latent_model, lr=lr, max_steps=settings.max_steps)
+    result = attack.explain(test.images[: settings.n], target="flip")
+    result.save(path)
+    return result
+
+
 def run_one(
     task: Task,
     seed: int,
@@ -310,12 +322,7 @@ def run_one(
         record["relies_on_spurious"] = record["influence"][SPURIOUS_FACTOR] > RELIANCE_LEVEL
 
     result_path = folder / f"result-{task.name}-s{seed}.safetensors"
-    if result_path.exists():
-        result = CounterfactualResult.load(result_path)
-    else:
-        attack = CounterfactualAttack(classifier, style, lr=settings.attack_lr, max_steps=settings.max_steps)
-        result = attack.explain(test.images[: settings.n], target="flip")
-        result.save(result_path)
+    result = cached_attack(result_path, classifier, style, settings.attack_lr, settings, test)
     started = time.perf_counter()
     attack = attribution(probes, result, settings.resamples)
     record["attribution_seconds"] = time.perf_counter() - started
@@ -370,12 +377,7 @@ def add_whitened_attack(
     seed = record["seed"]
     classifier, _ = train_classifier(task, seed, settings, folder)
     result_path = folder / f"result-whitened-lr{settings.whitened_lr:g}-{task.name}-s{seed}.safetensors"
-    if result_path.exists():
-        result = CounterfactualResult.load(result_path)
-    else:
-        attack = CounterfactualAttack(classifier, whitened, lr=settings.whitened_lr, max_steps=settings.max_steps)
-        result = attack.explain(test.images[: settings.n], target="flip")
-        result.save(result_path)
+    result = cached_attack(result_path, classifier, whitened, settings.whitened_lr, settings, test)
     in_w = whitened.to_base_result(result)
     with torch.no_grad():
         change = in_w.counterfactual_latents - in_w.original_latents
