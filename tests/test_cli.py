@@ -102,6 +102,27 @@ def test_explain_attack_whitened_saves_the_vaes_own_latents(tiny_recipes, tmp_pa
     assert torch.allclose(encoded, saved["original_latents"], atol=1e-4)
 
 
+def test_explain_attack_from_refined_latents_starts_closer_to_the_image(tiny_recipes, tmp_path):
+    errors = {}
+    for steps in (0, 30):
+        out = tmp_path / f"invert{steps}"
+        argv = ["explain", "--invert-steps", str(steps), "--n", "4", "--threshold", "0.9", "--out", str(out)]
+        assert main(argv + ["--quiet"]) == 0
+        assert json.loads((out / "metrics.json").read_text())["invert_steps"] == steps
+        saved = load_file(str(out / "counterfactuals.safetensors"))
+        errors[steps] = float((saved["reconstructions"] - saved["originals"]).pow(2).mean())
+    assert errors[30] < 0.9 * errors[0]
+    # with --whiten the refined latents are whitened by the encoder's own statistics, and come back unwhitened
+    out = tmp_path / "invert-whiten"
+    argv = ["explain", "--invert-steps", "30", "--whiten", "--n", "4", "--threshold", "0.9", "--out", str(out)]
+    assert main(argv + ["--quiet"]) == 0
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    vae = zoo.load_latent_model("mnist-vae", progress=False)
+    with torch.no_grad():
+        torch.testing.assert_close(vae.decode(saved["original_latents"]), saved["reconstructions"], atol=1e-4, rtol=0)
+    assert float((saved["reconstructions"] - saved["originals"]).pow(2).mean()) < 0.9 * errors[0]
+
+
 def test_explain_attack_in_bf16_records_its_precision(tiny_recipes, tmp_path):
     out = tmp_path / "bf16"
     argv = ["explain", "--precision", "bf16", "--n", "3", "--threshold", "0.9", "--out", str(out), "--quiet"]
@@ -143,6 +164,8 @@ def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
         (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual is for --method attack"),
         (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision is for"),
         (["explain", "--method", "linear", "--whiten", "--n", "2", "--out", "x"], "--whiten is for --method attack"),
+        (["explain", "--method", "pixel", "--invert-steps", "5", "--n", "2", "--out", "x"], "--invert-steps is for"),
+        (["explain", "--invert-steps", "-1", "--n", "2", "--out", "x"], "--invert-steps must be >= 0"),
         (["explain", "--precision", "fp8", "--n", "2", "--out", "x"], "unknown precision 'fp8'"),
         (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(

@@ -27,6 +27,7 @@ from vcex.explainers import (
 from vcex.explainers.base import TargetSpec
 from vcex.explainers.result import ResultBuilder
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
+from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
 from vcex.report import result_grid, save_png
 
@@ -152,6 +153,9 @@ def build_explainer(
     whiten = bool(options.pop("whiten", False))
     if whiten and method != "attack":
         raise InputError(f"--whiten is for --method attack, not {method}")
+    invert_steps = int(options.pop("invert_steps", 0) or 0)
+    if invert_steps and method != "attack":
+        raise InputError(f"--invert-steps is for --method attack, not {method}")
     if space not in SPACES:
         raise InputError(f"unknown latent space {space!r}; use one of {', '.join(SPACES)}")
     if space in ("w", "style"):
@@ -166,10 +170,20 @@ def build_explainer(
         if method not in ("attack", "linear"):
             raise InputError(f"--space style is for --method attack or linear, not {method}")
         latent_model = StyleSpaceModel(latent_model)
+    # the attack starts from latents refined by invert_steps of pixel-error inversion (the encoder alone: 0)
+    refined = RefinedEncoder(latent_model, steps=invert_steps) if invert_steps else None
     if whiten:
-        latent_model = bench.whitened_latent_model("style" if space == "style" else "latent", latent_model)
+        # whitened by the encoder's own training encodings (refining 4,000 of them would take minutes)
+        whitened = bench.whitened_latent_model("style" if space == "style" else "latent", latent_model)
+        if refined is not None:
+            whitened = WhitenedLatentModel(
+                refined, whitened.mean, whitened.basis, whitened.scale, whitened.latent_shape
+            )
+        latent_model = whitened
         if preset != "paper":
             options.setdefault("lr", WHITENED_ATTACK_LR)
+    elif refined is not None:
+        latent_model = refined
     if "device" in options:
         # the workbench's models stay on the CPU for evaluation; the explainer gets its own copies
         device = torch.device(options["device"])
@@ -291,6 +305,7 @@ def run_explain(
                 "dataset": bench.dataset,
                 "space": str(options.get("space") or "latent"),
                 "whiten": bool(options.get("whiten")),
+                "invert_steps": int(options.get("invert_steps") or 0),
             },
             sort_keys=True,
             default=str,
@@ -327,6 +342,7 @@ def run_explain(
     metrics["preset"] = preset
     metrics["space"] = str(options.get("space") or "latent")
     metrics["whiten"] = bool(options.get("whiten"))
+    metrics["invert_steps"] = int(options.get("invert_steps") or 0)
     metrics["target_rule"] = str(target)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["resumed_chunks"] = reused
