@@ -178,6 +178,17 @@ def _demo(args: argparse.Namespace) -> None:
     _say(args, f"wrote {report} in {time.perf_counter() - started:.1f} s")
 
 
+# explain's method-specific flags: argparse attribute -> (explainer option, the method it belongs to)
+METHOD_FLAGS = {
+    "refine": ("refine_steps", "amortized"),
+    "residual": ("residual", "attack"),
+    "invert_steps": ("invert_steps", "attack"),
+    "whiten": ("whiten", "attack"),
+    "precision": ("precision", "attack"),
+    "consistency": ("consistency", "disc"),
+}
+
+
 def _explain(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import parse_target, prepare, run_explain
@@ -191,32 +202,16 @@ def _explain(args: argparse.Namespace) -> None:
         "batch_size": args.batch_size,
         "device": args.device,
     }
-    if args.refine is not None:
-        if args.method != "amortized":
-            raise InputError(f"--refine is for --method amortized, not {args.method}")
-        options["refine_steps"] = args.refine
-    if args.residual is not None:
-        if args.method != "attack":
-            raise InputError(f"--residual is for --method attack, not {args.method}")
-        options["residual"] = args.residual
-    if args.invert_steps is not None:
-        if args.method != "attack":
-            raise InputError(f"--invert-steps is for --method attack, not {args.method}")
-        if args.invert_steps < 0:
-            raise InputError(f"--invert-steps must be >= 0, got {args.invert_steps}")
-        options["invert_steps"] = args.invert_steps
-    if args.whiten is not None:
-        if args.method != "attack":
-            raise InputError(f"--whiten is for --method attack, not {args.method}")
-        options["whiten"] = args.whiten
-    if args.precision is not None:
-        if args.method != "attack":
-            raise InputError(f"--precision is for --method attack, not {args.method}")
-        options["precision"] = args.precision
-    if args.consistency is not None:
-        if args.method != "disc":
-            raise InputError(f"--consistency is for --method disc, not {args.method}")
-        options["consistency"] = args.consistency
+    for attribute, (key, method) in METHOD_FLAGS.items():
+        value = getattr(args, attribute)
+        if value is None:
+            continue
+        flag = "--" + attribute.replace("_", "-")
+        if args.method != method:
+            raise InputError(f"{flag} is for --method {method}, not {args.method}")
+        if attribute == "invert_steps" and value < 0:
+            raise InputError(f"--invert-steps must be >= 0, got {value}")
+        options[key] = value
     if args.method in ("linear",):
         options = {k: v for k, v in options.items() if k in ("space", "threshold", "batch_size", "device")}
     _, metrics = run_explain(
