@@ -299,12 +299,12 @@ FACE_MODELS = {
     "faces-factors": "factor regressor: perceptual features for training the style generator",
     "faces-style": "style generator with encoder (W, W+ and StyleSpace), the faces' latent model",
 }
-# the style generator's recipe: the small config at 32x32, trained on the 12,000 training faces
 # The attribute oracle is trained with half of each batch blurred (sigma up to this many pixels): one
 # trained on sharp faces alone reads "no eyeglasses" and "eyes closed" on every face blurred by sigma 0.8,
 # so it scored a generator's softness, not its attributes.
 ATTRIBUTE_ORACLE_BLUR = 1.2
 
+# the style generator's recipe: the small config at 32x32, trained on the 12,000 training faces
 FACE_STYLE_RECIPE = {
     "arch": "StyleAutoencoder",
     "config": "small",
