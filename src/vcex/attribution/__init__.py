@@ -4,6 +4,7 @@
 >>> probes = LatentAttributes(vae).fit(images, Descriptors.from_morphometrics(images))
 >>> local = probes.local(result)  # (N, A) signed changes in probe probability
 >>> global_scores(local, directions_from_result(result)).ranked()
+>>> readers = ImageAttributes().fit(images, descriptors)  # reads counterfactual images instead
 """
 
 from vcex.attribution.descriptors import Descriptors
@@ -15,11 +16,13 @@ from vcex.attribution.global_scores import (
     global_scores_by_class,
     linear_direction_scores,
 )
+from vcex.attribution.image_attributes import ImageAttributes
 from vcex.attribution.latent_attributes import LatentAttributes, LocalAttribution, ProbeReport
 
 __all__ = [
     "Descriptors",
     "GlobalExplanation",
+    "ImageAttributes",
     "LatentAttributes",
     "LocalAttribution",
     "ProbeReport",
