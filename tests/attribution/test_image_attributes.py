@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vcex.attribution import Descriptors, ImageAttributes, global_scores
-from vcex.errors import InputError
+from vcex.errors import CacheError, InputError
 from vcex.explainers.result import CounterfactualResult
 
 SIZE = 12
@@ -117,3 +117,14 @@ def test_nan_rows_are_dropped_with_a_note():
         readers = ImageAttributes(epochs=1, width=4, device="cpu").fit(images, Descriptors(values))
     assert any("dropped 5 row" in note for note in readers.notes)
     assert readers.probabilities(images[:3]).shape == (3, 3)
+
+
+def test_saved_readers_read_the_same(fitted, tmp_path):
+    path = fitted.save(tmp_path / "readers.safetensors")
+    loaded = ImageAttributes.load(path, device="cpu")
+    images, _ = synthetic(n=20, seed=3)
+    torch.testing.assert_close(loaded.probabilities(images), fitted.probabilities(images))
+    assert loaded.names == fitted.names and loaded.summary() == fitted.summary()
+    assert loaded.max_blur == fitted.max_blur and loaded.width == fitted.width
+    with pytest.raises(CacheError, match="does not exist"):
+        ImageAttributes.load(tmp_path / "missing.safetensors")

@@ -18,6 +18,9 @@ model-inversion counterfactuals the same way.
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -26,15 +29,19 @@ from vcex.attribution.base import (
     DEFAULT_MARGIN,
     DescriptorReader,
     LocalAttribution,
+    ProbeReport,
     judge,
     split_descriptors,
 )
 from vcex.attribution.descriptors import Descriptors
+from vcex.cache import load_state_into, load_weights, save_weights
 from vcex.checks import check_images
-from vcex.errors import InputError
+from vcex.errors import CacheError, InputError
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.faces import conv_pair_net
 from vcex.models.training import fit, random_blur, random_shift
+
+_SETTINGS = ("epochs", "batch_size", "lr", "width", "max_shift", "max_blur", "margin", "alpha")
 
 
 class ImageAttributes(DescriptorReader):
@@ -94,8 +101,6 @@ class ImageAttributes(DescriptorReader):
         of the rest to check each descriptor's reader. Descriptors with one class in the training split
         are not trained on and are reported unusable.
         """
-        import time
-
         descriptors = self._descriptors(descriptors)
         images = check_images(images)
         split = split_descriptors(descriptors, int(images.shape[0]), test_fraction, seed)
@@ -176,6 +181,41 @@ class ImageAttributes(DescriptorReader):
             )
         probs = torch.sigmoid(self._logits(torch.cat([start, counterfactual_images])))
         return self._local(probs[: start.shape[0]], probs[start.shape[0] :])
+
+    # ------------------------------------------------------------------------------ saving
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted readers to a safetensors file: the network's weights and, as its record, the
+        descriptor names, held-out reports, image shape and training settings. Read back with :meth:`load`."""
+        self._check_fitted()
+        record = {
+            "kind": "ImageAttributes",
+            "names": self.names,
+            "reports": self.summary(),
+            "notes": self.notes,
+            "image_shape": list(self.image_shape),
+            "train_seconds": self.train_seconds,
+            "settings": {key: getattr(self, key) for key in _SETTINGS},
+        }
+        return save_weights(path, self.network.state_dict(), record)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> ImageAttributes:
+        """Readers saved by :meth:`save` (no pickle: weights and a JSON record)."""
+        tensors, record = load_weights(path)
+        if record.get("kind") != "ImageAttributes":
+            raise CacheError(f"{path} does not hold ImageAttributes readers (its record says {record.get('kind')!r})")
+        readers = cls(**record["settings"], device=device)
+        channels = record["image_shape"][0]
+        network = conv_pair_net(len(record["names"]), readers.width, in_channels=channels)
+        load_state_into(network, tensors, str(path))
+        readers.network = network.to(readers.device).eval().requires_grad_(False)
+        readers.image_shape = tuple(record["image_shape"])
+        readers.names = list(record["names"])
+        readers.reports = [ProbeReport(**report) for report in record["reports"]]
+        readers.notes = list(record["notes"])
+        readers.train_seconds = record["train_seconds"]
+        return readers
 
     # ------------------------------------------------------------------------------ helpers
 
