@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vcex.cache import cache_dir
 from vcex.cli import main
 from vcex.models import load_classifier, zoo
 
@@ -208,3 +209,27 @@ def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys
     assert main(["global", "--whiten", "--n", "20", "--threshold", "0.9", "--out", str(whitened), "--quiet"]) == 0
     record = json.loads((whitened / "global.json").read_text())
     assert record["whiten"] is True and record["valid_counterfactuals"] >= 10
+
+
+def test_global_reads_counterfactual_images_when_asked(tiny_recipes, tmp_path, capsys, monkeypatch):
+    from vcex import pipeline
+
+    monkeypatch.setattr(pipeline, "IMAGE_READER_EPOCHS", 1)
+    out = tmp_path / "global-images"
+    args = ["global", "--reader", "images", "--n", "20", "--threshold", "0.9", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    record = json.loads((out / "global.json").read_text())
+    assert record["reader"] == "images" and record["reader_train_seconds"] > 0
+    assert {r["name"] for r in record["image_readers"]} >= {"thickness", "slant"}
+    usable = {r["name"] for r in record["image_readers"] if r["usable"]}
+    assert {"area", "thickness"} <= usable  # measured on the images themselves: a CNN reads them easily
+    for explanation in record["classes"].values():
+        assert len(explanation["descriptors"]) == 7
+    assert "image readers" in (out / "global.html").read_text()
+    assert len(list(cache_dir().glob("readers-mnist-*.safetensors"))) == 1
+    again = tmp_path / "global-images-again"  # the readers are loaded from the cache, not trained again
+    monkeypatch.setattr("vcex.attribution.ImageAttributes.fit", lambda *a, **k: pytest.fail("trained twice"))
+    assert main([*args[:-2], str(again), "--quiet"]) == 0
+    assert json.loads((again / "global.json").read_text())["image_readers"] == record["image_readers"]
+    with pytest.raises(SystemExit):
+        main(["global", "--reader", "words", "--out", str(again)])

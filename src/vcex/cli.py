@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="run the attack in the whitened latent (see vcex explain --whiten); the probes read the raw latents",
     )
+    global_.add_argument(
+        "--reader",
+        choices=("latent", "images"),
+        default="latent",
+        help="what reads the counterfactuals' descriptors: latent probes (the paper's, default) or a CNN on the "
+        "images, trained once on the training images and cached (faces: true driver first far more often, "
+        "docs/benchmarks/faces-global.md)",
+    )
     _add_common(global_)
 
     benchmark = commands.add_parser(
@@ -260,6 +268,7 @@ def _global(args: argparse.Namespace) -> None:
         threshold=args.threshold,
         max_steps=args.max_steps,
         whiten=args.whiten,
+        reader=args.reader,
     )
     summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
     print(
