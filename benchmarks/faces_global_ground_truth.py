@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from vcex.attribution import (
     Descriptors,
+    ImageAttributes,
     LatentAttributes,
     directions_from_result,
     global_scores,
@@ -64,6 +65,7 @@ from vcex.explainers import CounterfactualAttack, CounterfactualResult, LinearLa
 from vcex.models import WhitenedLatentModel, load_model
 from vcex.models.classifiers import Classifier, FaceCNN
 from vcex.models.training import accuracy, classification_loss, fit
+from vcex.models.zoo import ATTRIBUTE_ORACLE_BLUR
 from vcex.pipeline import FACES_ATTACK_LR, WHITENED_ATTACK_LR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,11 +242,31 @@ def whitened_style(style: torch.nn.Module, folder: Path) -> WhitenedLatentModel:
     return WhitenedLatentModel.from_latents(style, load_weights(folder / "train-latents.safetensors")[0]["latents"])
 
 
+READER_SEED = 0  # the image readers' init and split seed: the library default, not chosen on these results
+
+
+def fitted_readers(settings: Settings, folder: Path) -> ImageAttributes:
+    """Image descriptor readers on the probes' training faces (the same descriptors), trained once and cached.
+
+    The attribute oracle's design and recipe (8 epochs, blur augmentation up to sigma 1.2, 1-pixel shifts),
+    its own seed; it is trained on the same faces as the oracle, so it is no independent check of the oracle.
+    """
+    path = folder / "image-readers.safetensors"
+    if path.exists():
+        return ImageAttributes.load(path, device="cpu")
+    table = load_face_table("train", SIZE)
+    faces = table.subset(range(settings.probe_faces)) if settings.probe_faces < len(table) else table
+    readers = ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, device="cpu")
+    readers.fit(faces.images, Descriptors.from_faces(faces), seed=READER_SEED)
+    readers.save(path)
+    return readers
+
+
 # ------------------------------------------------------------------------------------------ one classifier
 
 
 def attribution(
-    probes: LatentAttributes, result: CounterfactualResult, resamples: int, valid_only: bool = False
+    probes: LatentAttributes | ImageAttributes, result: CounterfactualResult, resamples: int, valid_only: bool = False
 ) -> object | None:
     """The attribution step: local scores s_a of the counterfactuals, then S_a with bootstrap intervals.
 
@@ -400,6 +422,26 @@ def add_whitened_attack(
     return True
 
 
+def add_image_reading(
+    record: dict, task: Task, settings: Settings, folder: Path, whitened: WhitenedLatentModel, readers: ImageAttributes
+) -> bool:
+    """The W and whitened-W attacks' counterfactuals read by the image readers instead of the latent probes
+    (record["attack_image"], record["attack_whitened_image"]): the same counterfactuals, every one counted, each
+    against the attack's start image (the generator's reconstruction). False when the record already had them."""
+    if "attack_whitened_image" in record:
+        return False
+    seed = record["seed"]
+    sources = {
+        "attack_image": folder / f"result-{task.name}-s{seed}.safetensors",
+        "attack_whitened_image": folder / f"result-whitened-lr{settings.whitened_lr:g}-{task.name}-s{seed}.safetensors",
+    }
+    for key, path in sources.items():
+        explanation = attribution(readers, CounterfactualResult.load(path), settings.resamples)
+        record[key] = {**ranking_metrics(explanation, task, record["influence"]), "explanation": explanation.to_json()}
+    (folder / f"record-{task.name}-s{seed}.json").write_text(json.dumps(record, indent=1, default=float))
+    return True
+
+
 ON_DATA_DIRECTIONS = 20  # the encoded training faces' top principal directions in W: 99.4% of their variance
 
 
@@ -427,7 +469,14 @@ def oracle_changes(oracle: torch.nn.Module, result: CounterfactualResult) -> dic
 # ------------------------------------------------------------------------------------------ cost
 
 
-def cost(records: list[dict], probes: LatentAttributes, folder: Path, settings: Settings, probe_cost: dict) -> dict:
+def cost(
+    records: list[dict],
+    probes: LatentAttributes,
+    readers: ImageAttributes,
+    folder: Path,
+    settings: Settings,
+    probe_cost: dict,
+) -> dict:
     """Attribution time for the first 1,000 counterfactuals (run order) vs the attack time that made them."""
     results, total = [], 0
     for record in records:
@@ -449,6 +498,13 @@ def cost(records: list[dict], probes: LatentAttributes, folder: Path, settings: 
         for result, _ in results:
             probes.local(result)
         local_only.append(time.perf_counter() - started)
+    image_runs = []
+    for _ in range(COST_REPEATS):
+        started = time.perf_counter()
+        for result, _ in results:
+            attribution(readers, result, settings.resamples)
+        image_runs.append(time.perf_counter() - started)
+    image_seconds = statistics.median(image_runs)
     seconds = statistics.median(with_bootstrap)
     one_off = probe_cost["encode_seconds"] + probe_cost["fit_seconds"]
     return {
@@ -462,6 +518,10 @@ def cost(records: list[dict], probes: LatentAttributes, folder: Path, settings: 
         "ratio": seconds / attack_seconds,
         "probe_one_off_seconds": one_off,
         "ratio_with_probe_fit": (seconds + one_off) / attack_seconds,
+        "image_attribution_seconds": image_seconds,
+        "image_ratio": image_seconds / attack_seconds,
+        "reader_one_off_seconds": readers.train_seconds,
+        "image_ratio_with_training": (image_seconds + readers.train_seconds) / attack_seconds,
     }
 
 
@@ -473,7 +533,8 @@ def _mean(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f}" if values else "–"
 
 
-METHODS = ("attack", "attack_valid", "attack_whitened", "linear")
+METHODS = ("attack", "attack_valid", "attack_whitened", "linear", "attack_image", "attack_whitened_image")
+IMAGE_READ = ("attack_image", "attack_whitened_image")
 
 
 def _fmean(values: list[float]) -> float:
@@ -530,6 +591,8 @@ def task_table(task: Task, records: list[dict], summary: dict) -> list[str]:
     head += ["attack, valid only: driver rank"] + (["hue rank"] if spurious else [])
     head += ["whitened W: valid CFs", "driver rank", "top 3"] + (["hue rank"] if spurious else [])
     head += ["linear: driver rank", "P@k", "Spearman", "top 3"] + (["hue rank"] if spurious else [])
+    for name in ("W", "whitened W"):
+        head += [f"{name}, image-read: driver rank", "top 3"] + (["hue rank"] if spurious else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         top = max(r["influence"], key=r["influence"].get)
@@ -543,6 +606,9 @@ def task_table(task: Task, records: list[dict], summary: dict) -> list[str]:
         cells += [str(whitened["valid_counterfactuals"]), str(whitened["driver_rank"]), ", ".join(whitened["top3"])]
         cells += [str(whitened["spurious_rank"])] if spurious else []
         cells += _rank_cells(r["linear"], spurious)
+        for key in IMAGE_READ:
+            cells += [str(r[key]["driver_rank"]), ", ".join(r[key]["top3"])]
+            cells += [str(r[key]["spurious_rank"])] if spurious else []
         lines.append("| " + " | ".join(cells) + " |")
     cells = ["**all**", _mean([r["test_accuracy"] for r in records])]
     if spurious:
@@ -556,7 +622,7 @@ def task_table(task: Task, records: list[dict], summary: dict) -> list[str]:
         if method == "attack_whitened":
             cells += [str(sum(r["attack_whitened"]["valid_counterfactuals"] for r in records))]
         cells += [f"first {100 * m['driver_first']:.0f}%"]
-        if method == "attack_whitened":
+        if method in ("attack_whitened", *IMAGE_READ):
             cells += [""]
         elif method != "attack_valid":
             cells += [f"{m['precision_at_k']:.2f}", f"{m['spearman']:.2f}", ""]
@@ -645,10 +711,14 @@ def probe_reading_summary(records: list[dict]) -> str:
                 f"{name}: S {_mean([r[key]['factor_scores'][factor] for r in rows])}, oracle "
                 f"{_mean([c[attribute] for c in changes])}"
             )
+        cells.append(
+            "read from the images: S "
+            + " and ".join(_mean([r[key]["factor_scores"][factor] for r in rows]) for key in IMAGE_READ)
+        )
         parts.append(f"{task} ({len(rows)} classifiers): " + "; ".join(cells))
     return (
         "- How the probes read what the images show (mean over classifiers of the label attribute's S, and of the "
-        "attribute oracle's change on the same counterfactuals): "
+        "attribute oracle's change on the same counterfactuals; then S read from the images, W and whitened W): "
         + " | ".join(parts)
         + ". The smile probe is weak (held-out accuracy in the probe table) and reads less smile than the oracle "
         "sees in both, less in whitened W; the glasses probe is near perfect yet reads the W attack's glasses far "
@@ -695,6 +765,7 @@ def shortcut_summary(records: list[dict]) -> str | None:
 
 def render(settings: Settings, records: list[dict], summary: dict, cost_figures: dict, context: dict) -> str:
     info = context["versions"]
+    readers = context["readers"]
     overall = summary["overall"]
     attack, valid, linear = overall["attack"], overall["attack_valid"], overall["linear"]
     whitened = overall["attack_whitened"]
@@ -702,8 +773,9 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         "# Synthetic faces: global explanations against ground truth",
         "",
         "Issue 5, items 4 (ground truth) and 5 (cost). Generated by `benchmarks/faces_global_ground_truth.py`; "
-        "every figure below is also in `faces-global.json` beside this file.",
+        f"every figure below is also in `{context['json_name']}` beside this file.",
         "",
+        *([context["note"], ""] if context.get("note") else []),
         f"- Command: `{context['command']}`",
         f"- Machine: {info['machine']}, {os.cpu_count()} CPU cores shared with other jobs, torch threads "
         f"{info['threads']} (two threads ran 4-5x slower than one on the shared cores), no GPU. **Wall time "
@@ -741,6 +813,15 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         "(`to_base_result`) and read by the same probes, every counterfactual counted. Adam's steps are equal in "
         "every coordinate, so in raw W they move the 110-odd directions the encoder barely uses as far as the few it "
         "does; in whitened W each direction moves by the same share of its spread.",
+        "- Read from the images (`ImageAttributes`): the same counterfactuals of both attacks, read by image "
+        f"descriptor readers instead of the latent probes: one CNN (the attribute oracle's design and recipe: "
+        f"{readers['settings']['epochs']} epochs, blur up to sigma {readers['settings']['max_blur']}, 1-pixel shifts; "
+        f"seed {READER_SEED}, the library default, not chosen on these results) trained on the probes' "
+        f"{settings.probe_faces} training faces with the same descriptors ({readers['train_seconds']:.0f} s), "
+        "s_a = p_a(counterfactual image) - p_a(the attack's start image, the generator's reconstruction). It is "
+        "trained on the oracle's faces with the oracle's design, so where it agrees with the oracle-read columns "
+        "that is no independent confirmation. Added after the first runs, once the oracle showed that the "
+        "counterfactuals change the right attributes and the probes misread them (section Overall).",
         f"- Linear baseline: `LinearLatentEdit` fitted to the classifier's predictions on the first "
         f"{settings.linear_faces} training faces of the factor table (no shortcut planted), "
         "beta = weight[1] - weight[0], `linear_direction_scores` on the same test latents (eta = 1).",
@@ -761,6 +842,22 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         + (f" ({valid['unscored']} classifiers had none)" if valid["unscored"] else "")
         + ".",
     ]
+    image, whitened_image = overall["attack_image"], overall["attack_whitened_image"]
+    lines.append(
+        f"- **Read from the counterfactual images instead** (`ImageAttributes`): true driver first for the attack "
+        f"{_share(image['driver_first'])}, in whitened W {_share(whitened_image['driver_first'])}; without the "
+        f"shortcut task {_share(image['driver_first_without_shortcut_task'])} and "
+        f"{_share(whitened_image['driver_first_without_shortcut_task'])}"
+        + (
+            f"; background hue in the top 3 of the shortcut classifiers that rely on it "
+            f"{_share(image['spurious_top3_when_relied'])} and {_share(whitened_image['spurious_top3_when_relied'])}"
+            if "spurious_relied" in image
+            else ""
+        )
+        + f"; precision@k {image['precision_at_k']:.2f} and {whitened_image['precision_at_k']:.2f}; Spearman "
+        f"{image['spearman']:.2f} and {whitened_image['spearman']:.2f}; the most influential factor first "
+        f"{_share(image['top_influence_first'])} and {_share(whitened_image['top_influence_first'])}."
+    )
     if attack.get("driver_first_without_shortcut_task") is not None:
         lines.append(
             f"- Without the shortcut task: attack {_share(attack['driver_first_without_shortcut_task'])}, "
@@ -793,9 +890,10 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         whitened_summary(records, settings.n),
         probe_reading_summary(records),
         "",
-        "| task | kind | drivers | pairs | attack: driver first | valid only | whitened W | baseline | attack P@k | "
-        "whitened P@k | baseline P@k | attack Spearman | whitened Spearman | baseline Spearman |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | kind | drivers | pairs | attack: driver first | valid only | whitened W | baseline | attack, "
+        "image-read | whitened W, image-read | attack P@k | whitened P@k | baseline P@k | attack Spearman | "
+        "whitened Spearman | baseline Spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in settings.tasks:
         task, rows = TASKS[name], [r for r in records if r["task"] == name]
@@ -804,6 +902,7 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
             f"| {name} | {task.kind} | {', '.join(task.drivers)} | {len(rows)} | "
             f"{_share(t['attack']['driver_first'])} | {_share(t['attack_valid']['driver_first'])} | "
             f"{_share(t['attack_whitened']['driver_first'])} | {_share(t['linear']['driver_first'])} | "
+            f"{_share(t['attack_image']['driver_first'])} | {_share(t['attack_whitened_image']['driver_first'])} | "
             f"{t['attack']['precision_at_k']:.2f} | {t['attack_whitened']['precision_at_k']:.2f} | "
             f"{t['linear']['precision_at_k']:.2f} | {t['attack']['spearman']:.2f} | "
             f"{t['attack_whitened']['spearman']:.2f} | {t['linear']['spearman']:.2f} |"
@@ -848,15 +947,24 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         f"{c['probe_one_off_seconds']:.1f} s, shared by every classifier and explanation; charged entirely to these "
         f"{c['counterfactuals']} counterfactuals it would be {100 * c['ratio_with_probe_fit']:.1f}%.",
         "",
-        "## Probes",
+        f"Read from the images instead (`ImageAttributes`: reader probabilities of the start and counterfactual "
+        f"images, s_a, S_a and the same bootstrap) the same counterfactuals took "
+        f"{1000 * c['image_attribution_seconds']:.0f} ms: **{100 * c['image_ratio']:.2f}% of the attack time**; "
+        f"training the readers once took {c['reader_one_off_seconds']:.0f} s "
+        f"({100 * c['image_ratio_with_training']:.0f}% if charged entirely to these counterfactuals).",
         "",
-        "| descriptor | kind | held-out accuracy | chance | usable |",
-        "|---|---|---|---|---|",
+        "## Probes and image readers",
+        "",
+        "| descriptor | kind | probe held-out accuracy | chance | usable | image reader held-out accuracy | usable |",
+        "|---|---|---|---|---|---|---|",
     ]
+    reader_reports = {report["name"]: report for report in context["readers"]["reports"]}
     for probe in context["probes"]:
+        reader = reader_reports[probe["name"]]
         lines.append(
             f"| {probe['name']} | {probe['kind']} | {probe['accuracy']:.3f} | {probe['chance']:.3f} | "
-            f"{'yes' if probe['usable'] else 'no: ' + probe['reason']} |"
+            f"{'yes' if probe['usable'] else 'no: ' + probe['reason']} | {reader['accuracy']:.3f} | "
+            f"{'yes' if reader['usable'] else 'no: ' + reader['reason']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -874,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(ROOT / "out" / "faces-global-ground-truth"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "faces-global.md"))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
+    parser.add_argument("--note", default="", help="a paragraph under the page's title (what this run is for)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(defaults.tasks))
     parser.add_argument("--train-faces", type=int, default=defaults.train_faces)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -931,6 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
 
     probes, probe_cost = fitted_probes(style, settings, folder)
     whitened = whitened_style(style, folder)
+    readers = fitted_readers(settings, folder)
     oracle = load_model("faces-attributes", progress=False)
     log(f"probes: {probe_cost}")
     test = load_face_table("test", SIZE)
@@ -944,11 +1054,14 @@ def main(argv: list[str] | None = None) -> int:
             cached = (folder / f"record-{name}-s{seed}.json").exists()
             record = run_one(TASKS[name], seed, settings, folder, style, probes, test, renders, oracle)
             added = add_whitened_attack(record, TASKS[name], settings, folder, whitened, probes, test, oracle)
+            added = add_image_reading(record, TASKS[name], settings, folder, whitened, readers) or added
             records.append(record)
             log(
                 f"{name} seed {seed}: acc {record['test_accuracy']:.3f}, attack rank {record['attack']['driver_rank']}"
                 f" top3 {record['attack']['top3']}, whitened rank {record['attack_whitened']['driver_rank']} top3 "
-                f"{record['attack_whitened']['top3']}, linear rank {(record['linear'] or {}).get('driver_rank')} "
+                f"{record['attack_whitened']['top3']}, image-read ranks {record['attack_image']['driver_rank']}/"
+                f"{record['attack_whitened_image']['driver_rank']}, "
+                f"linear rank {(record['linear'] or {}).get('driver_rank')} "
                 f"({time.perf_counter() - started:.0f} s)"
             )
             if not cached or added:
@@ -958,7 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cost_path = folder / "cost.json"
     if computed or not cost_path.exists():
-        cost_path.write_text(json.dumps(cost(records, probes, folder, settings, probe_cost)))
+        cost_path.write_text(json.dumps(cost(records, probes, readers, folder, settings, probe_cost)))
     cost_figures = json.loads(cost_path.read_text())
     summary = {
         "overall": summarize(records),
@@ -975,6 +1088,13 @@ def main(argv: list[str] | None = None) -> int:
         "computing_runs": computing_runs,
         "run_minutes": run_seconds / 60,
         "probes": probes.summary(),
+        "note": args.note,
+        "json_name": Path(args.out).with_suffix(".json").name,
+        "readers": {
+            "reports": readers.summary(),
+            "train_seconds": readers.train_seconds,
+            "settings": {"epochs": readers.epochs, "max_blur": readers.max_blur, "seed": READER_SEED},
+        },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
