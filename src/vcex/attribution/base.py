@@ -11,6 +11,7 @@ linear probes, :class:`~vcex.attribution.ImageAttributes` reads images with a sm
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from vcex.attribution.descriptors import Descriptors
 from vcex.checks import short_list
 from vcex.errors import InputError
+from vcex.explainers.result import CounterfactualResult
 
 DEFAULT_MARGIN = 0.02  # a usable probe beats the majority-class rate by at least this much (held out)
 DEFAULT_ALPHA = 0.05  # ... and significantly: one-sided binomial test against the majority-class rate
@@ -251,6 +253,26 @@ class DescriptorReader:
         """One dict per descriptor (see :class:`ProbeReport`), for tables and JSON."""
         self._check_fitted()
         return [r.to_json() for r in self.reports]
+
+    def _inputs(
+        self,
+        first: CounterfactualResult | torch.Tensor,
+        second: torch.Tensor | None,
+        what: str,
+        from_result: Callable[[CounterfactualResult], tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """local()'s (start, counterfactual) inputs: read from a result by ``from_result``, or given as a pair
+        (``what`` names the pair in errors)."""
+        self._check_fitted()
+        if isinstance(first, CounterfactualResult):
+            if second is not None:
+                raise InputError(f"pass either a CounterfactualResult or {what}, not both")
+            if len(first) == 0:
+                raise InputError("the counterfactual result is empty (N=0); explain at least one image")
+            return from_result(first)
+        if second is None:
+            raise InputError(f"local() needs a CounterfactualResult, or {what}")
+        return first, second
 
     def _local(self, original_probs: torch.Tensor, cf_probs: torch.Tensor) -> LocalAttribution:
         return LocalAttribution(

@@ -159,19 +159,9 @@ class ImageAttributes(DescriptorReader):
         Returns:
             :class:`LocalAttribution` with ``scores`` (N, A).
         """
-        self._check_fitted()
-        if isinstance(result_or_images, CounterfactualResult):
-            if counterfactual_images is not None:
-                raise InputError("pass either a CounterfactualResult or (images, counterfactual_images), not both")
-            result = result_or_images
-            if len(result) == 0:
-                raise InputError("the counterfactual result is empty (N=0); explain at least one image")
-            start = result.reconstructions if result.reconstructions is not None else result.originals
-            counterfactual_images = result.counterfactuals
-        else:
-            if counterfactual_images is None:
-                raise InputError("local() needs a CounterfactualResult, or start images and counterfactual_images")
-            start = result_or_images
+        start, counterfactual_images = self._inputs(
+            result_or_images, counterfactual_images, "start images and counterfactual_images", _result_images
+        )
         start = self._checked(start, "start images")
         counterfactual_images = self._checked(counterfactual_images, "counterfactual images")
         if start.shape[0] != counterfactual_images.shape[0]:
@@ -225,3 +215,10 @@ class ImageAttributes(DescriptorReader):
 
     def _is_fitted(self) -> bool:
         return self.network is not None
+
+
+def _result_images(result: CounterfactualResult) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image a result's method started from (a latent method's reconstruction, else the original) and
+    its counterfactual."""
+    start = result.reconstructions if result.reconstructions is not None else result.originals
+    return start, result.counterfactuals

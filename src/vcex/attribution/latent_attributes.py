@@ -175,23 +175,10 @@ class LatentAttributes(DescriptorReader):
         Returns:
             :class:`LocalAttribution` with ``scores`` (N, A).
         """
-        self._check_fitted()
-        if isinstance(result_or_latents, CounterfactualResult):
-            if counterfactual_latents is not None:
-                raise InputError("pass either a CounterfactualResult or (latents, counterfactual_latents), not both")
-            result = result_or_latents
-            if len(result) == 0:
-                raise InputError("the counterfactual result is empty (N=0); explain at least one image")
-            if result.original_latents is not None and result.counterfactual_latents is not None:
-                latents, cf_latents = result.original_latents, result.counterfactual_latents
-            else:
-                latents, cf_latents = self.encode(result.originals), self.encode(result.counterfactuals)
-        else:
-            if counterfactual_latents is None:
-                raise InputError(
-                    "local() needs a CounterfactualResult, or original latents and counterfactual_latents (N, d)"
-                )
-            latents, cf_latents = result_or_latents, counterfactual_latents
+        latents, cf_latents = self._inputs(
+            result_or_latents, counterfactual_latents, "original latents and counterfactual_latents (N, d)",
+            self._result_latents,
+        )  # fmt: skip
         latents = _as_latent_matrix(latents, "original latents", self.weights.shape[1])
         cf_latents = _as_latent_matrix(cf_latents, "counterfactual latents", self.weights.shape[1])
         if latents.shape != cf_latents.shape:
@@ -203,6 +190,12 @@ class LatentAttributes(DescriptorReader):
             # One matmul for originals and counterfactuals together.
             probs = self.probabilities(torch.cat([latents, cf_latents.to(latents.device)])).cpu()
         return self._local(probs[: latents.shape[0]], probs[latents.shape[0] :])
+
+    def _result_latents(self, result: CounterfactualResult) -> tuple[torch.Tensor, torch.Tensor]:
+        """A result's stored latents, or its originals and counterfactuals encoded (methods without latents)."""
+        if result.original_latents is not None and result.counterfactual_latents is not None:
+            return result.original_latents, result.counterfactual_latents
+        return self.encode(result.originals), self.encode(result.counterfactuals)
 
     def _is_fitted(self) -> bool:
         return self.weights is not None
