@@ -723,9 +723,11 @@ def probe_reading_summary(records: list[dict]) -> str:
         + ". The smile probe is weak (held-out accuracy in the probe table) and reads less smile than the oracle "
         "sees in both, less in whitened W; the glasses probe is near perfect yet reads the W attack's glasses far "
         "below what the oracle sees: a probe fitted on encoded latents is calibrated only where encoded latents "
-        "lie, and the W attack's change mostly leaves them (line above). The weak smile probe is why whitened W "
-        "ranks the smile first less often; it comes from the encoder, which keeps little of the smile (issue 4's "
-        "fidelity: the oracle reads the same smile on a face and its reconstruction for 54%)."
+        "lie, and the W attack's change mostly leaves them (line above). With the smile under-read, lipstick, which "
+        "the same counterfactuals change at the mouth and whose probe is accurate, often outranks it. The weak "
+        "smile probe comes from the encoder, which keeps little of the smile (issue 4's fidelity: the oracle reads "
+        "the same smile on a face and its reconstruction for 54%). The image readers see the smile and read both "
+        "attributes at about the size the oracle does."
     )
 
 
