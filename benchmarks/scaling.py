@@ -42,6 +42,8 @@ MB = 1024 * 1024
 # mapping, returned to the system when freed, and the peak RSS follows the live tensors rather than the heap
 MALLOC_CHECK_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 MALLOC_CHECK_MIN_N = 1000
+# --onednn-check: the attack's malloc-check points again with oneDNN (torch.backends.mkldnn) off in the child
+NO_ONEDNN_ENV = {"VCEX_SCALING_NO_ONEDNN": "1"}
 
 
 def _threads(threads: int) -> None:
@@ -75,6 +77,9 @@ def run_point(method: str, n: int, threads: int) -> dict:
     """One (method, N) point in this process: load, build the N images, warm up, explain once, measure."""
     _threads(threads)
     import torch
+
+    onednn = os.environ.get("VCEX_SCALING_NO_ONEDNN") != "1"
+    torch.backends.mkldnn.enabled = onednn
 
     from vcex.explainers.base import resolve_targets
     from vcex.pipeline import build_explainer, prepare
@@ -115,6 +120,7 @@ def run_point(method: str, n: int, threads: int) -> dict:
         "lifetime_peak_bytes": max(peak, lifetime_peak_before),
         "setup_seconds": setup_seconds,
         "malloc_env": {k: os.environ[k] for k in MALLOC_CHECK_ENV if k in os.environ},
+        **({} if onednn else {"onednn": False}),
     }
 
 
@@ -127,33 +133,36 @@ def prepare_amortized(threads: int) -> float:
     return 0.0 if explainer.loaded else explainer.fit_seconds
 
 
-def _child(args: list[str], threads: int, malloc_check: bool = False) -> str:
+def _child(args: list[str], threads: int, malloc_check: bool = False, onednn: bool = True) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    for key in MALLOC_CHECK_ENV:
+    for key in (*MALLOC_CHECK_ENV, *NO_ONEDNN_ENV):
         env.pop(key, None)
     if malloc_check:
         env.update(MALLOC_CHECK_ENV)
+    if not onednn:
+        env.update(NO_ONEDNN_ENV)
     command = [sys.executable, str(Path(__file__).resolve()), *args, "--threads", str(threads)]
     done = subprocess.run(command, env=env, check=True, stdout=subprocess.PIPE, text=True)
     return done.stdout.strip().splitlines()[-1]
 
 
 def collect(
-    points: list[tuple[str, int]], threads: int, work_dir: Path, malloc_check: bool = False
+    points: list[tuple[str, int]], threads: int, work_dir: Path, malloc_check: bool = False, onednn: bool = True
 ) -> dict[tuple[str, int], dict]:
     """Every point's record, from the work dir where it was finished before, else from a fresh subprocess
-    (with ``malloc_check``: under :data:`MALLOC_CHECK_ENV`)."""
+    (with ``malloc_check``: under :data:`MALLOC_CHECK_ENV`; ``onednn=False``: with oneDNN off)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     records, amortized_ready = {}, False
     env = MALLOC_CHECK_ENV if malloc_check else {}
-    tag = " (malloc check)" if malloc_check else ""
+    tag = (" (malloc check)" if malloc_check else "") + ("" if onednn else " (oneDNN off)")
+    suffix = ("-malloc-check" if malloc_check else "") + ("" if onednn else "-no-onednn")
     for method, n in points:
-        path = work_dir / f"{method}-n{n}-t{threads}{'-malloc-check' if malloc_check else ''}.json"
+        path = work_dir / f"{method}-n{n}-t{threads}{suffix}.json"
         if path.exists():
             try:
                 record = json.loads(path.read_text())
                 same = (record.get("method"), record.get("n"), record.get("threads")) == (method, n, threads)
-                if same and record.get("malloc_env", {}) == env:
+                if same and record.get("malloc_env", {}) == env and record.get("onednn", True) == onednn:
                     records[method, n] = record
                     print(f"{method} N={n}{tag}: reused {path}", file=sys.stderr)
                     continue
@@ -163,7 +172,7 @@ def collect(
             fit = float(_child(["--prepare-amortized"], threads))
             print(f"amortized explainer ready (fit seconds this run: {fit:.0f})", file=sys.stderr)
             amortized_ready = True
-        record = json.loads(_child(["--point", method, str(n)], threads, malloc_check))
+        record = json.loads(_child(["--point", method, str(n)], threads, malloc_check, onednn))
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_text(json.dumps(record, indent=2))
         os.replace(temporary, path)
@@ -301,6 +310,7 @@ def render(
     checks: dict[tuple[str, int], dict],
     command: str,
     load: tuple[list[float], list[float]],
+    onednn_checks: dict[tuple[str, int], dict] | None = None,
 ) -> str:
     from vcex.evaluation import versions
 
@@ -393,6 +403,30 @@ def render(
                 f"| {_mb(r['extra_bytes'] - r['result_bytes'])} |"
             )
         lines.append("")
+    if onednn_checks:
+        lines += [
+            "## Where the attack's extra memory grows (`--onednn-check`)",
+            "",
+            "The attack's malloc-check points once more, with oneDNN (`torch.backends.mkldnn`, the CPU convolution "
+            "library) switched off in the process. The attack drops finished images from its batch, so each chunk "
+            "runs its convolutions at many batch sizes, and oneDNN keeps memory for the shapes it has met; the "
+            "table shows how much of the growth with N that is: the extra memory beyond the result with oneDNN on "
+            "and off. The number of distinct shapes is bounded (at most one per batch size up to the chunk size), "
+            "but these points do not show where the growth stops. Times under the fixed mmap threshold, from "
+            "separate processes run one after another on shared cores.",
+            "",
+            "| N | ms / CF, oneDNN on | ms / CF, off | extra − result MB, oneDNN on | extra − result MB, off |",
+            "|---|---|---|---|---|",
+        ]
+        for (method, n), r in sorted(onednn_checks.items(), key=lambda item: item[0][1]):
+            on = checks.get((method, n))
+            lines.append(
+                f"| {n:,} | {on['ms_per_cf']:.3f} | {r['ms_per_cf']:.3f} "
+                f"| {_mb(on['extra_bytes'] - on['result_bytes'])} | {_mb(r['extra_bytes'] - r['result_bytes'])} |"
+                if on
+                else f"| {n:,} | – | {r['ms_per_cf']:.3f} | – | {_mb(r['extra_bytes'] - r['result_bytes'])} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -473,6 +507,12 @@ def main() -> None:
         help=f"also rerun the points with N >= {MALLOC_CHECK_MIN_N:,} with glibc's mmap threshold fixed, to tell "
         "live tensors from memory the allocator keeps",
     )
+    parser.add_argument(
+        "--onednn-check",
+        action="store_true",
+        help="with --malloc-check: the attack's checked points once more with oneDNN off, to show what its "
+        "convolution library keeps",
+    )
     parser.add_argument("--point", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--prepare-amortized", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -497,6 +537,10 @@ def main() -> None:
     if args.malloc_check:
         checked = [(m, n) for m, n in points if n >= MALLOC_CHECK_MIN_N]
         checks = collect(checked, args.threads, work_dir, malloc_check=True)
+    onednn_checks = {}
+    if args.malloc_check and args.onednn_check:
+        attack_checked = [(m, n) for m, n in points if m == "attack" and n >= MALLOC_CHECK_MIN_N]
+        onednn_checks = collect(attack_checked, args.threads, work_dir, malloc_check=True, onednn=False)
     load_end = list(os.getloadavg())
     command = (
         "python benchmarks/scaling.py"
@@ -506,11 +550,12 @@ def main() -> None:
             if value != default
         )
         + (" --malloc-check" if args.malloc_check else "")
+        + (" --onednn-check" if onednn_checks else "")
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     scaling_chart(records).save(out.with_suffix(".png"))
-    out.write_text(render(records, checks, command, (load_start, load_end)))
+    out.write_text(render(records, checks, command, (load_start, load_end), onednn_checks))
     print(f"wrote {out} and {out.with_suffix('.png')}", file=sys.stderr)
 
 
