@@ -77,3 +77,35 @@ def test_check_every_gives_the_same_outcome():
     assert torch.equal(every.steps, sparse.steps)
     assert torch.allclose(every.images, sparse.images)
     assert bool((sparse.forward_passes >= every.forward_passes).all())  # frozen rows ride along until a check
+
+
+def test_finished_rows_pad_the_batch_to_few_sizes_without_changing_any_outcome():
+    # 11 images that finish at different steps: the active set passes through sizes that are not buckets,
+    # so finished rows are kept (masked) as padding; each image's outcome must be what it gets alone
+    start = torch.stack([torch.full((1, 2, 2), 0.05 + 0.04 * k) for k in range(11)])
+    target = torch.ones(11, dtype=torch.long)
+    seen = []
+
+    def render(variables):
+        seen.append(variables.shape[0])
+        return variables
+
+    together = optimise_until_confident(start, render, _toy_classifier, target, threshold=0.9, lr=0.02, max_steps=300)
+    assert set(seen) <= {1, 2, 3, 4, 6, 8, 11, 12} and len(set(seen)) < len(set(range(1, 12)))
+    assert any(size < 11 for size in seen)  # the batch did shrink
+    for k in range(11):
+        alone = optimise_until_confident(
+            start[k : k + 1], lambda v: v, _toy_classifier, target[:1], threshold=0.9, lr=0.02, max_steps=300
+        )
+        assert int(alone.steps[0]) == int(together.steps[k])
+        torch.testing.assert_close(alone.variables[0], together.variables[k])
+        assert int(alone.forward_passes[0]) == int(together.forward_passes[k])
+    assert torch.equal(together.forward_passes, together.steps + 1)
+
+
+def test_bucket_sizes():
+    from vcex.explainers.loop import _bucket
+
+    assert [_bucket(n) for n in (1, 2, 3, 4, 5, 7, 9, 13, 17, 100, 129, 193, 256)] == [
+        1, 2, 3, 4, 6, 8, 12, 16, 24, 128, 192, 256, 256,
+    ]  # fmt: skip

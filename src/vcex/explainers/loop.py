@@ -48,6 +48,17 @@ class LoopOutput:
         }
 
 
+def _bucket(size: int) -> int:
+    """The batch size an active set of ``size`` rows is padded to: the smallest 2^k or 3 * 2^(k-1) >= size, so a
+    chunk meets few distinct shapes (CPU convolution libraries keep memory for every shape they meet)."""
+    power = 1
+    while power < size:
+        if power * 3 // 2 >= size and power >= 2:
+            return power * 3 // 2
+        power *= 2
+    return power
+
+
 def _broadcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.dim() - 1)))
 
@@ -84,7 +95,9 @@ def optimise_until_confident(
         penalty: optional (variables, images, active_index) -> (b,) per-image cost added to the loss,
             e.g. a distance to the original; ``active_index`` maps active rows to batch rows.
         project: optional map applied to the variables after each step (e.g. clamping pixels).
-        check_every: how often finished images are dropped from the batch (each check syncs the host).
+        check_every: how often finished images are dropped from the batch (each check syncs the host). The
+            batch shrinks only to one of a few sizes (:func:`_bucket`), the rest padded with finished rows
+            whose loss and step are masked, so a chunk meets few convolution shapes.
         render_rows: call ``render(variables, rows)`` instead, ``rows`` (b,) mapping the active
             variables to batch rows (for renders that add a per-image term, e.g. a residual).
         autocast: run render and classifier under ``torch.autocast`` with this dtype (e.g.
@@ -106,6 +119,7 @@ def optimise_until_confident(
     second_moment = torch.zeros_like(variables)
     active_target = target
     frozen = torch.zeros(batch, dtype=torch.bool, device=device)
+    counted = torch.zeros(batch, dtype=torch.bool, device=device)
 
     best_variables = variables.clone()
     best_images: torch.Tensor | None = None
@@ -161,16 +175,23 @@ def optimise_until_confident(
         loss = (rows * live.to(rows.dtype)).sum() if masked else rows.sum()
         (gradient,) = torch.autograd.grad(loss, variables)
         variables = variables.detach()
-        if checking and kept < len(live):
+        if checking:
+            # rows finished by now had a forward and a backward pass at every step so far, this one included;
+            # counted once: the passes they ride along as padding (below) are the batch's cost, not theirs
+            newly = frozen & ~counted[index]
+            forward_passes[index] = torch.where(newly, step + 1, forward_passes[index])
+            backward_passes[index] = torch.where(newly, step + 1, backward_passes[index])
+            counted[index] |= newly
+        if checking and kept < len(live) and _bucket(kept) < len(live):
             keep = live
-            # the rows leaving now had a forward and a backward pass at every step so far, this one included
-            forward_passes[index[~keep]] = step + 1
-            backward_passes[index[~keep]] = step + 1
+            pad = _bucket(kept) - kept
+            if pad:  # the first finished rows stay, masked, so the batch keeps one of a few sizes
+                keep = live | (torch.cumsum((~live).long(), 0) <= pad) & ~live
             variables, gradient, first_moment, second_moment = (
                 tensor[keep] for tensor in (variables, gradient, first_moment, second_moment)
             )
             index, active_target, frozen, live = index[keep], active_target[keep], frozen[keep], live[keep]
-            masked = False  # every row left in the batch is live
+            masked = bool(pad)  # finished rows kept as padding stay masked
         if checking and progress:  # a disabled bar still formats its postfix: ~0.1 ms a step at batch 1
             bar.update(check_every)
             bar.set_postfix(active=kept)
@@ -186,7 +207,8 @@ def optimise_until_confident(
         if project is not None:
             variables = project(variables)
     # rows still in the batch at the end had a forward pass at every step and a backward pass at all but the last
-    forward_passes[index] = step + 1
-    backward_passes[index] = step
+    rest = index[~counted[index]]
+    forward_passes[rest] = step + 1
+    backward_passes[rest] = step
     bar.close()
     return LoopOutput(best_variables, best_images, target_prob, success, steps, forward_passes, backward_passes)
