@@ -104,7 +104,8 @@ class ImageAttributes(DescriptorReader):
         descriptors = self._descriptors(descriptors)
         images = check_images(images)
         split = split_descriptors(descriptors, int(images.shape[0]), test_fraction, seed)
-        images = images[split.keep]
+        if not bool(split.keep.all()):
+            images = images[split.keep]
         trainable = torch.tensor([not split.one_class(j) for j in range(len(descriptors.names))])
         torch.manual_seed(seed)
         network = conv_pair_net(len(descriptors.names), self.width, in_channels=int(images.shape[1])).to(self.device)
