@@ -375,7 +375,7 @@ def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) 
 # "auto" reads faces from the images (true driver first for 37 of 40 classifiers against 28 by latent probes,
 # docs/benchmarks/faces-global*.md) and digits by latent probes (no ground truth there to prefer another)
 READERS = ("auto", "latent", "images")
-IMAGE_READER_EPOCHS = 8  # the attribute oracle's recipe (faces: held-out accuracy 0.93-1.00 on every descriptor)
+IMAGE_READER_EPOCHS = 8  # the attribute oracle's recipe (faces: held-out accuracy 0.925-1.000 per descriptor)
 
 
 def image_readers(dataset: str, descriptors: object, images: torch.Tensor, progress: bool = True) -> object:
