@@ -422,9 +422,7 @@ def add_whitened_attack(
     return True
 
 
-def add_image_reading(
-    record: dict, task: Task, settings: Settings, folder: Path, whitened: WhitenedLatentModel, readers: ImageAttributes
-) -> bool:
+def add_image_reading(record: dict, task: Task, settings: Settings, folder: Path, readers: ImageAttributes) -> bool:
     """The W and whitened-W attacks' counterfactuals read by the image readers instead of the latent probes
     (record["attack_image"], record["attack_whitened_image"]): the same counterfactuals, every one counted, each
     against the attack's start image (the generator's reconstruction). False when the record already had them."""
@@ -1056,7 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
             cached = (folder / f"record-{name}-s{seed}.json").exists()
             record = run_one(TASKS[name], seed, settings, folder, style, probes, test, renders, oracle)
             added = add_whitened_attack(record, TASKS[name], settings, folder, whitened, probes, test, oracle)
-            added = add_image_reading(record, TASKS[name], settings, folder, whitened, readers) or added
+            added = add_image_reading(record, TASKS[name], settings, folder, readers) or added
             records.append(record)
             log(
                 f"{name} seed {seed}: acc {record['test_accuracy']:.3f}, attack rank {record['attack']['driver_rank']}"

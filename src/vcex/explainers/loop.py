@@ -182,9 +182,9 @@ def optimise_until_confident(
             forward_passes[index] = torch.where(newly, step + 1, forward_passes[index])
             backward_passes[index] = torch.where(newly, step + 1, backward_passes[index])
             counted[index] |= newly
-        if checking and kept < len(live) and _bucket(kept) < len(live):
+        if checking and kept < len(live) and (size := _bucket(kept)) < len(live):
             keep = live
-            pad = _bucket(kept) - kept
+            pad = size - kept
             if pad:  # the first finished rows stay, masked, so the batch keeps one of a few sizes
                 keep = live | (torch.cumsum((~live).long(), 0) <= pad) & ~live
             variables, gradient, first_moment, second_moment = (
