@@ -214,8 +214,9 @@ def render(records: dict[str, dict], speed, demo, command: str, peers: list[dict
         "Fixed batches repeat the 1,000 test images where they need more (toward their runner-up classes) and "
         f"time {', '.join(f'{steps} steps at batch {batch}' for batch, steps in THROUGHPUT_BATCHES.items())}, "
         "three times each. "
-        "The last row is a real run with vcex's defaults: finished images leave the batch, so later steps run "
-        "at smaller batches; its floor is measured at the mean number of images active per step. Its attack "
+        "The last row is a real run with vcex's defaults: finished images leave the batch (down to one of a few "
+        "batch sizes, the rest padded with finished images), so later steps run at smaller batches; its floor is "
+        "measured at the mean number of images active per step, and its updates count active images only. Its attack "
         "time also includes encoding, the first decode and result assembly, which the floor does not.",
     ]
     if demo:
