@@ -9,6 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,6 +31,9 @@ from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_mo
 from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
 from vcex.report import result_grid, save_png
+
+if TYPE_CHECKING:
+    from vcex.attribution import Descriptors, ImageAttributes
 
 METHODS = ("attack", "pixel", "linear", "amortized", "disc")
 # latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
@@ -378,14 +382,13 @@ READERS = ("auto", "latent", "images")
 IMAGE_READER_EPOCHS = 8  # the attribute oracle's recipe (faces: held-out accuracy 0.925-1.000 per descriptor)
 
 
-def image_readers(dataset: str, descriptors: object, images: torch.Tensor, progress: bool = True) -> object:
+def image_readers(
+    dataset: str, descriptors: Descriptors, images: torch.Tensor, progress: bool = True
+) -> ImageAttributes:
     """:class:`vcex.attribution.ImageAttributes` for ``dataset``'s descriptor images, trained on first use and
     cached (faces: ~1.5 min on 1 CPU thread for the 12,000 training faces). Blur augmentation up to the
     attribute oracle's sigma, so the readers see attributes through a generator's softness."""
-    import hashlib
-
     from vcex.attribution import ImageAttributes
-    from vcex.cache import cache_dir
     from vcex.models.zoo import ATTRIBUTE_ORACLE_BLUR
 
     readers = ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, epochs=IMAGE_READER_EPOCHS, progress=progress)
