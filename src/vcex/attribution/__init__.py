@@ -5,9 +5,11 @@
 >>> local = probes.local(result)  # (N, A) signed changes in probe probability
 >>> global_scores(local, directions_from_result(result)).ranked()
 >>> readers = ImageAttributes().fit(images, descriptors)  # reads counterfactual images instead
+>>> explain_away(attack, readers, images, rounds=2).ranking()  # round 2 holds round 1's winner
 """
 
 from vcex.attribution.descriptors import Descriptors
+from vcex.attribution.explain_away import ExplainAway, explain_away, group_scores
 from vcex.attribution.global_scores import (
     GlobalExplanation,
     bootstrap_interval,
@@ -21,6 +23,7 @@ from vcex.attribution.latent_attributes import LatentAttributes, LocalAttributio
 
 __all__ = [
     "Descriptors",
+    "ExplainAway",
     "GlobalExplanation",
     "ImageAttributes",
     "LatentAttributes",
@@ -28,7 +31,9 @@ __all__ = [
     "ProbeReport",
     "bootstrap_interval",
     "directions_from_result",
+    "explain_away",
     "global_scores",
     "global_scores_by_class",
+    "group_scores",
     "linear_direction_scores",
 ]

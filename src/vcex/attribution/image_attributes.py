@@ -19,6 +19,7 @@ model-inversion counterfactuals the same way.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -173,6 +174,27 @@ class ImageAttributes(DescriptorReader):
         probs = torch.sigmoid(self._logits(torch.cat([start, counterfactual_images])))
         return self._local(probs[: start.shape[0]], probs[start.shape[0] :])
 
+    def hold(self, names: Sequence[str]) -> HeldDescriptors:
+        """A differentiable function images (b, C, H, W) in [0, 1] -> (b, M) probabilities of the descriptors
+        ``names``, for an attack that must leave them unchanged (``CounterfactualAttack(hold=...)``).
+
+        Raises InputError for an unknown name or a reader that does not beat chance (holding what cannot
+        be read holds nothing)."""
+        self._check_fitted()
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise InputError("hold needs at least one descriptor name")
+        unknown = [name for name in names if name not in self.names]
+        if unknown:
+            raise InputError(f"unknown descriptors {unknown}; these readers read {', '.join(self.names)}")
+        unusable = [name for name in names if not bool(self.usable[self.names.index(name)])]
+        if unusable:
+            raise InputError(
+                f"cannot hold {unusable}: their readers do not beat chance ({self.reasons[unusable[0]]}), so "
+                "holding them would hold nothing"
+            )
+        return HeldDescriptors(self, names)
+
     # ------------------------------------------------------------------------------ saving
 
     def save(self, path: str | Path) -> Path:
@@ -216,6 +238,23 @@ class ImageAttributes(DescriptorReader):
 
     def _is_fitted(self) -> bool:
         return self.network is not None
+
+
+class HeldDescriptors:
+    """Descriptor probabilities to hold during an attack (from :meth:`ImageAttributes.hold`): images
+    (b, C, H, W) in [0, 1] -> (b, M), with gradients through the readers' network, on the images' device."""
+
+    def __init__(self, readers: ImageAttributes, names: list[str]) -> None:
+        self.readers, self.names = readers, names
+        self.columns = torch.tensor([readers.names.index(name) for name in names])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        device = self.readers.device
+        logits = self.readers.network(images.to(device) * 2 - 1)[:, self.columns.to(device)]
+        return torch.sigmoid(logits.float()).to(images.device)
+
+    def __repr__(self) -> str:
+        return f"descriptors {', '.join(self.names)} (image readers)"
 
 
 def _result_images(result: CounterfactualResult) -> tuple[torch.Tensor, torch.Tensor]:

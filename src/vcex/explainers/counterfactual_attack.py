@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from vcex.errors import InputError
+from vcex.errors import InputError, ModelError
 from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer
-from vcex.explainers.loop import LoopOutput, optimise_until_confident
+from vcex.explainers.loop import LoopOutput, Penalty, optimise_until_confident
 from vcex.models.classifiers import Classifier
 from vcex.models.latent import LatentModel
 
 # precision name -> the autocast dtype of the decoder and classifier (None: plain float32)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+# weight of the squared change of held quantities (probabilities in [0, 1]) against the loss -p in [-1, 0]:
+# at 10, moving one held probability by 0.1 costs as much as 0.1 of target probability. Set on two
+# shortcut classifiers of the faces ground-truth run (docs/benchmarks/faces-global.md), not tuned further
+DEFAULT_HOLD_WEIGHT = 10.0
+
+Hold = Callable[[torch.Tensor], torch.Tensor]
+
+
+def hold_penalty(hold: Hold, start_images: torch.Tensor, weight: float) -> Penalty:
+    """The loop's penalty that keeps ``hold(image)`` at its value on the start image:
+    ``weight * sum_m (hold(x)_m - hold(x_start)_m)^2`` per image.
+
+    ``hold``: images (b, C, H, W) -> (b, M) differentiable values (e.g. descriptor probabilities,
+    :meth:`vcex.attribution.ImageAttributes.hold`); ``start_images`` (N, C, H, W), the images the loop's
+    rows start from."""
+    with torch.no_grad():
+        start = hold(start_images)
+    if not isinstance(start, torch.Tensor) or start.dim() != 2 or start.shape[0] != start_images.shape[0]:
+        got = tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__
+        raise ModelError(
+            f"hold must map images (N, C, H, W) to values (N, M), one row per image; got {got} for "
+            f"{start_images.shape[0]} images"
+        )
+    start = start.detach()
+
+    def penalty(variables: torch.Tensor, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        change = hold(images) - start[index]
+        return weight * change.pow(2).sum(1)
+
+    return penalty
 
 
 def latent_attack(
@@ -30,10 +63,12 @@ def latent_attack(
     progress: bool = False,
     residual: torch.Tensor | None = None,
     autocast: torch.dtype | None = None,
+    penalty: Penalty | None = None,
 ) -> LoopOutput:
     """The attack's loop from given start latents (N, ...): Adam on z through ``decode`` and the
     classifier, per-image early stop. Shared by :class:`CounterfactualAttack` and warm-started methods.
-    With ``residual`` (N, C, H, W) the image is ``decode(z) + residual`` (clamped to the classifier's range)."""
+    With ``residual`` (N, C, H, W) the image is ``decode(z) + residual`` (clamped to the classifier's range);
+    ``penalty`` is added to each image's loss (:func:`hold_penalty`)."""
     low, high = classifier.value_range
     if residual is None:
         render, rows = (lambda z: latent_model.decode(z).clamp(low, high)), False
@@ -53,6 +88,7 @@ def latent_attack(
         progress=progress,
         render_rows=rows,
         autocast=autocast,
+        penalty=penalty,
     )
 
 
@@ -107,6 +143,8 @@ class CounterfactualAttack(Explainer):
         check_every: int | None = None,
         residual: bool = False,
         precision: str = "fp32",
+        hold: Hold | None = None,
+        hold_weight: float = DEFAULT_HOLD_WEIGHT,
         batch_size: int = 256,
         device: torch.device | str | None = None,
         progress: bool = False,
@@ -114,6 +152,7 @@ class CounterfactualAttack(Explainer):
         super().__init__(
             classifier, latent_model, threshold=threshold, batch_size=batch_size, device=device, progress=progress
         )
+        self._set_hold(hold, hold_weight)
         self.lr = lr
         self.max_steps = max_steps
         self.objective = objective
@@ -129,12 +168,28 @@ class CounterfactualAttack(Explainer):
         settings = {"threshold": PAPER_THRESHOLD, "lr": 0.1, "max_steps": 1000, "objective": "prob", **overrides}
         return cls(classifier, latent_model, **settings)
 
+    def holding(self, hold: Hold | None, weight: float | None = None) -> CounterfactualAttack:
+        """A copy of this attack that keeps ``hold(image)`` unchanged (see ``hold``); None holds nothing."""
+        other = copy.copy(self)
+        other._set_hold(hold, self.hold_weight if weight is None else weight)
+        return other
+
+    def _set_hold(self, hold: Hold | None, weight: float) -> None:
+        if hold is not None and not callable(hold):
+            raise InputError(f"hold must be a function images -> (N, M) values, got {type(hold).__name__}")
+        if not weight > 0:
+            raise InputError(f"hold_weight must be > 0, got {weight}")
+        self.hold, self.hold_weight = hold, float(weight)
+
     def settings(self) -> dict:
         settings = {**super().settings(), "lr": self.lr, "max_steps": self.max_steps, "objective": self.objective}
         if self.residual:
             settings["residual"] = True
         if self.precision != "fp32":
             settings["precision"] = self.precision
+        if self.hold is not None:
+            settings["hold"] = str(self.hold)
+            settings["hold_weight"] = self.hold_weight
         return settings
 
     def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:
@@ -144,6 +199,8 @@ class CounterfactualAttack(Explainer):
         low, high = self.classifier.value_range
         # the generator's reconstruction error, added back to every decoded image (residual mode)
         residual = images - reconstructions.clamp(low, high) if self.residual else None
+        start = images if self.residual else reconstructions.clamp(low, high)
+        penalty = None if self.hold is None else hold_penalty(self.hold, start, self.hold_weight)
         loop = latent_attack(
             latents,
             self.latent_model,
@@ -158,10 +215,11 @@ class CounterfactualAttack(Explainer):
             progress=self.progress,
             residual=residual,
             autocast=PRECISIONS[self.precision],
+            penalty=penalty,
         )
         return {
             **loop.result_fields(),
             "original_latents": latents,
             "counterfactual_latents": loop.variables,
-            "reconstructions": images if self.residual else reconstructions.clamp(low, high),
+            "reconstructions": start,
         }

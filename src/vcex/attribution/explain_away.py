@@ -1,0 +1,176 @@
+"""Explaining away: global explanations in rounds, each holding what the earlier rounds found.
+
+A counterfactual attack finds the classifier's *cheapest* route to the other class, so a global
+explanation averages mostly one route: when a classifier reads a smile strongly and a background
+shortcut less strongly, its counterfactuals change the smile and the shortcut never shows. Explaining
+away asks the next question directly. Round 1 is the ordinary global explanation; its top descriptor
+group wins the round. Round r runs the same attack on the same images with every group won so far
+held at its start value (the image readers' probabilities, :meth:`ImageAttributes.hold`, as a penalty
+in the attack's loss), so the attack must flip the classifier some other way, and that round's top
+group wins it. The ranking is the winners in order, then the other groups by the last round's |S|.
+
+On the synthetic faces' shortcut classifiers (docs/benchmarks/faces-global.md) a second round holding
+the smile puts the planted background shortcut in the ranking's top 3 where one round missed it.
+
+>>> readers = ImageAttributes(max_blur=1.2).fit(train_images, Descriptors.from_faces(train_faces))
+>>> away = explain_away(CounterfactualAttack(classifier, style), readers, images, rounds=2)
+>>> away.ranking()[:3], away.winners
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from vcex.attribution.global_scores import DEFAULT_RESAMPLES, GlobalExplanation, directions_from_result, global_scores
+from vcex.attribution.image_attributes import ImageAttributes
+from vcex.errors import InputError
+from vcex.explainers.counterfactual_attack import CounterfactualAttack
+from vcex.explainers.result import CounterfactualResult
+
+Groups = Mapping[str, str] | Callable[[str], str]
+
+
+@dataclass
+class ExplainAway:
+    """The rounds of :func:`explain_away`.
+
+    Attributes:
+        rounds: one :class:`GlobalExplanation` per round that had counterfactuals to average.
+        held: for each round, the groups held during its attack (none in round 1).
+        winners: each round's top group (not held before).
+        valid: valid counterfactuals per round (of ``n`` images).
+        groups: descriptor name -> group, for every descriptor.
+        n: images explained per round.
+        stopped: why fewer rounds than asked were run (None when all ran).
+    """
+
+    rounds: list[GlobalExplanation]
+    held: list[list[str]]
+    winners: list[str]
+    valid: list[int]
+    groups: dict[str, str]
+    n: int
+    stopped: str | None = None
+    results: list[CounterfactualResult] = field(default_factory=list, repr=False)
+
+    def ranking(self) -> list[str]:
+        """Groups in order: the rounds' winners, then every other ranked group by the last round's |S|."""
+        rest = [group for group in group_scores(self.rounds[-1], self.groups) if group not in self.winners]
+        return [*self.winners, *rest]
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict: the ranking, winners, and each round's held groups, counts and explanation."""
+        return {
+            "ranking": self.ranking(),
+            "winners": self.winners,
+            "n": self.n,
+            "stopped": self.stopped,
+            "rounds": [
+                {
+                    "held": held,
+                    "valid_counterfactuals": valid,
+                    "group_scores": group_scores(explanation, self.groups),
+                    "explanation": explanation.to_json(),
+                }
+                for held, valid, explanation in zip(self.held, self.valid, self.rounds)
+            ],
+        }
+
+
+def group_scores(explanation: GlobalExplanation, groups: Mapping[str, str]) -> dict[str, float]:
+    """Group -> the S of its descriptor with the largest |S| (sign kept), over usable descriptors, by
+    decreasing |S|."""
+    merged: dict[str, float] = {}
+    for name, score, *_ in explanation.ranked():
+        group = groups[name]
+        if group not in merged:  # ranked() is in decreasing |S|, so the first is the group's largest
+            merged[group] = score
+    return merged
+
+
+def _group_map(names: list[str], groups: Groups | None) -> dict[str, str]:
+    if groups is None:
+        return {name: name for name in names}
+    lookup = groups if callable(groups) else groups.get
+    mapped = {}
+    for name in names:
+        group = lookup(name)
+        mapped[name] = name if group is None else str(group)
+    return mapped
+
+
+def explain_away(
+    attack: CounterfactualAttack,
+    readers: ImageAttributes,
+    images: torch.Tensor,
+    *,
+    rounds: int = 2,
+    groups: Groups | None = None,
+    first: CounterfactualResult | None = None,
+    valid_only: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    label: str | None = "CounterfactualAttack",
+) -> ExplainAway:
+    """Global explanations of a binary classifier in ``rounds`` rounds, each holding the earlier winners.
+
+    Args:
+        attack: the attack of every round (its own ``hold`` is replaced; target: flip).
+        readers: fitted image readers: they score each round's counterfactuals (s_a = p_a(x_cf) -
+            p_a(x_start)) and are what a round holds.
+        images: (N, C, H, W) images to explain, the same in every round.
+        rounds: number of rounds (1: the ordinary global explanation).
+        groups: descriptor name -> group (a dict, or a function), so that descriptors reading one
+            factor win and are held together (the faces' ``smiling`` and ``smile``:
+            :func:`vcex.evaluation.ground_truth.descriptor_factor`); default each descriptor alone.
+        first: round 1's result when it is already computed (the attack on ``images``, target flip).
+        valid_only: average only counterfactuals that passed the threshold (as ``vcex global``), or
+            every one (as the reference code).
+        resamples, label: bootstrap resamples and the explanations' label.
+    Returns:
+        :class:`ExplainAway`; a round without valid counterfactuals (``valid_only``), or one that would
+        hold every usable group, ends the rounds and says so in ``stopped``.
+    """
+    if not isinstance(attack, CounterfactualAttack):
+        raise InputError(f"explain_away needs a CounterfactualAttack, got {type(attack).__name__}")
+    if not isinstance(readers, ImageAttributes):
+        raise InputError(
+            f"explain_away holds descriptors through image readers (ImageAttributes), got {type(readers).__name__}"
+        )
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InputError(f"rounds must be an integer >= 1, got {rounds!r}")
+    readers._check_fitted()
+    mapped = _group_map(readers.names, groups)
+    if first is not None and len(first) != len(images):
+        raise InputError(f"first has {len(first)} counterfactuals but {len(images)} images are explained")
+    away = ExplainAway([], [], [], [], mapped, len(images))
+    usable = dict(zip(readers.names, readers.usable.tolist()))
+    rankable = {mapped[name] for name in readers.names if usable[name]}
+    for round_index in range(rounds):
+        held = list(away.winners)
+        if not rankable - set(held):
+            away.stopped = f"round {round_index + 1} would hold every usable group: nothing left to rank"
+            break
+        if round_index == 0 and first is not None:
+            result = first
+        else:
+            names = [name for name in readers.names if mapped[name] in held and usable[name]]
+            result = attack.holding(readers.hold(names) if names else None).explain(images, target="flip")
+        away.results.append(result)
+        counted = result.select(result.success) if valid_only else result
+        if len(counted) == 0:
+            away.stopped = f"round {round_index + 1} had no valid counterfactuals"
+            break
+        explanation = global_scores(
+            readers.local(counted), directions_from_result(counted), resamples=resamples, label=label
+        )
+        away.rounds.append(explanation)
+        away.held.append(held)
+        away.valid.append(int(result.success.sum()))
+        # ranked() lists usable descriptors only, and a usable group not held is always among them
+        away.winners.append(next(group for group in group_scores(explanation, mapped) if group not in held))
+    if not away.rounds:
+        raise InputError(f"{away.stopped}, so there is nothing to rank; lower the threshold or raise max_steps")
+    return away
