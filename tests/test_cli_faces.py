@@ -83,11 +83,25 @@ def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(ti
         "0.6",
         "--max-steps",
         "300",
+        "--rounds",
+        "2",
     ]
     assert main(argv + ["--out", str(out), "--quiet"]) == 0
     record = json.loads((out / "global.json").read_text())
     assert record["descriptors"] == "synthetic faces factor table" and record["valid_counterfactuals"] >= 1
-    assert set(record["classes"]) == {"attack", "linear baseline"}
+    # explaining away: round 2 holds round 1's winning factor (a factor, e.g. smile for smiling and smile)
+    away = record["explain_away"]
+    first = away["winners"][0]
+    assert away["rounds"][0]["held"] == [] and away["ranking"][0] == first
+    assert first == next(iter(away["rounds"][0]["group_scores"]))
+    if away["stopped"] is None:
+        assert away["rounds"][1]["held"] == [first] and len(away["winners"]) == 2
+        assert set(record["classes"]) == {"attack", f"round 2, holding {first}", "linear baseline"}
+    else:  # one-epoch models may leave round 2 without a valid counterfactual; the record says so
+        assert away["stopped"] == "round 2 had no valid counterfactuals"
+        assert set(record["classes"]) == {"attack", "linear baseline"}
+    assert "Explaining away" in (out / "global.html").read_text()
+    assert "explaining away" in json.loads(capsys.readouterr().out)["top_descriptors"]
     names = {row["name"] for row in record["classes"]["attack"]["descriptors"]}
     assert {"smiling", "smile", "eyeglasses"} <= names
     for row in record["classes"]["attack"]["descriptors"]:
@@ -102,6 +116,9 @@ def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(ti
         (["explain", "--dataset", "mnist", "--classifier", "smiling"], "does not belong"),
         (["explain", "--dataset", "mnist", "--space", "style"], "needs a style generator"),
         (["explain", "--dataset", "faces", "--space", "pixels"], "unknown latent space"),
+        (["global", "--dataset", "faces", "--reader", "latent", "--rounds", "2"], "use --reader images"),
+        (["global", "--dataset", "mnist", "--rounds", "2"], "use --dataset faces"),
+        (["global", "--dataset", "faces", "--rounds", "0"], "--rounds must be an integer >= 1"),
     ],
 )
 def test_bad_face_arguments_give_one_line_errors(tiny_faces, tmp_path, capsys, argv, message):

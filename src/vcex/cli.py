@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         "trained once on the training images and cached; auto (default): images for faces, where they ranked "
         "the true driver first far more often (docs/benchmarks/faces-global.md), latent probes for digits",
     )
+    global_.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="faces: explaining away in this many rounds, each attacking again while holding the factors won by "
+        "the earlier rounds, so a shortcut hidden behind the cheapest change shows (default 1: off; each round "
+        "costs one more attack)",
+    )
     _add_common(global_)
 
     benchmark = commands.add_parser(
@@ -255,8 +263,9 @@ def _explain(args: argparse.Namespace) -> None:
 
 def _global(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
-    from vcex.pipeline import prepare, run_global
+    from vcex.pipeline import check_global_options, prepare, run_global
 
+    check_global_options(args.dataset, args.reader, args.rounds)  # before any model is trained
     bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
@@ -269,8 +278,11 @@ def _global(args: argparse.Namespace) -> None:
         max_steps=args.max_steps,
         whiten=args.whiten,
         reader=args.reader,
+        rounds=args.rounds,
     )
     summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
+    if "explain_away" in record:
+        summary["explaining away"] = record["explain_away"]["ranking"][:3]
     print(
         json.dumps(
             {
