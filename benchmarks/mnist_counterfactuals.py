@@ -355,6 +355,14 @@ OTHER_BENCHMARKS = [
     ("benchmarks/faces.md", "synthetic faces: style generator fidelity, attacks in W and StyleSpace, MNAC"),
     ("benchmarks/faces-global.md", "global explanations on faces scored against the known factors"),
     (
+        "benchmarks/faces-global-seeds-5-9.md",
+        "the same on five fresh seeds, a confirmation run after the image readers were added",
+    ),
+    (
+        "benchmarks/faces-global-shortcut-seeds-10-14.md",
+        "explaining away on five fresh shortcut classifiers, a confirmation run after it was designed",
+    ),
+    (
         "benchmarks/faces-style-budget.md",
         "the style generator's small config on a 15-minute CPU budget, beside the shipped one",
     ),
