@@ -104,6 +104,28 @@ def test_a_round_without_valid_counterfactuals_ends_the_rounds(readers):
         explain_away(attack(max_steps=2), readers, images, rounds=2, resamples=50)
 
 
+def test_later_rounds_use_their_own_attack_and_resume_from_the_checkpoint(readers, tmp_path, monkeypatch):
+    images = start_images(6)
+    folder = tmp_path / "rounds"
+    later = attack(max_steps=400)
+    away = explain_away(attack(), readers, images, rounds=2, later=later, checkpoint=folder, resamples=50)
+    assert away.results[0].settings["max_steps"] == 300 and away.results[1].settings["max_steps"] == 400
+    assert len(list(folder.glob("round-*.safetensors"))) == 1  # round 1 is not a held round: not kept
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a round that was checkpointed ran again")
+
+    first = away.results[0]
+    monkeypatch.setattr(CounterfactualAttack, "explain", refuse)
+    again = explain_away(attack(), readers, images, rounds=2, later=later, first=first, checkpoint=folder, resamples=50)
+    assert again.winners == away.winners
+    torch.testing.assert_close(again.results[1].counterfactuals, away.results[1].counterfactuals)
+    # anything the round depends on names another file: a different hold weight is run, not loaded
+    with pytest.raises(AssertionError, match="ran again"):
+        explain_away(attack(), readers, images, rounds=2, later=attack(max_steps=400, hold_weight=5.0),
+                     first=first, checkpoint=folder)  # fmt: skip
+
+
 def test_bad_input_is_refused_with_the_fix(readers):
     images = start_images(4)
     with pytest.raises(InputError, match="rounds must be an integer >= 1"):
@@ -112,6 +134,8 @@ def test_bad_input_is_refused_with_the_fix(readers):
         explain_away(attack(), object(), images)
     with pytest.raises(InputError, match="CounterfactualAttack"):
         explain_away(object(), readers, images)
+    with pytest.raises(InputError, match="CounterfactualAttack"):
+        explain_away(attack(), readers, images, later="whitened")
     with pytest.raises(InputError, match="not fitted"):
         explain_away(attack(), ImageAttributes(), images)
     with pytest.raises(InputError, match="first has 2 counterfactuals but 4 images"):

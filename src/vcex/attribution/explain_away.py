@@ -19,14 +19,18 @@ the smile puts the planted background shortcut in the ranking's top 3 where one 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from vcex.attribution.global_scores import DEFAULT_RESAMPLES, GlobalExplanation, directions_from_result, global_scores
 from vcex.attribution.image_attributes import ImageAttributes
 from vcex.errors import InputError
+from vcex.explainers.amortized import data_fingerprint, parameter_fingerprint
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
 from vcex.explainers.result import CounterfactualResult
 
@@ -102,6 +106,24 @@ def _group_map(names: list[str], groups: Groups | None) -> dict[str, str]:
     return mapped
 
 
+def _round_path(
+    folder: Path, attack: CounterfactualAttack, readers: ImageAttributes, images: torch.Tensor, held_names: list[str]
+) -> Path:
+    """Where a later round's result is kept: named by everything it depends on (the attack's settings and
+    models, the readers, the images and what is held)."""
+    key = {
+        "settings": attack.settings(),
+        "classifier": parameter_fingerprint(attack.classifier),
+        "latent_model": parameter_fingerprint(attack.latent_model),
+        "readers": parameter_fingerprint(readers.network),
+        "images": data_fingerprint(images),
+        "held": held_names,
+        "hold_weight": attack.hold_weight,
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return folder / f"round-{digest}.safetensors"
+
+
 def explain_away(
     attack: CounterfactualAttack,
     readers: ImageAttributes,
@@ -110,6 +132,8 @@ def explain_away(
     rounds: int = 2,
     groups: Groups | None = None,
     first: CounterfactualResult | None = None,
+    later: CounterfactualAttack | None = None,
+    checkpoint: str | Path | None = None,
     valid_only: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
     label: str | None = "CounterfactualAttack",
@@ -126,6 +150,12 @@ def explain_away(
             factor win and are held together (the faces' ``smiling`` and ``smile``:
             :func:`vcex.evaluation.ground_truth.descriptor_factor`); default each descriptor alone.
         first: round 1's result when it is already computed (the attack on ``images``, target flip).
+        later: the attack of rounds 2 and on (default ``attack``), e.g. the same classifier in a whitened
+            latent (:class:`vcex.WhitenedLatentModel`), whose equal steps follow the data's spread and
+            find other routes more often than raw W's (docs/benchmarks/faces-global.md).
+        checkpoint: a folder where each later round's result is written as soon as it is done and found
+            again on a rerun (named by the attack's settings and models, the readers, the images and
+            what is held), so an interrupted run resumes and runs that share rounds compute them once.
         valid_only: average only counterfactuals that passed the threshold (as ``vcex global``), or
             every one (as the reference code).
         resamples, label: bootstrap resamples and the explanations' label.
@@ -133,8 +163,10 @@ def explain_away(
         :class:`ExplainAway`; a round without valid counterfactuals (``valid_only``), or one that would
         hold every usable group, ends the rounds and says so in ``stopped``.
     """
-    if not isinstance(attack, CounterfactualAttack):
-        raise InputError(f"explain_away needs a CounterfactualAttack, got {type(attack).__name__}")
+    later = attack if later is None else later
+    for given in (attack, later):
+        if not isinstance(given, CounterfactualAttack):
+            raise InputError(f"explain_away needs a CounterfactualAttack, got {type(given).__name__}")
     if not isinstance(readers, ImageAttributes):
         raise InputError(
             f"explain_away holds descriptors through image readers (ImageAttributes), got {type(readers).__name__}"
@@ -153,11 +185,13 @@ def explain_away(
         if not rankable - set(held):
             away.stopped = f"round {round_index + 1} would hold every usable group: nothing left to rank"
             break
+        names = [name for name in readers.names if mapped[name] in held and usable[name]]
         if round_index == 0 and first is not None:
             result = first
+        elif round_index == 0:
+            result = attack.holding(None).explain(images, target="flip")
         else:
-            names = [name for name in readers.names if mapped[name] in held and usable[name]]
-            result = attack.holding(readers.hold(names) if names else None).explain(images, target="flip")
+            result = _later_round(later, readers, images, names, checkpoint)
         away.results.append(result)
         counted = result.select(result.success) if valid_only else result
         if len(counted) == 0:
@@ -174,3 +208,21 @@ def explain_away(
     if not away.rounds:
         raise InputError(f"{away.stopped}, so there is nothing to rank; lower the threshold or raise max_steps")
     return away
+
+
+def _later_round(
+    attack: CounterfactualAttack,
+    readers: ImageAttributes,
+    images: torch.Tensor,
+    names: list[str],
+    checkpoint: str | Path | None,
+) -> CounterfactualResult:
+    """A round that holds ``names``: loaded from ``checkpoint`` when it was run before, else run (and saved)."""
+    path = None if checkpoint is None else _round_path(Path(checkpoint), attack, readers, images, names)
+    if path is not None and path.exists():
+        return CounterfactualResult.load(path)
+    result = attack.holding(readers.hold(names)).explain(images, target="flip")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.save(path)
+    return result
