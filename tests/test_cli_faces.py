@@ -94,8 +94,10 @@ def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(ti
     first = away["winners"][0]
     assert away["rounds"][0]["held"] == [] and away["ranking"][0] == first
     assert first == next(iter(away["rounds"][0]["group_scores"]))
+    assert away["later_rounds"] == "whitened"  # the default: rounds 2 and on in the whitened latent
     if away["stopped"] is None:
         assert away["rounds"][1]["held"] == [first] and len(away["winners"]) == 2
+        assert len(list((out / "rounds").glob("round-*.safetensors"))) == 1  # kept for a rerun
         assert set(record["classes"]) == {"attack", f"round 2, holding {first}", "linear baseline"}
     else:  # one-epoch models may leave round 2 without a valid counterfactual; the record says so
         assert away["stopped"] == "round 2 had no valid counterfactuals"
