@@ -443,6 +443,14 @@ def add_image_reading(record: dict, task: Task, settings: Settings, folder: Path
     return True
 
 
+# explaining away's variants on the shortcut task: record key -> (round 1's result file, what it is). Later rounds
+# are in whitened W for both; they are kept under away-rounds/ by what they hold, so the variants share them
+AWAY_VARIANTS = {
+    "attack_whitened_away": ("result-whitened-lr{lr:g}-{task}-s{seed}.safetensors", "whitened W"),
+    "attack_away": ("result-{task}-s{seed}.safetensors", "W"),
+}
+
+
 def add_explain_away(
     record: dict,
     task: Task,
@@ -452,43 +460,44 @@ def add_explain_away(
     readers: ImageAttributes,
     test: FacesDataset,
 ) -> bool:
-    """Explaining away on the shortcut task (record["attack_whitened_away"]): round 1 is the whitened-W attack's
-    counterfactuals read from the images (its cached result); each later round attacks the same faces in whitened
-    W holding the factors won so far (their image readers' probabilities) and reads its counterfactuals the same
-    way, every one counted. The ranking is the rounds' winners, then the rest. Its first place is round 1's, so
-    the driver-first figure is that of whitened W read from the images. False when the record already had it."""
-    if task.spurious is None or (record.get("attack_whitened_away") or {}).get("rounds") == settings.away_rounds:
+    """Explaining away on the shortcut task, two variants (AWAY_VARIANTS): round 1 is the whitened-W attack's
+    (record["attack_whitened_away"]) or the W attack's (record["attack_away"]) counterfactuals read from the
+    images (their cached results); each later round attacks the same faces in whitened W holding the factors won
+    so far (their image readers' probabilities) and reads its counterfactuals the same way, every one counted.
+    The ranking is the rounds' winners, then the rest. Its first place is round 1's, so the driver-first figure
+    is that of round 1's attack read from the images. False when the record already had both."""
+    missing = [key for key in AWAY_VARIANTS if (record.get(key) or {}).get("rounds") != settings.away_rounds]
+    if task.spurious is None or not missing:
         return False
     seed = record["seed"]
     classifier, _ = train_classifier(task, seed, settings, folder)
-    first = CounterfactualResult.load(
-        folder / f"result-whitened-lr{settings.whitened_lr:g}-{task.name}-s{seed}.safetensors"
-    )
     attack = CounterfactualAttack(classifier, whitened, lr=settings.whitened_lr, max_steps=settings.max_steps)
-    started = time.perf_counter()
-    away = explain_away(
-        attack, readers, test.images[: settings.n], rounds=settings.away_rounds, groups=descriptor_factor,
-        first=first, valid_only=False, resamples=settings.resamples,
-    )  # fmt: skip
-    for index, result in enumerate(away.results[1:], start=2):
-        result.save(folder / f"result-away-r{index}-lr{settings.whitened_lr:g}-{task.name}-s{seed}.safetensors")
-    ranking = away.ranking()
-    position = {factor: ranking.index(factor) + 1 for factor in ranking}
-    missing = len(ranking) + 1  # a factor without a usable reader is ranked after every ranked one
-    record["attack_whitened_away"] = {
-        "rounds": settings.away_rounds,
-        "ranking": ranking,
-        "winners": away.winners,
-        "valid": away.valid,
-        "stopped": away.stopped,
-        "top3": ranking[:3],
-        "driver_rank": min(position.get(d, missing) for d in task.drivers),
-        "spurious_rank": position.get(SPURIOUS_FACTOR, missing),
-        "attack_seconds": [result.seconds for result in away.results[1:]],
-        "extra_seconds": time.perf_counter() - started,
-        "explanation": away.to_json(),
-    }
-    (folder / f"record-{task.name}-s{seed}.json").write_text(json.dumps(record, indent=1, default=float))
+    for key in missing:
+        name = AWAY_VARIANTS[key][0].format(lr=settings.whitened_lr, task=task.name, seed=seed)
+        started = time.perf_counter()
+        away = explain_away(
+            attack, readers, test.images[: settings.n], rounds=settings.away_rounds, groups=descriptor_factor,
+            first=CounterfactualResult.load(folder / name), checkpoint=folder / "away-rounds", valid_only=False,
+            resamples=settings.resamples,
+        )  # fmt: skip
+        ranking = away.ranking()
+        position = {factor: ranking.index(factor) + 1 for factor in ranking}
+        unranked = len(ranking) + 1  # a factor without a usable reader is ranked after every ranked one
+        record[key] = {
+            "rounds": settings.away_rounds,
+            "ranking": ranking,
+            "winners": away.winners,
+            "valid": away.valid,
+            "stopped": away.stopped,
+            "top3": ranking[:3],
+            "driver_rank": min(position.get(d, unranked) for d in task.drivers),
+            "spurious_rank": position.get(SPURIOUS_FACTOR, unranked),
+            # a round found in away-rounds/ keeps the seconds of the run that computed it
+            "attack_seconds": [result.seconds for result in away.results[1:]],
+            "extra_seconds": time.perf_counter() - started,
+            "explanation": away.to_json(),
+        }
+        (folder / f"record-{task.name}-s{seed}.json").write_text(json.dumps(record, indent=1, default=float))
     return True
 
 
@@ -818,55 +827,61 @@ def shortcut_summary(records: list[dict]) -> str | None:
 
 
 def away_summary(records: list[dict]) -> str | None:
-    """The Overall line on explaining away: the shortcut in the top 3 and the driver's place, over the shortcut
-    classifiers that have it."""
-    rows = [r for r in records if r.get("attack_whitened_away")]
+    """The Overall line on explaining away: the shortcut in the top 3 and the driver's place, per variant, over the
+    shortcut classifiers that have both variants."""
+    rows = [r for r in records if all(r.get(key) for key in AWAY_VARIANTS)]
     if not rows:
         return None
     relied = [r for r in rows if r["relies_on_spurious"]]
-    rounds = rows[0]["attack_whitened_away"]["rounds"]
-    top3 = sum(r["attack_whitened_away"]["spurious_rank"] <= 3 for r in relied)
-    first = sum(r["attack_whitened_away"]["driver_rank"] == 1 for r in rows)
+    rounds = rows[0]["attack_away"]["rounds"]
+    parts = []
+    for key, (_, space) in AWAY_VARIANTS.items():
+        top3 = sum(r[key]["spurious_rank"] <= 3 for r in relied)
+        first = sum(r[key]["driver_rank"] == 1 for r in rows)
+        parts.append(f"round 1 in {space}: **{top3} of {len(relied)}**, the smile first for {first} of {len(rows)}")
     seconds = _fmean([sum(r["attack_whitened_away"]["attack_seconds"]) for r in rows])
     return (
-        f"- **Explaining away** (`vcex.attribution.explain_away`, {rounds} rounds, whitened W read from the images; "
-        "section smiling-spurious): background hue in the top 3 for "
-        f"**{top3} of {len(relied)}** shortcut classifiers that rely on it (one round: "
-        f"{sum(r['attack_whitened_image']['spurious_rank'] <= 3 for r in relied)}); the smile first for {first} of "
-        f"{len(rows)} (round 1's winner, so the same as one round). Rounds 2-{rounds} hold the factors won so far and "
-        f"cost {seconds:.0f} s per classifier, against {_mean([r['attack_whitened']['attack_seconds'] for r in rows])}"
-        " s for round 1's attack."
+        f"- **Explaining away** (`vcex.attribution.explain_away`, {rounds} rounds, rounds 2-{rounds} in whitened W, "
+        "all read from the images; section smiling-spurious): background hue in the top 3 of the shortcut "
+        f"classifiers that rely on it, {'; '.join(parts)} (one round: W "
+        f"{sum(r['attack_image']['spurious_rank'] <= 3 for r in relied)}, whitened W "
+        f"{sum(r['attack_whitened_image']['spurious_rank'] <= 3 for r in relied)}). The first place is round 1's, so "
+        f"the smile's is that of round 1's attack read from the images. Rounds 2-{rounds} hold the factors won so "
+        f"far and cost {seconds:.0f} s per classifier (whitened-W variant), against "
+        f"{_mean([r['attack_whitened']['attack_seconds'] for r in rows])} s for the whitened attack of round 1."
     )
 
 
 def away_table(records: list[dict]) -> list[str]:
-    """Per seed: each round's winner and valid counterfactuals, the ranking's top 3 and the hue's place."""
-    rows = [r for r in records if r.get("attack_whitened_away")]
+    """Per seed and variant: each round's winner and valid counterfactuals, the hue's and the smile's places."""
+    rows = [r for r in records if all(r.get(key) for key in AWAY_VARIANTS)]
     if not rows:
         return []
-    rounds = rows[0]["attack_whitened_away"]["rounds"]
+    rounds = rows[0]["attack_away"]["rounds"]
     lines = [
-        f"Explaining away in whitened W, read from the images, {rounds} rounds (`explain_away`): round 1 is the "
-        "whitened-W attack's counterfactuals; round r attacks the same faces holding the factors won in rounds "
-        "1..r-1 (their image readers' probabilities, penalty weight 10 in the attack's loss), every counterfactual "
-        "counted. Ranking: the winners in order, then the rest by the last round's |S|. Designed on seeds 0 and 5 "
-        "(whitened W and weight 10; the same trial in raw W found no background in round 2); a two-round trial then "
-        "ran on seeds 0-9 (hue in its top 3 for 9 of 10) before 3 rounds were set, one per place of the top-3 "
-        "target. Seeds 10-14 (faces-global-shortcut-seeds-10-14.md) were first run after all of this was fixed.",
+        f"Explaining away, {rounds} rounds (`explain_away`), read from the images: round 1 is the W attack's or the "
+        "whitened-W attack's counterfactuals; round r attacks the same faces in whitened W holding the factors won "
+        "in rounds 1..r-1 (their image readers' probabilities, penalty weight 10 in the attack's loss), every "
+        "counterfactual counted. Ranking: the winners in order, then the rest by the last round's |S|. Designed on "
+        "seeds 0 and 5 (whitened W and weight 10; the same trial with later rounds in raw W found no background in "
+        "round 2); a two-round trial then ran on seeds 0-9 (hue in its top 3 for 9 of 10) before 3 rounds were "
+        "set, one per place of the top-3 target. The whitened-first variant was then first run on seeds 10-14 "
+        "(faces-global-shortcut-seeds-10-14.md). The W-first variant (the attack's own explanation first, the "
+        "search for other routes in whitened W) was added after all 15 had been seen: its fresh check is seeds "
+        "15-19 (faces-global-shortcut-seeds-15-19.md).",
         "",
-        "| seed | influence of background_hue | relies on it | winners (valid CFs per round) | top 3 | hue rank | "
-        "smile rank | one round: hue rank |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seed | influence of background_hue | relies on it | W first: winners (valid CFs per round) | hue rank | "
+        "smile rank | whitened W first: winners | hue rank | smile rank |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        away = r["attack_whitened_away"]
-        winners = ", ".join(f"{w} ({v})" for w, v in zip(away["winners"], away["valid"]))
-        stopped = f"; stopped: {away['stopped']}" if away["stopped"] else ""
-        lines.append(
-            f"| {r['seed']} | {r['influence'][SPURIOUS_FACTOR]:.3f} | {'yes' if r['relies_on_spurious'] else 'no'} | "
-            f"{winners}{stopped} | {', '.join(away['top3'])} | {away['spurious_rank']} | {away['driver_rank']} | "
-            f"{r['attack_whitened_image']['spurious_rank']} |"
-        )
+        cells = [str(r["seed"]), f"{r['influence'][SPURIOUS_FACTOR]:.3f}", "yes" if r["relies_on_spurious"] else "no"]
+        for key in ("attack_away", "attack_whitened_away"):
+            away = r[key]
+            winners = ", ".join(f"{w} ({v})" for w, v in zip(away["winners"], away["valid"]))
+            stopped = f"; stopped: {away['stopped']}" if away["stopped"] else ""
+            cells += [winners + stopped, str(away["spurious_rank"]), str(away["driver_rank"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -1046,7 +1061,7 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         ]
         if task.spurious is not None and all("oracle_changes" in r for r in rows):
             lines += [""] + shortcut_table(rows)
-        if task.spurious is not None and any(r.get("attack_whitened_away") for r in rows):
+        if task.spurious is not None and any(r.get("attack_away") for r in rows):
             lines += [""] + away_table(rows)
     c = cost_figures
     lines += [

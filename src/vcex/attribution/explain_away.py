@@ -4,13 +4,14 @@ A counterfactual attack finds the classifier's *cheapest* route to the other cla
 explanation averages mostly one route: when a classifier reads a smile strongly and a background
 shortcut less strongly, its counterfactuals change the smile and the shortcut never shows. Explaining
 away asks the next question directly. Round 1 is the ordinary global explanation; its top descriptor
-group wins the round. Round r runs the same attack on the same images with every group won so far
-held at its start value (the image readers' probabilities, :meth:`ImageAttributes.hold`, as a penalty
-in the attack's loss), so the attack must flip the classifier some other way, and that round's top
-group wins it. The ranking is the winners in order, then the other groups by the last round's |S|.
+group wins the round. Round r attacks the same images again (the same attack, or ``later``, e.g. in a
+whitened latent) with every group won so far held at its start value (the image readers'
+probabilities, :meth:`ImageAttributes.hold`, as a penalty in the attack's loss), so the attack must
+flip the classifier some other way, and that round's top group wins it. The ranking is the winners
+in order, then the other groups by the last round's |S|.
 
-On the synthetic faces' shortcut classifiers (docs/benchmarks/faces-global.md) a second round holding
-the smile puts the planted background shortcut in the ranking's top 3 where one round missed it.
+On the synthetic faces' shortcut classifiers (docs/benchmarks/faces-global.md) three rounds put the
+planted background shortcut in the ranking's top 3 far more often than one round did.
 
 >>> readers = ImageAttributes(max_blur=1.2).fit(train_images, Descriptors.from_faces(train_faces))
 >>> away = explain_away(CounterfactualAttack(classifier, style), readers, images, rounds=2)
@@ -49,6 +50,7 @@ class ExplainAway:
         groups: descriptor name -> group, for every descriptor.
         n: images explained per round.
         stopped: why fewer rounds than asked were run (None when all ran).
+        results: each round's counterfactuals (round 1's is ``first`` when it was given).
     """
 
     rounds: list[GlobalExplanation]
