@@ -363,6 +363,10 @@ OTHER_BENCHMARKS = [
         "explaining away on five fresh shortcut classifiers, a confirmation run after it was designed",
     ),
     (
+        "benchmarks/faces-global-shortcut-seeds-15-19.md",
+        "explaining away with round 1 in W (what vcex global --rounds runs) on five more fresh shortcut classifiers",
+    ),
+    (
         "benchmarks/faces-style-budget.md",
         "the style generator's small config on a 15-minute CPU budget, beside the shipped one",
     ),
