@@ -246,11 +246,11 @@ class HeldDescriptors:
 
     def __init__(self, readers: ImageAttributes, names: list[str]) -> None:
         self.readers, self.names = readers, names
-        self.columns = torch.tensor([readers.names.index(name) for name in names])
+        # on the readers' device once: indexing with it inside an attack's loop then copies nothing
+        self.columns = torch.tensor([readers.names.index(name) for name in names], device=readers.device)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        device = self.readers.device
-        logits = self.readers.network(images.to(device) * 2 - 1)[:, self.columns.to(device)]
+        logits = self.readers.network(images.to(self.readers.device) * 2 - 1)[:, self.columns]
         return torch.sigmoid(logits.float()).to(images.device)
 
     def __repr__(self) -> str:
