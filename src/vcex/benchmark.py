@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
+from vcex.cache import parameter_fingerprint
 from vcex.errors import CacheError, InputError, VcexError
 from vcex.evaluation import penultimate_features, target_class_frechet, versions
 from vcex.explainers import CounterfactualResult
-from vcex.explainers.amortized import parameter_fingerprint
 from vcex.explainers.base import resolve_targets
 from vcex.pipeline import Workbench, build_explainer, prepare, run_explain
 

@@ -5,6 +5,7 @@ Weights are safetensors with a JSON record in the file's metadata; nothing is ev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from vcex.errors import CacheError
 
@@ -83,3 +85,27 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
             )
         raise CacheError(f"weights in {source} do not fit this model's configuration: {'; '.join(parts)}")
     module.load_state_dict(tensors)
+
+
+def parameter_fingerprint(model: object) -> str:
+    """A short hash of a model's parameter shapes and the bytes of a few of its tensors.
+
+    Cheap enough for large models (only the first and last four tensors are hashed) and enough to
+    tell two trained models apart; an object without parameters is known only by its type.
+    """
+    digest = hashlib.sha1(type(model).__name__.encode())
+    if isinstance(model, nn.Module):
+        state = model.state_dict()
+        for name, tensor in state.items():
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        names = list(state)
+        for name in names[:4] + names[4:][-4:]:
+            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(images: torch.Tensor) -> str:
+    """A short hash of a tensor's shape and bytes: which images a network was fitted on."""
+    digest = hashlib.sha1(str(tuple(images.shape)).encode())
+    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -30,8 +30,8 @@ import torch
 
 from vcex.attribution.global_scores import DEFAULT_RESAMPLES, GlobalExplanation, directions_from_result, global_scores
 from vcex.attribution.image_attributes import ImageAttributes
+from vcex.cache import data_fingerprint, parameter_fingerprint
 from vcex.errors import InputError
-from vcex.explainers.amortized import data_fingerprint, parameter_fingerprint
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
 from vcex.explainers.result import CounterfactualResult
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcex.cache import load_state_into, load_weights, save_weights
+from vcex.cache import data_fingerprint, load_state_into, load_weights, parameter_fingerprint, save_weights
 from vcex.checks import check_images
 from vcex.errors import CacheError, InputError, ModelError
 from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, TargetSpec
@@ -27,30 +26,6 @@ ONE_PASS_CHUNK_GPU = 4096
 _FORMAT = "vcex-amortized-counterfactual"
 _NETWORK = "network."
 _OPTIMIZER = "optimizer."
-
-
-def parameter_fingerprint(model: object) -> str:
-    """A short hash of a model's parameter shapes and the bytes of a few of its tensors.
-
-    Cheap enough for large models (only the first and last four tensors are hashed) and enough to
-    tell two trained models apart; an object without parameters is known only by its type.
-    """
-    digest = hashlib.sha1(type(model).__name__.encode())
-    if isinstance(model, nn.Module):
-        state = model.state_dict()
-        for name, tensor in state.items():
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        names = list(state)
-        for name in names[:4] + names[4:][-4:]:
-            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def data_fingerprint(images: torch.Tensor) -> str:
-    """A short hash of a tensor's shape and bytes: which images a network was fitted on."""
-    digest = hashlib.sha1(str(tuple(images.shape)).encode())
-    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 class ShiftNetwork(nn.Module):
