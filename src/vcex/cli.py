@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--later-rounds",
         choices=("whitened", "same"),
         default="whitened",
-        help="the attack of rounds 2 and on: in the whitened latent (default; it found a planted shortcut far "
-        "more often than raw W, docs/benchmarks/faces-global.md) or the same as round 1's",
+        help="the attack of rounds 2 and on: in the whitened latent (default; in a trial on two shortcut "
+        "classifiers, later rounds in raw W never found the shortcut; docs/benchmarks/faces-global.md) or the "
+        "same as round 1's",
     )
     _add_common(global_)
 

@@ -451,9 +451,9 @@ def run_global(
     Either way a held-out split is reported, and readers that do not beat chance are listed, not ranked.
     ``rounds > 1`` (faces, image readers): explaining away (:func:`~vcex.attribution.explain_away`), each later
     round attacks the same faces holding the factors won so far, so a shortcut behind the cheapest route shows;
-    ``later_rounds="whitened"`` (default) runs those rounds in the whitened latent, where they found the
-    shortcut far more often than in raw W, ``"same"`` with round 1's attack. Later rounds are kept in
-    ``out/rounds`` and reused by a rerun with the same settings.
+    ``later_rounds="whitened"`` (default) runs those rounds in the whitened latent (in a trial on two shortcut
+    classifiers, later rounds in raw W never found the shortcut), ``"same"`` with round 1's attack. Later
+    rounds are kept in ``out/rounds`` and reused by a rerun with the same settings.
     MNIST/Fashion: Morpho-MNIST descriptors, the attack explains the first ``n`` test images toward their
     runner-up class, one explanation per target class. Faces: the
     renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
