@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from test_image_attributes import SIZE, synthetic  # the drawn bar images (this folder is on sys.path)
 from torch import nn
 
-from vcex.attribution import ImageAttributes, explain_away, group_scores
+from vcex.attribution import ImageAttributes, explain_away, group_scores, residual_scores
 from vcex.errors import InputError, ModelError
 from vcex.explainers import CounterfactualAttack
 
@@ -81,6 +81,35 @@ def test_round_two_holds_the_first_winner_and_finds_the_other_route(readers):
     record = away.to_json()
     assert record["ranking"][:2] == ["bar", "brightness"] and record["rounds"][1]["held"] == ["bar"]
     assert list(record["rounds"][0]["group_scores"])[0] == "bar"
+
+
+def test_residual_scoring_still_finds_the_other_route(readers):
+    images = start_images(6)
+    away = explain_away(attack(), readers, images, rounds=2, residual=True, resamples=50)
+    assert away.winners == ["bar", "brightness"] and away.residual
+    record = away.to_json()
+    assert record["residual"] and list(record["rounds"][1]["residual_scores"]) == ["brightness"]
+    assert len(record["rounds"][1]["mix"]) == 1 and record["rounds"][1]["mix"][0] >= 0
+    assert away.scores[0] == group_scores(away.rounds[0], away.groups)  # round 1 has nothing to explain it
+
+
+def test_residual_scores_explain_away_an_earlier_pattern_and_keep_a_new_route():
+    first = {"smile": 0.5, "eyes": 0.3, "lipstick": 0.2, "background": 0.0}
+    # holding the smile, its side effects come back at 0.7x; the background is new
+    second = {"eyes": 0.21, "lipstick": 0.14, "background": 0.12, "smile": 0.01}
+    residual, mix = residual_scores(second, [first], held=["smile"])
+    assert mix == pytest.approx([0.7])
+    assert list(residual)[0] == "background" and residual["background"] == pytest.approx(0.12)
+    assert abs(residual["eyes"]) < 1e-9 and abs(residual["lipstick"]) < 1e-9 and "smile" not in residual
+    # a round that undoes an earlier pattern is not explained by it: the weight stays at 0
+    undone, mix = residual_scores({"eyes": -0.3, "lipstick": -0.2}, [first], held=["smile"])
+    assert mix == [0.0] and undone == {"eyes": -0.3, "lipstick": -0.2}
+    # two earlier patterns: each explains its own share
+    third = {"eyes": 0.5 * 0.3, "lipstick": 0.5 * 0.2, "beard": 0.4 * 0.5, "bangs": 0.05, "background": 0.0}
+    residual, mix = residual_scores(third, [first, {"beard": 0.5}], held=["smile", "background"])
+    assert mix == pytest.approx([0.5, 0.4]) and list(residual)[0] == "bangs"
+    assert residual["bangs"] == pytest.approx(0.05) and set(residual) == {"eyes", "lipstick", "beard", "bangs"}
+    assert max(abs(residual[group]) for group in ("eyes", "lipstick", "beard")) < 1e-9
 
 
 def test_groups_win_and_are_held_together(readers):

@@ -9,7 +9,7 @@
 """
 
 from vcex.attribution.descriptors import Descriptors
-from vcex.attribution.explain_away import ExplainAway, explain_away, group_scores
+from vcex.attribution.explain_away import ExplainAway, explain_away, group_scores, residual_scores
 from vcex.attribution.global_scores import (
     GlobalExplanation,
     bootstrap_interval,
@@ -36,4 +36,5 @@ __all__ = [
     "global_scores_by_class",
     "group_scores",
     "linear_direction_scores",
+    "residual_scores",
 ]
