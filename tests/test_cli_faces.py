@@ -95,8 +95,12 @@ def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(ti
     assert away["rounds"][0]["held"] == [] and away["ranking"][0] == first
     assert first == next(iter(away["rounds"][0]["group_scores"]))
     assert away["later_rounds"] == "whitened"  # the default: rounds 2 and on in the whitened latent
+    assert away["round_scores"] == "residual" and away["residual"]  # the default: later winners by residual
     if away["stopped"] is None:
         assert away["rounds"][1]["held"] == [first] and len(away["winners"]) == 2
+        residual = away["rounds"][1]["residual_scores"]
+        assert first not in residual and away["winners"][1] == next(iter(residual))
+        assert len(away["rounds"][1]["mix"]) == 1 and away["rounds"][1]["mix"][0] >= 0
         assert len(list((out / "rounds").glob("round-*.safetensors"))) == 1  # kept for a rerun
         assert set(record["classes"]) == {"attack", f"round 2, holding {first}", "linear baseline"}
     else:  # one-epoch models may leave round 2 without a valid counterfactual; the record says so
@@ -128,3 +132,14 @@ def test_bad_face_arguments_give_one_line_errors(tiny_faces, tmp_path, capsys, a
     assert main(monkey_free) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vcex: error:") and message in err[-1]
+
+
+def test_global_options_are_checked_before_anything_trains():
+    from vcex.errors import InputError
+    from vcex.pipeline import check_global_options
+
+    assert check_global_options("faces", "auto", 3) == "images"
+    with pytest.raises(InputError, match="unknown --round-scores 'best'; use one of residual, raw"):
+        check_global_options("faces", "auto", 3, round_scores="best")
+    with pytest.raises(InputError, match="unknown --later-rounds"):
+        check_global_options("faces", "auto", 3, later_rounds="pixels")

@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         "classifiers, later rounds in raw W never found the shortcut; docs/benchmarks/faces-global.md) or the "
         "same as round 1's",
     )
+    global_.add_argument(
+        "--round-scores",
+        choices=("residual", "raw"),
+        default="residual",
+        help="how rounds 2 and on choose their winner: residual (default) takes the factor whose change the "
+        "earlier rounds' patterns leave unexplained, so what changes along with a held factor (a smile's eyes "
+        "and lipstick) does not win as a new route; raw takes the largest |S|",
+    )
     _add_common(global_)
 
     benchmark = commands.add_parser(
@@ -273,7 +281,8 @@ def _global(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import check_global_options, prepare, run_global
 
-    check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds)  # before any model is trained
+    # before any model is trained
+    check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores)
     bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
@@ -288,6 +297,7 @@ def _global(args: argparse.Namespace) -> None:
         reader=args.reader,
         rounds=args.rounds,
         later_rounds=args.later_rounds,
+        round_scores=args.round_scores,
     )
     summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
     if "explain_away" in record:

@@ -407,9 +407,12 @@ def image_readers(
 
 
 LATER_ROUNDS = ("whitened", "same")  # the attack of explaining away's later rounds
+ROUND_SCORES = ("residual", "raw")  # how explaining away's later rounds choose their winner
 
 
-def check_global_options(dataset: str, reader: str, rounds: int, later_rounds: str = "whitened") -> str:
+def check_global_options(
+    dataset: str, reader: str, rounds: int, later_rounds: str = "whitened", round_scores: str = "residual"
+) -> str:
     """Check ``vcex global``'s reader and rounds for a dataset before anything is trained; returns the reader
     that ``"auto"`` stands for (images for faces, latent probes for digits)."""
     if reader not in READERS:
@@ -421,6 +424,8 @@ def check_global_options(dataset: str, reader: str, rounds: int, later_rounds: s
         raise InputError(f"--rounds must be an integer >= 1, got {rounds!r}")
     if later_rounds not in LATER_ROUNDS:
         raise InputError(f"unknown --later-rounds {later_rounds!r}; use one of {', '.join(LATER_ROUNDS)}")
+    if round_scores not in ROUND_SCORES:
+        raise InputError(f"unknown --round-scores {round_scores!r}; use one of {', '.join(ROUND_SCORES)}")
     if rounds > 1 and not faces:
         raise InputError(
             "--rounds > 1 (explaining away) needs a binary classifier's flip counterfactuals: use --dataset faces"
@@ -440,6 +445,7 @@ def run_global(
     reader: str = "auto",
     rounds: int = 1,
     later_rounds: str = "whitened",
+    round_scores: str = "residual",
     **options: object,
 ) -> dict:
     """Global explanation of the workbench's classifier: which descriptors its counterfactuals change.
@@ -453,7 +459,9 @@ def run_global(
     round attacks the same faces holding the factors won so far, so a shortcut behind the cheapest route shows;
     ``later_rounds="whitened"`` (default) runs those rounds in the whitened latent (in a trial on two shortcut
     classifiers, later rounds in raw W never found the shortcut), ``"same"`` with round 1's attack. Later
-    rounds are kept in ``out/rounds`` and reused by a rerun with the same settings.
+    rounds are kept in ``out/rounds`` and reused by a rerun with the same settings. ``round_scores="residual"``
+    (default) gives each later round to what the earlier rounds' patterns leave unexplained
+    (:func:`~vcex.attribution.residual_scores`), so side effects of a held factor do not win; ``"raw"``: the top |S|.
     MNIST/Fashion: Morpho-MNIST descriptors, the attack explains the first ``n`` test images toward their
     runner-up class, one explanation per target class. Faces: the
     renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
@@ -475,7 +483,7 @@ def run_global(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     faces = bench.dataset.startswith("faces-")
-    reader = check_global_options(bench.dataset, reader, rounds, later_rounds)
+    reader = check_global_options(bench.dataset, reader, rounds, later_rounds, round_scores)
     started = time.perf_counter()
     if faces:
         from vcex.data.faces_tasks import load_face_table
@@ -524,7 +532,7 @@ def run_global(
         later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
         away = explain_away(
             explainer, readers, images, rounds=rounds, groups=descriptor_factor, first=result, later=later,
-            checkpoint=out / "rounds", resamples=resamples,
+            checkpoint=out / "rounds", residual=round_scores == "residual", resamples=resamples,
         )  # fmt: skip
         for index, (held, explanation) in enumerate(zip(away.held[1:], away.rounds[1:]), start=2):
             explanations[f"round {index}, holding {', '.join(held)}"] = explanation
@@ -558,6 +566,7 @@ def run_global(
         record["explain_away"] = {
             **summary,
             "later_rounds": "whitened" if whiten else "same",
+            "round_scores": round_scores,
             "seconds": round(sum(r.seconds for r in away.results[1:]), 3),
         }
     (out / "global.json").write_text(json.dumps(record, indent=2, default=str))
@@ -583,7 +592,13 @@ def _away_paragraph(away: dict | None) -> str:
     return (
         f"<p>Explaining away: each round after the first attacks the same images "
         f"({'in the whitened latent' if away['later_rounds'] == 'whitened' else 'with the same attack'}) holding the "
-        f"factors won before it. Winners: {rounds}. Ranking: {', '.join(away['ranking'][:5])}.{stopped}</p>"
+        f"factors won before it"
+        + (
+            ", and is won by what the earlier rounds' patterns of change leave unexplained"
+            if away.get("round_scores") == "residual"
+            else ""
+        )
+        + f". Winners: {rounds}. Ranking: {', '.join(away['ranking'][:5])}.{stopped}</p>"
     )
 
 
