@@ -95,7 +95,7 @@ def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(ti
     assert away["rounds"][0]["held"] == [] and away["ranking"][0] == first
     assert first == next(iter(away["rounds"][0]["group_scores"]))
     assert away["later_rounds"] == "whitened"  # the default: rounds 2 and on in the whitened latent
-    assert away["round_scores"] == "residual" and away["residual"]  # the default: later winners by residual
+    assert away["round_scores"] == "residual" and away["residual"]  # the default without --whiten
     if away["stopped"] is None:
         assert away["rounds"][1]["held"] == [first] and len(away["winners"]) == 2
         residual = away["rounds"][1]["residual_scores"]
@@ -136,10 +136,17 @@ def test_bad_face_arguments_give_one_line_errors(tiny_faces, tmp_path, capsys, a
 
 def test_global_options_are_checked_before_anything_trains():
     from vcex.errors import InputError
-    from vcex.pipeline import check_global_options
+    from vcex.pipeline import check_global_options, resolve_round_scores
 
     assert check_global_options("faces", "auto", 3) == "images"
-    with pytest.raises(InputError, match="unknown --round-scores 'best'; use one of residual, raw"):
+    with pytest.raises(InputError, match="unknown --round-scores 'best'; use one of auto, residual, raw"):
         check_global_options("faces", "auto", 3, round_scores="best")
     with pytest.raises(InputError, match="unknown --later-rounds"):
         check_global_options("faces", "auto", 3, later_rounds="pixels")
+    assert (
+        resolve_round_scores("auto", whiten=False) == "residual" and resolve_round_scores("auto", whiten=True) == "raw"
+    )
+    assert (
+        resolve_round_scores("raw", whiten=False) == "raw"
+        and resolve_round_scores("residual", whiten=True) == "residual"
+    )

@@ -125,11 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     global_.add_argument(
         "--round-scores",
-        choices=("residual", "raw"),
-        default="residual",
-        help="how rounds 2 and on choose their winner: residual (default) takes the factor whose change the "
-        "earlier rounds' patterns leave unexplained, so what changes along with a held factor (a smile's eyes "
-        "and lipstick) does not win as a new route; raw takes the largest |S|",
+        choices=("auto", "residual", "raw"),
+        default="auto",
+        help="how rounds 2 and on choose their winner: residual takes the factor whose change the earlier "
+        "rounds' patterns leave unexplained, so what changes along with a held factor (a smile's eyes and "
+        "lipstick) does not win as a new route; raw takes the largest |S|; auto (default): residual, or raw "
+        "with --whiten, whose first round often mixes two routes already",
     )
     _add_common(global_)
 

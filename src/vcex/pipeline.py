@@ -407,11 +407,13 @@ def image_readers(
 
 
 LATER_ROUNDS = ("whitened", "same")  # the attack of explaining away's later rounds
-ROUND_SCORES = ("residual", "raw")  # how explaining away's later rounds choose their winner
+# how explaining away's later rounds choose their winner; auto: residual when round 1 is in the raw latent (it
+# found one route cleanly), raw when round 1 is whitened (its pattern often mixes the routes already)
+ROUND_SCORES = ("auto", "residual", "raw")
 
 
 def check_global_options(
-    dataset: str, reader: str, rounds: int, later_rounds: str = "whitened", round_scores: str = "residual"
+    dataset: str, reader: str, rounds: int, later_rounds: str = "whitened", round_scores: str = "auto"
 ) -> str:
     """Check ``vcex global``'s reader and rounds for a dataset before anything is trained; returns the reader
     that ``"auto"`` stands for (images for faces, latent probes for digits)."""
@@ -424,8 +426,7 @@ def check_global_options(
         raise InputError(f"--rounds must be an integer >= 1, got {rounds!r}")
     if later_rounds not in LATER_ROUNDS:
         raise InputError(f"unknown --later-rounds {later_rounds!r}; use one of {', '.join(LATER_ROUNDS)}")
-    if round_scores not in ROUND_SCORES:
-        raise InputError(f"unknown --round-scores {round_scores!r}; use one of {', '.join(ROUND_SCORES)}")
+    resolve_round_scores(round_scores, whiten=False)  # refuses an unknown value
     if rounds > 1 and not faces:
         raise InputError(
             "--rounds > 1 (explaining away) needs a binary classifier's flip counterfactuals: use --dataset faces"
@@ -433,6 +434,17 @@ def check_global_options(
     if rounds > 1 and reader != "images":
         raise InputError("--rounds > 1 holds descriptors through the image readers: use --reader images (or auto)")
     return reader
+
+
+def resolve_round_scores(round_scores: str, whiten: bool) -> str:
+    """What ``--round-scores auto`` stands for: residual after a first round in the raw latent, raw after a
+    whitened one (on the faces benchmark a whitened first round's pattern often holds the shortcut already,
+    and the residual then removes it; docs/benchmarks/faces-global.md)."""
+    if round_scores not in ROUND_SCORES:
+        raise InputError(f"unknown --round-scores {round_scores!r}; use one of {', '.join(ROUND_SCORES)}")
+    if round_scores == "auto":
+        return "raw" if whiten else "residual"
+    return round_scores
 
 
 def run_global(
@@ -445,7 +457,7 @@ def run_global(
     reader: str = "auto",
     rounds: int = 1,
     later_rounds: str = "whitened",
-    round_scores: str = "residual",
+    round_scores: str = "auto",
     **options: object,
 ) -> dict:
     """Global explanation of the workbench's classifier: which descriptors its counterfactuals change.
@@ -460,8 +472,10 @@ def run_global(
     ``later_rounds="whitened"`` (default) runs those rounds in the whitened latent (in a trial on two shortcut
     classifiers, later rounds in raw W never found the shortcut), ``"same"`` with round 1's attack. Later
     rounds are kept in ``out/rounds`` and reused by a rerun with the same settings. ``round_scores="residual"``
-    (default) gives each later round to what the earlier rounds' patterns leave unexplained
-    (:func:`~vcex.attribution.residual_scores`), so side effects of a held factor do not win; ``"raw"``: the top |S|.
+    gives each later round to what the earlier rounds' patterns leave unexplained
+    (:func:`~vcex.attribution.residual_scores`), so side effects of a held factor do not win; ``"raw"``: the top
+    |S|; ``"auto"`` (default): residual when round 1 is in the raw latent, raw when it is whitened, whose
+    pattern often holds the second route already.
     MNIST/Fashion: Morpho-MNIST descriptors, the attack explains the first ``n`` test images toward their
     runner-up class, one explanation per target class. Faces: the
     renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
@@ -529,6 +543,7 @@ def run_global(
         from vcex.evaluation.ground_truth import descriptor_factor
 
         whiten = later_rounds == "whitened" or bool(options.get("whiten"))
+        round_scores = resolve_round_scores(round_scores, bool(options.get("whiten")))
         later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
         away = explain_away(
             explainer, readers, images, rounds=rounds, groups=descriptor_factor, first=result, later=later,
