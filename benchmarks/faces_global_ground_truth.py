@@ -874,17 +874,20 @@ def away_table(records: list[dict]) -> list[str]:
         f"Explaining away, {rounds} rounds (`explain_away`), read from the images: round 1 is the W attack's or the "
         "whitened-W attack's counterfactuals; round r attacks the same faces in whitened W holding the factors won "
         "in rounds 1..r-1 (their image readers' probabilities, penalty weight 10 in the attack's loss), every "
-        "counterfactual counted. Ranking: the winners in order, then the rest by the last round's |S|. Designed on "
-        "seeds 0 and 5 (whitened W and weight 10; the same trial with later rounds in raw W found no background in "
-        "round 2); a two-round trial then ran on seeds 0-9 (hue in its top 3 for 9 of 10) before 3 rounds were "
-        "set, one per place of the top-3 target. The whitened-first variant was then first run on seeds 10-14 "
-        "(faces-global-shortcut-seeds-10-14.md). The W-first variant (the attack's own explanation first, the "
-        "search for other routes in whitened W) was added after all 15 had been seen: its fresh check is seeds "
-        "15-19 (faces-global-shortcut-seeds-15-19.md). Residual scoring (`residual=True`: a later round's winner "
-        "is the largest part of its group scores that a non-negative mix of the earlier rounds' scores leaves "
-        "unexplained) was designed after seeing seeds 0-19, whose two misses had round 2 won by what changes with "
-        "a smile (eyes, lipstick) while the smile was held; it rescores the same rounds, and its fresh check is "
-        "seeds 20-29 (faces-global-shortcut-seeds-20-24.md, faces-global-shortcut-seeds-25-29.md).",
+        "counterfactual counted. Ranking: the winners in order, then the rest by the last round's |S| (residual "
+        "variants: by |residual|). Designed on seeds 0 and 5 (whitened W and weight 10; the same trial with later "
+        "rounds in raw W found no background in round 2); a two-round trial then ran on seeds 0-9 (hue in its top 3 "
+        "for 9 of 10) before 3 rounds were set, one per place of the top-3 target. The whitened-first variant was "
+        "then first run on seeds 10-14 (faces-global-shortcut-seeds-10-14.md). The W-first variant (the attack's own "
+        "explanation first, the search for other routes in whitened W) was added after all 15 had been seen: its "
+        "fresh check is seeds 15-19 (faces-global-shortcut-seeds-15-19.md). Residual scoring (`residual=True`: a "
+        "later round's winner is the largest part of its group scores that a non-negative mix of the earlier "
+        "rounds' scores leaves unexplained) was designed after seeing seeds 0-19, whose two misses had round 2 won "
+        "by what changes with a smile (eyes, lipstick) while the smile was held; it rescores the same held rounds "
+        "(a round is attacked anew only where an earlier winner changed), and its fresh check is seeds 20-29 "
+        "(faces-global-shortcut-seeds-20-24.md, faces-global-shortcut-seeds-25-29.md). It suits a first round in W; "
+        "a whitened first round's pattern often carries the background already, and the residual then removes it "
+        "(the whitened-first residual columns), so `vcex global --round-scores auto` uses it only after a W round.",
         "",
         "| seed | influence of background_hue | relies on it | "
         + " | ".join(
@@ -922,8 +925,12 @@ def render(settings: Settings, records: list[dict], summary: dict, cost_figures:
         f"- Machine: {info['machine']}, {os.cpu_count()} CPU cores shared with other jobs, torch threads "
         f"{info['threads']} (two threads ran 4-5x slower than one on the shared cores), no GPU. **Wall time "
         f"{context['wall_minutes']:.1f} min** for the {context['computing_runs']} run(s) that computed these results "
-        f"from an empty work folder; writing this page from the cache took "
-        f"{context['run_minutes']:.1f} min.",
+        "(from an empty work folder, then each run that added a variant); "
+        + (
+            f"this run computed what was missing and wrote this page in {context['run_minutes']:.1f} min."
+            if context.get("computed")
+            else f"writing this page from the cache took {context['run_minutes']:.1f} min."
+        ),
         f"- Versions: vcex {info['vcex']}, torch {info['torch']}, Python {info['python']}",
         f"- Latent model: `faces-style` (fingerprint {settings.style}), W space (128-d).",
         f"- Classifiers: FaceCNN at {SIZE}x{SIZE}, the first {settings.train_faces} training faces (seed 0; the "
@@ -1241,6 +1248,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_minutes": earlier / 60,
         "computing_runs": computing_runs,
         "run_minutes": run_seconds / 60,
+        "computed": computed,
         "probes": probes.summary(),
         "note": args.note,
         "json_name": Path(args.out).with_suffix(".json").name,

@@ -364,7 +364,15 @@ OTHER_BENCHMARKS = [
     ),
     (
         "benchmarks/faces-global-shortcut-seeds-15-19.md",
-        "explaining away with round 1 in W (what vcex global --rounds runs) on five more fresh shortcut classifiers",
+        "explaining away with round 1 in W on five more fresh shortcut classifiers",
+    ),
+    (
+        "benchmarks/faces-global-shortcut-seeds-20-24.md",
+        "explaining away scored by residual (what vcex global --rounds runs) on five fresh shortcut classifiers",
+    ),
+    (
+        "benchmarks/faces-global-shortcut-seeds-25-29.md",
+        "the same on five more fresh shortcut classifiers",
     ),
     (
         "benchmarks/faces-style-budget.md",
