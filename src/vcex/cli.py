@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="what reads the counterfactuals' descriptors: latent probes (the paper's) or a CNN on the images, "
         "trained once on the training images and cached; auto (default): images for faces, where they ranked "
-        "the true driver first far more often (docs/benchmarks/faces-global.md), latent probes for digits",
+        "the true driver first for 54 of 60 classifiers against 42 for the probes (docs/benchmarks/faces-global.md), "
+        "latent probes for digits",
     )
     global_.add_argument(
         "--rounds",
