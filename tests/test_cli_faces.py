@@ -150,3 +150,10 @@ def test_global_options_are_checked_before_anything_trains():
         resolve_round_scores("raw", whiten=False) == "raw"
         and resolve_round_scores("residual", whiten=True) == "residual"
     )
+
+
+def test_a_one_round_faces_report_says_how_to_look_behind_the_top_route():
+    from vcex.pipeline import _away_paragraph
+
+    assert "--rounds 3" in _away_paragraph(None, faces=True)
+    assert _away_paragraph(None, faces=False) == ""  # digits: explaining away needs a binary classifier
