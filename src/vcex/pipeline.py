@@ -600,9 +600,9 @@ READER_TEXT = {
 
 ONE_ROUND_HINT = (
     "<p>One round shows the classifier's cheapest route to the other class. A factor it also reads behind that "
-    "route (a shortcut) shows with <code>--rounds 3</code> (explaining away): on 30 synthetic-face classifiers "
-    "that relied on a planted background, it put the background in the top 3 for 30, one round for 3 "
-    "(docs/benchmarks/faces-global.md).</p>"
+    "route (a shortcut) shows with <code>--rounds 3</code> (explaining away, read by the image readers): on 30 "
+    "synthetic-face classifiers that relied on a planted background, it put the background in the top 3 for 30, "
+    "one round for 3 (docs/benchmarks/faces-global.md).</p>"
 )
 
 
