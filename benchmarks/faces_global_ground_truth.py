@@ -884,10 +884,12 @@ def away_table(records: list[dict]) -> list[str]:
         "later round's winner is the largest part of its group scores that a non-negative mix of the earlier "
         "rounds' scores leaves unexplained) was designed after seeing seeds 0-19, whose two misses had round 2 won "
         "by what changes with a smile (eyes, lipstick) while the smile was held; it rescores the same held rounds "
-        "(a round is attacked anew only where an earlier winner changed), and its fresh check is seeds 20-29 "
-        "(faces-global-shortcut-seeds-20-24.md, faces-global-shortcut-seeds-25-29.md). It suits a first round in W; "
-        "a whitened first round's pattern often carries the background already, and the residual then removes it "
-        "(the whitened-first residual columns), so `vcex global --round-scores auto` uses it only after a W round.",
+        "(a round is attacked anew only where an earlier winner changed), and its fresh checks are seeds 20-29 "
+        "(faces-global-shortcut-seeds-20-24.md, faces-global-shortcut-seeds-25-29.md), then, with nothing "
+        "changed, seeds 30-39 (faces-global-shortcut-seeds-30-34.md, faces-global-shortcut-seeds-35-39.md). "
+        "It suits a first round in W; a whitened first round's pattern often carries the background already, "
+        "and the residual then removes it (the whitened-first residual columns), so `vcex global --round-scores "
+        "auto` uses it only after a W round.",
         "",
         "| seed | influence of background_hue | relies on it | "
         + " | ".join(

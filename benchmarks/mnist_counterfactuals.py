@@ -375,6 +375,14 @@ OTHER_BENCHMARKS = [
         "the same on five more fresh shortcut classifiers",
     ),
     (
+        "benchmarks/faces-global-shortcut-seeds-30-34.md",
+        "a second confirmation of the residual scoring, five more fresh shortcut classifiers",
+    ),
+    (
+        "benchmarks/faces-global-shortcut-seeds-35-39.md",
+        "the same, five more",
+    ),
+    (
         "benchmarks/faces-style-budget.md",
         "the style generator's small config on a 15-minute CPU budget, beside the shipped one",
     ),
