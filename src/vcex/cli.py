@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="what reads the counterfactuals' descriptors: latent probes (the paper's) or a CNN on the images, "
         "trained once on the training images and cached; auto (default): images for faces, where they ranked "
-        "the true driver first for 54 of 60 classifiers against 42 for the probes (docs/benchmarks/faces-global.md), "
+        "the true driver first for 63 of 70 classifiers against 50 for the probes (docs/benchmarks/faces-global.md), "
         "latent probes for digits",
     )
     global_.add_argument(
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="faces: explaining away in this many rounds, each attacking again while holding the factors won by "
         "the earlier rounds, so a shortcut hidden behind the cheapest change shows (default 1: off; 3 put a "
-        "planted background in the top 3 for 30 of 30 shortcut classifiers, one round for 3; each round costs "
+        "planted background in the top 3 for 40 of 40 shortcut classifiers, one round for 4; each round costs "
         "one more attack)",
     )
     global_.add_argument(

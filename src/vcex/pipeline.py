@@ -464,8 +464,8 @@ def run_global(
 
     ``reader="latent"`` (the paper's): probes fitted on training latents read the counterfactuals' latents.
     ``reader="images"``: :class:`~vcex.attribution.ImageAttributes` read the counterfactual images against
-    the attack's start (its reconstruction); on the synthetic faces they ranked the true driver first for 54
-    of 60 classifiers against 42 for the probes (docs/benchmarks/faces-global.md). ``"auto"``: images for
+    the attack's start (its reconstruction); on the synthetic faces they ranked the true driver first for 63
+    of 70 classifiers against 50 for the probes (docs/benchmarks/faces-global.md). ``"auto"``: images for
     faces, latent probes otherwise.
     Either way a held-out split is reported, and readers that do not beat chance are listed, not ranked.
     ``rounds > 1`` (faces, image readers): explaining away (:func:`~vcex.attribution.explain_away`), each later
@@ -475,9 +475,9 @@ def run_global(
     rounds are kept in ``out/rounds`` and reused by a rerun with the same settings. ``round_scores="residual"``
     gives each later round to what the earlier rounds' patterns leave unexplained
     (:func:`~vcex.attribution.residual_scores`), so side effects of a held factor do not win (a planted
-    background in the top 3 of 30 of 30 shortcut classifiers, against 27 raw); ``"raw"``: the top |S|;
+    background in the top 3 of 40 of 40 shortcut classifiers, against 36 raw); ``"raw"``: the top |S|;
     ``"auto"`` (default): residual when round 1 is in the raw latent, raw when it is whitened, whose pattern
-    often holds the second route already (21 of 30 residual, 27 raw).
+    often holds the second route already (26 of 40 residual, 36 raw).
     MNIST/Fashion: Morpho-MNIST descriptors, the attack explains the first ``n`` test images toward their
     runner-up class, one explanation per target class. Faces: the
     renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
@@ -600,9 +600,9 @@ READER_TEXT = {
 
 ONE_ROUND_HINT = (
     "<p>One round shows the classifier's cheapest route to the other class. A factor it also reads behind that "
-    "route (a shortcut) shows with <code>--rounds 3</code> (explaining away, read by the image readers): on 30 "
-    "synthetic-face classifiers that relied on a planted background, it put the background in the top 3 for 30, "
-    "one round for 3 (docs/benchmarks/faces-global.md).</p>"
+    "route (a shortcut) shows with <code>--rounds 3</code> (explaining away, read by the image readers): on 40 "
+    "synthetic-face classifiers that relied on a planted background, it put the background in the top 3 for 40, "
+    "one round for 4 (docs/benchmarks/faces-global.md).</p>"
 )
 
 

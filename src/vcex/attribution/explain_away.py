@@ -21,11 +21,11 @@ round 1 already mixes two routes, the second is in round 1's pattern and the res
 and when round 1's winner is itself a side effect (lipstick before the smile), the true factor is
 explained away with it.
 
-On 30 synthetic-face classifiers that rely on a planted background shortcut (docs/benchmarks/faces-global.md
+On 40 synthetic-face classifiers that rely on a planted background shortcut (docs/benchmarks/faces-global.md
 and its confirmation pages), three rounds (round 1 in W, read from the images) put the background in the
-top 3 for 27 with raw scores and for all 30 with the residual (10 of 10 fresh after it was designed),
-against 3 for one round in raw W and 20 for one round in whitened W; the raw misses are the side-effect
-case above, and the residual's cost is the smile for the 3 whose round 1 put lipstick or eyes first.
+top 3 for 36 with raw scores and for all 40 with the residual (20 of 20 fresh after it was designed),
+against 4 for one round in raw W and 27 for one round in whitened W; the raw misses are the side-effect
+case above, and the residual's cost is the smile for the 4 whose round 1 put another factor first.
 
 >>> readers = ImageAttributes(max_blur=1.2).fit(train_images, Descriptors.from_faces(train_faces))
 >>> away = explain_away(CounterfactualAttack(classifier, style), readers, images, rounds=2)
