@@ -259,12 +259,9 @@ def explain_away(
         explanation = global_scores(
             readers.local(counted), directions_from_result(counted), resamples=resamples, label=label
         )
-        scores = group_scores(explanation, mapped)
-        earlier = [group_scores(done, mapped) for done in away.rounds]
+        scores, mix = group_scores(explanation, mapped), []
         if residual:
-            scores, mix = residual_scores(scores, earlier, held)
-        else:
-            mix = []
+            scores, mix = residual_scores(scores, [group_scores(done, mapped) for done in away.rounds], held)
         away.rounds.append(explanation)
         away.held.append(held)
         away.valid.append(int(result.success.sum()))
