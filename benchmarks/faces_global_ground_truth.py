@@ -838,7 +838,7 @@ def shortcut_summary(records: list[dict]) -> str | None:
 
 def away_summary(records: list[dict]) -> str | None:
     """The Overall line on explaining away: the shortcut in the top 3 and the driver's place, per variant, over the
-    shortcut classifiers that have both variants."""
+    shortcut classifiers that have every variant of AWAY_VARIANTS."""
     rows = [r for r in records if all(r.get(key) for key in AWAY_VARIANTS)]
     if not rows:
         return None
