@@ -163,7 +163,7 @@ def suite_section(suite: str, record: dict) -> list[str]:
     return lines
 
 
-def render(records: dict[str, dict], speed, demo, command: str, peers: list[dict], peers_dir: Path) -> str:
+def render(records: dict[str, dict], speed, demo, command: str, peers: list[dict]) -> str:
     info = versions()
     lines = [
         "# Benchmarks",
@@ -230,7 +230,7 @@ def render(records: dict[str, dict], speed, demo, command: str, peers: list[dict
             f"| warm | {demo['warm']:.0f} |",
         ]
     if peers:
-        lines += ["", *peers_section(peers, peers_dir)]
+        lines += ["", *peers_section(peers)]
     lines += ["", *other_benchmarks()]
     return "\n".join(lines) + "\n"
 
@@ -247,14 +247,27 @@ ATTACK_KEYS = ("vcex-attack", "attack")
 COMPARABLE_POINTS = 0.10  # "comparable oracle agreement": within 10 points of the attack's, fixed before reading
 
 
-def peer_rows(peers_dir: Path) -> list[dict]:
-    """One row per peer setting from the newest saved run of each peer, beside the vcex attack of that run."""
+def _saved_peer_runs(peers_dir: Path | None) -> dict[str, tuple[Path, dict]]:
+    """Each peer's saved run by folder name: its page's JSON beside it in docs/ (written by every peer run, so
+    the page can be rebuilt where the peers never ran), or with ``peers_dir`` the newest results.json under
+    ``peers_dir/<folder>/`` (the peers' work folders)."""
+    runs = {}
+    for folder, (_, _, page) in PEER_RUNS.items():
+        if peers_dir is None:
+            candidates = [(ROOT / "docs" / page).with_suffix(".json")]
+        else:
+            candidates = sorted((peers_dir / folder).glob("*/results.json"), key=lambda path: path.stat().st_mtime)
+        existing = [path for path in candidates if path.is_file()]
+        if existing:
+            runs[folder] = (existing[-1], json.loads(existing[-1].read_text()))
+    return runs
+
+
+def peer_rows(peers_dir: Path | None = None) -> list[dict]:
+    """One row per peer setting from each peer's saved run, beside the vcex attack of that run."""
     rows = []
-    for folder, (prefix, name, page) in PEER_RUNS.items():
-        runs = sorted((peers_dir / folder).glob("*/results.json"), key=lambda path: path.stat().st_mtime)
-        if not runs:
-            continue
-        saved = json.loads(runs[-1].read_text())
+    for folder, (path, saved) in _saved_peer_runs(peers_dir).items():
+        prefix, name, page = PEER_RUNS[folder]
         metrics = saved.get("metrics", {})
         attack = next((metrics[key] for key in ATTACK_KEYS if key in metrics), None)
         for key, m in metrics.items():
@@ -264,6 +277,8 @@ def peer_rows(peers_dir: Path) -> list[dict]:
                         "peer": name,
                         "key": key,
                         "page": page,
+                        "source": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                        "command": saved.get("command"),
                         "peer_metrics": m,
                         "attack": attack,
                         "amortized": metrics.get("amortized"),
@@ -291,7 +306,8 @@ def _per_valid_ms(m: dict, with_fit: bool = False) -> float | None:
     return 1000 * seconds / valid
 
 
-def peers_section(rows: list[dict], peers_dir: Path) -> list[str]:
+def peers_section(rows: list[dict]) -> list[str]:
+    sources = ", ".join(dict.fromkeys(f"`{row['source']}`" for row in rows))
     lines = [
         "## Peers at a glance (MNIST, 200 images, target = runner-up)",
         "",
@@ -299,8 +315,8 @@ def peers_section(rows: list[dict], peers_dir: Path) -> list[str]:
         "process on the same images, targets and classifier weights; the speed-up compares the two within that "
         "run. Validity is p(target) > 0.998 (vcex's threshold; peers without a confidence threshold also get "
         "their own argmax validity). *Per valid CF*: explaining time over the counterfactuals valid at 0.998; "
-        "*with fit*: plus the peer's one-off training, spread over these 200 images. Read from "
-        f"`{peers_dir}` (the peers' default work folders); details on each peer's page.",
+        "*with fit*: plus the peer's one-off training, spread over these 200 images. Read from the peers' saved "
+        f"runs ({sources}), each written by its own command (on its page); details on each peer's page.",
         "",
         "| peer, setting | validity ↑ | argmax validity | oracle agr. ↑ | kNN agr. ↑ | ms / CF | ms / valid CF "
         "| with fit | attack (same run): oracle, ms / valid CF | attack faster per valid CF |",
@@ -419,7 +435,8 @@ def main() -> None:
     parser.add_argument(
         "--peers-dir",
         default=None,
-        help="the peer benchmarks' saved runs (default: the vcex cache's peers/)",
+        help="read the peers' runs from their work folders under DIR (e.g. the vcex cache's peers/) instead of "
+        "the JSON records beside their pages in docs/benchmarks/",
     )
     args = parser.parse_args()
     command = "python benchmarks/mnist_counterfactuals.py" + (" --demo-timing" if args.demo_timing else "")
@@ -434,9 +451,21 @@ def main() -> None:
         targets = resolve_targets("second", bench.classifier(images).softmax(1))
     speed = throughput(bench, images, targets)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    peers_dir = Path(args.peers_dir) if args.peers_dir else cache_dir() / "peers"
-    Path(args.out).write_text(render(records, speed, demo, command, peer_rows(peers_dir), peers_dir))
-    print(f"wrote {args.out}", file=sys.stderr)
+    peers_dir = Path(args.peers_dir) if args.peers_dir else None
+    peers = peer_rows(peers_dir)
+    out = Path(args.out)
+    out.write_text(render(records, speed, demo, command, peers))
+    # every figure on the page, beside it: the suites' records, the throughput rows, the demo timing, the peers
+    page_record = {
+        "command": command,
+        "versions": versions(),
+        "suites": records,
+        "throughput": speed,
+        "demo_seconds": demo,
+        "peers": peers,
+    }
+    out.with_suffix(".json").write_text(json.dumps(page_record, indent=2, default=str) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

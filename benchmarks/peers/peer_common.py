@@ -78,6 +78,17 @@ class State:
         os.replace(temporary, self.path)
 
 
+def write_report(out: Path, text: str, state: State) -> Path:
+    """Write the Markdown report ``out`` and, beside it, ``out`` with ``.json``: the run's saved record
+    (identity, conditions, stages, metrics), so the page and docs/BENCHMARKS.md can be rebuilt from the
+    repository on a machine that never ran the peer. Returns the JSON path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    record = out.with_suffix(".json")
+    record.write_text(json.dumps(state.data, indent=2, default=str) + "\n")
+    return record
+
+
 def fingerprint(*tensors: torch.Tensor) -> str:
     """A short hash of the tensors' shapes and values."""
     digest = hashlib.sha1()

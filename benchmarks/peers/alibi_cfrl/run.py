@@ -43,6 +43,7 @@ from peer_common import (  # noqa: E402
     num,
     pct,
     resumed_note,
+    write_report,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -592,9 +593,8 @@ def main() -> None:
             f"L1 {m['l1']:.4f}, {1000 * m['seconds_per_cf']:.2f} ms/CF"
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(metrics, state, command, args))
-    log(f"wrote {out} and {state.path}")
+    record = write_report(out, render(metrics, state, command, args), state)
+    log(f"wrote {out}, {record} and {state.path}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from peer_common import (  # noqa: E402
     pct,
     per_valid_ms,
     resumed_note,
+    write_report,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -312,9 +313,8 @@ def main() -> None:
             f"L-inf {m['linf']:.3f}, {1000 * m['seconds_per_cf']:.2f} ms/CF"
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(rows, metrics, state, command, args))
-    log(f"wrote {out} and {state.path}")
+    record = write_report(out, render(rows, metrics, state, command, args), state)
+    log(f"wrote {out}, {record} and {state.path}")
 
 
 if __name__ == "__main__":
