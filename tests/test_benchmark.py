@@ -36,6 +36,7 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
         metrics = row["metrics"]
         assert 0.0 <= metrics["validity"] <= 1.0 and metrics["n"] == 4
         assert metrics["frechet"] >= 0 and metrics["row_seconds"] > 0
+        assert metrics["torch_threads"] == torch.get_num_threads()
     assert record["rows"][2]["metrics"]["fit_seconds"] > 0  # amortized: fitted in this run
 
     # every row explained the same images toward the classifier's runner-up class, fixed up front
@@ -51,6 +52,8 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
     assert table[0].startswith("| method | validity") and "IM1" in table[0] and "MNAC" not in table[0]
     assert len(table) == 1 + len(ROWS) and all(line.startswith(f"| `{key}`: ") for line, key in zip(table[1:], ROWS))
     assert "Command: `vcex benchmark --suite mnist" in markdown and "Columns:" in markdown
+    threads = torch.get_num_threads()
+    assert f"Timing conditions (ms / CF): every row with {threads} torch thread" in markdown
 
     # a rerun explains nothing: every row comes back from out/rows, bit for bit
     def refuse(*args, **kwargs):
@@ -84,6 +87,21 @@ def test_benchmark_reruns_changed_rows_and_lists_failing_ones(tiny_recipes, tmp_
     assert record["reused"] == [] and pixel["status"] == "done" and pixel["metrics"]["settings"]["max_steps"] == 3
     assert pixel["metrics"]["mean_steps"] <= 3
     assert "`broken` failed: --space style needs a style generator" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_timing_conditions_name_the_rows_measured_under_each_thread_count():
+    from vcex.benchmark import _timing_conditions
+
+    def entry(key, threads, load):
+        return {"key": key, "metrics": {"torch_threads": threads, "load_average": [load, 0.0, 0.0]}}
+
+    rows = [entry("attack", 2, 1.5), entry("pixel", 1, 2.25), entry("disc", 2, 0.5)]
+    assert _timing_conditions(rows) == (
+        "Timing conditions (ms / CF): `pixel` with 1 torch thread, 1-minute load average 2.2-2.2 at the row's end; "
+        "`attack`, `disc` with 2 torch threads, 1-minute load average 0.5-1.5 at the row's end."
+    )
+    # rows saved before the conditions were recorded say nothing rather than something wrong
+    assert _timing_conditions([{"key": "attack", "metrics": {}}]) is None
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,9 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
     )
     metrics["frechet"] = _frechet(result, bench, task.features)
     metrics["row_seconds"] = round(time.perf_counter() - started, 3)
+    # how the row's ms / CF was measured: a reused row keeps the conditions of the run that computed it
+    metrics["torch_threads"] = torch.get_num_threads()
+    metrics["load_average"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     metrics["target_rule"] = task.rule  # run_explain saw the targets as a tensor
     metrics["row"] = {"key": row.key, "label": row.label, "preset": row.preset, "options": dict(row.options)}
     fingerprint = _row_fingerprint(data, row, json.loads(json.dumps(result.settings, default=str)), metrics["device"])
@@ -423,6 +426,24 @@ def render_markdown(record: dict) -> str:
     return "\n".join([*lines, "", *render_table(record)]) + "\n"
 
 
+def _timing_conditions(done: list[dict]) -> str | None:
+    """A sentence on the torch threads and load under which the rows' ms / CF were measured, grouped by
+    thread count; None when no row recorded them (rows saved before they were recorded)."""
+    by_threads: dict[int, list[dict]] = {}
+    for entry in done:
+        if entry["metrics"].get("torch_threads") is not None:
+            by_threads.setdefault(entry["metrics"]["torch_threads"], []).append(entry)
+    if not by_threads:
+        return None
+    parts = []
+    for threads, entries in sorted(by_threads.items()):
+        loads = [e["metrics"]["load_average"][0] for e in entries if e["metrics"].get("load_average")]
+        load = f", 1-minute load average {min(loads):.1f}-{max(loads):.1f} at the row's end" if loads else ""
+        keys = "every row" if len(entries) == len(done) else ", ".join(f"`{e['key']}`" for e in entries)
+        parts.append(f"{keys} with {threads} torch thread{'s' if threads != 1 else ''}{load}")
+    return "Timing conditions (ms / CF): " + "; ".join(parts) + "."
+
+
 def render_table(record: dict) -> list[str]:
     """The table of a ``benchmark.json`` record with its notes (thresholds, fits, failures) and column legend,
     as Markdown lines; ``benchmarks/mnist_counterfactuals.py`` puts it into docs/BENCHMARKS.md."""
@@ -462,6 +483,9 @@ def render_table(record: dict) -> list[str]:
             + ", ".join(f"`{e['key']}` {e['metrics']['recorded_fit_seconds']:.1f} s" for e in fits)
             + " (the fitted network is cached and shared by the amortized rows)."
         )
+    conditions = _timing_conditions(done)
+    if conditions:
+        lines.append(conditions)
     for entry in failed:
         lines.append(f"- `{entry['key']}` failed: {entry['error']}")
     lines += [
