@@ -48,9 +48,15 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
         assert torch.equal(saved.target, runner_up) and torch.equal(saved.originals, images)
 
     markdown = (out / "benchmark.md").read_text()
-    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("| method |")]
+    table, more = [[line for line in lines if not line.startswith("|---")] for lines in tables]
     assert table[0].startswith("| method | validity") and "IM1" in table[0] and "MNAC" not in table[0]
     assert len(table) == 1 + len(ROWS) and all(line.startswith(f"| `{key}`: ") for line, key in zip(table[1:], ROWS))
+    assert "KID" in more[0] and "IM2" in more[0] and len(more) == 1 + len(ROWS)
+    for line, row in zip(more[1:], record["rows"]):
+        m = row["metrics"]
+        assert line.startswith(f"| `{row['key']}` |") and f"{m['kid']:.4f} ± {m['kid_std']:.4f}" in line
+        assert m["knn_target_distance"] > 0 and m["kid_std"] >= 0
     assert "Command: `vcex benchmark --suite mnist" in markdown and "Columns:" in markdown
     threads = torch.get_num_threads()
     assert f"Timing conditions (ms / CF): every row with {threads} torch thread" in markdown
@@ -67,6 +73,18 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
     assert [row["metrics"] for row in again["rows"]] == [row["metrics"] for row in record["rows"]]
     assert saved_at == {k: (out / "rows" / k / "counterfactuals.safetensors").stat().st_mtime_ns for k in ROWS}
     assert "reused from an earlier run" in (out / "benchmark.md").read_text()
+
+    # a row saved before KID and the kNN distance were recorded gets them from its saved counterfactuals
+    metrics_path = out / "rows" / "pixel" / "metrics.json"
+    old = json.loads(metrics_path.read_text())
+    metrics_path.write_text(
+        json.dumps({k: v for k, v in old.items() if k not in ("kid", "kid_std", "knn_target_distance")})
+    )
+    assert main(argv) == 0
+    completed = json.loads((out / "benchmark.json").read_text())["rows"][1]
+    assert completed["reused"] and completed["metrics"]["kid"] == old["kid"]
+    assert completed["metrics"]["knn_target_distance"] == old["knn_target_distance"]
+    assert json.loads(metrics_path.read_text())["kid"] == old["kid"]
 
 
 def test_benchmark_reruns_changed_rows_and_lists_failing_ones(tiny_recipes, tmp_path, monkeypatch):
@@ -119,3 +137,31 @@ def test_benchmark_bad_arguments_give_one_line_errors(tiny_recipes, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vcex: error:") and message in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_faces_tables_show_mnac_and_its_side_effect_count():
+    from vcex.benchmark import render_table
+
+    metrics = {
+        "validity": 1.0, "oracle_agreement": 0.9, "knn_agreement": 0.5, "l1": 0.04, "l2": 2.0, "frechet": 3.0,
+        "mnac": 1.42, "mnac_vs_reconstruction": 1.34, "mean_steps": 20.0, "passes_per_cf": 41.0,
+        "forward_passes_per_cf": 21.0, "backward_passes_per_cf": 20.0, "seconds_per_cf": 0.07, "threshold": 0.998,
+        "mean_target_prob": 0.999, "changed_fraction": 0.01, "latent_distance": 1.5, "kid": 0.0123,
+        "kid_std": 0.002, "knn_target_distance": 4.5, "realism": None,
+    }  # fmt: skip
+    pixel = {**metrics, "mnac_vs_reconstruction": None, "latent_distance": 0.2, "kid": None}
+    record = {
+        "dataset": "faces-smiling",
+        "data": {"label_attributes": ["smiling"]},
+        "rows": [
+            {"key": "attack", "label": "CounterfactualAttack in W", "status": "done", "metrics": metrics},
+            {"key": "pixel", "label": "Pixel attack", "status": "done", "metrics": pixel},
+        ],
+    }
+    lines = render_table(record)
+    assert "MNAC ↓" in lines[0] and "IM1" not in lines[0]
+    more = lines[lines.index("") + 1 :]
+    assert "MNAC vs reconstruction ↓" in more[0] and "IM2" not in more[0]
+    assert more[2] == "| `attack` | 0.999 | 0.010 | 1.50 | 1.34 | 0.0123 ± 0.0020 | 4.50 | 21.0 + 20.0 |"
+    assert more[3] == "| `pixel` | 0.999 | 0.010 | 0.20 | – | – | 4.50 | 21.0 + 20.0 |"
+    assert any("(smiling excluded)" in line for line in lines)

@@ -29,13 +29,23 @@ import torch
 
 from vcex.cache import parameter_fingerprint
 from vcex.errors import CacheError, InputError, VcexError
-from vcex.evaluation import penultimate_features, target_class_frechet, versions
+from vcex.evaluation import (
+    frechet_distance,
+    kid,
+    knn_target_distance,
+    penultimate_features,
+    target_class_reference,
+    versions,
+)
+from vcex.evaluation.metrics import CHANGED_TOLERANCE
 from vcex.explainers import CounterfactualResult
 from vcex.explainers.base import resolve_targets
 from vcex.pipeline import Workbench, build_explainer, prepare, run_explain
 
 # real training images of the target classes the counterfactuals' Frechet distance is measured against
 FRECHET_REFERENCE = 2000
+# random subsets KID averages over (each of min(1000, N, reference) images per side)
+KID_SUBSETS = 100
 
 
 @dataclass(frozen=True)
@@ -144,8 +154,8 @@ def _row_fingerprint(data: str, row: Row, settings: dict, device: str) -> str:
     )
 
 
-def _saved_row(row_dir: Path, fingerprint: str, targets: torch.Tensor) -> dict | None:
-    """The metrics of a finished row saved under ``row_dir`` for this fingerprint, else None."""
+def _saved_row(row_dir: Path, fingerprint: str, targets: torch.Tensor) -> tuple[dict, CounterfactualResult] | None:
+    """The metrics and counterfactuals of a finished row saved under ``row_dir`` for this fingerprint, else None."""
     try:
         marker = json.loads((row_dir / "row.json").read_text())
         if marker.get("status") != "done" or marker.get("fingerprint") != fingerprint:
@@ -154,26 +164,32 @@ def _saved_row(row_dir: Path, fingerprint: str, targets: torch.Tensor) -> dict |
         result = CounterfactualResult.load(row_dir / "counterfactuals.safetensors")
     except (OSError, ValueError, CacheError):
         return None
-    return metrics if torch.equal(result.target, targets) else None
+    return (metrics, result) if torch.equal(result.target, targets) else None
 
 
-def _frechet(
+# the metrics _target_class_metrics adds to a row (a saved row without them gets them on reuse)
+TARGET_CLASS_METRICS = ("frechet", "kid", "kid_std", "knn_target_distance")
+
+
+def _target_class_metrics(
     result: CounterfactualResult, bench: Workbench, features: Callable[[torch.Tensor], torch.Tensor]
-) -> float | None:
-    """Target-class Frechet distance of the counterfactuals; None below 2 counterfactuals."""
+) -> dict[str, float | None]:
+    """How much the counterfactuals look like real training images of their target classes: the Frechet
+    distance and KID (mean, std over subsets) in the oracle's features against the same reference images,
+    and the mean L2 distance to the 5 nearest target-class training images. None below 2 counterfactuals."""
     if len(result) < 2:
-        return None
-    return round(
-        target_class_frechet(
-            result.counterfactuals,
-            result.target,
-            bench.train.images,
-            bench.train.labels,
-            features,
-            FRECHET_REFERENCE,
-        ),
-        4,
-    )
+        return dict.fromkeys(TARGET_CLASS_METRICS)
+    reference = target_class_reference(result.target, bench.train.images, bench.train.labels, FRECHET_REFERENCE)
+    with torch.no_grad():
+        real, counterfactual = features(reference), features(result.counterfactuals)
+    kid_mean, kid_std = kid(real, counterfactual, subsets=KID_SUBSETS)
+    near = knn_target_distance(result.counterfactuals, result.target, bench.train.images, bench.train.labels)
+    return {
+        "frechet": round(frechet_distance(real, counterfactual), 4),
+        "kid": round(kid_mean, 6),
+        "kid_std": round(kid_std, 6),
+        "knn_target_distance": round(float(near.mean()), 4),
+    }
 
 
 @dataclass
@@ -211,7 +227,12 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
         fingerprint = _row_fingerprint(data, row, explainer.settings(), str(explainer.device))
         saved = _saved_row(row_dir, fingerprint, task.targets)
         if saved is not None:
-            return saved, True
+            metrics, result = saved
+            if any(key not in metrics for key in TARGET_CLASS_METRICS):
+                # saved before these metrics existed: computed from the saved counterfactuals, nothing re-explained
+                metrics.update(_target_class_metrics(result, bench, task.features))
+                (row_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+            return metrics, True
     if marker.get("data") != data or marker.get("status") == "done":
         # chunks of other images, targets or models (or of a superseded run) must not be resumed
         shutil.rmtree(row_dir, ignore_errors=True)
@@ -221,7 +242,7 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
     result, metrics = run_explain(
         bench, row.method, len(task.images), task.targets, row_dir, preset=row.preset, progress=progress, **options
     )
-    metrics["frechet"] = _frechet(result, bench, task.features)
+    metrics.update(_target_class_metrics(result, bench, task.features))
     metrics["row_seconds"] = round(time.perf_counter() - started, 3)
     # how the row's ms / CF was measured: a reused row keeps the conditions of the run that computed it
     metrics["torch_threads"] = torch.get_num_threads()
@@ -444,6 +465,34 @@ def _timing_conditions(done: list[dict]) -> str | None:
     return "Timing conditions (ms / CF): " + "; ".join(parts) + "."
 
 
+def _kid_cell(m: dict) -> str:
+    if m.get("kid") is None:
+        return "–"
+    return f"{m['kid']:.4f} ± {m['kid_std']:.4f}"
+
+
+def _more_metrics_table(done: list[dict], faces: bool) -> list[str]:
+    """The second table: the rest of each row's metrics (closeness, realism against the target class, passes)."""
+    fourth = "MNAC vs reconstruction ↓" if faces else "IM2 ↓"
+    header = (
+        f"| method | mean p(target) | pixels changed ↓ | latent distance ↓ | {fourth} | KID ↓ | kNN distance ↓ "
+        "| forward + backward passes / CF |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for entry in done:
+        m = entry["metrics"]
+        fourth_value = (
+            _fmt(m.get("mnac_vs_reconstruction"), 2) if faces else _fmt((m.get("realism") or {}).get("im2"), 4)
+        )
+        lines.append(
+            f"| `{entry['key']}` | {_fmt(m.get('mean_target_prob'))} | {_fmt(m.get('changed_fraction'))} "
+            f"| {_fmt(m.get('latent_distance'), 2)} | {fourth_value} | {_kid_cell(m)} "
+            f"| {_fmt(m.get('knn_target_distance'), 2)} | {m['forward_passes_per_cf']:.1f} + "
+            f"{m['backward_passes_per_cf']:.1f} |"
+        )
+    return lines
+
+
 def render_table(record: dict) -> list[str]:
     """The table of a ``benchmark.json`` record with its notes (thresholds, fits, failures) and column legend,
     as Markdown lines; ``benchmarks/mnist_counterfactuals.py`` puts it into docs/BENCHMARKS.md."""
@@ -469,6 +518,7 @@ def render_table(record: dict) -> list[str]:
         )
     done = [entry for entry in record["rows"] if entry["status"] == "done"]
     failed = [entry for entry in record["rows"] if entry["status"] == "failed"]
+    lines += ["", *_more_metrics_table(done, faces)]
     lines.append("")
     if done:
         lines.append(
@@ -504,6 +554,20 @@ def render_table(record: dict) -> list[str]:
             else "*IM1*: reconstruction error under the target class's autoencoder over that under the original "
             "class's (below 1: the counterfactual looks more like its new class). "
         )
+        + "*Mean p(target)*: the explained classifier's mean target probability on the counterfactuals. "
+        f"*Pixels changed*: share of pixels moved by more than {CHANGED_TOLERANCE} (sparsity). *Latent distance*: "
+        "L2 between the encodings of the original and the counterfactual, every method's images re-encoded by "
+        "the same model. "
+        + (
+            "*MNAC vs reconstruction*: the same count against the generator's reconstruction of the original "
+            "(the edit's side effects alone; latent methods only). "
+            if faces
+            else "*IM2*: disagreement between the target class's autoencoder and one trained on every class, "
+            "over the image's L1 norm (lower: more realistic). "
+        )
+        + f"*KID*: kernel distance (mean ± std over {KID_SUBSETS} subsets) in the oracle's features to the same "
+        "target-class images as FD; unbiased, so near 0 means indistinguishable from real images of the target "
+        "class. *kNN distance*: mean L2 to the 5 nearest training images of the target class. "
         + "*Mean steps*: optimisation steps per image (0 for one-pass methods). *Passes / CF*: classifier "
         "forward plus backward passes per counterfactual. *ms / CF*: explaining time per counterfactual on this "
         "machine, without one-off fits and evaluation. ↑: higher is better, ↓: lower is better.",

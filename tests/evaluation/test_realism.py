@@ -176,3 +176,32 @@ def test_target_class_frechet_compares_with_the_target_classes_real_images():
     assert right < 0.01 < wrong
     with pytest.raises(InputError, match="class 2 has 0 training images"):
         target_class_frechet(bright_cfs, torch.full((100,), 2), train, labels, features)
+
+
+def test_target_class_kid_and_reference_share_the_target_classes_images():
+    from vcex.evaluation import kid, target_class_kid, target_class_reference
+
+    generator = torch.Generator().manual_seed(1)
+    dark = torch.rand(400, 1, 4, 4, generator=generator) * 0.3
+    bright = 0.7 + torch.rand(400, 1, 4, 4, generator=generator) * 0.3
+    train = torch.cat([dark, bright])
+    labels = torch.cat([torch.zeros(400, dtype=torch.long), torch.ones(400, dtype=torch.long)])
+
+    def features(images):
+        return torch.stack([images.flatten(1).mean(1), images.flatten(1).std(1)], 1)
+
+    # three quarters of the counterfactuals target class 1: the reference takes the classes in that share
+    targets = torch.tensor([1, 1, 1, 0] * 25)
+    reference = target_class_reference(targets, train, labels, reference_size=200)
+    assert reference.shape == (200, 1, 4, 4)
+    assert torch.equal(reference[:50], dark[:50]) and torch.equal(reference[50:], bright[:150])
+
+    cfs = torch.where(targets.view(-1, 1, 1, 1) == 1, bright[200:300], dark[200:300])  # real images of the targets
+    right_mean, right_std = target_class_kid(cfs, targets, train, labels, features, reference_size=200, subsets=10)
+    wrong_mean, _ = target_class_kid(cfs, 1 - targets, train, labels, features, reference_size=200, subsets=10)
+    assert abs(right_mean) < 0.01 < wrong_mean and right_std >= 0
+    # it is kid() on the reference's and the counterfactuals' features
+    expected = kid(features(reference), features(cfs), subsets=10)
+    assert target_class_kid(cfs, targets, train, labels, features, reference_size=200, subsets=10) == expected
+    with pytest.raises(InputError, match="targets must be"):
+        target_class_kid(cfs, targets[:5], train, labels, features)

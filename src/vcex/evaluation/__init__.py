@@ -21,6 +21,8 @@ from vcex.evaluation.realism import (
     knn_target_distance,
     split_frechet_distance,
     target_class_frechet,
+    target_class_kid,
+    target_class_reference,
 )
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "predict_labels",
     "split_frechet_distance",
     "target_class_frechet",
+    "target_class_kid",
+    "target_class_reference",
     "sufficiency_curve",
     "versions",
 ]

@@ -34,7 +34,13 @@ def l2_distance(originals: torch.Tensor, counterfactuals: torch.Tensor) -> torch
     return (counterfactuals - originals).flatten(1).norm(dim=1)
 
 
-def changed_fraction(originals: torch.Tensor, counterfactuals: torch.Tensor, tolerance: float = 0.1) -> torch.Tensor:
+# the pixel change (in [0, 1] units) beyond which changed_fraction counts a pixel as changed
+CHANGED_TOLERANCE = 0.1
+
+
+def changed_fraction(
+    originals: torch.Tensor, counterfactuals: torch.Tensor, tolerance: float = CHANGED_TOLERANCE
+) -> torch.Tensor:
     """Share of pixels changed by more than ``tolerance`` per image, (N,). Lower is sparser."""
     _pair(originals, counterfactuals, "changed_fraction")
     return ((counterfactuals - originals).abs().flatten(1) > tolerance).float().mean(1)

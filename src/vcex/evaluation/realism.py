@@ -213,6 +213,43 @@ def knn_target_distance(
     return distances
 
 
+def target_class_reference(
+    targets: torch.Tensor, train_images: torch.Tensor, train_labels: torch.Tensor, reference_size: int = 2000
+) -> torch.Tensor:
+    """Real training images of the classes the counterfactuals now claim to be: (R, C, H, W), R ~ reference_size.
+
+    Each target class gets a share of ``reference_size`` in proportion to how many counterfactuals target it
+    (at least 2; the first ones of the class, so the set is deterministic). Used by
+    :func:`target_class_frechet` and :func:`target_class_kid`, so both compare against the same images.
+
+    Args:
+        targets: (N,) int target class of each counterfactual.
+        train_images: (M, C, H, W) real images; train_labels: (M,) their classes.
+    """
+    targets, train_labels = torch.as_tensor(targets), torch.as_tensor(train_labels)
+    if targets.dim() != 1 or len(targets) == 0 or train_labels.shape != (len(train_images),):
+        raise InputError(
+            "target_class_reference: targets must be (N,) with N >= 1 and train_labels (M,) for M training images, "
+            f"got {tuple(targets.shape)} and {tuple(train_labels.shape)}"
+        )
+    reference = []
+    for target, count in zip(*targets.unique(return_counts=True)):
+        members = (train_labels == target).nonzero().flatten()
+        if len(members) < 2:
+            raise InputError(f"target_class_reference: class {int(target)} has {len(members)} training images; needs 2")
+        take = max(2, round(reference_size * int(count) / len(targets)))
+        reference.append(train_images[members[:take]])
+    return torch.cat(reference)
+
+
+def _check_targets(counterfactuals: torch.Tensor, targets: torch.Tensor, what: str) -> None:
+    if torch.as_tensor(targets).shape != (len(counterfactuals),):
+        raise InputError(
+            f"{what}: targets must be (N,) for N = {len(counterfactuals)} counterfactuals, "
+            f"got {tuple(torch.as_tensor(targets).shape)}"
+        )
+
+
 def target_class_frechet(
     counterfactuals: torch.Tensor,
     targets: torch.Tensor,
@@ -223,10 +260,10 @@ def target_class_frechet(
 ) -> float:
     """Frechet distance between counterfactuals and real images of the classes they now claim to be, >= 0.
 
-    The reference set takes up to ``reference_size`` training images, drawn from each target class in
-    proportion to how many counterfactuals target it (the first ones of each class, so the value is
-    deterministic). Lower is better: the counterfactuals' features are distributed like real images of
-    their target classes. Compare methods on the same images and targets only.
+    The reference set is :func:`target_class_reference` (up to ``reference_size`` training images, shared
+    out over the target classes as the counterfactuals are). Lower is better: the counterfactuals' features
+    are distributed like real images of their target classes. Biased upward for small N: compare methods on
+    the same images and targets only.
 
     Args:
         counterfactuals: (N, C, H, W), N >= 2; targets: (N,) int target class of each.
@@ -234,18 +271,31 @@ def target_class_frechet(
         features: images -> (N, D), e.g. :func:`vcex.evaluation.penultimate_features` of an oracle.
         reference_size: the reference set's size (before per-class rounding; >= 2 per class).
     """
-    targets, train_labels = torch.as_tensor(targets), torch.as_tensor(train_labels)
-    if targets.shape != (len(counterfactuals),) or train_labels.shape != (len(train_images),):
-        raise InputError(
-            "target_class_frechet: targets must be (N,) for N counterfactuals and train_labels (M,) for M "
-            f"training images, got {tuple(targets.shape)} and {tuple(train_labels.shape)}"
-        )
-    reference = []
-    for target, count in zip(*targets.unique(return_counts=True)):
-        members = (train_labels == target).nonzero().flatten()
-        if len(members) < 2:
-            raise InputError(f"target_class_frechet: class {int(target)} has {len(members)} training images; needs 2")
-        take = max(2, round(reference_size * int(count) / len(targets)))
-        reference.append(train_images[members[:take]])
+    _check_targets(counterfactuals, targets, "target_class_frechet")
+    reference = target_class_reference(targets, train_images, train_labels, reference_size)
     with torch.no_grad():
-        return frechet_distance(features(torch.cat(reference)), features(counterfactuals))
+        return frechet_distance(features(reference), features(counterfactuals))
+
+
+def target_class_kid(
+    counterfactuals: torch.Tensor,
+    targets: torch.Tensor,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    reference_size: int = 2000,
+    subsets: int = 100,
+    subset_size: int = 1000,
+) -> tuple[float, float]:
+    """KID, (mean, std) over subsets, between counterfactuals and real images of their target classes.
+
+    The same reference set as :func:`target_class_frechet`. Unbiased, so unlike the Frechet distance it
+    can be compared across different N; near 0 (possibly slightly negative) when the counterfactuals'
+    features are distributed like real images of their target classes. Lower is better.
+
+    Args: as :func:`target_class_frechet`; ``subsets`` and ``subset_size`` as :func:`kid`.
+    """
+    _check_targets(counterfactuals, targets, "target_class_kid")
+    reference = target_class_reference(targets, train_images, train_labels, reference_size)
+    with torch.no_grad():
+        return kid(features(reference), features(counterfactuals), subsets=subsets, subset_size=subset_size)
