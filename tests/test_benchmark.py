@@ -38,6 +38,9 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
         assert metrics["frechet"] >= 0 and metrics["row_seconds"] > 0
         assert metrics["torch_threads"] == torch.get_num_threads()
     assert record["rows"][2]["metrics"]["fit_seconds"] > 0  # amortized: fitted in this run
+    thresholds = sorted({str(row["metrics"]["threshold"]) for row in record["rows"]})
+    assert list(record["data"]["real_validity"]) == thresholds
+    assert all(0.0 <= share <= 1.0 for share in record["data"]["real_validity"].values())
 
     # every row explained the same images toward the classifier's runner-up class, fixed up front
     images = pipeline.prepare("mnist", progress=False).test.images[:4]
@@ -105,6 +108,27 @@ def test_benchmark_reruns_changed_rows_and_lists_failing_ones(tiny_recipes, tmp_
     assert record["reused"] == [] and pixel["status"] == "done" and pixel["metrics"]["settings"]["max_steps"] == 3
     assert pixel["metrics"]["mean_steps"] <= 3
     assert "`broken` failed: --space style needs a style generator" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_real_validity_mixes_the_target_classes_real_images_as_the_targets_are():
+    from types import SimpleNamespace
+
+    from vcex.benchmark import real_validity
+
+    # class 0's test images get p(0) of 0.9, 0.999, 0.999, 0.999; class 1's get p(1) of 0.5, 0.999
+    p0 = torch.tensor([0.9, 0.999, 0.999, 0.999, 0.5, 0.001])
+    images = torch.arange(6.0).view(6, 1, 1, 1)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+
+    def classifier(x):
+        p = p0[x.flatten().long()]
+        return torch.stack([p, 1 - p], 1).log()  # logits whose softmax is (p, 1 - p)
+
+    bench = SimpleNamespace(test=SimpleNamespace(images=images, labels=labels), classifier=classifier)
+    targets = torch.tensor([0, 0, 0, 1])  # three quarters toward class 0
+    shares = real_validity(bench, targets, [0.75, 0.998])
+    assert shares == {"0.75": pytest.approx(0.75 * 1.0 + 0.25 * 0.5), "0.998": pytest.approx(0.75 * 0.75 + 0.25 * 0.5)}
+    assert real_validity(bench, torch.tensor([2]), [0.5]) == {}  # no real image of the target class
 
 
 def test_timing_conditions_name_the_rows_measured_under_each_thread_count():
