@@ -156,19 +156,25 @@ def test_knn_target_distance_refuses_bad_input():
         knn_target_distance(torch.rand(0, 1, 2, 2), torch.tensor([]), train_images, train_labels)
 
 
-def test_target_class_frechet_compares_with_the_target_classes_real_images():
-    from vcex.evaluation import target_class_frechet
-
-    generator = torch.Generator().manual_seed(0)
-    # class 0 images are dark, class 1 bright; features: the mean and spread of each image
+def _dark_and_bright(seed: int):
+    """Class 0 images dark, class 1 bright (400 each), their labels, a generator to draw more, and features
+    that tell them apart (each image's mean and spread)."""
+    generator = torch.Generator().manual_seed(seed)
     dark = torch.rand(400, 1, 4, 4, generator=generator) * 0.3
     bright = 0.7 + torch.rand(400, 1, 4, 4, generator=generator) * 0.3
-    train = torch.cat([dark, bright])
     labels = torch.cat([torch.zeros(400, dtype=torch.long), torch.ones(400, dtype=torch.long)])
 
     def features(images):
         return torch.stack([images.flatten(1).mean(1), images.flatten(1).std(1)], 1)
 
+    return dark, bright, labels, generator, features
+
+
+def test_target_class_frechet_compares_with_the_target_classes_real_images():
+    from vcex.evaluation import target_class_frechet
+
+    dark, bright, labels, generator, features = _dark_and_bright(0)
+    train = torch.cat([dark, bright])
     bright_cfs = 0.7 + torch.rand(100, 1, 4, 4, generator=generator) * 0.3
     targets = torch.ones(100, dtype=torch.long)
     right = target_class_frechet(bright_cfs, targets, train, labels, features, reference_size=300)
@@ -181,15 +187,8 @@ def test_target_class_frechet_compares_with_the_target_classes_real_images():
 def test_target_class_kid_and_reference_share_the_target_classes_images():
     from vcex.evaluation import kid, target_class_kid, target_class_reference
 
-    generator = torch.Generator().manual_seed(1)
-    dark = torch.rand(400, 1, 4, 4, generator=generator) * 0.3
-    bright = 0.7 + torch.rand(400, 1, 4, 4, generator=generator) * 0.3
+    dark, bright, labels, _, features = _dark_and_bright(1)
     train = torch.cat([dark, bright])
-    labels = torch.cat([torch.zeros(400, dtype=torch.long), torch.ones(400, dtype=torch.long)])
-
-    def features(images):
-        return torch.stack([images.flatten(1).mean(1), images.flatten(1).std(1)], 1)
-
     # three quarters of the counterfactuals target class 1: the reference takes the classes in that share
     targets = torch.tensor([1, 1, 1, 0] * 25)
     reference = target_class_reference(targets, train, labels, reference_size=200)

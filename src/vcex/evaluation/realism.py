@@ -242,12 +242,24 @@ def target_class_reference(
     return torch.cat(reference)
 
 
-def _check_targets(counterfactuals: torch.Tensor, targets: torch.Tensor, what: str) -> None:
+def _target_class_features(
+    counterfactuals: torch.Tensor,
+    targets: torch.Tensor,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    reference_size: int,
+    what: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of the target-class reference images and of the counterfactuals, after a shape check."""
     if torch.as_tensor(targets).shape != (len(counterfactuals),):
         raise InputError(
             f"{what}: targets must be (N,) for N = {len(counterfactuals)} counterfactuals, "
             f"got {tuple(torch.as_tensor(targets).shape)}"
         )
+    reference = target_class_reference(targets, train_images, train_labels, reference_size)
+    with torch.no_grad():
+        return features(reference), features(counterfactuals)
 
 
 def target_class_frechet(
@@ -271,10 +283,10 @@ def target_class_frechet(
         features: images -> (N, D), e.g. :func:`vcex.evaluation.penultimate_features` of an oracle.
         reference_size: the reference set's size (before per-class rounding; >= 2 per class).
     """
-    _check_targets(counterfactuals, targets, "target_class_frechet")
-    reference = target_class_reference(targets, train_images, train_labels, reference_size)
-    with torch.no_grad():
-        return frechet_distance(features(reference), features(counterfactuals))
+    real, counterfactual = _target_class_features(
+        counterfactuals, targets, train_images, train_labels, features, reference_size, "target_class_frechet"
+    )
+    return frechet_distance(real, counterfactual)
 
 
 def target_class_kid(
@@ -295,7 +307,7 @@ def target_class_kid(
 
     Args: as :func:`target_class_frechet`; ``subsets`` and ``subset_size`` as :func:`kid`.
     """
-    _check_targets(counterfactuals, targets, "target_class_kid")
-    reference = target_class_reference(targets, train_images, train_labels, reference_size)
-    with torch.no_grad():
-        return kid(features(reference), features(counterfactuals), subsets=subsets, subset_size=subset_size)
+    real, counterfactual = _target_class_features(
+        counterfactuals, targets, train_images, train_labels, features, reference_size, "target_class_kid"
+    )
+    return kid(real, counterfactual, subsets=subsets, subset_size=subset_size)
