@@ -129,6 +129,7 @@ def optimise_until_confident(
     forward_passes = torch.zeros(batch, dtype=torch.long, device=device)
     backward_passes = torch.zeros(batch, dtype=torch.long, device=device)
     beta1, beta2 = betas
+    counted_kept = batch  # live rows at the last pass count: when a check finds as many, nothing new finished
     bar = progress_bar(total=max_steps, desc="optimising", enabled=progress, unit="step")
 
     for step in range(max_steps + 1):
@@ -175,9 +176,10 @@ def optimise_until_confident(
         loss = (rows * live.to(rows.dtype)).sum() if masked else rows.sum()
         (gradient,) = torch.autograd.grad(loss, variables)
         variables = variables.detach()
-        if checking:
+        if checking and kept != counted_kept:
             # rows finished by now had a forward and a backward pass at every step so far, this one included;
             # counted once: the passes they ride along as padding (below) are the batch's cost, not theirs
+            counted_kept = kept
             newly = frozen & ~counted[index]
             forward_passes[index] = torch.where(newly, step + 1, forward_passes[index])
             backward_passes[index] = torch.where(newly, step + 1, backward_passes[index])
@@ -201,9 +203,9 @@ def optimise_until_confident(
         denominator = (second_moment / (1 - beta2**t)).sqrt_().add_(eps)
         if masked:
             update = first_moment / denominator * _broadcast(live.to(first_moment.dtype), first_moment)
+            variables = variables.add(update, alpha=-lr / (1 - beta1**t))
         else:
-            update = first_moment / denominator
-        variables = variables.add(update, alpha=-lr / (1 - beta1**t))
+            variables = variables.addcdiv(first_moment, denominator, value=-lr / (1 - beta1**t))
         if project is not None:
             variables = project(variables)
     # rows still in the batch at the end had a forward pass at every step and a backward pass at all but the last
