@@ -262,7 +262,8 @@ def real_validity(bench: Workbench, targets: torch.Tensor, thresholds: Sequence[
     classes, mixed as the targets are, that the explained classifier puts above it.
 
     A reference for the counterfactuals' validity: a threshold that few real images of a class pass (the
-    classifier is seldom that sure of a Fashion-MNIST shirt) caps what a realistic counterfactual can reach.
+    classifier is seldom that sure of a Fashion-MNIST shirt) asks a counterfactual to be surer of its class
+    than real images of it are.
 
     Args:
         targets: (N,) the counterfactuals' target classes; thresholds: the rows' thresholds.
@@ -561,7 +562,8 @@ def render_table(record: dict) -> list[str]:
             "For reference, real test images of the target classes (mixed as the targets are) that the explained "
             "classifier puts above each threshold: "
             + ", ".join(f"{threshold}: {share:.3f}" for threshold, share in reference.items())
-            + " (a threshold few real images pass caps what a realistic counterfactual can reach)."
+            + " (where few real images pass a threshold, it asks the counterfactuals to be surer of their class than "
+            "real images of it are)."
         )
     fits = [e for e in done if e["metrics"].get("recorded_fit_seconds") is not None]
     if fits:
