@@ -2,7 +2,8 @@
 
 Regenerates docs/BENCHMARKS.md:
 
-    python benchmarks/mnist_counterfactuals.py [--demo-timing] [--suites mnist faces]
+    python benchmarks/mnist_counterfactuals.py [--demo-timing] [--suites mnist fashion faces]
+    python benchmarks/mnist_counterfactuals.py --render-only   # rewrite the page from docs/BENCHMARKS.json
 
 The quality tables are `vcex benchmark` runs (vcex.benchmark.run_suite, the same code as the CLI) whose
 benchmark.json and rows are kept in --work, so a rerun reuses finished rows and the page can be rebuilt
@@ -483,7 +484,20 @@ def main() -> None:
         help="read the peers' runs from their work folders under DIR (e.g. the vcex cache's peers/) instead of "
         "the JSON records beside their pages in docs/benchmarks/",
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite the page from the JSON record beside it (after a change to the page's text)",
+    )
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.render_only:
+        if not out.with_suffix(".json").is_file():
+            parser.error(f"--render-only needs {out.with_suffix('.json')}, written by a full run of this script")
+        page = json.loads(out.with_suffix(".json").read_text())
+        out.write_text(render(page["suites"], page["throughput"], page["demo_seconds"], page["command"], page["peers"]))
+        print(f"rewrote {out} from {out.with_suffix('.json')}", file=sys.stderr)
+        return
     command = "python benchmarks/mnist_counterfactuals.py" + (" --demo-timing" if args.demo_timing else "")
     if args.suites != ["mnist"]:
         command += " --suites " + " ".join(args.suites)
@@ -498,7 +512,6 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     peers_dir = Path(args.peers_dir) if args.peers_dir else None
     peers = peer_rows(peers_dir)
-    out = Path(args.out)
     out.write_text(render(records, speed, demo, command, peers))
     # every figure on the page, beside it: the suites' records, the throughput rows, the demo timing, the peers
     page_record = {
