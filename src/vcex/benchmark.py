@@ -171,19 +171,18 @@ def _saved_row(row_dir: Path, fingerprint: str, targets: torch.Tensor) -> tuple[
 TARGET_CLASS_METRICS = ("frechet", "kid", "kid_std", "knn_target_distance")
 
 
-def _target_class_metrics(
-    result: CounterfactualResult, bench: Workbench, features: Callable[[torch.Tensor], torch.Tensor]
-) -> dict[str, float | None]:
+def _target_class_metrics(result: CounterfactualResult, task: _Task) -> dict[str, float | None]:
     """How much the counterfactuals look like real training images of their target classes: the Frechet
     distance and KID (mean, std over subsets) in the oracle's features against the same reference images,
     and the mean L2 distance to the 5 nearest target-class training images. None below 2 counterfactuals."""
     if len(result) < 2:
         return dict.fromkeys(TARGET_CLASS_METRICS)
-    reference = target_class_reference(result.target, bench.train.images, bench.train.labels, FRECHET_REFERENCE)
+    real = task.reference_features()
     with torch.no_grad():
-        real, counterfactual = features(reference), features(result.counterfactuals)
+        counterfactual = task.features(result.counterfactuals)
     kid_mean, kid_std = kid(real, counterfactual, subsets=KID_SUBSETS)
-    near = knn_target_distance(result.counterfactuals, result.target, bench.train.images, bench.train.labels)
+    train = task.bench.train
+    near = knn_target_distance(result.counterfactuals, result.target, train.images, train.labels)
     return {
         "frechet": round(frechet_distance(real, counterfactual), 4),
         "kid": round(kid_mean, 6),
@@ -204,6 +203,17 @@ class _Task:
     features: Callable[[torch.Tensor], torch.Tensor]  # images (N, C, H, W) -> oracle features (N, D), for FD
     options: dict  # build_explainer options every row gets (the device)
     progress: bool
+    _reference_features: torch.Tensor | None = None
+
+    def reference_features(self) -> torch.Tensor:
+        """Oracle features of the real target-class images FD and KID compare against, (R, D): every row has
+        the same targets, so they are computed once per run (on first use: a failure stays that row's)."""
+        if self._reference_features is None:
+            bench = self.bench
+            reference = target_class_reference(self.targets, bench.train.images, bench.train.labels, FRECHET_REFERENCE)
+            with torch.no_grad():
+                self._reference_features = self.features(reference)
+        return self._reference_features
 
 
 def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
@@ -230,7 +240,7 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
             metrics, result = saved
             if any(key not in metrics for key in TARGET_CLASS_METRICS):
                 # saved before these metrics existed: computed from the saved counterfactuals, nothing re-explained
-                metrics.update(_target_class_metrics(result, bench, task.features))
+                metrics.update(_target_class_metrics(result, task))
                 (row_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
             return metrics, True
     if marker.get("data") != data or marker.get("status") == "done":
@@ -242,7 +252,7 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
     result, metrics = run_explain(
         bench, row.method, len(task.images), task.targets, row_dir, preset=row.preset, progress=progress, **options
     )
-    metrics.update(_target_class_metrics(result, bench, task.features))
+    metrics.update(_target_class_metrics(result, task))
     metrics["row_seconds"] = round(time.perf_counter() - started, 3)
     # how the row's ms / CF was measured: a reused row keeps the conditions of the run that computed it
     metrics["torch_threads"] = torch.get_num_threads()
