@@ -72,6 +72,23 @@ def test_explain_end_to_end_writes_metrics_and_counterfactuals(tiny_recipes, tmp
     assert json.loads((out / "metrics.json").read_text())["resumed_chunks"] == 1
 
 
+def test_explain_with_automatic_per_class_thresholds(tiny_recipes, tmp_path):
+    out = tmp_path / "auto"
+    assert main(["explain", "--method", "attack", "--n", "6", "--threshold", "auto", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    thresholds = torch.tensor(metrics["threshold"])
+    assert thresholds.shape == (10,) and bool(((thresholds >= 0.5) & (thresholds <= 0.998)).all())
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    assert torch.equal(saved["success"], saved["target_prob"] > thresholds[saved["target"]])
+
+
+@pytest.mark.parametrize(("value", "message"), [("1.5", "strictly between 0 and 1"), ("high", "or 'auto'")])
+def test_bad_threshold_is_refused_by_the_parser(tmp_path, capsys, value, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["explain", "--threshold", value, "--out", str(tmp_path / "x")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method", ["pixel", "linear", "disc"])
 def test_explain_baselines(tiny_recipes, tmp_path, method):
     out = tmp_path / method

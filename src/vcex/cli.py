@@ -11,6 +11,24 @@ from pathlib import Path
 
 from vcex.errors import VcexError
 
+THRESHOLD_HELP = (
+    "target confidence to reach: a probability in (0, 1), or 'auto': per class, the classifier's confidence on the "
+    "median real training image of that class, capped at the default 0.998"
+)
+
+
+def _threshold(text: str) -> float | str:
+    """--threshold: a probability, or ``auto`` (resolved per class once the models are loaded)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1) or 'auto', got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability strictly between 0 and 1, got {value}")
+    return value
+
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -44,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", default="second", help="class index, 'second' (runner-up) or 'flip'")
     explain.add_argument("--out", required=True, help="output folder")
     explain.add_argument("--preset", default="vcex", help="vcex (measured defaults) | paper (threshold 0.75, loss -p)")
-    explain.add_argument("--threshold", type=float, default=None, help="target confidence to reach")
+    explain.add_argument("--threshold", type=_threshold, default=None, help=THRESHOLD_HELP)
     explain.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     explain.add_argument("--max-steps", type=int, default=None, help="step budget per image")
     explain.add_argument("--batch-size", type=int, default=None, help="images per batch")
@@ -91,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
     global_.add_argument("--n", type=int, default=500, help="test images to explain")
     global_.add_argument("--out", required=True, help="output folder (global.json, charts, global.html)")
-    global_.add_argument("--threshold", type=float, default=None, help="target confidence the attack must reach")
+    global_.add_argument("--threshold", type=_threshold, default=None, help=THRESHOLD_HELP)
     global_.add_argument("--max-steps", type=int, default=None, help="the attack's step budget per image")
     global_.add_argument(
         "--whiten",

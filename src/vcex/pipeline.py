@@ -27,6 +27,7 @@ from vcex.explainers import (
 )
 from vcex.explainers.base import TargetSpec
 from vcex.explainers.result import ResultBuilder
+from vcex.explainers.thresholds import class_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
 from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
@@ -152,6 +153,11 @@ def build_explainer(
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(options.get("threshold"), str):
+        if options["threshold"] != "auto":
+            raise InputError(f"threshold must be a probability in (0, 1) or 'auto', got {options['threshold']!r}")
+        # per class, the confidence of the median real training image of that class (capped at 0.998)
+        options["threshold"] = class_thresholds(bench.classifier, bench.train.images, bench.train.labels)
     classifier, latent_model = bench.classifier, bench.latent_model
     space = options.pop("space", "latent")
     whiten = bool(options.pop("whiten", False))

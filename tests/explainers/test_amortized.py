@@ -197,3 +197,27 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_classifier, tiny_vae,
     restored = AmortizedCounterfactual.load(checkpoint, tiny_classifier, tiny_vae)
     assert restored.record["epoch"] == 1
     assert len(restored.explain(mnist_small[2][:4])) == 4
+
+
+def test_per_class_thresholds_set_each_image_fitting_goal_and_validity(fitted, tiny_vae, test_images):
+    thresholds = [THRESHOLD] * 10
+    thresholds[3] = 0.55
+    with torch.no_grad():
+        latents = tiny_vae.encode(test_images).flatten(1)
+        reconstructions = tiny_vae.decode(latents).clamp(0, 1)
+        targets = torch.arange(len(latents)) % 10
+        no_shift = torch.zeros_like(latents)
+        uniform = fitted._objective(latents, no_shift, reconstructions, targets)
+        fitted.threshold = tuple(thresholds)
+        try:
+            per_class = fitted._objective(latents, no_shift, reconstructions, targets)
+            result = fitted.explain(test_images)
+        finally:
+            fitted.threshold = THRESHOLD
+    # the target term is relu(logit(threshold) + margin - m_t): lower by the logits' gap for class 3 only
+    gap = torch.logit(torch.tensor(THRESHOLD)) - torch.logit(torch.tensor(0.55))
+    others, easy = targets != 3, (targets == 3) & (uniform > gap)
+    assert int(easy.sum()) >= 1
+    torch.testing.assert_close(per_class[others], uniform[others])
+    torch.testing.assert_close(per_class[easy], uniform[easy] - gap)
+    assert torch.equal(result.success, result.target_prob > torch.tensor(thresholds)[result.target])

@@ -8,6 +8,7 @@ from vcex.explainers.linear_edit import LinearLatentEdit
 from vcex.explainers.loop import LoopOutput, optimise_until_confident
 from vcex.explainers.pixel_attack import PixelAttack
 from vcex.explainers.result import CounterfactualResult
+from vcex.explainers.thresholds import class_thresholds
 
 __all__ = [
     "AmortizedCounterfactual",
@@ -20,6 +21,7 @@ __all__ = [
     "LinearLatentEdit",
     "LoopOutput",
     "PixelAttack",
+    "class_thresholds",
     "optimise_until_confident",
     "resolve_targets",
 ]

@@ -13,7 +13,7 @@ from torch import nn
 from vcex.cache import data_fingerprint, load_state_into, load_weights, parameter_fingerprint, save_weights
 from vcex.checks import check_images
 from vcex.errors import CacheError, InputError, ModelError
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, TargetSpec
+from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, TargetSpec, ThresholdSpec
 from vcex.explainers.counterfactual_attack import latent_attack
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.classifiers import Classifier, check_differentiable
@@ -102,7 +102,7 @@ class AmortizedCounterfactual(Explainer):
         classifier: nn.Module | Classifier,
         latent_model: LatentModel,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
         hidden: int = 256,
         latent_weight: float = 0.2,
         pixel_weight: float = 5.0,
@@ -337,7 +337,7 @@ class AmortizedCounterfactual(Explainer):
         logits = self.classifier(counterfactuals)
         target_logit = logits.gather(1, target[:, None])[:, 0]
         others = logits.scatter(1, target[:, None], float("-inf")).logsumexp(1)
-        goal = math.log(self.threshold / (1 - self.threshold)) + self.margin
+        goal = self.threshold_logit(target) + self.margin
         target_term = F.relu(goal - (target_logit - others))
         if self.latent_norm == "l2":
             latent_term = shift.pow(2).sum(1).add(1e-12).sqrt()
@@ -517,7 +517,7 @@ class AmortizedCounterfactual(Explainer):
                 "counterfactuals": counterfactuals,
                 "counterfactual_latents": predicted,
                 "target_prob": target_prob,
-                "success": target_prob > self.threshold,
+                "success": self.reached(target_prob, target),
                 "steps": torch.zeros_like(target),
                 "forward_passes": torch.ones_like(target),
                 "backward_passes": torch.zeros_like(target),
@@ -528,7 +528,7 @@ class AmortizedCounterfactual(Explainer):
             self.latent_model,
             self.classifier,
             target,
-            threshold=self.stop_threshold(lower),
+            threshold=self.stop_threshold(target, lower),
             lr=self.lr_refine,
             max_steps=self.refine_steps,
             objective="prob",

@@ -6,8 +6,9 @@ A method file implements only ``_explain_batch``; everything that is the same fo
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -27,6 +28,38 @@ DEFAULT_THRESHOLD = 0.998
 PAPER_THRESHOLD = 0.75  # Goldwasser & Hooker, reference code (research note section 1)
 
 TargetSpec = int | str | torch.Tensor | list[int]
+# one confidence for every class, or one per class (e.g. from :func:`vcex.explainers.class_thresholds`)
+ThresholdSpec = float | Sequence[float] | torch.Tensor
+
+
+def check_threshold(threshold: ThresholdSpec) -> float | tuple[float, ...]:
+    """A threshold as a float, or per-class thresholds as a tuple of floats, each strictly in (0, 1)."""
+    if isinstance(threshold, bool):
+        raise InputError(f"threshold must be a probability in (0, 1) or one per class, got {threshold!r}")
+    if isinstance(threshold, (int, float)) or (isinstance(threshold, torch.Tensor) and threshold.dim() == 0):
+        value = float(threshold)
+        if not 0.0 < value < 1.0:  # also refuses NaN
+            raise InputError(f"threshold must lie strictly between 0 and 1, got {value}")
+        return value
+    if isinstance(threshold, torch.Tensor):
+        if threshold.dim() != 1:
+            raise InputError(
+                f"per-class thresholds must be a 1-D tensor (one per class), got shape {tuple(threshold.shape)}"
+            )
+        threshold = threshold.detach().cpu().tolist()
+    try:
+        values = tuple(float(value) for value in threshold)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"threshold must be a probability in (0, 1) or a sequence of them (one per class), got {threshold!r}"
+        ) from None
+    bad = [i for i, value in enumerate(values) if not 0.0 < value < 1.0]
+    if not values or bad:
+        raise InputError(
+            "per-class thresholds must each lie strictly between 0 and 1"
+            + (f"; class {bad[0]} has {values[bad[0]]}" if bad else ", and there must be at least one")
+        )
+    return values
 
 
 def resolve_targets(target: TargetSpec, probs: torch.Tensor, lower: bool = False) -> torch.Tensor:
@@ -98,7 +131,9 @@ class Explainer:
         classifier: a :class:`vcex.Classifier`, any ``nn.Module`` or callable returning logits
             (N, K) for images in [0, 1].
         latent_model: object with ``encode``/``decode`` (methods that need one).
-        threshold: confidence the target class must pass for a counterfactual to count as valid.
+        threshold: confidence the target class must pass for a counterfactual to count as valid: one
+            probability, or one per class (a sequence or 1-D tensor of length K, e.g. from
+            :func:`vcex.explainers.class_thresholds`), used by each image's target class.
         batch_size: images per chunk (bounds memory).
         device: where to compute; default the classifier's device.
         progress: show progress bars.
@@ -113,7 +148,7 @@ class Explainer:
         classifier: nn.Module | Classifier,
         latent_model: LatentModel | None = None,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
         batch_size: int = 256,
         device: torch.device | str | None = None,
         progress: bool = False,
@@ -125,11 +160,9 @@ class Explainer:
             self.latent_model = as_latent_model(latent_model)
         else:
             self.latent_model = as_latent_model(latent_model) if latent_model is not None else None
-        if not 0.0 < threshold < 1.0:
-            raise InputError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+        self.threshold = check_threshold(threshold)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.threshold = float(threshold)
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else self.classifier.device
         self.progress = progress
@@ -159,6 +192,11 @@ class Explainer:
             images = images.to(self.device)
             probs = self.predict_proba(images)
             targets = resolve_targets(target, probs, lower)
+            if isinstance(self.threshold, tuple) and len(self.threshold) != probs.shape[1]:
+                raise InputError(
+                    f"{len(self.threshold)} per-class thresholds were given, but the classifier has "
+                    f"{probs.shape[1]} classes; give one threshold per class, or a single one"
+                )
             if self.needs_gradients:
                 check_differentiable(self.classifier, images, type(self).__name__)
             builder = ResultBuilder(len(images))
@@ -189,9 +227,30 @@ class Explainer:
         """Return counterfactuals, target_prob, success, steps, forward/backward passes (and latents)."""
         raise NotImplementedError
 
-    def stop_threshold(self, lower: bool) -> float:
-        """The probability an image must pass: ``threshold`` to raise, ``1 - threshold`` to lower."""
-        return 1.0 - self.threshold if lower else self.threshold
+    def stop_threshold(self, target: torch.Tensor, lower: bool) -> float | torch.Tensor:
+        """The probability each image must pass: ``threshold`` to raise, ``1 - threshold`` to lower; a float,
+        or (B,) on ``target``'s device with per-class thresholds (each image's target class's)."""
+        if isinstance(self.threshold, float):
+            return 1.0 - self.threshold if lower else self.threshold
+        per_image = torch.tensor(self.threshold, device=target.device)[target]
+        return 1.0 - per_image if lower else per_image
+
+    def reached(self, target_prob: torch.Tensor, target: torch.Tensor, lower: bool = False) -> torch.Tensor:
+        """(B,) bool: where ``target_prob`` (B,) passed the threshold of each image's ``target`` (B,)."""
+        threshold = self.stop_threshold(target, lower)
+        return target_prob < threshold if lower else target_prob > threshold
+
+    def threshold_logit(self, target: torch.Tensor) -> float | torch.Tensor:
+        """``logit(threshold)`` of each image's target (B,): the logit margin at which p_target = threshold."""
+        threshold = self.stop_threshold(target, lower=False)
+        if isinstance(threshold, torch.Tensor):
+            return torch.logit(threshold.double()).to(torch.get_default_dtype())
+        return math.log(threshold / (1 - threshold))
+
+    @property
+    def lowest_threshold(self) -> float:
+        """The threshold, or the lowest of the per-class ones."""
+        return self.threshold if isinstance(self.threshold, float) else min(self.threshold)
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vcex.errors import InputError, ModelError
-from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer
+from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer, ThresholdSpec
 from vcex.explainers.loop import LoopOutput, Penalty, optimise_until_confident
 from vcex.models.classifiers import Classifier
 from vcex.models.latent import LatentModel
@@ -54,7 +54,7 @@ def latent_attack(
     classifier: Classifier,
     target: torch.Tensor,
     *,
-    threshold: float,
+    threshold: float | torch.Tensor,
     lr: float,
     max_steps: int,
     lower: bool = False,
@@ -136,7 +136,7 @@ class CounterfactualAttack(Explainer):
         classifier: nn.Module,
         latent_model: LatentModel,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
         lr: float = 0.1,
         max_steps: int = 1000,
         objective: str = "prob",
@@ -206,7 +206,7 @@ class CounterfactualAttack(Explainer):
             self.latent_model,
             self.classifier,
             target,
-            threshold=self.stop_threshold(lower),
+            threshold=self.stop_threshold(target, lower),
             lr=self.lr,
             max_steps=self.max_steps,
             lower=lower,

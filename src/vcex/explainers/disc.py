@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vcex.errors import InputError, ModelError
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer
+from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, ThresholdSpec
 from vcex.explainers.inversion import (
     PARAMETERISATIONS,
     ActivationRecorder,
@@ -106,7 +106,7 @@ class DISC(Explainer):
         consistency_model: nn.Module | None = None,
         consistency_weight: float | None = None,
         stages: Sequence[float] | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
         lr: float | None = None,
         max_steps: int = 300,
         fit_steps: int | None = None,
@@ -124,11 +124,13 @@ class DISC(Explainer):
         if consistency not in CONSISTENCY:
             raise InputError(f"unknown consistency {consistency!r}; use one of {', '.join(CONSISTENCY)}")
         if stages is None:
-            stages = tuple(s for s in DEFAULT_STAGES if s < self.threshold)
+            stages = tuple(s for s in DEFAULT_STAGES if s < self.lowest_threshold)
         stages = tuple(float(s) for s in stages)
-        if any(not 0.0 < s < self.threshold for s in stages) or any(a >= b for a, b in zip(stages, stages[1:])):
+        lowest = self.lowest_threshold
+        if any(not 0.0 < s < lowest for s in stages) or any(a >= b for a, b in zip(stages, stages[1:])):
             raise InputError(
-                f"stages must rise strictly and lie in (0, threshold={self.threshold}), got {stages}; "
+                f"stages must rise strictly and lie in (0, threshold={lowest}) (the lowest per-class threshold "
+                f"where there are several), got {stages}; "
                 "e.g. stages=(0.6, 0.9), or () for a single stage"
             )
         if consistency_weight is None:
@@ -250,10 +252,15 @@ class DISC(Explainer):
         backward = torch.zeros_like(steps)
         sequence, sequence_prob = [], []
         active = torch.arange(batch, device=images.device)
-        final = self.stop_threshold(lower)
+        final = self.stop_threshold(target, lower)
+        per_image = isinstance(final, torch.Tensor)
 
-        for confidence in (*self.stages, self.threshold):
+        for stage in (*self.stages, None):  # None: the final stage, at each image's own threshold
             if len(active):
+                if stage is None:
+                    threshold = final[active] if per_image else final
+                else:
+                    threshold = 1.0 - stage if lower else stage
                 penalty = self._penalty(recorder, images, target, active, references, reference_energy, lower)
                 with recorder.attached():
                     loop = optimise_until_confident(
@@ -261,7 +268,7 @@ class DISC(Explainer):
                         parameterisation.render,
                         self.classifier,
                         target[active],
-                        threshold=1.0 - confidence if lower else confidence,
+                        threshold=threshold,
                         lr=self.lr,
                         max_steps=self.max_steps,
                         lower=lower,
@@ -277,7 +284,7 @@ class DISC(Explainer):
                 steps[active] += loop.steps
                 forward[active] += loop.forward_passes
                 backward[active] += loop.backward_passes
-                done = loop.target_prob < final if lower else loop.target_prob > final
+                done = self.reached(loop.target_prob, target[active], lower)
                 active = active[~done]
             sequence.append(counterfactuals.clone())
             sequence_prob.append(target_prob.clone())
@@ -285,7 +292,7 @@ class DISC(Explainer):
         return {
             "counterfactuals": counterfactuals,
             "target_prob": target_prob,
-            "success": target_prob < final if lower else target_prob > final,
+            "success": self.reached(target_prob, target, lower),
             "steps": steps,
             "forward_passes": forward,
             "backward_passes": backward,

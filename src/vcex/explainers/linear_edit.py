@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from vcex.checks import check_images
 from vcex.errors import InputError
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer
+from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, ThresholdSpec
 from vcex.models.latent import LatentModel
 from vcex.standardize import raw_linear, standardization
 
@@ -43,7 +41,7 @@ class LinearLatentEdit(Explainer):
         classifier: nn.Module,
         latent_model: LatentModel,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
         probe_c: float = 1.0,
         batch_size: int = 256,
         device: torch.device | str | None = None,
@@ -108,7 +106,7 @@ class LinearLatentEdit(Explainer):
             origin = torch.where(origin == target, self.predict_proba(images).argmax(1), origin)
             direction = self.weight[target] - self.weight[origin]
             logit = (direction * flat).sum(1) + self.bias[target] - self.bias[origin]
-            goal = math.log(self.threshold / (1 - self.threshold))
+            goal = self.threshold_logit(target)
             step = ((goal - logit) / direction.pow(2).sum(1).clamp_min(1e-12)).clamp_min(0)
             edited = (flat + step[:, None] * direction).view_as(latents)
             low, high = self.classifier.value_range
@@ -118,7 +116,7 @@ class LinearLatentEdit(Explainer):
         return {
             "counterfactuals": counterfactuals,
             "target_prob": target_prob,
-            "success": target_prob > self.threshold,
+            "success": self.reached(target_prob, target),
             "steps": torch.zeros_like(target),
             "forward_passes": ones,
             "backward_passes": torch.zeros_like(target),

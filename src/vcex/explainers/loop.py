@@ -69,7 +69,7 @@ def optimise_until_confident(
     classifier: Callable[[torch.Tensor], torch.Tensor],
     target: torch.Tensor,
     *,
-    threshold: float,
+    threshold: float | torch.Tensor,
     lr: float,
     max_steps: int,
     lower: bool = False,
@@ -89,7 +89,8 @@ def optimise_until_confident(
         initial: (B, ...) starting variables (latents or pixels).
         render: variables (b, ...) -> images (b, C, H, W) fed to the classifier (differentiable).
         target: (B,) int64 class whose probability is raised (or lowered when ``lower``).
-        threshold: stop an image when p_target > threshold (or < threshold when ``lower``).
+        threshold: stop an image when p_target > threshold (or < threshold when ``lower``); a float, or
+            (B,) one per image.
         objective: ``"log_prob"`` (cross-entropy; strong gradients far from the target) or
             ``"prob"`` (the reference code's -p, which saturates).
         penalty: optional (variables, images, active_index) -> (b,) per-image cost added to the loss,
@@ -118,6 +119,12 @@ def optimise_until_confident(
     first_moment = torch.zeros_like(variables)
     second_moment = torch.zeros_like(variables)
     active_target = target
+    per_image = isinstance(threshold, torch.Tensor)
+    if per_image and threshold.shape != target.shape:
+        raise InputError(
+            f"threshold must be a float or one per image {tuple(target.shape)}, got {tuple(threshold.shape)}"
+        )
+    active_threshold = threshold
     frozen = torch.zeros(batch, dtype=torch.bool, device=device)
     counted = torch.zeros(batch, dtype=torch.bool, device=device)
 
@@ -141,7 +148,7 @@ def optimise_until_confident(
             log_probs = F.log_softmax(classifier(images).float(), dim=1)
             log_p = log_probs.gather(1, active_target[:, None]).squeeze(1)
         prob = log_p.detach().exp()
-        reached = prob < threshold if lower else prob > threshold
+        reached = prob < active_threshold if lower else prob > active_threshold
         last = step == max_steps
         checking = step % check_every == 0
         record = (~frozen) if last else (reached & ~frozen)
@@ -193,6 +200,8 @@ def optimise_until_confident(
                 tensor[keep] for tensor in (variables, gradient, first_moment, second_moment)
             )
             index, active_target, frozen, live = index[keep], active_target[keep], frozen[keep], live[keep]
+            if per_image:
+                active_threshold = active_threshold[keep]
             masked = bool(pad)  # finished rows kept as padding stay masked
         if checking and progress:  # a disabled bar still formats its postfix: ~0.1 ms a step at batch 1
             bar.update(check_every)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer
+from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, ThresholdSpec
 from vcex.explainers.loop import optimise_until_confident
 
 
@@ -34,7 +34,7 @@ class PixelAttack(Explainer):
         self,
         classifier: nn.Module,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
         lr: float = 0.01,
         max_steps: int = 1000,
         l1_weight: float = 0.1,
@@ -63,7 +63,7 @@ class PixelAttack(Explainer):
             lambda pixels: pixels,
             self.classifier,
             target,
-            threshold=self.stop_threshold(lower),
+            threshold=self.stop_threshold(target, lower),
             lr=self.lr,
             max_steps=self.max_steps,
             lower=lower,

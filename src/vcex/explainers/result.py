@@ -30,7 +30,8 @@ class CounterfactualResult:
         steps: (N,) int64 optimisation steps taken (0 for one-shot methods).
         forward_passes, backward_passes: (N,) int64 classifier passes spent on each image.
         seconds: wall time of the whole call.
-        threshold: the confidence threshold used; lower: whether the target was lowered.
+        threshold: the confidence threshold used, or one per class (each image's target class's applies);
+            lower: whether the target was lowered.
         original_latents, counterfactual_latents: (N, ...) latents, for latent methods.
         reconstructions: (N, C, H, W) decode(encode(x)), for latent methods.
         sequence: (N, S, C, H, W) the image after each of S progressive stages (DISC); an image that
@@ -51,7 +52,7 @@ class CounterfactualResult:
     forward_passes: torch.Tensor
     backward_passes: torch.Tensor
     seconds: float
-    threshold: float
+    threshold: float | tuple[float, ...]
     lower: bool = False
     original_latents: torch.Tensor | None = None
     counterfactual_latents: torch.Tensor | None = None
@@ -98,6 +99,8 @@ class CounterfactualResult:
             scalars = json.loads(path.with_name(path.name + ".json").read_text())
         except Exception as error:  # noqa: BLE001 - any damage means the same thing to the caller
             raise CacheError(f"cannot read counterfactual result {path} ({error})") from error
+        if isinstance(scalars.get("threshold"), list):  # per-class thresholds, a tuple before saving
+            scalars["threshold"] = tuple(scalars["threshold"])
         return cls(**scalars, **tensors)
 
     def select(self, mask: torch.Tensor) -> CounterfactualResult:
