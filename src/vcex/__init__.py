@@ -14,6 +14,7 @@ from vcex.explainers import (
     Explainer,
     LinearLatentEdit,
     PixelAttack,
+    class_thresholds,
 )
 from vcex.models import (
     Classifier,
@@ -49,6 +50,7 @@ __all__ = [
     "WhitenedLatentModel",
     "__version__",
     "as_classifier",
+    "class_thresholds",
     "load_classifier",
     "load_duq",
     "load_knn_oracle",
