@@ -42,7 +42,7 @@ def class_thresholds(
         quantile: in [0, 1]; higher asks more (0.5: the median real image).
         cap, floor: bounds of the thresholds, 0 < floor <= cap < 1.
     Returns:
-        (K,) float32 thresholds on the CPU.
+        (K,) float64 thresholds on the CPU (float64, so that a capped one is the cap exactly).
     """
     if not 0.0 <= quantile <= 1.0:
         raise InputError(f"quantile must lie in [0, 1], got {quantile}")
@@ -68,7 +68,7 @@ def class_thresholds(
         for i, chunk in enumerate(images.split(batch_size)):
             chunk = chunk.to(model.device)
             logits = checked_logits(model, chunk) if i == 0 else model(chunk)
-            probs.append(logits.softmax(1).float().cpu())
+            probs.append(logits.softmax(1).double().cpu())
     finally:
         model.train(training)
     probs = torch.cat(probs)
