@@ -74,6 +74,12 @@ _DIGIT_ROWS = (
     Row("attack", "CounterfactualAttack, VAE latent (vcex defaults: threshold 0.998, loss -p)", "attack"),
     Row("attack-paper", "CounterfactualAttack, paper preset (threshold 0.75)", "attack", preset="paper"),
     Row("attack-t0.99", "CounterfactualAttack, threshold 0.99", "attack", options={"threshold": 0.99}),
+    Row(
+        "attack-auto",
+        'CounterfactualAttack, per-class thresholds (`threshold="auto"`)',
+        "attack",
+        options={"threshold": "auto"},
+    ),
     Row("attack-logp", "CounterfactualAttack, loss -log p", "attack", options={"objective": "log_prob"}),
     Row("pixel", "Pixel attack", "pixel"),
     Row("pixel-paper", "Pixel attack, paper preset (threshold 0.75)", "pixel", preset="paper"),
@@ -97,6 +103,14 @@ SUITES: dict[str, Suite] = {
     "faces": Suite("faces", "smiling", "flip", _FACE_ROWS, "the synthetic faces' test split (smiling task)"),
 }
 _TARGET_TEXT = {"second": "the explained classifier's runner-up class", "flip": "the other class"}
+
+
+def _threshold_text(threshold: float | list[float]) -> str:
+    """A row's threshold: the number, or per-class thresholds as their range and each class's value."""
+    if isinstance(threshold, (int, float)):
+        return f"{threshold}"
+    values = ", ".join(f"{c}: {t:.3f}" for c, t in enumerate(threshold))
+    return f"per class {min(threshold):.3f}-{max(threshold):.3f} ({values})"
 
 
 def suite_rows(suite: str, methods: Sequence[str] | None = None) -> tuple[Suite, tuple[Row, ...]]:
@@ -422,7 +436,13 @@ def run_suite(
         if progress:
             print(_row_summary(entry, time.perf_counter() - row_started), file=sys.stderr)
         write_reports(out, record)  # a partial table after every row
-    thresholds = sorted({entry["metrics"]["threshold"] for entry in record["rows"] if entry["status"] == "done"})
+    thresholds = sorted(
+        {
+            entry["metrics"]["threshold"]
+            for entry in record["rows"]
+            if entry["status"] == "done" and isinstance(entry["metrics"]["threshold"], float)
+        }
+    )
     record["data"]["real_validity"] = real_validity(bench, targets, thresholds)
     record["complete"] = True
     record["wall_seconds"] = round(time.perf_counter() - started, 3)
@@ -563,7 +583,7 @@ def render_table(record: dict) -> list[str]:
     if done:
         lines.append(
             "Thresholds (target confidence a counterfactual must pass to count as valid): "
-            + ", ".join(f"`{e['key']}` {e['metrics']['threshold']}" for e in done)
+            + ", ".join(f"`{e['key']}` {_threshold_text(e['metrics']['threshold'])}" for e in done)
             + "."
         )
     reference = data.get("real_validity")
