@@ -157,7 +157,8 @@ def build_explainer(
         if options["threshold"] != "auto":
             raise InputError(f"threshold must be a probability in (0, 1) or 'auto', got {options['threshold']!r}")
         # per class, the confidence of the median real training image of that class (capped at 0.998)
-        options["threshold"] = class_thresholds(bench.classifier, bench.train.images, bench.train.labels)
+        thresholds = class_thresholds(bench.classifier, bench.train.images, bench.train.labels)
+        options["threshold"] = tuple(thresholds.tolist())
     classifier, latent_model = bench.classifier, bench.latent_model
     space = options.pop("space", "latent")
     whiten = bool(options.pop("whiten", False))

@@ -221,3 +221,16 @@ def test_per_class_thresholds_set_each_image_fitting_goal_and_validity(fitted, t
     torch.testing.assert_close(per_class[others], uniform[others])
     torch.testing.assert_close(per_class[easy], uniform[easy] - gap)
     assert torch.equal(result.success, result.target_prob > torch.tensor(thresholds)[result.target])
+
+
+def test_per_class_thresholds_survive_save_and_load(tiny_classifier, tiny_vae, mnist_small, tmp_path):
+    thresholds = torch.full((10,), THRESHOLD, dtype=torch.float64)
+    thresholds[3] = 0.55
+    explainer = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=thresholds)
+    path = explainer.fit(mnist_small[0][:200], **{**FIT, "epochs": 1}).save(tmp_path / "per-class.safetensors")
+    # asked for as a tensor, a tuple or nothing: the same thresholds the network was fitted with
+    for asked in ({"threshold": thresholds}, {"threshold": tuple(thresholds.tolist())}, {}):
+        loaded = AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, **asked)
+        assert loaded.threshold == tuple(thresholds.tolist())
+    with pytest.raises(InputError, match="cannot change after fitting"):
+        AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, threshold=THRESHOLD)

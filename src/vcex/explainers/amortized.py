@@ -13,7 +13,7 @@ from torch import nn
 from vcex.cache import data_fingerprint, load_state_into, load_weights, parameter_fingerprint, save_weights
 from vcex.checks import check_images
 from vcex.errors import CacheError, InputError, ModelError
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, TargetSpec, ThresholdSpec
+from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, TargetSpec, ThresholdSpec, check_threshold
 from vcex.explainers.counterfactual_attack import latent_attack
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.classifiers import Classifier, check_differentiable
@@ -48,6 +48,14 @@ class ShiftNetwork(nn.Module):
     def forward(self, latents: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         one_hot = F.one_hot(target, self.num_classes).to(latents.dtype)
         return self.layers(torch.cat([latents, one_hot], dim=1))
+
+
+def _same_setting(key: str, saved: object, asked: object) -> bool:
+    """Whether a setting asked for at load time is the one the network was fitted with (per-class thresholds
+    come back from the record as a list, and may be asked for as a tensor or a tuple)."""
+    if key == "threshold":
+        return check_threshold(saved) == check_threshold(asked)
+    return saved == asked
 
 
 class AmortizedCounterfactual(Explainer):
@@ -389,7 +397,7 @@ class AmortizedCounterfactual(Explainer):
                 f"{path} is not an AmortizedCounterfactual network (its record says {record.get('format')})"
             )
         fitted_for = {k: v for k, v in overrides.items() if k in record["settings"]}
-        changed = {k: v for k, v in fitted_for.items() if record["settings"][k] != v}
+        changed = {k: v for k, v in fitted_for.items() if not _same_setting(k, record["settings"][k], v)}
         if changed:
             was = ", ".join(f"{k}={record['settings'][k]}" for k in changed)
             raise InputError(
