@@ -216,6 +216,7 @@ def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys
     record = json.loads((out / "global.json").read_text())
     assert record["valid_counterfactuals"] >= 10 and {p["name"] for p in record["probes"]} >= {"thickness", "slant"}
     assert record["reader"] == "latent"  # auto: digits are read by latent probes
+    assert record["attack_settings"]["threshold"] == 0.9
     for explanation in record["classes"].values():
         assert explanation["n"] >= 1 and len(explanation["descriptors"]) == 7
         for row in explanation["descriptors"]:

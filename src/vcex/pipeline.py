@@ -570,6 +570,7 @@ def run_global(
         "dataset": bench.dataset,
         "n": n,
         "valid_counterfactuals": int(result.success.sum()),
+        "attack_settings": result.settings,  # the threshold (one, or one per class), lr, steps, ...
         "descriptors": "synthetic faces factor table" if faces else "morphometrics",
         "whiten": bool(options.get("whiten")),
         "reader": reader,
