@@ -77,7 +77,7 @@ class AmortizedCounterfactual(Explainer):
 
     Args:
         classifier, latent_model: as for :class:`CounterfactualAttack`.
-        threshold: target probability a counterfactual must pass (default 0.998).
+        threshold: target probability a counterfactual must pass (default 0.998), or one per class.
         hidden: width of the MLP's two hidden layers (256).
         latent_weight: weight of the shift's norm in the fitting loss (0.2; with pixel_weight 5.0 it keeps
             MNIST's one-pass L1 close to the attack's).

@@ -103,7 +103,8 @@ class CounterfactualAttack(Explainer):
     Args:
         classifier: (N, C, H, W) images in [0, 1] -> logits (N, K); must be differentiable.
         latent_model: ``encode(images) -> z``, ``decode(z) -> images`` in [0, 1].
-        threshold: target probability to pass (default 0.998, chosen by measurement; the paper used 0.75).
+        threshold: target probability to pass (default 0.998, chosen by measurement; the paper used 0.75), or
+            one per class (e.g. :func:`vcex.class_thresholds`).
         lr: Adam learning rate on the latents (0.1, the paper's MNIST value).
         max_steps: step budget per image (1000).
         objective: ``"prob"`` (default, the paper's -p: with Adam it needs the fewest steps to a high

@@ -70,9 +70,9 @@ class DISC(Explainer):
         consistency_weight: weight of the manifold-consistency term (default 0.1 for ``"duq"``, 1.0 for
             ``"energy"``: the best of those measured on MNIST).
         stages: target confidences of the progressive stages before the final one at ``threshold``;
-            ``()`` optimises in one stage. Must rise and lie below ``threshold``. Default: those of
-            (0.6, 0.9) below ``threshold``.
-        threshold: target probability a counterfactual must pass (default 0.998).
+            ``()`` optimises in one stage. Must rise and lie below ``threshold`` (the lowest one, with
+            per-class thresholds). Default: those of (0.6, 0.9) below ``threshold``.
+        threshold: target probability a counterfactual must pass (default 0.998), or one per class.
         lr: Adam learning rate (default 0.01 for pixels and DIP, 0.02 for the INR).
         max_steps: step budget of each stage, per image (300).
         fit_steps: Adam steps fitting a DIP/INR to each image before explaining it (150 DIP, 80 INR).

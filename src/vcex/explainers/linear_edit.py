@@ -24,7 +24,7 @@ class LinearLatentEdit(Explainer):
 
     Args:
         classifier, latent_model: as for :class:`CounterfactualAttack`.
-        threshold: the probe probability the edit aims for.
+        threshold: the probe probability the edit aims for (one, or one per class).
         probe_c: inverse L2 strength of the logistic probe (scikit-learn's C).
 
     Example:

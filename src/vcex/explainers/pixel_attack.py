@@ -19,7 +19,7 @@ class PixelAttack(Explainer):
 
     Args:
         classifier: differentiable (N, C, H, W) -> (N, K).
-        threshold: target probability to pass (default 0.998, as for the latent attack).
+        threshold: target probability to pass (default 0.998, as for the latent attack), or one per class.
         lr: Adam learning rate on pixels (0.01).
         max_steps: step budget per image (1000).
         l1_weight: weight of the mean absolute pixel change (the Wachter distance term).
