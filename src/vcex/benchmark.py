@@ -87,6 +87,12 @@ _DIGIT_ROWS = (
     Row("linear-paper", "Linear latent edit, paper preset (threshold 0.75)", "linear", preset="paper"),
     Row("amortized", "Amortized (one pass)", "amortized"),
     Row("amortized-refine", "Amortized + 100 attack steps", "amortized", options={"refine_steps": 100}),
+    Row(
+        "amortized-auto",
+        'Amortized (one pass), per-class thresholds (`threshold="auto"`)',
+        "amortized",
+        options={"threshold": "auto"},
+    ),
     Row("disc", "DISC (energy consistency)", "disc"),
 )
 _FACE_ROWS = (
@@ -600,7 +606,8 @@ def render_table(record: dict) -> list[str]:
         lines.append(
             "One-off fits, not in ms / CF: "
             + ", ".join(f"`{e['key']}` {e['metrics']['recorded_fit_seconds']:.1f} s" for e in fits)
-            + " (the fitted network is cached and shared by the amortized rows)."
+            + " (a fitted network is cached and shared by the rows with the same fitting settings; other thresholds "
+            "fit their own)."
         )
     conditions = _timing_conditions(done)
     if conditions:
