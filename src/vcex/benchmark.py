@@ -40,6 +40,7 @@ from vcex.evaluation import (
 from vcex.evaluation.metrics import CHANGED_TOLERANCE
 from vcex.explainers import CounterfactualResult
 from vcex.explainers.base import resolve_targets
+from vcex.models.classifiers import predict_proba
 from vcex.pipeline import Workbench, build_explainer, prepare, run_explain
 
 # real training images of the target classes the counterfactuals' Frechet distance is measured against
@@ -302,7 +303,7 @@ def real_validity(bench: Workbench, targets: torch.Tensor, thresholds: Sequence[
         ``{str(threshold): share}``; empty when a target class has no test image.
     """
     images, labels = bench.test.images, bench.test.labels
-    probs = torch.cat([bench.classifier(chunk).softmax(1) for chunk in images.split(512)])
+    probs = predict_proba(bench.classifier, images, 512)
     classes, counts = targets.unique(return_counts=True)
     if any(not (labels == c).any() for c in classes.tolist()):
         return {}
@@ -386,8 +387,7 @@ def run_suite(
     if n > len(bench.test):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
     images = bench.test.images[:n]
-    with torch.no_grad():
-        probs = torch.cat([bench.classifier(chunk).softmax(1) for chunk in images.split(256)])
+    probs = predict_proba(bench.classifier, images, 256)
     targets = resolve_targets(spec.target, probs)  # fixed here, before any method runs
     models = _models_fingerprint(bench)
     targets_fingerprint = _sha1({"dataset": bench.dataset, "rule": spec.target}, images, targets)

@@ -15,10 +15,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vcex.checks import check_images, short_list
+from vcex.checks import short_list
 from vcex.errors import InputError, ModelError
 from vcex.explainers.result import CounterfactualResult, ResultBuilder
-from vcex.models.classifiers import Classifier, as_classifier, check_differentiable, checked_logits
+from vcex.models.classifiers import (
+    Classifier,
+    as_classifier,
+    check_classifier_images,
+    check_differentiable,
+    predict_proba,
+)
 from vcex.models.latent import LatentModel, as_latent_model
 
 TARGET_RULES = ("second", "flip")
@@ -180,13 +186,7 @@ class Explainer:
         ``lower=True`` the target class's probability is pushed below ``1 - threshold`` instead.
         """
         started = time.perf_counter()
-        shape = self.classifier.input_shape
-        images = check_images(
-            images,
-            channels=shape[0] if shape else None,
-            size=tuple(shape[1:]) if shape else None,
-            value_range=self.classifier.value_range,
-        )
+        images = check_classifier_images(self.classifier, images)
         input_device = images.device
         with self._models_frozen():
             images = images.to(self.device)
@@ -252,14 +252,9 @@ class Explainer:
         """The threshold, or the lowest of the per-class ones."""
         return self.threshold if isinstance(self.threshold, float) else min(self.threshold)
 
-    @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """Classifier probabilities (N, K), in chunks; the first chunk checks the output's shape."""
-        outputs = []
-        for i, chunk in enumerate(images.split(self.batch_size)):
-            logits = checked_logits(self.classifier, chunk) if i == 0 else self.classifier(chunk)
-            outputs.append(logits.softmax(1))
-        return torch.cat(outputs)
+        return predict_proba(self.classifier, images, self.batch_size)
 
     def _decode_checked(self, latents: torch.Tensor, like: torch.Tensor | torch.Size) -> torch.Tensor:
         """Decode once at the edge and check the images match what the classifier takes (``like``: images

@@ -11,13 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vcex.checks import check_images
 from vcex.errors import InputError
 from vcex.explainers.base import DEFAULT_THRESHOLD
-from vcex.models.classifiers import Classifier, as_classifier, checked_logits
+from vcex.models.classifiers import Classifier, as_classifier, check_classifier_images, predict_proba
 
 
-@torch.no_grad()
 def class_thresholds(
     classifier: nn.Module | Classifier,
     images: torch.Tensor,
@@ -49,13 +47,7 @@ def class_thresholds(
     if not 0.0 < floor <= cap < 1.0:
         raise InputError(f"need 0 < floor <= cap < 1, got floor {floor} and cap {cap}")
     model = as_classifier(classifier)
-    shape = model.input_shape
-    images = check_images(
-        images,
-        channels=shape[0] if shape else None,
-        size=tuple(shape[1:]) if shape else None,
-        value_range=model.value_range,
-    )
+    images = check_classifier_images(model, images)
     if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):
         got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise InputError(f"labels must be a (N,) tensor with one class per image, N = {len(images)}; got {got}")
@@ -64,14 +56,9 @@ def class_thresholds(
     training = model.training
     model.eval()
     try:
-        probs = []
-        for i, chunk in enumerate(images.split(batch_size)):
-            chunk = chunk.to(model.device)
-            logits = checked_logits(model, chunk) if i == 0 else model(chunk)
-            probs.append(logits.softmax(1).double().cpu())
+        probs = predict_proba(model, images.to(model.device), batch_size).double().cpu()
     finally:
         model.train(training)
-    probs = torch.cat(probs)
     classes = probs.shape[1]
     labels = labels.cpu().long()
     if labels.min() < 0 or labels.max() >= classes:

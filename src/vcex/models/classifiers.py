@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcex.checks import check_images
 from vcex.errors import InputError, ModelError
 
 
@@ -95,6 +96,27 @@ def checked_logits(classifier: Classifier, images: torch.Tensor) -> torch.Tensor
     if not bool(torch.isfinite(logits).all()):
         raise ModelError("the classifier returned NaN or inf logits on these images")
     return logits
+
+
+def check_classifier_images(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
+    """``images`` checked against what ``classifier`` takes: its channels and size (where known) and its range."""
+    shape = classifier.input_shape
+    return check_images(
+        images,
+        channels=shape[0] if shape else None,
+        size=tuple(shape[1:]) if shape else None,
+        value_range=classifier.value_range,
+    )
+
+
+@torch.no_grad()
+def predict_proba(classifier: Classifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Probabilities (N, K) in chunks of ``batch_size`` on the images' device; the first chunk checks the logits."""
+    outputs = []
+    for i, chunk in enumerate(images.split(batch_size)):
+        logits = checked_logits(classifier, chunk) if i == 0 else classifier(chunk)
+        outputs.append(logits.softmax(1))
+    return torch.cat(outputs)
 
 
 def check_differentiable(classifier: Classifier, images: torch.Tensor, method: str) -> None:
