@@ -234,3 +234,15 @@ def test_per_class_thresholds_survive_save_and_load(tiny_classifier, tiny_vae, m
         assert loaded.threshold == tuple(thresholds.tolist())
     with pytest.raises(InputError, match="cannot change after fitting"):
         AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, threshold=THRESHOLD)
+
+
+def test_equal_per_class_thresholds_share_the_one_threshold_network(fitted, tiny_classifier, tiny_vae, tmp_path):
+    uniform = (THRESHOLD,) * 10  # what class_thresholds gives when every class reaches the cap
+    same = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=uniform)
+    assert same.fit_settings() == fitted.fit_settings()  # hence the CLI's cache key: no second fit
+    path = fitted.save(tmp_path / "amortized.safetensors")
+    loaded = AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, threshold=uniform)
+    assert loaded.threshold == uniform and loaded.settings()["threshold"] == uniform  # kept as asked
+    assert loaded.settings()["network"] == fitted.settings()["network"]
+    with pytest.raises(InputError, match="cannot change after fitting"):
+        AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, threshold=(THRESHOLD,) * 9 + (0.9,))

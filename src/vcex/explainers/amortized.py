@@ -50,11 +50,21 @@ class ShiftNetwork(nn.Module):
         return self.layers(torch.cat([latents, one_hot], dim=1))
 
 
+def _fitting_threshold(threshold: ThresholdSpec) -> float | tuple[float, ...]:
+    """The threshold as the fit sees it: per-class thresholds that are all equal fit exactly what their one
+    value fits (``class_thresholds`` gives ten 0.998s on MNIST), so they are recorded as that value and a
+    network fitted for one serves the other."""
+    threshold = check_threshold(threshold)
+    if isinstance(threshold, tuple) and len(set(threshold)) == 1:
+        return threshold[0]
+    return threshold
+
+
 def _same_setting(key: str, saved: object, asked: object) -> bool:
     """Whether a setting asked for at load time is the one the network was fitted with (per-class thresholds
     come back from the record as a list, and may be asked for as a tensor or a tuple)."""
     if key == "threshold":
-        return check_threshold(saved) == check_threshold(asked)
+        return _fitting_threshold(saved) == _fitting_threshold(asked)
     return saved == asked
 
 
@@ -164,7 +174,7 @@ class AmortizedCounterfactual(Explainer):
     def fit_settings(self) -> dict:
         """The settings that change what ``fit`` learns (recorded with the network)."""
         return {
-            "threshold": self.threshold,
+            "threshold": _fitting_threshold(self.threshold),
             "hidden": self.hidden,
             "latent_weight": self.latent_weight,
             "pixel_weight": self.pixel_weight,
@@ -176,6 +186,7 @@ class AmortizedCounterfactual(Explainer):
         return {
             **super().settings(),
             **self.fit_settings(),
+            "threshold": self.threshold,  # as asked (fit_settings gives equal per-class thresholds as one)
             "refine_steps": self.refine_steps,
             "lr_refine": self.lr_refine,
             "network": self.record.get("network_fingerprint"),
@@ -404,8 +415,9 @@ class AmortizedCounterfactual(Explainer):
                 f"{path} was fitted with {was}; these settings cannot change after fitting "
                 f"(asked for {changed}): fit a new network"
             )
-        overrides = {k: v for k, v in overrides.items() if k not in fitted_for}
-        explainer = cls(classifier, latent_model, **record["settings"], **overrides)
+        # an equivalent threshold asked for (a tensor, equal per-class values) is kept as asked
+        overrides = {k: v for k, v in overrides.items() if k not in fitted_for or k == "threshold"}
+        explainer = cls(classifier, latent_model, **{**record["settings"], **overrides})
         explainer._check_models(record, str(path))
         network = ShiftNetwork(record["latent_dim"], record["num_classes"], record["settings"]["hidden"])
         load_state_into(
