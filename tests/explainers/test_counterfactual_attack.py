@@ -142,6 +142,12 @@ def test_bad_models_are_refused(tiny_classifier, tiny_vae, mnist_small):
     knn = KNNOracle(images[:50], torch.arange(50) % 10)
     with pytest.raises(ModelError, match="not differentiable"):
         CounterfactualAttack(as_classifier(knn.votes), tiny_vae).explain(images[:2])
+    # the probe runs once per classifier: a black box swapped in later is still caught
+    explainer = CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=1)
+    explainer.explain(images[:2])
+    explainer.classifier = as_classifier(knn.votes)
+    with pytest.raises(ModelError, match="not differentiable"):
+        explainer.explain(images[:2])
 
     class WrongSize:
         def encode(self, x):

@@ -197,8 +197,10 @@ class Explainer:
                     f"{len(self.threshold)} per-class thresholds were given, but the classifier has "
                     f"{probs.shape[1]} classes; give one threshold per class, or a single one"
                 )
-            if self.needs_gradients:
+            # once per classifier: a probe forward on every call would cost ~1% of a one-image explain
+            if self.needs_gradients and getattr(self, "_differentiable", None) is not self.classifier:
                 check_differentiable(self.classifier, images, type(self).__name__)
+                self._differentiable = self.classifier
             builder = ResultBuilder(len(images))
             for chunk in torch.arange(len(images), device=self.device).split(self.batch_size):
                 chunk_images, chunk_targets = images[chunk], targets[chunk]
