@@ -607,7 +607,7 @@ def render_table(record: dict) -> list[str]:
             "One-off fits, not in ms / CF: "
             + ", ".join(f"`{e['key']}` {e['metrics']['recorded_fit_seconds']:.1f} s" for e in fits)
             + " (a fitted network is cached and shared by the rows with the same fitting settings; other thresholds "
-            "fit their own)."
+            "fit their own, and per-class thresholds that are all equal count as their one value)."
         )
     conditions = _timing_conditions(done)
     if conditions:
