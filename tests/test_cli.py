@@ -210,6 +210,20 @@ def test_datasets_preview_writes_a_grid(tmp_path, name):
     assert Image.open(out).size[0] > 4 * 28
 
 
+def test_datasets_preview_reads_a_folder_of_class_folders(tmp_path, capsys):
+    from PIL import Image
+
+    for k, name in enumerate(("cat", "dog")):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (20, 16), (100 * k, 50, i)).save(tmp_path / "pets" / name / f"{i}.png")
+    out = tmp_path / "pets.png"
+    assert main(["datasets", "preview", f"folder:{tmp_path / 'pets'}", "--out", str(out), "--quiet"]) == 0
+    assert Image.open(out).size[0] > 2 * 20  # the test split: one image of each class
+    assert main(["datasets", "preview", f"folder:{tmp_path / 'none'}", "--out", str(out), "--quiet"]) == 2
+    assert "one subfolder of images per class" in capsys.readouterr().err
+
+
 def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys):
     out = tmp_path / "global"
     assert main(["global", "--n", "20", "--threshold", "0.9", "--out", str(out), "--quiet"]) == 0

@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="look at the datasets")
     datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
     preview = datasets_commands.add_parser("preview", help="write a labelled grid of a dataset's images")
-    preview.add_argument("name", help="faces | mnist | fashion")
+    preview.add_argument("name", help="faces | mnist | fashion | folder:PATH (one subfolder of images per class)")
     preview.add_argument("--out", required=True, help="PNG file to write")
     preview.add_argument("--n", type=int, default=32, help="images in the grid (default 32)")
     preview.add_argument("--size", type=int, default=64, help="faces: 64 or 32 pixels")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vcex.data.base import ImageDataset, stratified_split
 from vcex.data.fashion_mnist import load_fashion_mnist
+from vcex.data.folder import load_image_folder, read_images
 from vcex.data.mnist import load_mnist
 from vcex.errors import InputError
 
@@ -40,15 +41,23 @@ def canonical_dataset_name(name: str) -> str:
     """Resolve an alias (``"fashion-mnist"``) to the registry name, or raise listing the known names."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _LOADERS:
-        raise InputError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+        raise InputError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}, or folder:PATH for a folder "
+            "with one subfolder of images per class"
+        )
     return key
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None) -> ImageDataset:
-    """Load a dataset by name (``"mnist"``, ``"fashion"``) and split (``"train"``, ``"test"``)."""
-    key = canonical_dataset_name(name)
+    """Load a dataset by name (``"mnist"``, ``"fashion"``, ``"folder:PATH"``) and split (``"train"``, ``"test"``).
+
+    ``folder:PATH`` reads a folder of images with one subfolder per class (:func:`load_image_folder`).
+    """
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if name.startswith("folder:"):
+        return load_image_folder(name.removeprefix("folder:"), split)
+    key = canonical_dataset_name(name)
     return _LOADERS[key](split, root=root)
 
 
@@ -59,5 +68,7 @@ __all__ = [
     "load_dataset",
     "load_mnist",
     "load_fashion_mnist",
+    "load_image_folder",
+    "read_images",
     "stratified_split",
 ]
