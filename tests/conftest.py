@@ -69,3 +69,28 @@ class LinearLatent(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(latents)).view(-1, *self.shape)
+
+
+def make_bar_folder(root, side=16, per_class=12):
+    """Two classes of noisy bars (horizontal, vertical) as PNG files in root/horizontal and root/vertical."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("horizontal", "vertical"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.uniform(0, 60, (side, side))
+            row = 4 + i % (side - 8)
+            if name == "horizontal":
+                image[row : row + 3] = 255
+            else:
+                image[:, row : row + 3] = 255
+            Image.fromarray(image.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def bar_folder():
+    """A maker of image folders of the ImageFolder layout: make(root, side=16, per_class=12) -> root."""
+    return make_bar_folder

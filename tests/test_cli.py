@@ -266,3 +266,37 @@ def test_global_reads_counterfactual_images_when_asked(tiny_recipes, tmp_path, c
     assert json.loads((again / "global.json").read_text())["image_readers"] == record["image_readers"]
     with pytest.raises(SystemExit):
         main(["global", "--reader", "words", "--out", str(again)])
+
+
+def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (40, 40))
+    root = bar_folder(tmp_path / "bars", per_class=20)
+    out = tmp_path / "run"
+    argv = ["explain", "--dataset", f"folder:{root}", "--n", "4", "--threshold", "0.9", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == f"folder:{root}" and metrics["n"] == 4 and metrics["validity"] >= 0.5
+    assert main(["demo", "--dataset", f"folder:{root}", "--n", "4", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 0
+    # the amortized explainer's fitted network is cached under a file-name-safe name too
+    amortized = ["explain", "--dataset", f"folder:{root}", "--method", "amortized", "--n", "4", "--quiet"]
+    assert main(amortized + ["--out", str(tmp_path / "amortized")]) == 0
+    assert len(list(cache_dir().glob("amortized-folder-bars-*.safetensors"))) == 1
+
+
+def test_folder_datasets_the_commands_cannot_use_are_refused_before_training(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("nothing should train")
+
+    monkeypatch.setattr(zoo, "fit", no_training)
+    for k, name in enumerate(("red", "blue")):
+        (tmp_path / "rgb" / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (20, 16), (200 * (1 - k), i, 200 * k)).save(tmp_path / "rgb" / name / f"{i}.png")
+    out = str(tmp_path / "out")
+    assert main(["global", "--dataset", f"folder:{tmp_path / 'rgb'}@16", "--out", out, "--quiet"]) == 2
+    assert "need grayscale images" in capsys.readouterr().err
+    assert main(["explain", "--dataset", f"folder:{tmp_path / 'rgb'}", "--out", out, "--quiet"]) == 2
+    assert "16x20 (height x width)" in capsys.readouterr().err

@@ -11,6 +11,10 @@ from pathlib import Path
 
 from vcex.errors import VcexError
 
+FOLDER_HELP = (
+    "folder:PATH, your images with one subfolder per class (folder:PATH@32 resizes them to 32x32); the zoo's "
+    "models are trained on them on first use and cached"
+)
 THRESHOLD_HELP = (
     "target confidence to reach: a probability in (0, 1), or 'auto': per class, the classifier's confidence on the "
     "median real training image of that class, capped at the default 0.998"
@@ -43,14 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="end to end on the embedded MNIST: train or load, explain, report")
     demo.add_argument("--out", default="vcex-demo", help="output folder (report.html, metrics, grids)")
-    demo.add_argument("--dataset", default="mnist", help="mnist (default, embedded) | fashion | faces")
+    demo.add_argument("--dataset", default="mnist", help=f"mnist (default, embedded) | fashion | faces | {FOLDER_HELP}")
     demo.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
     demo.add_argument("--n", type=int, default=100, help="test images to explain per method (default 100)")
     demo.add_argument("--examples", type=int, default=8, help="images shown in the report (default 8)")
     _add_common(demo)
 
     explain = commands.add_parser("explain", help="counterfactuals for test images with one method")
-    explain.add_argument("--dataset", default="mnist", help="mnist | fashion | faces")
+    explain.add_argument("--dataset", default="mnist", help=f"mnist | fashion | faces | {FOLDER_HELP}")
     explain.add_argument(
         "--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | smiling-spurious"
     )
@@ -104,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     global_ = commands.add_parser("global", help="global explanation: descriptors the counterfactuals change")
     global_.add_argument(
-        "--dataset", default="mnist", help="mnist | fashion (morphometric descriptors) | faces (factor table)"
+        "--dataset",
+        default="mnist",
+        help="mnist | fashion | folder:PATH of grayscale images (morphometric descriptors) | faces (factor table)",
     )
     global_.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
     global_.add_argument("--n", type=int, default=500, help="test images to explain")
@@ -181,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(preview)
 
     models = commands.add_parser("models", help="list the model zoo, or train its models for a dataset")
-    models.add_argument("--dataset", default=None, help="train (or load) every model for this dataset")
+    models.add_argument(
+        "--dataset", default=None, help=f"train (or load) every model for this dataset (or {FOLDER_HELP})"
+    )
     _add_common(models)
     return parser
 

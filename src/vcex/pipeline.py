@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from vcex.cache import cache_dir
-from vcex.data import ImageDataset, canonical_dataset_name, load_dataset
+from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
+from vcex.data.folder import FOLDER_PREFIX
 from vcex.errors import CacheError, InputError, VcexError
 from vcex.evaluation import evaluate
 from vcex.explainers import (
@@ -250,7 +251,8 @@ def _amortized_explainer(
     explainer = AmortizedCounterfactual(classifier, latent_model, progress=progress, **settings)
     fit_settings = AMORTIZED_FIT_FACES if bench.dataset.startswith("faces-") else AMORTIZED_FIT
     key = json.dumps({**explainer.fit_settings(), **fit_settings, **explainer.models_record()}, sort_keys=True)
-    path = cache_dir() / f"amortized-{bench.dataset}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.safetensors"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    path = cache_dir() / f"amortized-{dataset_file_stem(bench.dataset)}-{digest}.safetensors"
     if path.exists():
         try:
             return AmortizedCounterfactual.load(path, classifier, latent_model, progress=progress, **settings)
@@ -405,7 +407,7 @@ def image_readers(
     digest = hashlib.sha1(json.dumps(key).encode())
     digest.update(descriptors.table().numpy().tobytes())
     digest.update(images[:: max(1, len(images) // 64)].numpy().tobytes())
-    path = cache_dir() / f"readers-{dataset}-{digest.hexdigest()[:10]}.safetensors"
+    path = cache_dir() / f"readers-{dataset_file_stem(dataset)}-{digest.hexdigest()[:10]}.safetensors"
     if path.exists():
         return ImageAttributes.load(path)
     readers.fit(images, descriptors)
@@ -440,6 +442,15 @@ def check_global_options(
         )
     if rounds > 1 and reader != "images":
         raise InputError("--rounds > 1 holds descriptors through the image readers: use --reader images (or auto)")
+    if dataset.startswith(FOLDER_PREFIX):
+        channels = load_dataset(dataset, "train").image_shape[0]
+        if channels != 1:
+            raise InputError(
+                f"vcex global describes a folder's images by their morphometrics (stroke thickness, slant, width...), "
+                f"which need grayscale images, and {dataset} holds {channels}-channel images; for descriptors of "
+                "your own, fit LatentAttributes with Descriptors.from_csv in Python (README: Attributions and "
+                "global explanations)"
+            )
     return reader
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vcex.errors import InputError
+from vcex.errors import DatasetNotFoundError, InputError
 from vcex.models import load_classifier, load_model, model_spec, zoo
 
 TINY = {"cnn": 1, "oracle": 1, "vae": 1, "im-ae": 1}
@@ -42,3 +42,38 @@ def test_unknown_model_name_lists_known_names():
         load_model("mnist-resnet")
     with pytest.raises(InputError, match="known models"):
         load_model("cifar-cnn")
+
+
+@pytest.fixture
+def tiny_folder_recipes(monkeypatch):
+    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (1, 1))
+
+
+def test_a_folder_of_the_users_images_gets_zoo_models(tiny_folder_recipes, bar_folder, tmp_path, monkeypatch):
+    root = bar_folder(tmp_path / "bars")
+    classifier = load_classifier(f"folder:{root}-cnn", progress=False)
+    assert classifier.class_names == ["horizontal", "vertical"] and classifier.input_shape == (1, 16, 16)
+    spec = model_spec(f"folder:{root}-cnn")
+    assert spec.path.exists() and spec.path.name.startswith("folder-bars-") and ":" not in spec.path.name
+    record = classifier.training_record
+    # 12 images per class, 2 of each held out for the test split
+    assert record["dataset"] == f"folder:{root}" and record["config"]["train_images"] == 20
+    monkeypatch.chdir(tmp_path)  # a relative path names the same dataset, hence the same cached model
+    assert model_spec("folder:bars-cnn").path == spec.path
+    vae = load_model("folder:bars-vae", progress=False)
+    assert vae.decode(vae.encode(torch.rand(2, 1, 16, 16))).shape == (2, 1, 16, 16)
+
+    # new images make a new recipe fingerprint: the old model is not reused for other data
+    (root / "vertical" / "0.png").rename(root / "vertical" / "extra.png")
+    assert model_spec(f"folder:{root}-cnn").path != spec.path
+
+
+def test_folder_images_the_zoo_cannot_take_are_refused_with_the_fix(tiny_folder_recipes, bar_folder, tmp_path):
+    root = bar_folder(tmp_path / "odd", side=18)
+    with pytest.raises(InputError, match=r"multiple of 4.*18x18.*@32"):
+        model_spec(f"folder:{root}-vae")
+    assert model_spec(f"folder:{root}@20-vae").config["train_images"] == 20  # resized when read
+    with pytest.raises(DatasetNotFoundError, match="one subfolder of images per class"):
+        model_spec(f"folder:{tmp_path / 'missing'}-cnn")
+    with pytest.raises(InputError, match="known models"):
+        model_spec(f"folder:{root}-resnet")

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from vcex.data.base import ImageDataset, stratified_split
 from vcex.data.fashion_mnist import load_fashion_mnist
-from vcex.data.folder import load_image_folder, read_images
+from vcex.data.folder import (
+    FOLDER_PREFIX,
+    canonical_folder_name,
+    folder_file_stem,
+    load_folder_dataset,
+    load_image_folder,
+    read_images,
+)
 from vcex.data.mnist import load_mnist
 from vcex.errors import InputError
 
@@ -38,7 +45,10 @@ def dataset_names() -> list[str]:
 
 
 def canonical_dataset_name(name: str) -> str:
-    """Resolve an alias (``"fashion-mnist"``) to the registry name, or raise listing the known names."""
+    """Resolve an alias (``"fashion-mnist"``) to the registry name, or raise listing the known names;
+    ``folder:PATH[@SIZE]`` comes back with PATH absolute."""
+    if name.startswith(FOLDER_PREFIX):
+        return canonical_folder_name(name)
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _LOADERS:
         raise InputError(
@@ -48,21 +58,28 @@ def canonical_dataset_name(name: str) -> str:
     return key
 
 
+def dataset_file_stem(name: str) -> str:
+    """A dataset's name as it may stand in a cache file's name (a folder dataset's holds a path)."""
+    return folder_file_stem(name) if name.startswith(FOLDER_PREFIX) else name
+
+
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None) -> ImageDataset:
     """Load a dataset by name (``"mnist"``, ``"fashion"``, ``"folder:PATH"``) and split (``"train"``, ``"test"``).
 
-    ``folder:PATH`` reads a folder of images with one subfolder per class (:func:`load_image_folder`).
+    ``folder:PATH`` reads a folder of images with one subfolder per class (:func:`load_image_folder`, its
+    default split), ``folder:PATH@SIZE`` resizes them to SIZE x SIZE.
     """
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if name.startswith("folder:"):
-        return load_image_folder(name.removeprefix("folder:"), split)
+    if name.startswith(FOLDER_PREFIX):
+        return load_folder_dataset(name, split)
     key = canonical_dataset_name(name)
     return _LOADERS[key](split, root=root)
 
 
 __all__ = [
     "ImageDataset",
+    "dataset_file_stem",
     "dataset_names",
     "canonical_dataset_name",
     "load_dataset",

@@ -9,6 +9,8 @@ float32 in [0, 1]. Class indices follow the sorted class folder names, as torchv
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -214,3 +216,66 @@ def _decode(path: Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
         except (OSError, ValueError) as error:
             raise InputError(f"cannot decode image {path} ({error}); remove it or save it as PNG") from None
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+# ---- folders as named datasets: "folder:PATH" or "folder:PATH@SIZE" (resized to SIZE x SIZE) -----------------
+
+FOLDER_PREFIX = "folder:"
+
+
+def canonical_folder_name(name: str) -> str:
+    """``folder:PATH[@SIZE]`` with PATH made absolute, so one folder has one name (and one model cache)."""
+    path, size = _parse_folder_name(name)
+    return f"{FOLDER_PREFIX}{path}" + (f"@{size}" if size else "")
+
+
+def _parse_folder_name(name: str) -> tuple[Path, int | None]:
+    text = name.removeprefix(FOLDER_PREFIX)
+    size = None
+    stem, at, tail = text.rpartition("@")
+    if at and tail.isdigit():
+        text, size = stem, int(tail)
+        if size < 1:
+            raise InputError(f"{name}: the size after @ must be a positive number of pixels")
+    if not text:
+        raise InputError(f"{name!r} names no folder; write folder:PATH or folder:PATH@SIZE (e.g. folder:pets@32)")
+    return Path(text).expanduser().resolve(), size
+
+
+def folder_fingerprint(name: str) -> str:
+    """A hash of a folder dataset's image files (relative path, byte size, modification time) and size: it
+    changes when images are added, removed or rewritten, so models trained on the old contents are not reused."""
+    root, size = _parse_folder_name(name)
+    if not root.is_dir():
+        load_image_folder(root)  # raises the not-found error with the expected layout
+    entries = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            stat = path.stat()
+            entries.append(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}")
+    entries.append(f"size={size}")
+    return hashlib.sha1("\n".join(entries).encode()).hexdigest()[:12]
+
+
+def folder_file_stem(name: str) -> str:
+    """A file-name-safe stem for a folder dataset's cached models: ``folder-<folder name>-<hash of the path>``."""
+    canonical = canonical_folder_name(name)
+    root, size = _parse_folder_name(canonical)
+    readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in root.name)[:40] or "root"
+    return f"folder-{readable}{f'-{size}px' if size else ''}-{hashlib.sha1(canonical.encode()).hexdigest()[:8]}"
+
+
+def load_folder_dataset(name: str, split: str) -> ImageDataset:
+    """The ``split`` of the folder dataset ``name`` (kept in memory for this process while its files are
+    unchanged, since the zoo, the kNN oracle and the CLI each ask for it)."""
+    canonical = canonical_folder_name(name)
+    return _cached_folder(canonical, split, folder_fingerprint(canonical))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_folder(canonical: str, split: str, fingerprint: str) -> ImageDataset:
+    root, size = _parse_folder_name(canonical)
+    data = load_image_folder(root, split, size=size)
+    data.name = canonical
+    data.info["fingerprint"] = fingerprint
+    return data

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from vcex.cache import cache_dir, load_state_into, load_weights, save_weights
-from vcex.data import ImageDataset, canonical_dataset_name, load_dataset
+from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
 from vcex.data.faces_tasks import FACES_MODEL_SIZE
+from vcex.data.folder import FOLDER_PREFIX, folder_fingerprint
 from vcex.errors import CacheError, InputError
 from vcex.models.classifiers import Classifier, FaceCNN, KNNOracle, OracleNet, SmallCNN
 from vcex.models.latent import VAE, ClassAutoencoders
@@ -75,7 +76,10 @@ class ModelSpec:
 
     @property
     def path(self) -> Path:
-        return cache_dir() / f"{self.name}-{self.fingerprint}.safetensors"
+        stem = self.name
+        if self.dataset.startswith(FOLDER_PREFIX):  # the name holds a path: file-name-safe instead
+            stem = f"{dataset_file_stem(self.dataset)}-{self.role}"
+        return cache_dir() / f"{stem}-{self.fingerprint}.safetensors"
 
     @property
     def shipped_path(self) -> Path:
@@ -235,7 +239,20 @@ def _dataset_model_spec(name: str) -> ModelSpec:
         dataset = canonical_dataset_name(dataset_part)
     except InputError:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(model_names())}") from None
-    epochs = _EPOCHS["faces"] if dataset.startswith("faces-") else _EPOCHS.get(dataset, _EPOCHS["fashion"])
+    if role not in DATASET_ROLES:
+        raise InputError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
+    extra: dict = {}
+    if dataset.startswith(FOLDER_PREFIX):
+        epochs, extra = _folder_recipe(dataset)
+        name = f"{dataset}-{role}"  # the folder's absolute path, however it was written
+    else:
+        epochs = _EPOCHS["faces"] if dataset.startswith("faces-") else _EPOCHS.get(dataset, _EPOCHS["fashion"])
+    spec = _role_spec(name, role, dataset, epochs)
+    spec.config.update(extra)
+    return spec
+
+
+def _role_spec(name: str, role: str, dataset: str, epochs: dict[str, int]) -> ModelSpec:
     if role == "cnn":
         return ModelSpec(
             name,
@@ -279,7 +296,31 @@ def _dataset_model_spec(name: str) -> ModelSpec:
     if role == "duq":
         recipe = {**DUQ_RECIPE, **(_DUQ_FACES if dataset.startswith("faces-") else {}), "epochs": epochs["duq"]}
         return ModelSpec(name, role, dataset, _build_duq(4, recipe), _train_duq(recipe), 4, recipe)
-    raise InputError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
+    raise AssertionError(role)  # roles are checked by the caller
+
+
+# a folder of the user's images gets the MNIST recipes with epochs set for about as many optimiser steps as
+# on MNIST's 4,000 training images (the batch sizes are the recipes'), within these bounds
+FOLDER_STEPS = {"cnn": 500, "oracle": 500, "vae": 1000, "im-ae": 640, "duq": 380}
+_RECIPE_BATCH = {"cnn": 64, "oracle": 64, "vae": 128, "im-ae": 256, "duq": DUQ_RECIPE["batch_size"]}
+FOLDER_EPOCHS = (2, 200)
+
+
+def _folder_recipe(dataset: str) -> tuple[dict[str, int], dict]:
+    """Epochs per role for a folder dataset (by its training-set size), and the folder's fingerprint for the
+    recipe (new images, new models). Refuses images the zoo's networks cannot take."""
+    train = load_dataset(dataset, "train")
+    channels, height, width = train.image_shape
+    if height != width or height % 4 or height < 12:
+        raise InputError(
+            f"{dataset}: the zoo's networks need square images whose side is a multiple of 4 and at least 12, "
+            f"and these are {height}x{width} (height x width); resize them when reading: "
+            f"{dataset.split('@')[0]}@32 (or another multiple of 4)"
+        )
+    low, high = FOLDER_EPOCHS
+    epochs = {role: round(steps * _RECIPE_BATCH[role] / len(train)) for role, steps in FOLDER_STEPS.items()}
+    epochs = {role: max(low, min(high, value)) for role, value in epochs.items()}
+    return epochs, {"data": folder_fingerprint(dataset), "train_images": len(train)}
 
 
 def model_names() -> list[str]:
