@@ -268,7 +268,7 @@ def test_global_reads_counterfactual_images_when_asked(tiny_recipes, tmp_path, c
         main(["global", "--reader", "words", "--out", str(again)])
 
 
-def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, monkeypatch):
+def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (40, 40))
     root = bar_folder(tmp_path / "bars", per_class=20)
     out = tmp_path / "run"
@@ -282,6 +282,10 @@ def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, 
     amortized = ["explain", "--dataset", f"folder:{root}", "--method", "amortized", "--n", "4", "--quiet"]
     assert main(amortized + ["--out", str(tmp_path / "amortized")]) == 0
     assert len(list(cache_dir().glob("amortized-folder-bars-*.safetensors"))) == 1
+    capsys.readouterr()
+    assert main(["models", "--dataset", f"folder:{root}", "--quiet"]) == 0
+    listed = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("folder:")]
+    assert [row[:2] for row in listed[:4]] == [[f"folder:{root}-{role}", "cached"] for role in zoo.DATASET_ROLES[:4]]
 
 
 def test_folder_datasets_the_commands_cannot_use_are_refused_before_training(tmp_path, capsys, monkeypatch):

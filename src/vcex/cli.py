@@ -377,12 +377,17 @@ def _datasets(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
+    from vcex.data import dataset_names
     from vcex.models import model_names, model_spec
+    from vcex.models.zoo import DATASET_ROLES
     from vcex.pipeline import prepare
 
+    names = model_names()
     if args.dataset:
-        prepare(args.dataset, progress=not args.quiet)
-    for name in model_names():
+        bench = prepare(args.dataset, progress=not args.quiet)
+        if bench.dataset not in dataset_names():  # a folder of the user's images: its models too
+            names += [f"{bench.dataset}-{role}" for role in DATASET_ROLES]
+    for name in names:
         spec = model_spec(name)
         state = "cached" if spec.path.exists() else "shipped" if spec.shipped_path.exists() else "not trained yet"
         print(f"{name:24s} {state:16s} {spec.path if state != 'shipped' else spec.shipped_path}")
