@@ -189,3 +189,16 @@ def test_faces_tables_show_mnac_and_its_side_effect_count():
     assert more[2] == "| `attack` | 0.999 | 0.010 | 1.50 | 1.34 | 0.0123 ± 0.0020 | 4.50 | 21.0 + 20.0 |"
     assert more[3] == "| `pixel` | 0.999 | 0.010 | 0.20 | – | – | 4.50 | 21.0 + 20.0 |"
     assert any("(smiling excluded)" in line for line in lines)
+
+
+def test_benchmark_runs_on_a_folder_of_the_users_images(tiny_recipes, bar_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (20, 20))
+    root = bar_folder(tmp_path / "bars", per_class=20)
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--suite", f"folder:{root}", "--n", "6", "--out", str(out), "--methods", "attack", "pixel"]
+    assert main(argv + ["--quiet"]) == 0
+    record = json.loads((out / "benchmark.json").read_text())
+    assert record["dataset"] == f"folder:{root}" and record["complete"]
+    assert [row["key"] for row in record["rows"]] == ["attack", "pixel"]
+    assert set(record["data"]["target_counts"]) <= {"horizontal", "vertical"}
+    assert all(0 <= row["metrics"]["validity"] <= 1 for row in record["rows"])

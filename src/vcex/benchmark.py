@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 
 from vcex.cache import parameter_fingerprint
+from vcex.data import canonical_dataset_name
+from vcex.data.folder import FOLDER_PREFIX
 from vcex.errors import CacheError, InputError, VcexError
 from vcex.evaluation import (
     frechet_distance,
@@ -126,9 +128,13 @@ def suite_rows(suite: str, methods: Sequence[str] | None = None) -> tuple[Suite,
     Raises:
         InputError: an unknown suite or row key; the message lists the known ones.
     """
-    if suite not in SUITES:
-        raise InputError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
-    spec = SUITES[suite]
+    if suite.startswith(FOLDER_PREFIX):  # the user's images: the digit rows, toward the runner-up class
+        dataset = canonical_dataset_name(suite)
+        spec = Suite(dataset, None, "second", _DIGIT_ROWS, f"the test split of {dataset}")
+    elif suite not in SUITES:
+        raise InputError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}, or folder:PATH")
+    else:
+        spec = SUITES[suite]
     if methods is None:
         return spec, spec.rows
     keys = [row.key for row in spec.rows]
@@ -360,8 +366,8 @@ def run_suite(
     """Run every row of ``suite`` on its first ``n`` test images; write ``benchmark.json`` and ``benchmark.md``.
 
     Args:
-        suite: ``mnist``, ``fashion`` (target: the runner-up class) or ``faces`` (the smiling classifier,
-            target: the other class).
+        suite: ``mnist``, ``fashion`` (target: the runner-up class), ``faces`` (the smiling classifier,
+            target: the other class) or ``folder:PATH[@SIZE]`` (the user's images, as ``mnist``).
         n: test images to explain, 1 <= n <= the test split's size.
         out: output folder; finished rows go to ``out/rows/<key>/`` (metrics.json, counterfactuals.safetensors,
             grid.png) as soon as they finish, and a rerun reuses them.

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark = commands.add_parser(
         "benchmark", help="every method on the same images and targets: benchmark.md (a table) and benchmark.json"
     )
-    benchmark.add_argument("--suite", required=True, help="mnist | fashion (target: runner-up) | faces (smiling, flip)")
+    benchmark.add_argument(
+        "--suite", required=True, help="mnist | fashion | folder:PATH (target: runner-up) | faces (smiling, flip)"
+    )
     benchmark.add_argument("--n", type=int, default=200, help="test images to explain (the first N, default 200)")
     benchmark.add_argument("--out", required=True, help="output folder (benchmark.md, benchmark.json, rows/)")
     benchmark.add_argument(
