@@ -88,7 +88,8 @@ def load_image_folder(
     ``split``: ``"train"``, ``"test"`` or None (every image). Without train/test folders the split is
     stratified by class, ``test_fraction`` of each class in the test split, seeded (the same every time).
     ``channels`` and ``size`` as in :func:`read_images`, decided once for the whole folder so both splits
-    agree. Returns images (N, C, H, W) in [0, 1] and labels (N,) by sorted class folder name.
+    agree. Returns images (N, C, H, W) in [0, 1] and labels (N,) by sorted class folder name; a split comes
+    in a seeded order that mixes the classes, every image (``split=None``) in class order.
     """
     root = Path(root)
     if not root.is_dir():
@@ -123,9 +124,12 @@ def load_image_folder(
             paths += found
             labels += [index] * len(found)
     labels = torch.tensor(labels, dtype=torch.long)
-    if not presplit and split is not None:
-        train, test = stratified_split(labels, test_fraction, seed)
-        keep = train if split == "train" else test
+    if split is not None:  # a seeded order that mixes the classes, so the first N images are not all one class
+        if presplit:
+            keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        else:
+            train, test = stratified_split(labels, test_fraction, seed)
+            keep = train if split == "train" else test
         if len(keep) == 0:
             raise InputError(f"the {split} split of {root} is empty; use a test_fraction that leaves images in it")
         paths, labels = [paths[i] for i in keep.tolist()], labels[keep]
