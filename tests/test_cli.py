@@ -304,3 +304,27 @@ def test_folder_datasets_the_commands_cannot_use_are_refused_before_training(tmp
     assert "need grayscale images" in capsys.readouterr().err
     assert main(["explain", "--dataset", f"folder:{tmp_path / 'rgb'}", "--out", out, "--quiet"]) == 2
     assert "16x20 (height x width)" in capsys.readouterr().err
+
+
+def test_global_on_a_folder_reads_the_users_descriptor_csv(bar_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (40, 40))
+    root = bar_folder(tmp_path / "bars", per_class=20)
+    files = [(name, i) for name in ("horizontal", "vertical") for i in range(20)]
+    rows = ["file,horizontal_bar,noise"]
+    rows += [f"{name}/{i}.png,{int(name == 'horizontal')},{(7 * i) % 5}" for name, i in files]
+    csv_path = tmp_path / "descriptors.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "global"
+    argv = ["global", "--dataset", f"folder:{root}", "--descriptors", str(csv_path), "--n", "8", "--out", str(out)]
+    assert main(argv + ["--threshold", "0.9", "--quiet"]) == 0
+    record = json.loads((out / "global.json").read_text())
+    assert record["descriptors"] == f"CSV {csv_path}"
+    assert set(record["classes"]) <= {"horizontal", "vertical"} and record["valid_counterfactuals"] >= 1
+    # refused before any model trains: a CSV missing images, and --descriptors for a built-in dataset
+    monkeypatch.setattr(zoo, "fit", lambda *args, **kwargs: pytest.fail("nothing should train"))
+    csv_path.write_text("\n".join(rows[:-3]) + "\n")
+    capsys.readouterr()
+    assert main(argv + ["--quiet"]) == 2
+    assert "has no row for" in capsys.readouterr().err
+    assert main(["global", "--descriptors", str(csv_path), "--out", str(out), "--quiet"]) == 2
+    assert "for --dataset folder:PATH" in capsys.readouterr().err

@@ -57,8 +57,8 @@ def check_images(
     return images
 
 
-def short_list(indices: list[int], limit: int = 8) -> str:
-    """Format a list of indices for an error message, truncated after ``limit`` items."""
+def short_list(indices: list, limit: int = 8) -> str:
+    """Format a list of indices (or names) for an error message, truncated after ``limit`` items."""
     shown = ", ".join(str(i) for i in indices[:limit])
     return shown + (f", ... ({len(indices)} in all)" if len(indices) > limit else "")
 

@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="mnist | fashion | folder:PATH of grayscale images (morphometric descriptors) | faces (factor table)",
     )
     global_.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
+    global_.add_argument(
+        "--descriptors",
+        default=None,
+        help="folder:PATH only: a CSV of your own descriptors, a 'file' column naming each image as a path "
+        "relative to the folder (cat/001.png) and one numeric column per descriptor (0/1 columns are binary); "
+        "rows must cover the training images, other rows are ignored",
+    )
     global_.add_argument("--n", type=int, default=500, help="test images to explain")
     global_.add_argument("--out", required=True, help="output folder (global.json, charts, global.html)")
     global_.add_argument("--threshold", type=_threshold, default=None, help=THRESHOLD_HELP)
@@ -313,7 +320,7 @@ def _global(args: argparse.Namespace) -> None:
     from vcex.pipeline import check_global_options, prepare, run_global
 
     # before any model is trained
-    check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores)
+    check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores, args.descriptors)
     bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
@@ -329,6 +336,7 @@ def _global(args: argparse.Namespace) -> None:
         rounds=args.rounds,
         later_rounds=args.later_rounds,
         round_scores=args.round_scores,
+        descriptors=args.descriptors,
     )
     summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
     if "explain_away" in record:

@@ -422,10 +422,15 @@ ROUND_SCORES = ("auto", "residual", "raw")
 
 
 def check_global_options(
-    dataset: str, reader: str, rounds: int, later_rounds: str = "whitened", round_scores: str = "auto"
+    dataset: str,
+    reader: str,
+    rounds: int,
+    later_rounds: str = "whitened",
+    round_scores: str = "auto",
+    descriptors: str | Path | None = None,
 ) -> str:
-    """Check ``vcex global``'s reader and rounds for a dataset before anything is trained; returns the reader
-    that ``"auto"`` stands for (images for faces, latent probes for digits)."""
+    """Check ``vcex global``'s reader, rounds and descriptor CSV for a dataset before anything is trained;
+    returns the reader that ``"auto"`` stands for (images for faces, latent probes for digits)."""
     if reader not in READERS:
         raise InputError(f"unknown reader {reader!r}; use one of {', '.join(READERS)}")
     faces = dataset.startswith("faces")
@@ -442,16 +447,29 @@ def check_global_options(
         )
     if rounds > 1 and reader != "images":
         raise InputError("--rounds > 1 holds descriptors through the image readers: use --reader images (or auto)")
-    if dataset.startswith(FOLDER_PREFIX):
+    if descriptors is not None:
+        if not dataset.startswith(FOLDER_PREFIX):
+            raise InputError(
+                "--descriptors reads a CSV naming images by file, for --dataset folder:PATH; the built-in datasets "
+                "bring their own descriptors"
+            )
+        folder_descriptors(dataset, descriptors)  # refuses a bad CSV now, not after training
+    elif dataset.startswith(FOLDER_PREFIX):
         channels = load_dataset(dataset, "train").image_shape[0]
         if channels != 1:
             raise InputError(
                 f"vcex global describes a folder's images by their morphometrics (stroke thickness, slant, width...), "
-                f"which need grayscale images, and {dataset} holds {channels}-channel images; for descriptors of "
-                "your own, fit LatentAttributes with Descriptors.from_csv in Python (README: Attributions and "
-                "global explanations)"
+                f"which need grayscale images, and {dataset} holds {channels}-channel images; give descriptors of "
+                "your own: --descriptors CSV, with a 'file' column (cat/001.png) and one numeric column per descriptor"
             )
     return reader
+
+
+def folder_descriptors(dataset: str, csv_path: str | Path) -> Descriptors:
+    """The descriptors of a folder dataset's training images from a CSV with a ``file`` column."""
+    from vcex.attribution import Descriptors
+
+    return Descriptors.from_csv(csv_path, files=load_dataset(dataset, "train").files)
 
 
 def resolve_round_scores(round_scores: str, whiten: bool) -> str:
@@ -476,6 +494,7 @@ def run_global(
     rounds: int = 1,
     later_rounds: str = "whitened",
     round_scores: str = "auto",
+    descriptors: str | Path | None = None,
     **options: object,
 ) -> dict:
     """Global explanation of the workbench's classifier: which descriptors its counterfactuals change.
@@ -501,7 +520,9 @@ def run_global(
     renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
     d_i = +1 toward the positive class; the linear-edit (InterFaceGAN) baseline along the classifier's
     own latent direction is scored beside it. Bootstrap intervals throughout. Writes ``global.json``,
-    one bar chart per explanation and ``global.html`` into ``out``.
+    one bar chart per explanation and ``global.html`` into ``out``. Folders of the user's images
+    (``folder:PATH``): morphometrics of grayscale images, or the descriptors of a CSV (``descriptors``, one row
+    per image file, see :meth:`~vcex.attribution.Descriptors.from_csv`).
     """
     from vcex.attribution import (
         Descriptors,
@@ -517,9 +538,13 @@ def run_global(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     faces = bench.dataset.startswith("faces-")
-    reader = check_global_options(bench.dataset, reader, rounds, later_rounds, round_scores)
+    reader = check_global_options(bench.dataset, reader, rounds, later_rounds, round_scores, descriptors)
     started = time.perf_counter()
-    if faces:
+    descriptor_source = "synthetic faces factor table" if faces else "morphometrics"
+    if descriptors is not None:
+        descriptor_source = f"CSV {Path(descriptors).resolve()}"
+        descriptors, descriptor_images = folder_descriptors(bench.dataset, descriptors), bench.train.images
+    elif faces:
         from vcex.data.faces_tasks import load_face_table
 
         table = load_face_table("train")
@@ -582,7 +607,7 @@ def run_global(
         "n": n,
         "valid_counterfactuals": int(result.success.sum()),
         "attack_settings": result.settings,  # the threshold (one, or one per class), lr, steps, ...
-        "descriptors": "synthetic faces factor table" if faces else "morphometrics",
+        "descriptors": descriptor_source,
         "whiten": bool(options.get("whiten")),
         "reader": reader,
         "probe_fit_seconds": round(fit_seconds, 3),

@@ -96,3 +96,20 @@ def test_from_morphometrics_keeps_nan_rows_with_a_note():
     assert len(descriptors) == 4 and not descriptors.binary
     assert torch.isnan(descriptors.values["thickness"][3])
     assert any("without foreground" in note for note in descriptors.notes)
+
+
+def test_from_csv_by_file_follows_the_images_files_and_ignores_other_rows(tmp_path):
+    lines = ["file,thick,glasses", "dog/1.png,3.0,1", "./cat/0.png,1.0,0", "cat/9.png,9.0,1", "cat\\1.png,2.0,1"]
+    path = write_csv(tmp_path / "d.csv", lines)
+    files = ["cat/0.png", "cat/1.png", "dog/1.png"]  # an ImageDataset's order; cat/9.png is in another split
+    descriptors = Descriptors.from_csv(path, files=files)
+    assert torch.equal(descriptors.values["thick"], torch.tensor([1.0, 2.0, 3.0]))
+    assert descriptors.binary == frozenset({"glasses"})
+    with pytest.raises(InputError, match=r"no row for 1 of the 4 images, e.g. dog/2.png"):
+        Descriptors.from_csv(path, files=files + ["dog/2.png"])
+    with pytest.raises(InputError, match="repeats the files cat/0.png"):
+        Descriptors.from_csv(write_csv(tmp_path / "r.csv", lines + ["cat/0.png,5,0"]), files=files)
+    with pytest.raises(InputError, match="no 'file' column"):
+        Descriptors.from_csv(write_csv(tmp_path / "i.csv", ["index,x", "0,1"]), files=["a.png"])
+    with pytest.raises(InputError, match=r"line 3 \(image cat/0.png\) holds the non-numeric"):
+        Descriptors.from_csv(write_csv(tmp_path / "n.csv", ["file,x", "dog/1.png,1", "cat/0.png,big"]), files=files)

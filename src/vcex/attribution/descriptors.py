@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from vcex.data.synthetic_faces import FacesDataset
 
 INDEX_COLUMN = "index"
+FILE_COLUMN = "file"
 
 
 @dataclass
@@ -149,87 +151,131 @@ class Descriptors:
         return cls(values, frozenset(), notes)
 
     @classmethod
-    def from_csv(cls, path: str | Path, n_images: int | None = None) -> Descriptors:
+    def from_csv(
+        cls, path: str | Path, n_images: int | None = None, *, files: Sequence[str] | None = None
+    ) -> Descriptors:
         """Read a CSV with an ``index`` column (image index) and one numeric column per descriptor.
 
         Rows may come in any order; indices must be 0..N-1, each once (N = ``n_images`` when given).
+        With ``files`` (each image's file, e.g. an image folder's ``ImageDataset.files``) the rows name
+        their image in a ``file`` column instead, as a path relative to the folder (``cat/001.png``); rows
+        of other files are ignored, so one CSV may cover a whole folder, and every image needs one row.
         A column holding only 0 and 1 is binary, any other numeric column continuous. Empty cells,
         NaN and non-numeric values are refused with the column and row named.
         """
         path = Path(path)
-        try:
-            with path.open(newline="") as handle:
-                rows = list(csv.reader(handle))
-        except OSError as error:
-            raise InputError(f"cannot read descriptor CSV {path} ({error})") from error
-        rows = [row for row in rows if any(cell.strip() for cell in row)]
-        if not rows:
-            raise InputError(f"descriptor CSV {path} is empty; expected a header with an {INDEX_COLUMN!r} column")
-        header = [cell.strip() for cell in rows[0]]
-        if INDEX_COLUMN not in header:
-            raise InputError(
-                f"descriptor CSV {path} has no {INDEX_COLUMN!r} column (columns: {header}); add a column named "
-                f"{INDEX_COLUMN!r} holding each row's image index (0-based)"
-            )
-        if len(set(header)) != len(header):
-            raise InputError(f"descriptor CSV {path} repeats column names: {header}")
-        index_at = header.index(INDEX_COLUMN)
-        columns = [name for name in header if name != INDEX_COLUMN]
-        if not columns:
-            raise InputError(f"descriptor CSV {path} has only the {INDEX_COLUMN!r} column; add descriptor columns")
-        body = rows[1:]
-        indices: list[int] = []
-        table: list[list[float]] = []
-        for line, row in enumerate(body, start=2):
-            if len(row) != len(header):
-                raise InputError(f"descriptor CSV {path} line {line} has {len(row)} cells, the header {len(header)}")
-            text = row[index_at].strip()
-            try:
-                index = float(text)
-                if not index.is_integer() or index < 0:
-                    raise ValueError
-            except ValueError:
-                raise InputError(
-                    f"descriptor CSV {path} line {line}: {INDEX_COLUMN!r} must be a non-negative integer image "
-                    f"index, got {text!r}"
-                ) from None
-            indices.append(int(index))
-            parsed = []
-            for name, cell in zip(header, row):
-                if name == INDEX_COLUMN:
-                    continue
-                try:
-                    number = float(cell.strip())
-                except ValueError:
-                    raise InputError(
-                        f"descriptor CSV {path}: column {name!r}, line {line} (image {int(index)}) holds the "
-                        f"non-numeric value {cell!r}; descriptors must be numbers (encode categories as 0/1 columns)"
-                    ) from None
-                if not math.isfinite(number):
-                    raise InputError(
-                        f"descriptor CSV {path}: column {name!r}, line {line} (image {int(index)}) is "
-                        f"{cell.strip() or 'empty'!r} (NaN/inf); fill it in or drop that image"
-                    )
-                parsed.append(number)
-            table.append(parsed)
-        expected = n_images if n_images is not None else len(body)
-        if len(body) != expected:
-            raise InputError(
-                f"descriptor CSV {path} has {len(body)} rows but there are {expected} images; give one row per image"
-            )
-        seen = sorted(indices)
-        duplicates = sorted(i for i, count in Counter(indices).items() if count > 1)
-        if duplicates:
-            raise InputError(f"descriptor CSV {path} repeats image indices {short_list(duplicates)}; one row each")
-        if seen != list(range(expected)):
-            missing = sorted(set(range(expected)) - set(indices))
-            extra = sorted(set(indices) - set(range(expected)))
-            raise InputError(
-                f"descriptor CSV {path}: {INDEX_COLUMN!r} must hold each image index 0..{expected - 1} once; "
-                f"missing {short_list(missing) or 'none'}, out of range {short_list(extra) or 'none'}"
-            )
-        order = torch.tensor(indices).argsort()
-        matrix = torch.tensor(table, dtype=torch.float64)[order].float()
+        key_column = INDEX_COLUMN if files is None else FILE_COLUMN
+        header, keys, table = _read_descriptor_csv(path, key_column)
+        columns = [name for name in header if name != key_column]
+        if files is None:
+            order, expected = _index_order(path, keys, n_images if n_images is not None else len(keys))
+        else:
+            order, expected = _file_order(path, keys, list(files)), len(files)
+        matrix = torch.tensor(table, dtype=torch.float64).reshape(len(keys), len(columns))[order].float()
         values = {name: matrix[:, j].clone() for j, name in enumerate(columns)}
         binary = frozenset(name for name, v in values.items() if bool(((v == 0) | (v == 1)).all()))
         return cls(values, binary, [f"CSV {path.name} ({expected} images)"])
+
+
+def _read_descriptor_csv(path: Path, key_column: str) -> tuple[list[str], list[str], list[list[float]]]:
+    """(header, each row's key cell, each row's descriptor values), every cell checked."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+    except OSError as error:
+        raise InputError(f"cannot read descriptor CSV {path} ({error})") from error
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise InputError(f"descriptor CSV {path} is empty; expected a header with an {key_column!r} column")
+    header = [cell.strip() for cell in rows[0]]
+    if key_column not in header:
+        holds = "each row's image index (0-based)" if key_column == INDEX_COLUMN else "each row's image file"
+        raise InputError(
+            f"descriptor CSV {path} has no {key_column!r} column (columns: {header}); add a column named "
+            f"{key_column!r} holding {holds}"
+        )
+    if len(set(header)) != len(header):
+        raise InputError(f"descriptor CSV {path} repeats column names: {header}")
+    key_at = header.index(key_column)
+    if len(header) == 1:
+        raise InputError(f"descriptor CSV {path} has only the {key_column!r} column; add descriptor columns")
+    keys: list[str] = []
+    table: list[list[float]] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InputError(f"descriptor CSV {path} line {line} has {len(row)} cells, the header {len(header)}")
+        key = row[key_at].strip()
+        keys.append(key)
+        parsed = []
+        for name, cell in zip(header, row):
+            if name == key_column:
+                continue
+            try:
+                number = float(cell.strip())
+            except ValueError:
+                raise InputError(
+                    f"descriptor CSV {path}: column {name!r}, line {line} (image {key}) holds the "
+                    f"non-numeric value {cell!r}; descriptors must be numbers (encode categories as 0/1 columns)"
+                ) from None
+            if not math.isfinite(number):
+                raise InputError(
+                    f"descriptor CSV {path}: column {name!r}, line {line} (image {key}) is "
+                    f"{cell.strip() or 'empty'!r} (NaN/inf); fill it in or drop that image"
+                )
+            parsed.append(number)
+        table.append(parsed)
+    return header, keys, table
+
+
+def _index_order(path: Path, keys: list[str], expected: int) -> tuple[torch.Tensor, int]:
+    """The rows in image order, for keys that must be the indices 0..expected-1, each once."""
+    indices = []
+    for line, text in enumerate(keys, start=2):
+        try:
+            index = float(text)
+            if not index.is_integer() or index < 0:
+                raise ValueError
+        except ValueError:
+            raise InputError(
+                f"descriptor CSV {path} line {line}: {INDEX_COLUMN!r} must be a non-negative integer image "
+                f"index, got {text!r}"
+            ) from None
+        indices.append(int(index))
+    if len(indices) != expected:
+        raise InputError(
+            f"descriptor CSV {path} has {len(indices)} rows but there are {expected} images; give one row per image"
+        )
+    duplicates = sorted(i for i, count in Counter(indices).items() if count > 1)
+    if duplicates:
+        raise InputError(f"descriptor CSV {path} repeats image indices {short_list(duplicates)}; one row each")
+    if sorted(indices) != list(range(expected)):
+        missing = sorted(set(range(expected)) - set(indices))
+        extra = sorted(set(indices) - set(range(expected)))
+        raise InputError(
+            f"descriptor CSV {path}: {INDEX_COLUMN!r} must hold each image index 0..{expected - 1} once; "
+            f"missing {short_list(missing) or 'none'}, out of range {short_list(extra) or 'none'}"
+        )
+    return torch.tensor(indices).argsort(), expected
+
+
+def _file_order(path: Path, keys: list[str], files: list[str]) -> torch.Tensor:
+    """The row of each of ``files``, in their order; rows of other files are left out."""
+    normalised = [key.replace("\\", "/").removeprefix("./") for key in keys]
+    wanted = set(files)
+    rows: dict[str, int] = {}
+    repeated = []
+    for row, key in enumerate(normalised):
+        if key in wanted:
+            if key in rows:
+                repeated.append(key)
+            rows[key] = row
+    if repeated:
+        raise InputError(f"descriptor CSV {path} repeats the files {short_list(sorted(set(repeated)))}; one row each")
+    missing = [file for file in files if file not in rows]
+    if missing:
+        raise InputError(
+            f"descriptor CSV {path} has no row for {len(missing)} of the {len(files)} images, e.g. "
+            f"{short_list(missing[:5])}; its {FILE_COLUMN!r} column must name each image as a path relative to the "
+            "image folder (like cat/001.png)"
+        )
+    return torch.tensor([rows[file] for file in files], dtype=torch.long)

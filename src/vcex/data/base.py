@@ -18,6 +18,7 @@ class ImageDataset:
         split: ``"train"`` or ``"test"``.
         class_names: one name per class index.
         info: provenance (source files, seed) recorded with models trained on it.
+        files: each image's file, relative to its folder (``cat/001.png``), for datasets read from files.
     """
 
     images: torch.Tensor
@@ -26,6 +27,7 @@ class ImageDataset:
     split: str
     class_names: list[str]
     info: dict[str, str] = field(default_factory=dict)
+    files: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -41,8 +43,9 @@ class ImageDataset:
     def subset(self, indices: torch.Tensor | list[int]) -> ImageDataset:
         """The images at ``indices``, in that order."""
         index = torch.as_tensor(indices, dtype=torch.long)
+        files = None if self.files is None else [self.files[i] for i in index.tolist()]
         return ImageDataset(
-            self.images[index], self.labels[index], self.name, self.split, self.class_names, dict(self.info)
+            self.images[index], self.labels[index], self.name, self.split, self.class_names, dict(self.info), files
         )
 
 

@@ -147,7 +147,8 @@ def load_image_folder(
         info.update({"test_fraction": str(test_fraction), "seed": str(seed)})
     if size is not None:
         info["size"] = "x".join(str(s) for s in _check_size(size))
-    return ImageDataset(images, labels, f"folder:{root.name}", split or "all", class_names, info)
+    files = [path.relative_to(root).as_posix() for path in paths]
+    return ImageDataset(images, labels, f"folder:{root.name}", split or "all", class_names, info, files)
 
 
 def _class_files(folder: Path) -> dict[str, list[Path]]:
