@@ -328,3 +328,26 @@ def test_global_on_a_folder_reads_the_users_descriptor_csv(bar_folder, tmp_path,
     assert "has no row for" in capsys.readouterr().err
     assert main(["global", "--descriptors", str(csv_path), "--out", str(out), "--quiet"]) == 2
     assert "for --dataset folder:PATH" in capsys.readouterr().err
+
+
+def test_explain_the_users_own_image_files(tiny_recipes, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from vcex.data import load_dataset
+
+    test = load_dataset("mnist", "test")
+    (tmp_path / "mine").mkdir()
+    for i in range(3):  # RGB and twice the size: read as the dataset's images are, 1 channel at 28x28
+        pixels = (test.images[i, 0].numpy() * 255).astype(np.uint8)
+        Image.fromarray(pixels).resize((56, 56)).convert("RGB").save(tmp_path / "mine" / f"{i}.png")
+    out = tmp_path / "run"
+    argv = ["explain", "--images", str(tmp_path / "mine" / "2.png"), str(tmp_path / "mine"), "--out", str(out)]
+    assert main(argv + ["--threshold", "0.9", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4  # the file, then the folder's three
+    saved = load_file(str(out / "counterfactuals.safetensors"))
+    assert saved["originals"].shape == (4, 1, 28, 28)
+    assert (saved["originals"][1:] - test.images[:3]).abs().mean() < 0.05  # the digits, down-sized again
+    assert torch.equal(saved["originals"][0], saved["originals"][3])
+    assert main(["explain", "--images", str(tmp_path / "none.png"), "--out", str(out), "--quiet"]) == 2
+    assert "none.png does not exist" in capsys.readouterr().err

@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--space", default=None, help="faces: the attack's latent space, w (default) or style (StyleSpace)"
     )
     explain.add_argument("--n", type=int, default=200, help="number of test images (the first N)")
+    explain.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        help="image files or folders of them to explain instead of the test split, read as the dataset's "
+        "images are (its channels, resized to its size)",
+    )
     explain.add_argument("--target", default="second", help="class index, 'second' (runner-up) or 'flip'")
     explain.add_argument("--out", required=True, help="output folder")
     explain.add_argument("--preset", default="vcex", help="vcex (measured defaults) | paper (threshold 0.75, loss -p)")
@@ -284,14 +291,22 @@ def _explain(args: argparse.Namespace) -> None:
         options[key] = value
     if args.method in ("linear",):
         options = {k: v for k, v in options.items() if k in ("space", "threshold", "batch_size", "device")}
+    images = None
+    if args.images:
+        from vcex.data import image_files, read_images
+
+        files = [f for item in map(Path, args.images) for f in (image_files(item) if item.is_dir() else [item])]
+        channels, height, width = bench.test.image_shape
+        images = read_images(files, channels=channels, size=(height, width))
     _, metrics = run_explain(
         bench,
         args.method,
-        args.n,
+        len(images) if images is not None else args.n,
         parse_target(args.target),
         args.out,
         preset=args.preset,
         progress=not args.quiet,
+        images=images,
         **options,
     )
     print(

@@ -295,19 +295,27 @@ def run_explain(
     preset: str = "vcex",
     chunk_size: int = 100,
     progress: bool = True,
+    images: torch.Tensor | None = None,
     **options: object,
 ) -> tuple[CounterfactualResult, dict]:
-    """Explain the first ``n`` test images and write metrics.json, counterfactuals.safetensors, grid.png.
+    """Explain the first ``n`` test images (or ``images``, (n, C, H, W) of the dataset's shape) and write
+    metrics.json, counterfactuals.safetensors, grid.png.
 
     Results are written chunk by chunk under ``out/chunks``; a rerun with the same settings reuses
     finished chunks, so an interrupted long job resumes where it stopped.
     """
-    if n < 1 or n > len(bench.test):
-        raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
+    if images is None:
+        if n < 1 or n > len(bench.test):
+            raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
+        images = bench.test.images[:n]
+    elif n != len(images) or tuple(images.shape[1:]) != bench.test.image_shape:
+        raise InputError(
+            f"images must be (n, {', '.join(map(str, bench.test.image_shape))}) for {bench.dataset} with n = {n}, "
+            f"got {tuple(images.shape)}"
+        )
     out = Path(out)
     # only the amortized explainer's one-off fit gets a bar; explaining is tracked per chunk below
     explainer = build_explainer(method, bench, preset=preset, progress=progress and method == "amortized", **options)
-    images = bench.test.images[:n]
     fingerprint = hashlib.sha1(
         json.dumps(
             {
@@ -319,6 +327,7 @@ def run_explain(
                 "space": str(options.get("space") or "latent"),
                 "whiten": bool(options.get("whiten")),
                 "invert_steps": int(options.get("invert_steps") or 0),
+                "images": hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest(),
             },
             sort_keys=True,
             default=str,

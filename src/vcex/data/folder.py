@@ -53,6 +53,11 @@ def read_images(files: str | Path | Sequence[str | Path], *, channels: int | Non
     paths = [Path(f) for f in files]
     if not paths:
         raise InputError("no image files given; pass at least one path")
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"image file {missing[0]} does not exist" + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     if channels not in (None, 1, 3):
         raise InputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     target_size = _check_size(size)
