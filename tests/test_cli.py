@@ -351,3 +351,5 @@ def test_explain_the_users_own_image_files(tiny_recipes, tmp_path, capsys):
     assert torch.equal(saved["originals"][0], saved["originals"][3])
     assert main(["explain", "--images", str(tmp_path / "none.png"), "--out", str(out), "--quiet"]) == 2
     assert "none.png does not exist" in capsys.readouterr().err
+    assert main(argv + ["--n", "2", "--quiet"]) == 2
+    assert "drop --n" in capsys.readouterr().err

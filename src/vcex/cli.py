@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--space", default=None, help="faces: the attack's latent space, w (default) or style (StyleSpace)"
     )
-    explain.add_argument("--n", type=int, default=200, help="number of test images (the first N)")
+    explain.add_argument("--n", type=int, default=None, help="number of test images (the first N; default 200)")
     explain.add_argument(
         "--images",
         nargs="+",
@@ -270,6 +270,8 @@ def _explain(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import parse_target, prepare, run_explain
 
+    if args.images and args.n is not None:
+        raise InputError("--n counts test images; with --images every image given is explained: drop --n")
     bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
     options = {
         "space": args.space,
@@ -301,7 +303,7 @@ def _explain(args: argparse.Namespace) -> None:
     _, metrics = run_explain(
         bench,
         args.method,
-        len(images) if images is not None else args.n,
+        len(images) if images is not None else 200 if args.n is None else args.n,
         parse_target(args.target),
         args.out,
         preset=args.preset,
