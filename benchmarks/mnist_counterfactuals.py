@@ -478,6 +478,10 @@ OTHER_BENCHMARKS = [
     ("benchmarks/peers-omnixai.md", "OmniXAI's vision CounterfactualExplainer vs the attack, same run"),
     ("benchmarks/peers-cfproto.md", "alibi's CounterfactualProto (TensorFlow) vs the attack, same run"),
     ("benchmarks/scaling.md", "time and memory against the number of images, attack and amortized"),
+    (
+        "benchmarks/folders.md",
+        "MNIST and Fashion-MNIST written as PNG folders (folder:PATH, zoo recipes trained on them) vs built-in",
+    ),
 ]
 
 
