@@ -22,7 +22,7 @@ from torch import nn
 from vcex.cache import cache_dir, load_state_into, load_weights, save_weights
 from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
 from vcex.data.faces_tasks import FACES_MODEL_SIZE
-from vcex.data.folder import FOLDER_PREFIX, folder_fingerprint
+from vcex.data.folder import FOLDER_PREFIX
 from vcex.errors import CacheError, InputError
 from vcex.models.classifiers import Classifier, FaceCNN, KNNOracle, OracleNet, SmallCNN
 from vcex.models.latent import VAE, ClassAutoencoders
@@ -320,7 +320,7 @@ def _folder_recipe(dataset: str) -> tuple[dict[str, int], dict]:
     low, high = FOLDER_EPOCHS
     epochs = {role: round(steps * _RECIPE_BATCH[role] / len(train)) for role, steps in FOLDER_STEPS.items()}
     epochs = {role: max(low, min(high, value)) for role, value in epochs.items()}
-    return epochs, {"data": folder_fingerprint(dataset), "train_images": len(train)}
+    return epochs, {"data": train.info["fingerprint"], "train_images": len(train)}
 
 
 def model_names() -> list[str]:
