@@ -77,3 +77,21 @@ def test_folder_images_the_zoo_cannot_take_are_refused_with_the_fix(tiny_folder_
         model_spec(f"folder:{tmp_path / 'missing'}-cnn")
     with pytest.raises(InputError, match="known models"):
         model_spec(f"folder:{root}-resnet")
+
+
+def test_rgb_folders_get_the_oracle_design_that_reads_small_features(tiny_folder_recipes, bar_folder, tmp_path):
+    from PIL import Image
+
+    from vcex.models.faces import conv_pair_net
+
+    gray = bar_folder(tmp_path / "gray")
+    assert model_spec(f"folder:{gray}-oracle").config["arch"] == "OracleNet"
+    for name in ("red", "blue"):
+        (tmp_path / "rgb" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (16, 16), (250, i, 0) if name == "red" else (0, i, 250)).save(
+                tmp_path / "rgb" / name / f"{i}.png"
+            )
+    assert model_spec(f"folder:{tmp_path / 'rgb'}-oracle").config["arch"] == "conv_pair_net"
+    oracle = load_classifier(f"folder:{tmp_path / 'rgb'}-oracle", progress=False)
+    assert [type(m) for m in oracle.network] == [type(m) for m in conv_pair_net(2)]  # the design, layer by layer
