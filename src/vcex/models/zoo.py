@@ -113,7 +113,8 @@ def _classifier_network(kind: str, seed: int) -> Callable[[ImageDataset], nn.Mod
 def _pair_net_oracle(dataset: str, channels: int) -> bool:
     """Whether the dataset's oracle is ``conv_pair_net`` rather than ``OracleNet``: OracleNet's strided first
     layer cannot read a 32x32 face's smile (test accuracy 0.56 on the faces written as an RGB folder, against
-    0.95 for the pair net), so the faces and every RGB folder get the pair net; digits keep OracleNet."""
+    0.969 for the pair net; docs/benchmarks/folders.md), so the faces and every RGB folder get the pair net;
+    digits keep OracleNet."""
     return dataset.startswith("faces-") or (dataset.startswith(FOLDER_PREFIX) and channels == 3)
 
 
