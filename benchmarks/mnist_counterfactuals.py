@@ -480,7 +480,7 @@ OTHER_BENCHMARKS = [
     ("benchmarks/scaling.md", "time and memory against the number of images, attack and amortized"),
     (
         "benchmarks/folders.md",
-        "MNIST and Fashion-MNIST written as PNG folders (folder:PATH, zoo recipes trained on them) vs built-in",
+        "MNIST, Fashion-MNIST and the faces as PNG folders (folder:PATH, zoo recipes trained on them) vs built-in",
     ),
 ]
 
