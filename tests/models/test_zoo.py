@@ -49,6 +49,7 @@ def tiny_folder_recipes(monkeypatch):
     monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (1, 1))
 
 
+@pytest.mark.filterwarnings("ignore:.*close to chance")  # one-epoch models
 def test_a_folder_of_the_users_images_gets_zoo_models(tiny_folder_recipes, bar_folder, tmp_path, monkeypatch):
     root = bar_folder(tmp_path / "bars")
     classifier = load_classifier(f"folder:{root}-cnn", progress=False)
@@ -79,6 +80,7 @@ def test_folder_images_the_zoo_cannot_take_are_refused_with_the_fix(tiny_folder_
         model_spec(f"folder:{root}-resnet")
 
 
+@pytest.mark.filterwarnings("ignore:.*close to chance")  # one-epoch models
 def test_rgb_folders_get_the_oracle_design_that_reads_small_features(tiny_folder_recipes, bar_folder, tmp_path):
     from PIL import Image
 
@@ -95,3 +97,16 @@ def test_rgb_folders_get_the_oracle_design_that_reads_small_features(tiny_folder
     assert model_spec(f"folder:{tmp_path / 'rgb'}-oracle").config["arch"] == "conv_pair_net"
     oracle = load_classifier(f"folder:{tmp_path / 'rgb'}-oracle", progress=False)
     assert [type(m) for m in oracle.network] == [type(m) for m in conv_pair_net(2)]  # the design, layer by layer
+
+
+def test_a_classifier_trained_near_chance_is_reported(tiny_folder_recipes, tmp_path):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):  # the same noise in both classes: nothing to learn
+        (tmp_path / "noise" / name).mkdir(parents=True)
+        for i in range(20):
+            pixels = (torch.rand(16, 16, generator=generator) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "noise" / name / f"{i}.png")
+    with pytest.warns(UserWarning, match=r"close to chance \(0.500 for 2 classes\).*oracle agreement"):
+        load_model(f"folder:{tmp_path / 'noise'}-oracle", progress=False)

@@ -512,7 +512,23 @@ def load_model(name: str, *, progress: bool = True, retrain: bool = False) -> nn
     }
     save_weights(spec.path, model.state_dict(), record)
     model.training_record = record
+    _warn_if_near_chance(spec, record, data.num_classes)
     return model.eval()
+
+
+def _warn_if_near_chance(spec: ModelSpec, record: dict, num_classes: int) -> None:
+    """A classifier or oracle that learned (almost) nothing makes its explanations or agreement meaningless."""
+    accuracy_ = record.get("test_accuracy")
+    chance = 1.0 / max(num_classes, 1)
+    if spec.role not in ("cnn", "oracle") or accuracy_ is None or accuracy_ >= chance + 0.1 * (1 - chance):
+        return
+    use = "its oracle agreement" if spec.role == "oracle" else "explanations of it"
+    warnings.warn(
+        f"{spec.name} reached test accuracy {accuracy_:.3f}, close to chance ({chance:.3f} for {num_classes} "
+        f"classes), so {use} would mean little: check the folder's labels, add images, or resize them "
+        "(folder:PATH@SIZE)",
+        stacklevel=3,
+    )
 
 
 def load_classifier(name: str, **kwargs) -> Classifier:
