@@ -27,6 +27,7 @@ def tiny_faces(monkeypatch, tmp_path_factory):
     faces_tasks.load_face_table.cache_clear()
 
 
+@pytest.mark.filterwarnings("ignore:.*close to chance")  # the tiny recipes' one-epoch oracle
 @pytest.mark.parametrize(("space", "whiten"), [("w", False), ("style", False), ("style", True)])
 def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, space, whiten):
     out = tmp_path / space

@@ -512,21 +512,27 @@ def load_model(name: str, *, progress: bool = True, retrain: bool = False) -> nn
     }
     save_weights(spec.path, model.state_dict(), record)
     model.training_record = record
-    _warn_if_near_chance(spec, record, data.num_classes)
+    _warn_if_near_chance(spec, record, getattr(data, "num_classes", None))
     return model.eval()
 
 
-def _warn_if_near_chance(spec: ModelSpec, record: dict, num_classes: int) -> None:
+def _warn_if_near_chance(spec: ModelSpec, record: dict, num_classes: int | None) -> None:
     """A classifier or oracle that learned (almost) nothing makes its explanations or agreement meaningless."""
     accuracy_ = record.get("test_accuracy")
-    chance = 1.0 / max(num_classes, 1)
-    if spec.role not in ("cnn", "oracle") or accuracy_ is None or accuracy_ >= chance + 0.1 * (1 - chance):
+    if spec.role not in ("cnn", "oracle") or accuracy_ is None or not num_classes:
+        return
+    chance = 1.0 / num_classes
+    if accuracy_ >= chance + 0.1 * (1 - chance):
         return
     use = "its oracle agreement" if spec.role == "oracle" else "explanations of it"
+    check = (
+        "check the folder's labels, add images, or resize them (folder:PATH@SIZE)"
+        if spec.dataset.startswith(FOLDER_PREFIX)
+        else "check its recipe's epochs"
+    )
     warnings.warn(
         f"{spec.name} reached test accuracy {accuracy_:.3f}, close to chance ({chance:.3f} for {num_classes} "
-        f"classes), so {use} would mean little: check the folder's labels, add images, or resize them "
-        "(folder:PATH@SIZE)",
+        f"classes), so {use} would mean little: {check}",
         stacklevel=3,
     )
 
