@@ -36,7 +36,9 @@ def image_files(folder: str | Path) -> list[Path]:
     )
 
 
-def read_images(files: str | Path | Sequence[str | Path], *, channels: int | None = None, size: SizeSpec = None):
+def read_images(
+    files: str | Path | Sequence[str | Path], *, channels: int | None = None, size: SizeSpec = None
+) -> torch.Tensor:
     """Image files (or every image file directly in a folder) as (N, C, H, W) float32 in [0, 1].
 
     ``channels``: 1 (grayscale) or 3 (RGB); default 1 when every image is grayscale, else 3 (alpha is
@@ -61,7 +63,8 @@ def read_images(files: str | Path | Sequence[str | Path], *, channels: int | Non
     if channels not in (None, 1, 3):
         raise InputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     target_size = _check_size(size)
-    modes, sizes = zip(*(_header(path) for path in paths))
+    if channels is None or target_size is None:  # a header pass (no pixels decoded) decides what was not given
+        modes, sizes = zip(*(_header(path) for path in paths))
     if channels is None:
         channels = 1 if all(mode in _GRAY_MODES for mode in modes) else 3
     if target_size is None:
