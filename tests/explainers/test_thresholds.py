@@ -3,9 +3,10 @@ import torch
 from torch import nn
 
 from vcex import CounterfactualAttack, InputError, LinearLatentEdit, PixelAttack
-from vcex.explainers import class_thresholds
+from vcex.explainers import class_thresholds, explained_thresholds
 from vcex.explainers.base import check_threshold
 from vcex.explainers.disc import DISC
+from vcex.explainers.thresholds import training_thresholds
 
 
 class MeanReader(nn.Module):
@@ -59,7 +60,7 @@ def test_class_thresholds_refuse_bad_input_with_the_fix():
         ([0.9, 1.2], "class 1 has 1.2"),
         ([], "at least one"),
         (torch.full((2, 2), 0.9), "1-D tensor"),
-        ("high", "sequence of them"),
+        ("high", "or .auto."),
         (True, "probability"),
     ],
 )
@@ -145,3 +146,63 @@ def test_per_class_thresholds_must_match_the_classifier(tiny_classifier, tiny_va
     images, _, _, _ = per_class
     with pytest.raises(InputError, match="3 per-class thresholds were given, but the classifier has 10 classes"):
         CounterfactualAttack(tiny_classifier, tiny_vae, threshold=[0.9, 0.9, 0.9]).explain(images[:2])
+
+
+def _probs(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_explained_thresholds_keep_the_cap_for_a_sure_classifier():
+    probs = _probs([[0.9995, 0.0005]] * 6 + [[0.0001, 0.9999]] * 6)
+    threshold, reason = explained_thresholds(probs)
+    assert threshold == 0.998 and isinstance(threshold, float)
+    assert "100% of the 12 explained images above 0.998" in reason
+
+
+def test_explained_thresholds_lower_the_classes_the_classifier_is_unsure_of():
+    # class 0: six images at 0.99, 0.9, 0.8, 0.7, 0.95, 0.85 (median 0.875); class 1: sure; class 2: two images
+    # (fewer than MIN_CLASS_IMAGES), so the pooled median of every image's top probability
+    rows = [[p, 1 - p, 0.0] for p in (0.99, 0.9, 0.8, 0.7, 0.95, 0.85)]
+    rows += [[0.0, 0.9999, 0.0001]] * 5 + [[0.2, 0.0, 0.8], [0.4, 0.0, 0.6]]
+    threshold, reason = explained_thresholds(_probs(rows))
+    top = _probs(rows).max(1).values
+    assert threshold[0] == pytest.approx(0.875) and threshold[1] == 0.998
+    assert threshold[2] == pytest.approx(float(top.median()))
+    assert "per class" in reason and "(2)" in reason and "class_thresholds" in reason
+    # never below the floor, where the target would not have to be the top class
+    low, _ = explained_thresholds(_probs([[0.45, 0.35, 0.2]] * 6))
+    assert low == 0.5
+
+
+def test_auto_is_the_default_and_records_what_it_resolved_to_and_why(tiny_classifier, tiny_vae, per_class):
+    images, targets, _, _ = per_class
+    attack = CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=20)
+    assert attack.threshold == "auto"
+    with pytest.raises(InputError, match="decided from the images"):
+        attack.active_threshold  # noqa: B018
+    result = attack.explain(images, target=targets)
+    with torch.no_grad():
+        expected, reason = explained_thresholds(tiny_classifier(images).softmax(1))
+    assert result.threshold == expected and result.settings["threshold"] == "auto"
+    assert result.settings["threshold_reason"] == reason
+    assert torch.equal(result.success, result.target_prob > torch.tensor(expected)[result.target])
+    assert attack._call_threshold is None  # nothing of the call stays behind
+    # DISC's progressive stages lie below the threshold the call resolved
+    disc = DISC(tiny_classifier, max_steps=3)
+    assert disc.stages is None
+    assert all(s < min(expected) for s in disc.explain(images[:4], target=targets[:4]).settings["stages"])
+
+
+def test_the_cli_default_takes_thresholds_from_labelled_training_images(tiny_classifier, mnist_small):
+    images, labels, _, _ = mnist_small
+    threshold, reason = training_thresholds(tiny_classifier, images, labels)
+    expected = class_thresholds(tiny_classifier, images, labels)
+    if len(set(expected.tolist())) == 1:
+        assert threshold == float(expected[0])
+    else:
+        assert threshold == tuple(expected.tolist())
+    assert reason.startswith("auto: ") and "training images" in reason
+    sure, why = training_thresholds(
+        MeanReader(), _flat_images([0.9995, 0.9999, 0.0001, 0.0003]), torch.tensor([1, 1, 0, 0])
+    )
+    assert sure == 0.998 and "every class" in why

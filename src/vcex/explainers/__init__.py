@@ -1,14 +1,14 @@
 """Counterfactual explainers: one method per file on the shared :class:`Explainer` base."""
 
 from vcex.explainers.amortized import AmortizedCounterfactual
-from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer, resolve_targets
+from vcex.explainers.base import PAPER_THRESHOLD, Explainer, resolve_targets
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
 from vcex.explainers.disc import DISC
 from vcex.explainers.linear_edit import LinearLatentEdit
 from vcex.explainers.loop import LoopOutput, optimise_until_confident
 from vcex.explainers.pixel_attack import PixelAttack
 from vcex.explainers.result import CounterfactualResult
-from vcex.explainers.thresholds import class_thresholds
+from vcex.explainers.thresholds import DEFAULT_THRESHOLD, class_thresholds, explained_thresholds
 
 __all__ = [
     "AmortizedCounterfactual",
@@ -22,6 +22,7 @@ __all__ = [
     "LoopOutput",
     "PixelAttack",
     "class_thresholds",
+    "explained_thresholds",
     "optimise_until_confident",
     "resolve_targets",
 ]

@@ -13,9 +13,10 @@ from torch import nn
 from vcex.cache import data_fingerprint, load_state_into, load_weights, parameter_fingerprint, save_weights
 from vcex.checks import check_images
 from vcex.errors import CacheError, InputError, ModelError
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, TargetSpec, ThresholdSpec, check_threshold
+from vcex.explainers.base import Explainer, TargetSpec, ThresholdSpec, check_threshold
 from vcex.explainers.counterfactual_attack import latent_attack
 from vcex.explainers.result import CounterfactualResult
+from vcex.explainers.thresholds import AUTO, explained_thresholds
 from vcex.models.classifiers import Classifier, check_differentiable
 from vcex.models.latent import LatentModel
 from vcex.progress import progress_bar
@@ -55,6 +56,8 @@ def _fitting_threshold(threshold: ThresholdSpec) -> float | tuple[float, ...]:
     value fits (``class_thresholds`` gives ten 0.998s on MNIST), so they are recorded as that value and a
     network fitted for one serves the other."""
     threshold = check_threshold(threshold)
+    if threshold == AUTO:
+        return threshold
     if isinstance(threshold, tuple) and len(set(threshold)) == 1:
         return threshold[0]
     return threshold
@@ -120,7 +123,7 @@ class AmortizedCounterfactual(Explainer):
         classifier: nn.Module | Classifier,
         latent_model: LatentModel,
         *,
-        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = AUTO,
         hidden: int = 256,
         latent_weight: float = 0.2,
         pixel_weight: float = 5.0,
@@ -243,6 +246,9 @@ class AmortizedCounterfactual(Explainer):
             # the fit backpropagates through the classifier: refuse a black box before any work
             check_differentiable(self.classifier, images, f"{type(self).__name__}.fit")
             latents, reconstructions, probs = self._training_inputs(images)
+            if self.threshold == AUTO:
+                # decided once, from the fit's images; the network is fitted for (and saved with) these values
+                self.threshold, self.threshold_reason = explained_thresholds(probs)
             self.latent_shape = tuple(latents.shape[1:]) if latents.dim() > 1 else ()
             latents = latents.flatten(1)
             num_classes = probs.shape[1]

@@ -18,6 +18,7 @@ from torch import nn
 from vcex.checks import short_list
 from vcex.errors import InputError, ModelError
 from vcex.explainers.result import CounterfactualResult, ResultBuilder
+from vcex.explainers.thresholds import AUTO, explained_thresholds
 from vcex.models.classifiers import (
     Classifier,
     as_classifier,
@@ -28,18 +29,20 @@ from vcex.models.classifiers import (
 from vcex.models.latent import LatentModel, as_latent_model
 
 TARGET_RULES = ("second", "flip")
-# vcex's default confidence threshold, chosen by measurement (docs/BENCHMARKS.md): the paper's 0.75
-# leaves many counterfactuals on the decision boundary, where independent oracles disagree.
-DEFAULT_THRESHOLD = 0.998
 PAPER_THRESHOLD = 0.75  # Goldwasser & Hooker, reference code (research note section 1)
 
 TargetSpec = int | str | torch.Tensor | list[int]
-# one confidence for every class, or one per class (e.g. from :func:`vcex.explainers.class_thresholds`)
-ThresholdSpec = float | Sequence[float] | torch.Tensor
+# one confidence for every class, one per class (e.g. from :func:`vcex.explainers.class_thresholds`), or
+# "auto": per class, from how sure the classifier is of the explained images (capped at 0.998)
+ThresholdSpec = float | str | Sequence[float] | torch.Tensor
 
 
-def check_threshold(threshold: ThresholdSpec) -> float | tuple[float, ...]:
-    """A threshold as a float, or per-class thresholds as a tuple of floats, each strictly in (0, 1)."""
+def check_threshold(threshold: ThresholdSpec) -> float | str | tuple[float, ...]:
+    """A threshold as a float, per-class thresholds as a tuple of floats, each strictly in (0, 1), or ``"auto"``."""
+    if isinstance(threshold, str):
+        if threshold != AUTO:
+            raise InputError(f"threshold must be a probability in (0, 1), one per class, or 'auto', got {threshold!r}")
+        return threshold
     if isinstance(threshold, bool):
         raise InputError(f"threshold must be a probability in (0, 1) or one per class, got {threshold!r}")
     if isinstance(threshold, (int, float)) or (isinstance(threshold, torch.Tensor) and threshold.dim() == 0):
@@ -138,8 +141,11 @@ class Explainer:
             (N, K) for images in [0, 1].
         latent_model: object with ``encode``/``decode`` (methods that need one).
         threshold: confidence the target class must pass for a counterfactual to count as valid: one
-            probability, or one per class (a sequence or 1-D tensor of length K, e.g. from
-            :func:`vcex.explainers.class_thresholds`), used by each image's target class.
+            probability, one per class (a sequence or 1-D tensor of length K, e.g. from
+            :func:`vcex.explainers.class_thresholds`), used by each image's target class, or ``"auto"``
+            (default): 0.998 where the classifier is that sure of the typical explained image of a class,
+            else that class's median confidence (:func:`vcex.explainers.thresholds.explained_thresholds`).
+            The thresholds used and why are in each result's ``threshold`` and ``settings``.
         batch_size: images per chunk (bounds memory).
         device: where to compute; default the classifier's device.
         progress: show progress bars.
@@ -154,7 +160,7 @@ class Explainer:
         classifier: nn.Module | Classifier,
         latent_model: LatentModel | None = None,
         *,
-        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = AUTO,
         batch_size: int = 256,
         device: torch.device | str | None = None,
         progress: bool = False,
@@ -167,6 +173,11 @@ class Explainer:
         else:
             self.latent_model = as_latent_model(latent_model) if latent_model is not None else None
         self.threshold = check_threshold(threshold)
+        # the threshold of the explain call under way ("auto" resolved) and why; None outside a call
+        self._call_threshold: float | tuple[float, ...] | None = None
+        self._threshold_reason: str | None = None
+        # why the threshold is what it is, where the caller decided it (e.g. from training images); recorded
+        self.threshold_reason: str | None = None
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -175,7 +186,11 @@ class Explainer:
 
     def settings(self) -> dict:
         """The explainer's settings, recorded with every result."""
-        return {"threshold": self.threshold, "batch_size": self.batch_size}
+        settings = {"threshold": self.threshold, "batch_size": self.batch_size}
+        reason = self._threshold_reason or self.threshold_reason
+        if reason is not None:
+            settings["threshold_reason"] = reason
+        return settings
 
     def explain(
         self, images: torch.Tensor, target: TargetSpec = "second", *, lower: bool = False
@@ -197,33 +212,54 @@ class Explainer:
                     f"{len(self.threshold)} per-class thresholds were given, but the classifier has "
                     f"{probs.shape[1]} classes; give one threshold per class, or a single one"
                 )
-            # once per classifier: a probe forward on every call would cost ~1% of a one-image explain
-            if self.needs_gradients and getattr(self, "_differentiable", None) is not self.classifier:
-                check_differentiable(self.classifier, images, type(self).__name__)
-                self._differentiable = self.classifier
-            builder = ResultBuilder(len(images))
-            for chunk in torch.arange(len(images), device=self.device).split(self.batch_size):
-                chunk_images, chunk_targets = images[chunk], targets[chunk]
-                outputs = self._explain_batch(chunk_images, chunk_targets, lower)
-                chunk_probs = probs[chunk]
-                builder.add(
-                    CounterfactualResult(
-                        method=self.name,
-                        originals=chunk_images,
-                        target=chunk_targets,
-                        original_class=chunk_probs.argmax(1),
-                        original_prob=chunk_probs.gather(1, chunk_targets[:, None])[:, 0],
-                        threshold=self.threshold,
-                        lower=lower,
-                        seconds=0.0,
-                        settings=self.settings(),
-                        **outputs,
+            if self.threshold == AUTO:
+                self._call_threshold, self._threshold_reason = explained_thresholds(probs)
+            try:
+                self._prepare(images)
+                # once per classifier: a probe forward on every call would cost ~1% of a one-image explain
+                if self.needs_gradients and getattr(self, "_differentiable", None) is not self.classifier:
+                    check_differentiable(self.classifier, images, type(self).__name__)
+                    self._differentiable = self.classifier
+                builder = ResultBuilder(len(images))
+                for chunk in torch.arange(len(images), device=self.device).split(self.batch_size):
+                    chunk_images, chunk_targets = images[chunk], targets[chunk]
+                    outputs = self._explain_batch(chunk_images, chunk_targets, lower)
+                    chunk_probs = probs[chunk]
+                    builder.add(
+                        CounterfactualResult(
+                            method=self.name,
+                            originals=chunk_images,
+                            target=chunk_targets,
+                            original_class=chunk_probs.argmax(1),
+                            original_prob=chunk_probs.gather(1, chunk_targets[:, None])[:, 0],
+                            threshold=self.active_threshold,
+                            lower=lower,
+                            seconds=0.0,
+                            settings=self.settings(),
+                            **outputs,
+                        )
                     )
-                )
+            finally:
+                self._call_threshold = self._threshold_reason = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         result = builder.result(seconds=time.perf_counter() - started)
         return result.to(input_device)
+
+    def _prepare(self, images: torch.Tensor) -> None:
+        """Once per ``explain`` call, before the chunks: work that needs every image (e.g. a latent bound)."""
+
+    @property
+    def active_threshold(self) -> float | tuple[float, ...]:
+        """The threshold in force: ``threshold``, or inside an ``explain`` call what ``"auto"`` resolved to."""
+        if self._call_threshold is not None:
+            return self._call_threshold
+        if self.threshold == AUTO:
+            raise InputError(
+                f"{type(self).__name__}'s threshold is 'auto': it is decided from the images of an explain call "
+                "(or the images of a fit); pass a number or per-class thresholds to use it outside one"
+            )
+        return self.threshold
 
     def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:
         """Return counterfactuals, target_prob, success, steps, forward/backward passes (and latents)."""
@@ -232,9 +268,10 @@ class Explainer:
     def stop_threshold(self, target: torch.Tensor, lower: bool) -> float | torch.Tensor:
         """The probability each image must pass: ``threshold`` to raise, ``1 - threshold`` to lower; a float,
         or (B,) on ``target``'s device with per-class thresholds (each image's target class's)."""
-        if isinstance(self.threshold, float):
-            return 1.0 - self.threshold if lower else self.threshold
-        per_image = torch.tensor(self.threshold, device=target.device)[target]
+        threshold = self.active_threshold
+        if isinstance(threshold, float):
+            return 1.0 - threshold if lower else threshold
+        per_image = torch.tensor(threshold, device=target.device)[target]
         return 1.0 - per_image if lower else per_image
 
     def reached(self, target_prob: torch.Tensor, target: torch.Tensor, lower: bool = False) -> torch.Tensor:
@@ -252,7 +289,8 @@ class Explainer:
     @property
     def lowest_threshold(self) -> float:
         """The threshold, or the lowest of the per-class ones."""
-        return self.threshold if isinstance(self.threshold, float) else min(self.threshold)
+        threshold = self.active_threshold
+        return threshold if isinstance(threshold, float) else min(threshold)
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """Classifier probabilities (N, K), in chunks; the first chunk checks the output's shape."""

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vcex.errors import InputError, ModelError
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, ThresholdSpec
+from vcex.explainers.base import Explainer, ThresholdSpec
 from vcex.explainers.inversion import (
     PARAMETERISATIONS,
     ActivationRecorder,
@@ -23,6 +23,7 @@ from vcex.explainers.inversion import (
     warn_no_batch_norm,
 )
 from vcex.explainers.loop import optimise_until_confident
+from vcex.explainers.thresholds import AUTO
 from vcex.models.classifiers import Classifier, as_classifier
 from vcex.models.duq import duq_network
 
@@ -106,7 +107,7 @@ class DISC(Explainer):
         consistency_model: nn.Module | None = None,
         consistency_weight: float | None = None,
         stages: Sequence[float] | None = None,
-        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = AUTO,
         lr: float | None = None,
         max_steps: int = 300,
         fit_steps: int | None = None,
@@ -123,16 +124,11 @@ class DISC(Explainer):
             )
         if consistency not in CONSISTENCY:
             raise InputError(f"unknown consistency {consistency!r}; use one of {', '.join(CONSISTENCY)}")
-        if stages is None:
-            stages = tuple(s for s in DEFAULT_STAGES if s < self.lowest_threshold)
-        stages = tuple(float(s) for s in stages)
-        lowest = self.lowest_threshold
-        if any(not 0.0 < s < lowest for s in stages) or any(a >= b for a, b in zip(stages, stages[1:])):
-            raise InputError(
-                f"stages must rise strictly and lie in (0, threshold={lowest}) (the lowest per-class threshold "
-                f"where there are several), got {stages}; "
-                "e.g. stages=(0.6, 0.9), or () for a single stage"
-            )
+        self._stages_asked = None if stages is None else tuple(float(s) for s in stages)
+        # with threshold="auto" the stages are checked (or chosen) once the explain call knows its threshold
+        self.stages = None if self.threshold == AUTO else self._stages_for(self.lowest_threshold)
+        if self.stages is None:
+            self._stages_for(1.0)  # rising and in (0, 1) already; the call checks them against its threshold
         if consistency_weight is None:
             consistency_weight = _DEFAULT_CONSISTENCY_WEIGHT.get(consistency, 0.0)
         for label, value in (
@@ -163,7 +159,6 @@ class DISC(Explainer):
         self.consistency = consistency
         self.consistency_weight = float(consistency_weight) if consistency != "none" else 0.0
         self.consistency_model = self._consistency_model(consistency, consistency_model)
-        self.stages = stages
         self.lr = float(lr) if lr is not None else _DEFAULT_LR[parameterisation]
         self.max_steps = int(max_steps)
         self.fit_steps = int(fit_steps) if fit_steps is not None else _DEFAULT_FIT_STEPS[parameterisation]
@@ -185,6 +180,27 @@ class DISC(Explainer):
             return as_classifier(model).to(self.device)
         return None
 
+    def _stages_for(self, lowest: float) -> tuple[float, ...]:
+        """The stages asked for (default: those of ``DEFAULT_STAGES`` below ``lowest``), checked against ``lowest``,
+        the lowest threshold in force."""
+        stages = self._stages_asked
+        if stages is None:
+            return tuple(s for s in DEFAULT_STAGES if s < lowest)
+        if any(not 0.0 < s < lowest for s in stages) or any(a >= b for a, b in zip(stages, stages[1:])):
+            raise InputError(
+                f"stages must rise strictly and lie in (0, threshold={lowest}) (the lowest per-class threshold "
+                f"where there are several), got {stages}; "
+                "e.g. stages=(0.6, 0.9), or () for a single stage"
+            )
+        return stages
+
+    def _stages_known(self) -> bool:
+        return self.stages is not None or self._call_threshold is not None
+
+    def _stages_now(self) -> tuple[float, ...]:
+        """The stages of this call: fixed at construction, or chosen below the call's resolved threshold."""
+        return self.stages if self.stages is not None else self._stages_for(self.lowest_threshold)
+
     def settings(self) -> dict:
         return {
             **super().settings(),
@@ -196,7 +212,7 @@ class DISC(Explainer):
             "l2_weight": self.l2_weight,
             "consistency": self.consistency,
             "consistency_weight": self.consistency_weight,
-            "stages": list(self.stages),
+            "stages": list(self._stages_now()) if self._stages_known() else AUTO,
             "lr": self.lr,
             "max_steps": self.max_steps,
             "fit_steps": self.fit_steps,
@@ -255,7 +271,7 @@ class DISC(Explainer):
         final = self.stop_threshold(target, lower)
         per_image = isinstance(final, torch.Tensor)
 
-        for stage in (*self.stages, None):  # None: the final stage, at each image's own threshold
+        for stage in (*self._stages_now(), None):  # None: the final stage, at each image's own threshold
             if len(active):
                 if stage is None:
                     threshold = final[active] if per_image else final

@@ -7,7 +7,8 @@ from torch import nn
 
 from vcex.checks import check_images
 from vcex.errors import InputError
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, ThresholdSpec
+from vcex.explainers.base import Explainer, ThresholdSpec
+from vcex.explainers.thresholds import AUTO
 from vcex.models.latent import LatentModel
 from vcex.standardize import raw_linear, standardization
 
@@ -41,7 +42,7 @@ class LinearLatentEdit(Explainer):
         classifier: nn.Module,
         latent_model: LatentModel,
         *,
-        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = AUTO,
         probe_c: float = 1.0,
         batch_size: int = 256,
         device: torch.device | str | None = None,

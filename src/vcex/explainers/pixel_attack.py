@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vcex.explainers.base import DEFAULT_THRESHOLD, Explainer, ThresholdSpec
+from vcex.explainers.base import Explainer, ThresholdSpec
 from vcex.explainers.loop import optimise_until_confident
+from vcex.explainers.thresholds import AUTO
 
 
 class PixelAttack(Explainer):
@@ -34,7 +35,7 @@ class PixelAttack(Explainer):
         self,
         classifier: nn.Module,
         *,
-        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = AUTO,
         lr: float = 0.01,
         max_steps: int = 1000,
         l1_weight: float = 0.1,

@@ -12,8 +12,15 @@ import torch
 from torch import nn
 
 from vcex.errors import InputError
-from vcex.explainers.base import DEFAULT_THRESHOLD
 from vcex.models.classifiers import Classifier, as_classifier, check_classifier_images, predict_proba
+
+# vcex's fixed threshold, chosen by measurement (docs/BENCHMARKS.md): the paper's 0.75 leaves many
+# counterfactuals on the decision boundary, where independent oracles disagree. Per-class thresholds never ask more.
+DEFAULT_THRESHOLD = 0.998
+THRESHOLD_FLOOR = 0.5  # below it the target would not have to be the top class
+AUTO = "auto"
+# a class needs this many explained images predicted as it for its own median; fewer use the pooled median
+MIN_CLASS_IMAGES = 5
 
 
 def class_thresholds(
@@ -23,7 +30,7 @@ def class_thresholds(
     *,
     quantile: float = 0.5,
     cap: float = DEFAULT_THRESHOLD,
-    floor: float = 0.5,
+    floor: float = THRESHOLD_FLOOR,
     batch_size: int = 512,
 ) -> torch.Tensor:
     """One threshold per class: the ``quantile`` of the classifier's p(c) over the images labelled c.
@@ -73,3 +80,83 @@ def class_thresholds(
         )
     thresholds = torch.stack([own[labels == c].quantile(quantile) for c in range(classes)])
     return thresholds.clamp(floor, cap)
+
+
+def training_thresholds(
+    classifier: nn.Module | Classifier, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[float | tuple[float, ...], str]:
+    """The CLI's default threshold: :func:`class_thresholds` on labelled (training) images, one float where they are
+    all equal (0.998 on MNIST), with the reason recorded beside the results."""
+    thresholds = class_thresholds(classifier, images, labels)
+    values = tuple(float(t) for t in thresholds)
+    below = [c for c, t in enumerate(values) if t < DEFAULT_THRESHOLD]
+    rule = (
+        f"per class, the classifier's confidence on the median of the {len(labels)} labelled training images of "
+        f"that class, clipped to [{THRESHOLD_FLOOR}, {DEFAULT_THRESHOLD}]"
+    )
+    if not below:
+        return values[0] if len(set(values)) == 1 else values, (
+            f"auto: {DEFAULT_THRESHOLD} for every class ({rule}: the classifier is at least that sure of the "
+            "median training image of every class)"
+        )
+    return values, (
+        f"auto: {rule}; classes {_short(below)} are below {DEFAULT_THRESHOLD}, since the classifier is less sure "
+        "of their real images"
+    )
+
+
+def explained_thresholds(
+    probs: torch.Tensor, *, cap: float = DEFAULT_THRESHOLD, floor: float = THRESHOLD_FLOOR
+) -> tuple[float | tuple[float, ...], str]:
+    """``threshold="auto"`` without labelled real images: thresholds from the images being explained.
+
+    Per class c, the median of p(c) over the explained images the classifier puts in class c; a class with
+    fewer than ``MIN_CLASS_IMAGES`` such images takes the median top-class probability over all of them.
+    Clipped to ``[floor, cap]``, so a classifier that is sure of real images keeps ``cap`` (0.998) everywhere.
+
+    Args:
+        probs: (N, K) the classifier's probabilities on the explained (real) images, N >= 1.
+    Returns:
+        ``(threshold, reason)``: one float when every class gets the same value, else a tuple of K floats;
+        ``reason`` says which rule gave them and how sure the classifier is of these images.
+    """
+    confidence, predicted = probs.double().cpu().max(1)
+    classes = probs.shape[1]
+    pooled = float(confidence.median())
+    values = []
+    own_classes = []
+    for c in range(classes):
+        mine = confidence[predicted == c]
+        if len(mine) >= MIN_CLASS_IMAGES:
+            values.append(float(mine.quantile(0.5)))
+            own_classes.append(c)
+        else:
+            values.append(pooled)
+    clipped = tuple(min(max(value, floor), cap) for value in values)
+    share = float((confidence > cap).double().mean())
+    sure = f"the classifier puts {share:.0%} of the {len(confidence)} explained images above {cap}"
+    if len(set(clipped)) == 1:
+        if clipped[0] == cap:
+            return cap, f"auto: {cap}, as the classifier is at least that sure of the typical explained image ({sure})"
+        return clipped[0], (
+            f"auto: {clipped[0]:.4g} for every class, the median confidence of the classifier on the explained "
+            f"images ({sure}); pass threshold=class_thresholds(classifier, train_images, train_labels) to take "
+            "them from labelled training images instead"
+        )
+    pooled_classes = sorted(set(range(classes)) - set(own_classes))
+    pooled_note = (
+        f"; classes with fewer than {MIN_CLASS_IMAGES} such images ({_short(pooled_classes)}) "
+        "the median over all of them"
+        if len(own_classes) < classes
+        else ""
+    )
+    return clipped, (
+        f"auto: per class, the median confidence of the classifier on the explained images it puts in that class"
+        f"{pooled_note}, clipped to [{floor}, {cap}], since {sure}; pass "
+        "threshold=class_thresholds(classifier, train_images, train_labels) to take them from labelled training "
+        "images instead"
+    )
+
+
+def _short(classes: list[int]) -> str:
+    return ", ".join(map(str, classes)) if classes else "none"
