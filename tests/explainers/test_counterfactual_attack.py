@@ -2,13 +2,17 @@ import pytest
 import torch
 
 from vcex import CounterfactualAttack, CounterfactualResult, InputError, ModelError
+from vcex.explainers.counterfactual_attack import project_to_ball
 from vcex.models import KNNOracle, as_classifier
 
 
 @pytest.fixture(scope="module")
 def attack_result(tiny_classifier, tiny_vae, mnist_small):
     _, _, images, _ = mnist_small
-    return CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300).explain(images[:32])
+    # the loop's mechanics, unbounded here and in the tests that compare with it: the tiny VAE (6 epochs) is far
+    # from its prior, and half of its counterfactuals at 0.75 lie beyond the default latent bound (tested below)
+    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, latent_bound=None)
+    return attack.explain(images[:32])
 
 
 def test_reaches_the_target_for_most_images(attack_result, tiny_classifier):
@@ -32,7 +36,9 @@ def test_counterfactual_is_the_decoded_latent_at_the_stopping_step(attack_result
 def test_residual_mode_adds_the_decoded_change_to_the_original(tiny_classifier, tiny_vae, mnist_small):
     _, _, images, _ = mnist_small
     images = images[:16]
-    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, residual=True)
+    attack = CounterfactualAttack(
+        tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, residual=True, latent_bound=None
+    )
     result = attack.explain(images)
     assert result.validity >= 0.75 and attack.settings()["residual"] is True
     with torch.no_grad():
@@ -52,7 +58,9 @@ def test_residual_mode_adds_the_decoded_change_to_the_original(tiny_classifier, 
 
 def test_bf16_autocast_keeps_float32_outputs_and_reaches_the_target(tiny_classifier, tiny_vae, mnist_small):
     _, _, images, _ = mnist_small
-    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, precision="bf16")
+    attack = CounterfactualAttack(
+        tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, precision="bf16", latent_bound=None
+    )
     result = attack.explain(images[:16])
     assert attack.settings()["precision"] == "bf16"
     assert "precision" not in CounterfactualAttack(tiny_classifier, tiny_vae).settings()  # fp32 rows unchanged
@@ -77,7 +85,7 @@ def test_early_stop_per_image(attack_result):
 
 
 def test_batch_of_one_matches_batch(attack_result, tiny_classifier, tiny_vae):
-    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300)
+    attack = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.75, max_steps=300, latent_bound=None)
     for i in (0, 5):
         single = attack.explain(attack_result.originals[i : i + 1], target=attack_result.target[i : i + 1])
         assert int(single.steps[0]) == int(attack_result.steps[i])
@@ -197,3 +205,56 @@ def test_runs_on_cuda(tiny_classifier, tiny_vae, mnist_small):
     )
     result = attack.explain(images[:16].cuda())
     assert result.counterfactuals.is_cuda and result.validity >= 0.9
+
+
+def test_project_to_ball_scales_only_the_latents_outside_it():
+    latents = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    projected = project_to_ball(latents, 1.0)
+    torch.testing.assert_close(projected, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
+    spatial = torch.randn(4, 2, 3, 3) * 10
+    assert bool((project_to_ball(spatial, 2.0).flatten(1).norm(dim=1) <= 2.0 + 1e-5).all())
+
+
+def test_latent_bound_keeps_a_failing_image_near_the_data(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    images = images[:16]
+    # an unreachable threshold: every image runs its whole budget, which unbounded drifts the latents far out
+    explain = lambda bound: CounterfactualAttack(  # noqa: E731
+        tiny_classifier, tiny_vae, threshold=1 - 1e-7, lr=0.5, max_steps=60, latent_bound=bound
+    ).explain(images)
+    free, bounded = explain(None), explain("auto")
+    radius = 1.5 * tiny_vae.latent_radius
+    assert bounded.settings["latent_bound"] == pytest.approx(radius, rel=1e-5)
+    assert "declares" in bounded.settings["latent_bound_source"] and free.settings["latent_bound"] is None
+    assert float(free.counterfactual_latents.norm(dim=1).max()) > radius
+    assert bool((bounded.counterfactual_latents.norm(dim=1) <= radius + 1e-4).all())
+    # a latent model that declares nothing: 1.5 x the largest norm of the explained images' encodings
+    plain = CounterfactualAttack(
+        tiny_classifier, _Undeclared(tiny_vae), threshold=1 - 1e-7, lr=0.5, max_steps=5
+    ).explain(images)
+    with torch.no_grad():
+        largest = float(tiny_vae.encode(images).norm(dim=1).max())
+    assert plain.settings["latent_bound"] == pytest.approx(1.5 * largest, rel=1e-5)
+    assert "16 explained images" in plain.settings["latent_bound_source"]
+    given = explain(2.0)
+    assert given.settings["latent_bound"] == 2.0
+    assert bool((given.counterfactual_latents.norm(dim=1) <= 2.0 + 1e-4).all())
+
+
+class _Undeclared:
+    """A latent model that declares no radius (encode/decode only)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode(self, images):
+        return self.model.encode(images)
+
+    def decode(self, latents):
+        return self.model.decode(latents)
+
+
+@pytest.mark.parametrize("bound", [0.0, -1.0, "far", True])
+def test_bad_latent_bounds_are_refused(tiny_classifier, tiny_vae, bound):
+    with pytest.raises(InputError, match="latent_bound"):
+        CounterfactualAttack(tiny_classifier, tiny_vae, latent_bound=bound)

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from vcex.errors import InputError, ModelError
-from vcex.explainers.base import DEFAULT_THRESHOLD, PAPER_THRESHOLD, Explainer, ThresholdSpec
+from vcex.explainers.base import PAPER_THRESHOLD, Explainer, ThresholdSpec
 from vcex.explainers.loop import LoopOutput, Penalty, optimise_until_confident
+from vcex.explainers.thresholds import AUTO
 from vcex.models.classifiers import Classifier
 from vcex.models.latent import LatentModel
 
@@ -20,6 +21,12 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 # at 10, moving one held probability by 0.1 costs as much as 0.1 of target probability. Set on two
 # shortcut classifiers of the faces ground-truth run (docs/benchmarks/faces-global.md), not tuned further
 DEFAULT_HOLD_WEIGHT = 10.0
+# the latent bound is this many times the data's radius (declared by the latent model, else the largest norm among
+# the explained images' encodings): loose for an edit (no MNIST counterfactual of the zoo's VAE reaches it), tight
+# enough to stop the drift of an image that never reaches its target (to norms of 18-57 against 3 for encoded
+# Fashion-MNIST images, which decode to flat white silhouettes: docs/benchmarks/user-classifier.md)
+BOUND_FACTOR = 1.5
+LATENT_BOUNDS = ("auto",)
 
 Hold = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,11 +71,13 @@ def latent_attack(
     residual: torch.Tensor | None = None,
     autocast: torch.dtype | None = None,
     penalty: Penalty | None = None,
+    radius: float | None = None,
 ) -> LoopOutput:
     """The attack's loop from given start latents (N, ...): Adam on z through ``decode`` and the
     classifier, per-image early stop. Shared by :class:`CounterfactualAttack` and warm-started methods.
     With ``residual`` (N, C, H, W) the image is ``decode(z) + residual`` (clamped to the classifier's range);
-    ``penalty`` is added to each image's loss (:func:`hold_penalty`)."""
+    ``penalty`` is added to each image's loss (:func:`hold_penalty`); with ``radius`` every latent is kept in
+    the ball ``|z| <= radius`` (projected after each step)."""
     low, high = classifier.value_range
     if residual is None:
         render, rows = (lambda z: latent_model.decode(z).clamp(low, high)), False
@@ -89,7 +98,21 @@ def latent_attack(
         render_rows=rows,
         autocast=autocast,
         penalty=penalty,
+        project=None if radius is None else (lambda z: project_to_ball(z, radius)),
     )
+
+
+def project_to_ball(latents: torch.Tensor, radius: float) -> torch.Tensor:
+    """Latents (N, ...) scaled back onto the ball of ``radius`` where their norm (over all but dim 0) exceeds it."""
+    norms = latents.flatten(1).norm(dim=1).clamp_min(1e-12)
+    scale = (radius / norms).clamp(max=1.0)
+    return latents * scale.view(-1, *([1] * (latents.dim() - 1)))
+
+
+def declared_radius(latent_model: object) -> float | None:
+    """The radius of the region a latent model was trained on, where it declares one (``latent_radius``)."""
+    radius = getattr(latent_model, "latent_radius", None)
+    return float(radius) if radius is not None else None
 
 
 class CounterfactualAttack(Explainer):
@@ -115,6 +138,11 @@ class CounterfactualAttack(Explainer):
             classifier is attacked on exactly that image. Unchanged latents give back x itself, so the
             generator's reconstruction error (blur, lost details) no longer counts as part of the change.
             The result's ``reconstructions`` are then the originals. Off by default (the paper's method).
+        latent_bound: keep every latent where the generator was trained, so an image that does not reach its
+            target fails as a plausible image rather than drifting off the manifold: ``"auto"`` (default) uses
+            1.5 times the radius of the data: the latent model's ``latent_radius`` where it declares one (the
+            zoo's VAEs: the radius holding 99.9% of their N(0, I) prior), else the largest norm among the
+            explained images' encodings; a float is the bound itself; None turns it off (the paper's method).
         precision: ``"fp32"`` (default) or ``"bf16"``: decoder and classifier run under bfloat16 autocast
             (for GPUs with bf16 units; the latents, Adam's state and the outputs stay float32). Mixed
             precision changes the numbers slightly, so a row of a benchmark records it.
@@ -137,13 +165,14 @@ class CounterfactualAttack(Explainer):
         classifier: nn.Module,
         latent_model: LatentModel,
         *,
-        threshold: ThresholdSpec = DEFAULT_THRESHOLD,
+        threshold: ThresholdSpec = AUTO,
         lr: float = 0.1,
         max_steps: int = 1000,
         objective: str = "prob",
         check_every: int | None = None,
         residual: bool = False,
         precision: str = "fp32",
+        latent_bound: float | str | None = "auto",
         hold: Hold | None = None,
         hold_weight: float = DEFAULT_HOLD_WEIGHT,
         batch_size: int = 256,
@@ -161,6 +190,13 @@ class CounterfactualAttack(Explainer):
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         self.precision = precision
+        if latent_bound is not None and latent_bound not in LATENT_BOUNDS:
+            if isinstance(latent_bound, str) or isinstance(latent_bound, bool) or not float(latent_bound) > 0:
+                raise InputError(f"latent_bound must be 'auto', a radius > 0 or None (no bound), got {latent_bound!r}")
+            latent_bound = float(latent_bound)
+        self.latent_bound = latent_bound
+        self._radius: float | None = None  # the bound of the explain call under way
+        self._radius_source = ""
         self.check_every = check_every or (1 if self.device.type == "cpu" else 8)
 
     @classmethod
@@ -188,10 +224,35 @@ class CounterfactualAttack(Explainer):
             settings["residual"] = True
         if self.precision != "fp32":
             settings["precision"] = self.precision
+        if self.latent_bound is None:
+            settings["latent_bound"] = None
+        elif self._radius is not None:
+            settings["latent_bound"] = round(self._radius, 6)
+            settings["latent_bound_source"] = self._radius_source
         if self.hold is not None:
             settings["hold"] = str(self.hold)
             settings["hold_weight"] = self.hold_weight
         return settings
+
+    def _prepare(self, images: torch.Tensor) -> None:
+        """The latent bound of this call: given, declared by the latent model, or from every image's encoding."""
+        self._radius, self._radius_source = None, ""
+        if self.latent_bound is None:
+            return
+        if isinstance(self.latent_bound, float):
+            self._radius, self._radius_source = self.latent_bound, "given"
+            return
+        radius = declared_radius(self.latent_model)
+        if radius is not None:
+            self._radius = BOUND_FACTOR * radius
+            self._radius_source = f"{BOUND_FACTOR} x the radius the latent model declares (latent_radius {radius:.4g})"
+            return
+        with torch.no_grad():
+            norms = torch.cat(
+                [self.latent_model.encode(c).flatten(1).norm(dim=1) for c in images.split(self.batch_size)]
+            )
+        self._radius = BOUND_FACTOR * float(norms.max())
+        self._radius_source = f"{BOUND_FACTOR} x the largest norm among the {len(images)} explained images' encodings"
 
     def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -217,6 +278,7 @@ class CounterfactualAttack(Explainer):
             residual=residual,
             autocast=PRECISIONS[self.precision],
             penalty=penalty,
+            radius=self._radius,
         )
         return {
             **loop.result_fields(),

@@ -73,6 +73,14 @@ class VAE(nn.Module):
         )
         self._width = width
 
+    @property
+    def latent_radius(self) -> float:
+        """The radius that holds 99.9% of the N(0, I) prior the decoder was trained to read: the region a
+        latent attack stays in (:class:`vcex.CounterfactualAttack`'s ``latent_bound``)."""
+        from scipy.stats import chi2
+
+        return float(chi2.ppf(0.999, self.latent_dim)) ** 0.5
+
     def encode_distribution(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(images)
         return self.to_mean(hidden), self.to_logvar(hidden).clamp(-12, 8)
