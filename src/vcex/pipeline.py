@@ -28,7 +28,7 @@ from vcex.explainers import (
 )
 from vcex.explainers.base import TargetSpec
 from vcex.explainers.result import ResultBuilder
-from vcex.explainers.thresholds import class_thresholds
+from vcex.explainers.thresholds import training_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
 from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
@@ -154,12 +154,24 @@ def build_explainer(
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     options = {k: v for k, v in options.items() if v is not None}
+    if preset != "paper":
+        # vcex's default: 0.998, lowered per class where the classifier is less sure of real images of a class
+        options.setdefault("threshold", "auto")
+    threshold_reason = None
     if isinstance(options.get("threshold"), str):
         if options["threshold"] != "auto":
             raise InputError(f"threshold must be a probability in (0, 1) or 'auto', got {options['threshold']!r}")
         # per class, the confidence of the median real training image of that class (capped at 0.998)
-        thresholds = class_thresholds(bench.classifier, bench.train.images, bench.train.labels)
-        options["threshold"] = tuple(thresholds.tolist())
+        options["threshold"], threshold_reason = training_thresholds(
+            bench.classifier, bench.train.images, bench.train.labels
+        )
+    explainer = _build(method, bench, preset, progress, options)
+    explainer.threshold_reason = threshold_reason
+    return explainer
+
+
+def _build(method: str, bench: Workbench, preset: str, progress: bool, options: dict) -> Explainer:
+    """The explainer of ``build_explainer`` once its threshold is decided."""
     classifier, latent_model = bench.classifier, bench.latent_model
     space = options.pop("space", "latent")
     whiten = bool(options.pop("whiten", False))
