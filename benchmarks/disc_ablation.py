@@ -34,6 +34,7 @@ from vcex.explainers.inversion import batch_norm_layers
 from vcex.models import Classifier, SmallCNN, load_duq
 from vcex.models.training import accuracy, classification_loss, fit
 from vcex.pipeline import build_explainer, evaluate_result, prepare
+from vcex.report.markdown import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_NORMALISATION = ((0.1307,), (0.3081,))
@@ -160,20 +161,7 @@ def render(
         f"## Counterfactual quality ({n} images)",
         "",
     ]
-    mnac = faces
-    # faces: IM2 (the target autoencoder vs one of all classes) is ~0 for every method, so MNAC replaces it
-    header = "| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | L1 ↓ | L2 ↓ | FD ↓ | IM1 ↓ |"
-    header += " MNAC ↓ |" if mnac else " IM2 ↓ |"
-    header += " mean steps | s / CF |"
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
-    for label, m in rows:
-        realism = m["realism"] or {}
-        line = (
-            f"| {label} | {_fmt(m['validity'])} | {_fmt(m['oracle_agreement'])} | {_fmt(m['knn_agreement'])} "
-            f"| {_fmt(m['l1'])} | {_fmt(m['l2'])} | {m['frechet']:.2f} | {_fmt(realism.get('im1'))} |"
-        )
-        line += f" {m['mnac']:.2f} |" if mnac else f" {_fmt(realism.get('im2'))} |"
-        lines.append(line + f" {m['mean_steps']:.1f} | {m['seconds_per_cf']:.2f} |")
+    lines += quality_table(rows, faces)
     gain = (full["knn_agreement"] - baseline["knn_agreement"]) * 100
     oracle_gain = (full["oracle_agreement"] - baseline["oracle_agreement"]) * 100
     lines += [
@@ -204,31 +192,49 @@ def render(
         "moments at each stage). Seconds per counterfactual include fitting the DIP or INR to each image.",
     ]
     if surrogates:
-        lines += [
-            "",
-            "## Training a classifier on counterfactuals only (the paper's use)",
-            "",
-            "A fresh SmallCNN is trained only on a method's valid counterfactuals, each labelled with its target "
-            "class (no real images), then tested on the real test images that were not explained: accuracy "
-            "against the true labels, and agreement with the explained classifier's predictions.",
-            "",
-            "| counterfactuals from | training images | test images | accuracy ↑ | agreement with mnist-cnn ↑ |",
-            "|---|---|---|---|---|",
-        ]
-        for label, r in surrogates:
-            lines.append(
-                f"| {label} | {r['train_images']} | {r['test_images']} | {_fmt(r['accuracy'])} "
-                f"| {_fmt(r['agreement'])} |"
-            )
-        lines += [
-            "",
-            "Every counterfactual keeps most of its original digit yet carries another label, so a network can "
-            "only learn from these sets through what each method changed. Even pixel-attack noise teaches the "
-            "boundary well: a fresh network of the explained classifier's own architecture picks up the same "
-            "non-robust features (Ilyas et al., 2019, *Adversarial examples are not bugs, they are features*), so "
-            "this table does not separate real changes from adversarial ones; the kNN column above does.",
-        ]
+        lines += ["", *surrogate_section(surrogates)]
     return "\n".join(lines) + "\n"
+
+
+def quality_table(rows: list[tuple[str, dict]], faces: bool) -> list[str]:
+    """Every row's quality; on faces MNAC replaces IM2 (the target autoencoder vs one of all classes: ~0 for every
+    method there)."""
+    header = ["method", "validity ↑", "oracle agreement ↑", "kNN agreement ↑", "L1 ↓", "L2 ↓", "FD ↓", "IM1 ↓"]
+    header += ["MNAC ↓" if faces else "IM2 ↓", "mean steps", "s / CF"]
+    cells = []
+    for label, m in rows:
+        realism = m["realism"] or {}
+        cells.append([
+            label, _fmt(m["validity"]), _fmt(m["oracle_agreement"]), _fmt(m["knn_agreement"]), _fmt(m["l1"]),
+            _fmt(m["l2"]), f"{m['frechet']:.2f}", _fmt(realism.get("im1")),
+            f"{m['mnac']:.2f}" if faces else _fmt(realism.get("im2")), f"{m['mean_steps']:.1f}",
+            f"{m['seconds_per_cf']:.2f}",
+        ])  # fmt: skip
+    return markdown_table(header, cells)
+
+
+def surrogate_section(surrogates: list[tuple[str, dict]]) -> list[str]:
+    """A fresh classifier trained on each method's counterfactuals only, tested on real images."""
+    header = ["counterfactuals from", "training images", "test images", "accuracy ↑", "agreement with mnist-cnn ↑"]
+    cells = [
+        [label, r["train_images"], r["test_images"], _fmt(r["accuracy"]), _fmt(r["agreement"])]
+        for label, r in surrogates
+    ]
+    return [
+        "## Training a classifier on counterfactuals only (the paper's use)",
+        "",
+        "A fresh SmallCNN is trained only on a method's valid counterfactuals, each labelled with its target "
+        "class (no real images), then tested on the real test images that were not explained: accuracy "
+        "against the true labels, and agreement with the explained classifier's predictions.",
+        "",
+        *markdown_table(header, cells),
+        "",
+        "Every counterfactual keeps most of its original digit yet carries another label, so a network can "
+        "only learn from these sets through what each method changed. Even pixel-attack noise teaches the "
+        "boundary well: a fresh network of the explained classifier's own architecture picks up the same "
+        "non-robust features (Ilyas et al., 2019, *Adversarial examples are not bugs, they are features*), so "
+        "this table does not separate real changes from adversarial ones; the kNN column above does.",
+    ]
 
 
 def main() -> None:
