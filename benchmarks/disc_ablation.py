@@ -113,11 +113,56 @@ def render(
     setup: dict,
     command: str,
 ) -> str:
-    info = versions()
     faces = bench.dataset.startswith("faces")
     baseline = dict(rows)["Pixel attack (baseline)"]
     full = dict(rows)["DISC: + progressive (full DISC)"]
     one_stage = dict(rows)["DISC: + manifold consistency (DUQ)"]
+    n = baseline["n"]
+    lines = setup_lines(bench, duq_record, baseline, command)
+    lines += [
+        "",
+        f"## Counterfactual quality ({n} images)",
+        "",
+    ]
+    lines += quality_table(rows, faces)
+    gain = (full["knn_agreement"] - baseline["knn_agreement"]) * 100
+    oracle_gain = (full["oracle_agreement"] - baseline["oracle_agreement"]) * 100
+    lines += [
+        "",
+        f"Full DISC vs the pixel baseline: kNN agreement {full['knn_agreement']:.3f} vs "
+        f"{baseline['knn_agreement']:.3f} ({gain:+.1f} points; the issue's target is +30), oracle agreement "
+        f"{full['oracle_agreement']:.3f} vs {baseline['oracle_agreement']:.3f} ({oracle_gain:+.1f} points), at "
+        f"validity {full['validity']:.3f} vs {baseline['validity']:.3f}. Progressive stages vs the same parts in "
+        f"one stage: kNN {one_stage['knn_agreement']:.3f} -> {full['knn_agreement']:.3f}, oracle "
+        f"{one_stage['oracle_agreement']:.3f} -> {full['oracle_agreement']:.3f}, L1 {one_stage['l1']:.3f} -> "
+        f"{full['l1']:.3f}, validity {one_stage['validity']:.3f} -> {full['validity']:.3f} (with {n} "
+        f"images a difference of a few points is within sampling noise: one image is {100 / n:.1f} points).",
+    ]
+    if faces:
+        lines += [
+            "",
+            "On faces the kNN oracle reads raw pixels, which hair, skin and background dominate: it reads a smile "
+            "near chance for every method (docs/benchmarks/faces.md), so here the independent smiling oracle is "
+            "the test of a real change, and MNAC counts the other attributes a method changed on the way.",
+        ]
+    lines += [
+        "",
+        "DISC rows: *pixels only* optimises the image itself with cross-entropy and nothing else; *+ image "
+        "prior* re-expresses each image as a deep image prior (a small decoder from fixed noise, its weights "
+        f"fitted to the image first) and adds total variation ({json.dumps(PRIOR)}); "
+        f"*+ manifold consistency* adds -log K_target of the DUQ model ({json.dumps(CONSISTENCY)}); *+ progressive* "
+        "runs stages at confidence 0.6, 0.9 and the threshold, each warm-started from the last (fresh Adam "
+        "moments at each stage). Seconds per counterfactual include fitting the DIP or INR to each image.",
+    ]
+    if surrogates:
+        lines += ["", *surrogate_section(surrogates)]
+    return "\n".join(lines) + "\n"
+
+
+def setup_lines(bench, duq_record: dict, baseline: dict, command: str) -> list[str]:
+    """Title, command, machine, versions, data and models of the page."""
+    info = versions()
+    faces = bench.dataset.startswith("faces")
     n = baseline["n"]
     explained = "faces-smiling-cnn" if faces else "mnist-cnn"
     has_norms = (
@@ -157,43 +202,8 @@ def render(
         + (", the attribute oracle `faces-attributes` (MNAC)" if faces else "")
         + f"; FD: Frechet distance in `{bench.dataset}-oracle`'s penultimate features between the "
         f"counterfactuals and up to {FRECHET_REFERENCE} real training images of their target classes.",
-        "",
-        f"## Counterfactual quality ({n} images)",
-        "",
     ]
-    lines += quality_table(rows, faces)
-    gain = (full["knn_agreement"] - baseline["knn_agreement"]) * 100
-    oracle_gain = (full["oracle_agreement"] - baseline["oracle_agreement"]) * 100
-    lines += [
-        "",
-        f"Full DISC vs the pixel baseline: kNN agreement {full['knn_agreement']:.3f} vs "
-        f"{baseline['knn_agreement']:.3f} ({gain:+.1f} points; the issue's target is +30), oracle agreement "
-        f"{full['oracle_agreement']:.3f} vs {baseline['oracle_agreement']:.3f} ({oracle_gain:+.1f} points), at "
-        f"validity {full['validity']:.3f} vs {baseline['validity']:.3f}. Progressive stages vs the same parts in "
-        f"one stage: kNN {one_stage['knn_agreement']:.3f} -> {full['knn_agreement']:.3f}, oracle "
-        f"{one_stage['oracle_agreement']:.3f} -> {full['oracle_agreement']:.3f}, L1 {one_stage['l1']:.3f} -> "
-        f"{full['l1']:.3f}, validity {one_stage['validity']:.3f} -> {full['validity']:.3f} (with {n} "
-        f"images a difference of a few points is within sampling noise: one image is {100 / n:.1f} points).",
-    ]
-    if faces:
-        lines += [
-            "",
-            "On faces the kNN oracle reads raw pixels, which hair, skin and background dominate: it reads a smile "
-            "near chance for every method (docs/benchmarks/faces.md), so here the independent smiling oracle is "
-            "the test of a real change, and MNAC counts the other attributes a method changed on the way.",
-        ]
-    lines += [
-        "",
-        "DISC rows: *pixels only* optimises the image itself with cross-entropy and nothing else; *+ image "
-        "prior* re-expresses each image as a deep image prior (a small decoder from fixed noise, its weights "
-        f"fitted to the image first) and adds total variation ({json.dumps(PRIOR)}); "
-        f"*+ manifold consistency* adds -log K_target of the DUQ model ({json.dumps(CONSISTENCY)}); *+ progressive* "
-        "runs stages at confidence 0.6, 0.9 and the threshold, each warm-started from the last (fresh Adam "
-        "moments at each stage). Seconds per counterfactual include fitting the DIP or INR to each image.",
-    ]
-    if surrogates:
-        lines += ["", *surrogate_section(surrogates)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def quality_table(rows: list[tuple[str, dict]], faces: bool) -> list[str]:
