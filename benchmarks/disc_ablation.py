@@ -34,6 +34,7 @@ from vcex.explainers.inversion import batch_norm_layers
 from vcex.models import Classifier, SmallCNN, load_duq
 from vcex.models.training import accuracy, classification_loss, fit
 from vcex.pipeline import build_explainer, evaluate_result, prepare
+from vcex.report.markdown import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_NORMALISATION = ((0.1307,), (0.3081,))
@@ -112,11 +113,56 @@ def render(
     setup: dict,
     command: str,
 ) -> str:
-    info = versions()
     faces = bench.dataset.startswith("faces")
     baseline = dict(rows)["Pixel attack (baseline)"]
     full = dict(rows)["DISC: + progressive (full DISC)"]
     one_stage = dict(rows)["DISC: + manifold consistency (DUQ)"]
+    n = baseline["n"]
+    lines = setup_lines(bench, duq_record, baseline, command)
+    lines += [
+        "",
+        f"## Counterfactual quality ({n} images)",
+        "",
+    ]
+    lines += quality_table(rows, faces)
+    gain = (full["knn_agreement"] - baseline["knn_agreement"]) * 100
+    oracle_gain = (full["oracle_agreement"] - baseline["oracle_agreement"]) * 100
+    lines += [
+        "",
+        f"Full DISC vs the pixel baseline: kNN agreement {full['knn_agreement']:.3f} vs "
+        f"{baseline['knn_agreement']:.3f} ({gain:+.1f} points; the issue's target is +30), oracle agreement "
+        f"{full['oracle_agreement']:.3f} vs {baseline['oracle_agreement']:.3f} ({oracle_gain:+.1f} points), at "
+        f"validity {full['validity']:.3f} vs {baseline['validity']:.3f}. Progressive stages vs the same parts in "
+        f"one stage: kNN {one_stage['knn_agreement']:.3f} -> {full['knn_agreement']:.3f}, oracle "
+        f"{one_stage['oracle_agreement']:.3f} -> {full['oracle_agreement']:.3f}, L1 {one_stage['l1']:.3f} -> "
+        f"{full['l1']:.3f}, validity {one_stage['validity']:.3f} -> {full['validity']:.3f} (with {n} "
+        f"images a difference of a few points is within sampling noise: one image is {100 / n:.1f} points).",
+    ]
+    if faces:
+        lines += [
+            "",
+            "On faces the kNN oracle reads raw pixels, which hair, skin and background dominate: it reads a smile "
+            "near chance for every method (docs/benchmarks/faces.md), so here the independent smiling oracle is "
+            "the test of a real change, and MNAC counts the other attributes a method changed on the way.",
+        ]
+    lines += [
+        "",
+        "DISC rows: *pixels only* optimises the image itself with cross-entropy and nothing else; *+ image "
+        "prior* re-expresses each image as a deep image prior (a small decoder from fixed noise, its weights "
+        f"fitted to the image first) and adds total variation ({json.dumps(PRIOR)}); "
+        f"*+ manifold consistency* adds -log K_target of the DUQ model ({json.dumps(CONSISTENCY)}); *+ progressive* "
+        "runs stages at confidence 0.6, 0.9 and the threshold, each warm-started from the last (fresh Adam "
+        "moments at each stage). Seconds per counterfactual include fitting the DIP or INR to each image.",
+    ]
+    if surrogates:
+        lines += ["", *surrogate_section(surrogates)]
+    return "\n".join(lines) + "\n"
+
+
+def setup_lines(bench, duq_record: dict, baseline: dict, command: str) -> list[str]:
+    """Title, command, machine, versions, data and models of the page."""
+    info = versions()
+    faces = bench.dataset.startswith("faces")
     n = baseline["n"]
     explained = "faces-smiling-cnn" if faces else "mnist-cnn"
     has_norms = (
@@ -156,79 +202,49 @@ def render(
         + (", the attribute oracle `faces-attributes` (MNAC)" if faces else "")
         + f"; FD: Frechet distance in `{bench.dataset}-oracle`'s penultimate features between the "
         f"counterfactuals and up to {FRECHET_REFERENCE} real training images of their target classes.",
-        "",
-        f"## Counterfactual quality ({n} images)",
-        "",
     ]
-    mnac = faces
-    # faces: IM2 (the target autoencoder vs one of all classes) is ~0 for every method, so MNAC replaces it
-    header = "| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | L1 ↓ | L2 ↓ | FD ↓ | IM1 ↓ |"
-    header += " MNAC ↓ |" if mnac else " IM2 ↓ |"
-    header += " mean steps | s / CF |"
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    return lines
+
+
+def quality_table(rows: list[tuple[str, dict]], faces: bool) -> list[str]:
+    """Every row's quality; on faces MNAC replaces IM2 (the target autoencoder vs one of all classes: ~0 for every
+    method there)."""
+    header = ["method", "validity ↑", "oracle agreement ↑", "kNN agreement ↑", "L1 ↓", "L2 ↓", "FD ↓", "IM1 ↓"]
+    header += ["MNAC ↓" if faces else "IM2 ↓", "mean steps", "s / CF"]
+    cells = []
     for label, m in rows:
         realism = m["realism"] or {}
-        line = (
-            f"| {label} | {_fmt(m['validity'])} | {_fmt(m['oracle_agreement'])} | {_fmt(m['knn_agreement'])} "
-            f"| {_fmt(m['l1'])} | {_fmt(m['l2'])} | {m['frechet']:.2f} | {_fmt(realism.get('im1'))} |"
-        )
-        line += f" {m['mnac']:.2f} |" if mnac else f" {_fmt(realism.get('im2'))} |"
-        lines.append(line + f" {m['mean_steps']:.1f} | {m['seconds_per_cf']:.2f} |")
-    gain = (full["knn_agreement"] - baseline["knn_agreement"]) * 100
-    oracle_gain = (full["oracle_agreement"] - baseline["oracle_agreement"]) * 100
-    lines += [
-        "",
-        f"Full DISC vs the pixel baseline: kNN agreement {full['knn_agreement']:.3f} vs "
-        f"{baseline['knn_agreement']:.3f} ({gain:+.1f} points; the issue's target is +30), oracle agreement "
-        f"{full['oracle_agreement']:.3f} vs {baseline['oracle_agreement']:.3f} ({oracle_gain:+.1f} points), at "
-        f"validity {full['validity']:.3f} vs {baseline['validity']:.3f}. Progressive stages vs the same parts in "
-        f"one stage: kNN {one_stage['knn_agreement']:.3f} -> {full['knn_agreement']:.3f}, oracle "
-        f"{one_stage['oracle_agreement']:.3f} -> {full['oracle_agreement']:.3f}, L1 {one_stage['l1']:.3f} -> "
-        f"{full['l1']:.3f}, validity {one_stage['validity']:.3f} -> {full['validity']:.3f} (with {n} "
-        f"images a difference of a few points is within sampling noise: one image is {100 / n:.1f} points).",
+        cells.append([
+            label, _fmt(m["validity"]), _fmt(m["oracle_agreement"]), _fmt(m["knn_agreement"]), _fmt(m["l1"]),
+            _fmt(m["l2"]), f"{m['frechet']:.2f}", _fmt(realism.get("im1")),
+            f"{m['mnac']:.2f}" if faces else _fmt(realism.get("im2")), f"{m['mean_steps']:.1f}",
+            f"{m['seconds_per_cf']:.2f}",
+        ])  # fmt: skip
+    return markdown_table(header, cells)
+
+
+def surrogate_section(surrogates: list[tuple[str, dict]]) -> list[str]:
+    """A fresh classifier trained on each method's counterfactuals only, tested on real images."""
+    header = ["counterfactuals from", "training images", "test images", "accuracy ↑", "agreement with mnist-cnn ↑"]
+    cells = [
+        [label, r["train_images"], r["test_images"], _fmt(r["accuracy"]), _fmt(r["agreement"])]
+        for label, r in surrogates
     ]
-    if faces:
-        lines += [
-            "",
-            "On faces the kNN oracle reads raw pixels, which hair, skin and background dominate: it reads a smile "
-            "near chance for every method (docs/benchmarks/faces.md), so here the independent smiling oracle is "
-            "the test of a real change, and MNAC counts the other attributes a method changed on the way.",
-        ]
-    lines += [
+    return [
+        "## Training a classifier on counterfactuals only (the paper's use)",
         "",
-        "DISC rows: *pixels only* optimises the image itself with cross-entropy and nothing else; *+ image "
-        "prior* re-expresses each image as a deep image prior (a small decoder from fixed noise, its weights "
-        f"fitted to the image first) and adds total variation ({json.dumps(PRIOR)}); "
-        f"*+ manifold consistency* adds -log K_target of the DUQ model ({json.dumps(CONSISTENCY)}); *+ progressive* "
-        "runs stages at confidence 0.6, 0.9 and the threshold, each warm-started from the last (fresh Adam "
-        "moments at each stage). Seconds per counterfactual include fitting the DIP or INR to each image.",
+        "A fresh SmallCNN is trained only on a method's valid counterfactuals, each labelled with its target "
+        "class (no real images), then tested on the real test images that were not explained: accuracy "
+        "against the true labels, and agreement with the explained classifier's predictions.",
+        "",
+        *markdown_table(header, cells),
+        "",
+        "Every counterfactual keeps most of its original digit yet carries another label, so a network can "
+        "only learn from these sets through what each method changed. Even pixel-attack noise teaches the "
+        "boundary well: a fresh network of the explained classifier's own architecture picks up the same "
+        "non-robust features (Ilyas et al., 2019, *Adversarial examples are not bugs, they are features*), so "
+        "this table does not separate real changes from adversarial ones; the kNN column above does.",
     ]
-    if surrogates:
-        lines += [
-            "",
-            "## Training a classifier on counterfactuals only (the paper's use)",
-            "",
-            "A fresh SmallCNN is trained only on a method's valid counterfactuals, each labelled with its target "
-            "class (no real images), then tested on the real test images that were not explained: accuracy "
-            "against the true labels, and agreement with the explained classifier's predictions.",
-            "",
-            "| counterfactuals from | training images | test images | accuracy ↑ | agreement with mnist-cnn ↑ |",
-            "|---|---|---|---|---|",
-        ]
-        for label, r in surrogates:
-            lines.append(
-                f"| {label} | {r['train_images']} | {r['test_images']} | {_fmt(r['accuracy'])} "
-                f"| {_fmt(r['agreement'])} |"
-            )
-        lines += [
-            "",
-            "Every counterfactual keeps most of its original digit yet carries another label, so a network can "
-            "only learn from these sets through what each method changed. Even pixel-attack noise teaches the "
-            "boundary well: a fresh network of the explained classifier's own architecture picks up the same "
-            "non-robust features (Ilyas et al., 2019, *Adversarial examples are not bugs, they are features*), so "
-            "this table does not separate real changes from adversarial ones; the kNN column above does.",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

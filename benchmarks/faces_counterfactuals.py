@@ -24,6 +24,7 @@ from vcex.explainers.base import resolve_targets
 from vcex.models.refined import RefinedEncoder
 from vcex.models.stylegan import psnr
 from vcex.pipeline import build_explainer, evaluate_result, prepare
+from vcex.report.markdown import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 # the fidelity of encoder + inversion: steps -> test faces measured (inversion costs ~2 ms per face and step;
@@ -110,10 +111,6 @@ def _threads(record: dict) -> str:
 def render(tasks: dict, command: str, n: int) -> str:
     info = versions()
     first, first_rows = next(iter(tasks.values()))
-    style = first.latent_model.training_record
-    measured = fidelity(first)
-    agreement = measured["agreement"]
-    attributes = first.attributes.training_record
     lines = [
         "# Synthetic faces: counterfactual benchmark",
         "",
@@ -124,6 +121,20 @@ def render(tasks: dict, command: str, n: int) -> str:
         f"- Data: the first {n} faces of the fixed test split (seed 1) at 32x32; target = the other class of "
         "the binary classifier, fixed before any method runs.",
         "",
+    ]
+    lines += style_section(first.latent_model.training_record, fidelity(first))
+    lines += oracle_section(first.attributes.training_record)
+    lines.append("")
+    for task, (bench, rows) in tasks.items():
+        lines += [*task_section(task, bench, rows), ""]
+    lines += notes(first_rows)
+    return "\n".join(lines) + "\n"
+
+
+def style_section(style: dict, measured: dict) -> list[str]:
+    """The style generator's fidelity, measured in this run: PSNR, attribute agreement, with inversion steps."""
+    agreement = measured["agreement"]
+    lines = [
         "## Style generator (`faces-style`)",
         "",
         f"Small config (w in R^128, 16-128 channels, {style.get('config', {}).get('epochs')} epochs on the 12,000 "
@@ -161,8 +172,13 @@ def render(tasks: dict, command: str, n: int) -> str:
             f"- the generator's training record says {recorded:.3f}: that figure was measured at the end of its "
             "training with the attribute oracle of that time; the figures above hold for the shipped oracle."
         )
+    return lines
+
+
+def oracle_section(attributes: dict) -> list[str]:
+    """The attribute oracle's accuracy, sharp and blurred (it is what MNAC and agreement read)."""
     blur = attributes.get("config", {}).get("blur_sigma")
-    lines += [
+    lines = [
         "",
         f"Attribute oracle (`faces-attributes`, evaluation only): mean held-out accuracy "
         f"{_fmt(attributes.get('test_accuracy'))}; "
@@ -181,28 +197,34 @@ def render(tasks: dict, command: str, n: int) -> str:
             "so it scored any generator's softness as attribute changes: it gave the previous generator (PSNR 24.3 dB) "
             "0.831, this oracle gives that generator 0.879.",
         ]
-    lines.append("")
-    for task, (bench, rows) in tasks.items():
-        lines += [
-            f"## `{task}` classifier (test accuracy {_fmt(bench.classifier.training_record.get('test_accuracy'))}; "
-            f"independent oracle {_fmt(bench.oracle.training_record.get('test_accuracy'))})",
-            "",
-            f"MNAC excludes the label's own attributes: {', '.join(bench.label_attributes)}.",
-            "",
-            "| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | MNAC ↓ | MNAC vs reconstruction ↓ "
-            "| L1 ↓ | IM1 ↓ | mean steps | ms / CF |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for label, m in rows:
-            realism = m["realism"] or {}
-            lines.append(
-                f"| {label} | {_fmt(m['validity'])} | {_fmt(m['oracle_agreement'])} | {_fmt(m['knn_agreement'])} "
-                f"| {_fmt(m['mnac'], 2)} | {_fmt(m.get('mnac_vs_reconstruction'), 2)} | {_fmt(m['l1'])} "
-                f"| {_fmt(realism.get('im1'))} | {m['mean_steps']:.1f} "
-                f"| {m['seconds_per_cf'] * 1000:.1f} |"
-            )
-        lines.append("")
-    lines += [
+    return lines
+
+
+def task_section(task: str, bench, rows: list[tuple[str, dict]]) -> list[str]:
+    """One classifier's table: every method's validity, agreement, MNAC, closeness and cost."""
+    header = [
+        "method", "validity ↑", "oracle agreement ↑", "kNN agreement ↑", "MNAC ↓", "MNAC vs reconstruction ↓",
+        "L1 ↓", "IM1 ↓", "mean steps", "ms / CF",
+    ]  # fmt: skip
+    cells = [
+        [label, _fmt(m["validity"]), _fmt(m["oracle_agreement"]), _fmt(m["knn_agreement"]), _fmt(m["mnac"], 2),
+         _fmt(m.get("mnac_vs_reconstruction"), 2), _fmt(m["l1"]), _fmt((m["realism"] or {}).get("im1")),
+         f"{m['mean_steps']:.1f}", f"{m['seconds_per_cf'] * 1000:.1f}"]
+        for label, m in rows
+    ]  # fmt: skip
+    return [
+        f"## `{task}` classifier (test accuracy {_fmt(bench.classifier.training_record.get('test_accuracy'))}; "
+        f"independent oracle {_fmt(bench.oracle.training_record.get('test_accuracy'))})",
+        "",
+        f"MNAC excludes the label's own attributes: {', '.join(bench.label_attributes)}.",
+        "",
+        *markdown_table(header, cells),
+    ]
+
+
+def notes(first_rows: list[tuple[str, dict]]) -> list[str]:
+    """What the columns mean, the residual and whitened rows, and the W attack's per-attribute change rates."""
+    return [
         "Oracle agreement: share of counterfactuals that an independent classifier of the same label (another "
         "architecture and seed) also puts in the target class. MNAC: mean number of the other binary "
         "attributes that the attribute oracle reads differently after the change (0 is ideal); against the "
@@ -230,7 +252,6 @@ def render(tasks: dict, command: str, n: int) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in first_rows[0][1]["attribute_change_rate"].items())
         + ".",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from vcex.cache import cache_dir
 from vcex.data import load_dataset
 from vcex.evaluation import versions
 from vcex.models import load_model
+from vcex.report.markdown import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 # images written per split (None: all): Fashion-MNIST's 60,000 training images are cut to keep the run short
@@ -131,6 +132,33 @@ def metric(entry: dict, key: str) -> float | None:
     return metrics.get("realism", {}).get(key) if key == "im1" else metrics.get(key)
 
 
+def methods_table(entry: dict) -> list[str]:
+    """Each method's metrics on the built-in dataset and on its folder, side by side."""
+    header = ["method", *(f"{label} built-in / folder" for _, label in COLUMNS)]
+    folder_rows = {row["key"]: row for row in entry["folder"]["rows"]}
+    rows = []
+    for row in entry["builtin"]["rows"]:
+        other = folder_rows.get(row["key"], {})
+        cells = []
+        for key, _ in COLUMNS:
+            a, b = metric(row, key), metric(other, key)
+            cells.append(" / ".join("–" if v is None else f"{v:.3f}" if key != "mean_steps" else f"{v:.1f}"
+                                    for v in (a, b)))  # fmt: skip
+        rows.append([f"`{row['key']}`", *cells])
+    return markdown_table(header, rows)
+
+
+def models_table(entry: dict) -> list[str]:
+    """Each zoo model's test metric on the built-in dataset and trained on the folder."""
+    header = ["model", "test metric", "built-in", "folder", "epochs built-in / folder", "folder training s"]
+    rows = [
+        [m["role"], m["metric"], m["builtin"], m["folder"], f"{m['builtin_epochs']} / {m['folder_epochs']}",
+         m["folder_train_seconds"]]
+        for m in entry["models"]
+    ]  # fmt: skip
+    return markdown_table(header, rows)
+
+
 def render(record: dict) -> str:
     lines = [
         "# Folders of your images against the built-in datasets",
@@ -155,28 +183,10 @@ def render(record: dict) -> str:
             f"## {name}: {counts['train']} training and {counts['test']} test images in the folder, "
             f"{entry['n']} explained",
             "",
-            "| method | " + " | ".join(f"{label} built-in / folder" for _, label in COLUMNS) + " |",
-            "|---|" + "---|" * len(COLUMNS),
-        ]
-        folder_rows = {row["key"]: row for row in entry["folder"]["rows"]}
-        for row in entry["builtin"]["rows"]:
-            other = folder_rows.get(row["key"], {})
-            cells = []
-            for key, _ in COLUMNS:
-                a, b = metric(row, key), metric(other, key)
-                cells.append(" / ".join("–" if v is None else f"{v:.3f}" if key != "mean_steps" else f"{v:.1f}"
-                                        for v in (a, b)))  # fmt: skip
-            lines.append(f"| `{row['key']}` | " + " | ".join(cells) + " |")
-        lines += [
+            *methods_table(entry),
             "",
-            "| model | test metric | built-in | folder | epochs built-in / folder | folder training s |",
-            "|---|---|---|---|---|---|",
+            *models_table(entry),
         ]
-        for model in entry["models"]:
-            lines.append(
-                f"| {model['role']} | {model['metric']} | {model['builtin']} | {model['folder']} | "
-                f"{model['builtin_epochs']} / {model['folder_epochs']} | {model['folder_train_seconds']} |"
-            )
         reused = [f"{side} `{key}`" for side in ("builtin", "folder") for key in entry[side].get("reused", [])]
         lines += ["", f"Folder models trained and rows run in {entry['seconds']:.0f} s (reused parts excluded)."]
         if reused:

@@ -305,6 +305,13 @@ def scaling_chart(records: dict[tuple[str, int], dict]):
 # ---------------------------------------------------------------- page
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    # vcex is imported lazily throughout this script: the parent process only spawns and collects the points
+    from vcex.report.markdown import markdown_table
+
+    return markdown_table(header, rows)
+
+
 def _mb(value: float) -> str:
     return f"{value / MB:.1f}"
 
@@ -350,23 +357,34 @@ def render(
     ]
     for method in METHODS:
         rows = sorted((r for (m, _), r in records.items() if m == method), key=lambda r: r["n"])
-        if not rows:
-            continue
-        lines += [
-            f"## {LABELS[method]}",
-            "",
-            "| N | seconds | ms / CF | validity | input tensor MB | result MB | peak RSS extra MB "
-            "| extra − result MB | absolute peak MB |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['n']:,} | {r['seconds']:.3f} | {r['ms_per_cf']:.3f} | {r['validity']:.3f} "
-                f"| {_mb(r['input_bytes'])} | {_mb(r['result_bytes'])} | {_mb(r['extra_bytes'])} "
-                f"| {_mb(r['extra_bytes'] - r['result_bytes'])} | {_mb(r['lifetime_peak_bytes'])} |"
-            )
-        lines += ["", *_summary(rows), ""]
-    lines += [
+        if rows:
+            lines += [*method_section(method, rows), ""]
+    lines += reading_lines()
+    if checks:
+        lines += [*malloc_section(records, checks), ""]
+    if onednn_checks:
+        lines += [*onednn_section(checks, onednn_checks), ""]
+    return "\n".join(lines)
+
+
+def method_section(method: str, rows: list[dict]) -> list[str]:
+    """One method's points: time, validity and memory at each N, then the fitted slopes."""
+    header = [
+        "N", "seconds", "ms / CF", "validity", "input tensor MB", "result MB", "peak RSS extra MB",
+        "extra − result MB", "absolute peak MB",
+    ]  # fmt: skip
+    cells = [
+        [f"{r['n']:,}", f"{r['seconds']:.3f}", f"{r['ms_per_cf']:.3f}", f"{r['validity']:.3f}",
+         _mb(r["input_bytes"]), _mb(r["result_bytes"]), _mb(r["extra_bytes"]),
+         _mb(r["extra_bytes"] - r["result_bytes"]), _mb(r["lifetime_peak_bytes"])]
+        for r in rows
+    ]  # fmt: skip
+    return [f"## {LABELS[method]}", "", *_table(header, cells), "", *_summary(rows)]
+
+
+def reading_lines() -> list[str]:
+    """How the time and memory figures are read."""
+    return [
         "## Reading the figures",
         "",
         "Time: the slope is a least-squares fit of seconds = a + b·N over the points with N ≥ 100, b in ms per "
@@ -384,57 +402,64 @@ def render(
         "(the C allocator's heap keeping freed chunk buffers, or a library's caches), which the checks below separate.",
         "",
     ]
-    if checks:
-        lines += [
-            "## Live tensors or allocator? (`--malloc-check`)",
-            "",
-            f"The points with N ≥ {MALLOC_CHECK_MIN_N:,} (up to "
-            + ", ".join(f"{n:,} for the {m}" for m, n in CHECK_MAX_N.items())
-            + f", to bound the run's time) again, each in a fresh process with "
-            f"{', '.join(f'`{k}={v}`' for k, v in MALLOC_CHECK_ENV.items())}: glibc then serves every allocation "
-            "above 128 KiB (any chunk-sized tensor) as its own mapping and returns it to the system when it is "
-            "freed, so the peak RSS follows the tensors alive at the peak rather than what the heap kept. Its "
-            "times are not comparable (a fresh mapping and its page faults per tensor slow both methods down) "
-            "and are shown only for the record.",
-            "",
-            "| method | N | ms / CF | result MB | peak extra MB, default malloc "
-            "| peak extra MB, fixed mmap threshold | fixed-threshold extra − result MB |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for (method, n), r in sorted(checks.items(), key=lambda item: (list(METHODS).index(item[0][0]), item[0][1])):
-            default = records.get((method, n))
-            lines.append(
-                f"| {method} | {n:,} | {r['ms_per_cf']:.3f} | {_mb(r['result_bytes'])} "
-                f"| {_mb(default['extra_bytes']) if default else '–'} | {_mb(r['extra_bytes'])} "
-                f"| {_mb(r['extra_bytes'] - r['result_bytes'])} |"
-            )
-        lines.append("")
-    if onednn_checks:
-        lines += [
-            "## The convolution library's share (`--onednn-check`)",
-            "",
-            "The attack's malloc-check points once more, with oneDNN (`torch.backends.mkldnn`, the CPU convolution "
-            "library) switched off in the process. oneDNN keeps memory for every convolution shape it meets, and "
-            "the attack drops finished images from its batch, so it used to run each chunk at many batch sizes: "
-            "measured by this script before the attack loop padded its batch to a few sizes (2^k and 3·2^(k-1), "
-            "finished rows masked; the page at commit 608ade9), the memory beyond the result grew from 139.0 MB at "
-            "1,000 images to 202.4 MB at 10,000 with oneDNN on, and stayed at 80.4 and 82.4 MB with it off. The "
-            "table is the attack as it is now. Times under the fixed mmap threshold, from separate processes run "
-            "one after another on shared cores.",
-            "",
-            "| N | ms / CF, oneDNN on | ms / CF, off | extra − result MB, oneDNN on | extra − result MB, off |",
-            "|---|---|---|---|---|",
-        ]
-        for (method, n), r in sorted(onednn_checks.items(), key=lambda item: item[0][1]):
-            on = checks.get((method, n))
-            lines.append(
-                f"| {n:,} | {on['ms_per_cf']:.3f} | {r['ms_per_cf']:.3f} "
-                f"| {_mb(on['extra_bytes'] - on['result_bytes'])} | {_mb(r['extra_bytes'] - r['result_bytes'])} |"
-                if on
-                else f"| {n:,} | – | {r['ms_per_cf']:.3f} | – | {_mb(r['extra_bytes'] - r['result_bytes'])} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+
+
+def malloc_section(records: dict[tuple[str, int], dict], checks: dict[tuple[str, int], dict]) -> list[str]:
+    """The large points again under a fixed mmap threshold: live tensors, or memory the allocator kept?"""
+    header = [
+        "method", "N", "ms / CF", "result MB", "peak extra MB, default malloc", "peak extra MB, fixed mmap threshold",
+        "fixed-threshold extra − result MB",
+    ]  # fmt: skip
+    cells = []
+    for (method, n), r in sorted(checks.items(), key=lambda item: (list(METHODS).index(item[0][0]), item[0][1])):
+        default = records.get((method, n))
+        cells.append([
+            method, f"{n:,}", f"{r['ms_per_cf']:.3f}", _mb(r["result_bytes"]),
+            _mb(default["extra_bytes"]) if default else "–", _mb(r["extra_bytes"]),
+            _mb(r["extra_bytes"] - r["result_bytes"]),
+        ])  # fmt: skip
+    return [
+        "## Live tensors or allocator? (`--malloc-check`)",
+        "",
+        f"The points with N ≥ {MALLOC_CHECK_MIN_N:,} (up to "
+        + ", ".join(f"{n:,} for the {m}" for m, n in CHECK_MAX_N.items())
+        + f", to bound the run's time) again, each in a fresh process with "
+        f"{', '.join(f'`{k}={v}`' for k, v in MALLOC_CHECK_ENV.items())}: glibc then serves every allocation "
+        "above 128 KiB (any chunk-sized tensor) as its own mapping and returns it to the system when it is "
+        "freed, so the peak RSS follows the tensors alive at the peak rather than what the heap kept. Its "
+        "times are not comparable (a fresh mapping and its page faults per tensor slow both methods down) "
+        "and are shown only for the record.",
+        "",
+        *_table(header, cells),
+    ]
+
+
+def onednn_section(checks: dict[tuple[str, int], dict], onednn_checks: dict[tuple[str, int], dict]) -> list[str]:
+    """The attack's malloc-check points with oneDNN off: the convolution library's share of the memory."""
+    header = ["N", "ms / CF, oneDNN on", "ms / CF, off", "extra − result MB, oneDNN on", "extra − result MB, off"]
+    cells = []
+    for (method, n), r in sorted(onednn_checks.items(), key=lambda item: item[0][1]):
+        on = checks.get((method, n))
+        off_extra = _mb(r["extra_bytes"] - r["result_bytes"])
+        if on:
+            cells.append([f"{n:,}", f"{on['ms_per_cf']:.3f}", f"{r['ms_per_cf']:.3f}",
+                          _mb(on["extra_bytes"] - on["result_bytes"]), off_extra])  # fmt: skip
+        else:
+            cells.append([f"{n:,}", "–", f"{r['ms_per_cf']:.3f}", "–", off_extra])
+    return [
+        "## The convolution library's share (`--onednn-check`)",
+        "",
+        "The attack's malloc-check points once more, with oneDNN (`torch.backends.mkldnn`, the CPU convolution "
+        "library) switched off in the process. oneDNN keeps memory for every convolution shape it meets, and "
+        "the attack drops finished images from its batch, so it used to run each chunk at many batch sizes: "
+        "measured by this script before the attack loop padded its batch to a few sizes (2^k and 3·2^(k-1), "
+        "finished rows masked; the page at commit 608ade9), the memory beyond the result grew from 139.0 MB at "
+        "1,000 images to 202.4 MB at 10,000 with oneDNN on, and stayed at 80.4 and 82.4 MB with it off. The "
+        "table is the attack as it is now. Times under the fixed mmap threshold, from separate processes run "
+        "one after another on shared cores.",
+        "",
+        *_table(header, cells),
+    ]
 
 
 def _methods_line(records: dict[tuple[str, int], dict]) -> str:

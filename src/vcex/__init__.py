@@ -5,6 +5,7 @@
 >>> result = attack.explain(images, target="second")
 """
 
+from vcex._version import __version__
 from vcex.errors import CacheError, DatasetNotFoundError, InputError, ModelError, VcexError
 from vcex.explainers import (
     DISC,
@@ -28,8 +29,6 @@ from vcex.models import (
     load_latent_model,
     load_model,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AmortizedCounterfactual",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from vcex._version import __version__
 from vcex.errors import InputError
 from vcex.explainers.result import CounterfactualResult
 
@@ -99,10 +100,8 @@ def im_scores(
 
 def versions() -> dict[str, str]:
     """Versions recorded with every metrics file."""
-    import vcex
-
     return {
-        "vcex": vcex.__version__,
+        "vcex": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": str(torch.get_num_threads()),

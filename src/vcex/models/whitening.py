@@ -20,7 +20,7 @@ The map is linear and invertible; ``to_base`` gives the wrapped model's own late
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -29,8 +29,16 @@ from vcex.checks import device_of
 from vcex.errors import InputError
 from vcex.models.latent import LatentModel, as_latent_model
 
-if TYPE_CHECKING:
-    from vcex.explainers.result import CounterfactualResult
+
+class _HasLatents(Protocol):
+    """What :meth:`WhitenedLatentModel.to_base_result` reads of a result (a ``CounterfactualResult``), named here
+    so that models never import from explainers (data flows one way: models -> explainers -> results)."""
+
+    original_latents: torch.Tensor | None
+    counterfactual_latents: torch.Tensor | None
+
+
+ResultT = TypeVar("ResultT", bound=_HasLatents)
 
 DEFAULT_MIN_SCALE = 1e-3  # floor of a direction's spread, relative to the largest (keeps the map invertible)
 
@@ -135,8 +143,9 @@ class WhitenedLatentModel(nn.Module):
         return (self.mean + (whitened * self.scale) @ self.basis).reshape(-1, *self.latent_shape)
 
     @torch.no_grad()
-    def to_base_result(self, result: CounterfactualResult) -> CounterfactualResult:
-        """A result of an explainer run on this model, with its latents mapped back to the wrapped model's."""
+    def to_base_result(self, result: ResultT) -> ResultT:
+        """A result (a ``CounterfactualResult`` dataclass) of an explainer run on this model, with its latents
+        mapped back to the wrapped model's; every other field is the result's own."""
         if result.original_latents is None or result.counterfactual_latents is None:
             raise InputError("the result has no latents to map back; it was not made by a latent method")
         device = self.mean.device
