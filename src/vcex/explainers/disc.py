@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -54,7 +53,8 @@ class DISC(Explainer):
     ``result.sequence`` (N, S, C, H, W), a progressive counterfactual sequence.
 
     Args:
-        classifier: differentiable (N, C, H, W) -> (N, K); put in eval mode while it is explained.
+        classifier: differentiable (N, C, H, W) -> (N, K); run in eval mode while it is explained, every
+            submodule's mode restored afterwards.
         parameterisation: ``"dip"`` (default: the best on MNIST), ``"inr"`` or ``"pixels"``.
         feature_layers: names of classifier layers whose activations are preserved (as in
             ``classifier.named_modules()``; a :class:`Classifier`'s ``network.`` prefix is optional).
@@ -203,24 +203,9 @@ class DISC(Explainer):
             "parameterisation_options": self.parameterisation_options,
         }
 
-    @contextmanager
-    def _models_frozen(self) -> Iterator[None]:
-        """The base freezes the classifier; the consistency model is frozen the same way."""
-        model = self.consistency_model
-        if model is None or model is self.classifier:
-            with super()._models_frozen():
-                yield
-            return
-        mode, flags = model.training, [p.requires_grad for p in model.parameters()]
-        try:
-            model.eval()
-            model.requires_grad_(False)
-            with super()._models_frozen():
-                yield
-        finally:
-            model.train(mode)
-            for parameter, flag in zip(model.parameters(), flags):
-                parameter.requires_grad_(flag)
+    def _models(self) -> tuple[object, ...]:
+        """The base's models and the consistency model, all frozen while DISC explains."""
+        return (*super()._models(), self.consistency_model)
 
     def make_parameterisation(self, shape: tuple[int, int, int]) -> Parameterisation:
         """The parameterisation for images of ``shape`` (C, H, W)."""
