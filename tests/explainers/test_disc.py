@@ -1,3 +1,8 @@
+import copy
+import functools
+import warnings
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -122,6 +127,57 @@ def test_batch_norm_prior_needs_batch_norm_layers(tiny_classifier, bn_classifier
     assert disc.bn_weight == 0.0
     assert DISC(tiny_classifier, parameterisation="pixels").bn_weight == 0.0  # auto: silently off
     assert DISC(bn_classifier, parameterisation="pixels").bn_weight > 0  # auto: on
+
+
+def compiled(model: nn.Module, kind: str) -> torch.jit.ScriptModule:
+    """``model`` (in eval mode) as TorchScript: ``"script"`` (torch.jit.script) or ``"trace"`` (torch.jit.trace)."""
+    model = copy.deepcopy(model).eval()
+    return torch.jit.script(model) if kind == "script" else torch.jit.trace(model, torch.rand(2, 1, 28, 28))
+
+
+def user_warnings(build: Callable[[], object]) -> tuple[object, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        made = build()
+    return made, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["script", "trace"])
+def test_torchscript_classifier_says_once_that_the_batch_norm_prior_is_off(bn_classifier, mnist_small, kind):
+    _, _, images, _ = mnist_small
+    network = compiled(bn_classifier.network, kind)
+    classifier = Classifier(network, (0.1307,), (0.3081,), input_shape=(1, 28, 28))
+    for given in (network, classifier):  # the TorchScript module itself, or a Classifier around it
+        disc, messages = user_warnings(functools.partial(DISC, given, parameterisation="pixels", max_steps=20))
+        assert len(messages) == 1
+        assert f"{'traced' if kind == 'trace' else 'scripted'} (torch.jit.{kind}) TorchScript module" in messages[0]
+        assert "with 1 batch-norm layer," in messages[0] and "prior is off" in messages[0]
+        assert "settings['bn_weight'] records 0.0" in messages[0]
+        assert disc.bn_weight == 0.0
+    assert disc.explain(images[:2]).settings["bn_weight"] == 0.0
+    # asked for explicitly: the same message, not "has no batch-norm layers"
+    disc, messages = user_warnings(lambda: DISC(network, parameterisation="pixels", bn_weight=0.05))
+    assert len(messages) == 1 and "with 1 batch-norm layer," in messages[0] and "no batch-norm" not in messages[0]
+    assert disc.bn_weight == 0.0
+    _, messages = user_warnings(lambda: DISC(network, parameterisation="pixels", bn_weight=0.0))
+    assert messages == []  # turned off by the caller: nothing to say
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_batch_norm_layers_outside_torchscript_keep_the_prior_on(bn_classifier):
+    mixed = nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1), compiled(bn_classifier.network, "script")).eval()
+    disc, messages = user_warnings(lambda: DISC(mixed, parameterisation="pixels"))
+    assert len(messages) == 1 and "uses only the 1 batch-norm layer outside TorchScript" in messages[0]
+    assert disc.bn_weight > 0 and len(disc.norms) == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["script", "trace"])
+def test_torchscript_feature_layers_are_refused_in_the_constructor(bn_classifier, kind):
+    network = compiled(bn_classifier.network, kind)
+    with pytest.raises(InputError, match=r"'features.0' is inside a .*TorchScript module.*original nn.Module"):
+        DISC(network, parameterisation="pixels", feature_layers=["features.0"], feature_weight=1.0)
 
 
 def test_train_mode_classifier_is_explained_in_eval_mode_and_left_unchanged(bn_classifier, mnist_small):

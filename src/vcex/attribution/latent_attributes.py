@@ -35,6 +35,7 @@ from vcex.attribution.descriptors import Descriptors
 from vcex.checks import device_of
 from vcex.errors import InputError
 from vcex.explainers.result import CounterfactualResult
+from vcex.models.state import evaluates
 from vcex.standardize import raw_linear, standardization
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_MARGIN", "LatentAttributes", "LocalAttribution", "ProbeReport"]
@@ -75,8 +76,10 @@ class LatentAttributes(DescriptorReader):
     # ------------------------------------------------------------------------------ fitting
 
     @torch.no_grad()
+    @evaluates("self.latent_model")
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Encode (N, C, H, W) images in batches, without gradients -> (N, d) float32 on the CPU."""
+        """Encode (N, C, H, W) images in batches, without gradients, the latent model in eval mode (restored
+        afterwards) -> (N, d) float32 on the CPU."""
         if self.latent_model is None:
             raise InputError("this LatentAttributes has no latent model; pass latents instead of images")
         if not isinstance(images, torch.Tensor) or images.dim() < 2 or images.shape[0] == 0:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vcex.errors import InputError, ModelError
+from vcex.models.state import evaluating
 
 FeatureFunction = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,13 +64,8 @@ class PenultimateFeatures:
         if not isinstance(images, torch.Tensor) or images.dim() < 2 or images.shape[0] == 0:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputError(f"penultimate_features: need a non-empty batch of images (N, ...), got {shape}")
-        modes = {module: module.training for module in self.model.modules()}
-        self.model.eval()  # dropout off and batch-norm running statistics: features must be repeatable
-        try:
+        with evaluating(self.model):  # dropout off and batch-norm running statistics: features must be repeatable
             return torch.cat([self._one_chunk(chunk) for chunk in images.split(self.batch_size)])
-        finally:
-            for module, training in modes.items():
-                module.training = training
 
 
 def _is_output(head_output: torch.Tensor, logits: object) -> bool:

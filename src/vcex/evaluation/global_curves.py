@@ -18,6 +18,7 @@ import torch
 
 from vcex.errors import InputError
 from vcex.models.latent import LatentModel, as_latent_model
+from vcex.models.state import evaluates
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -96,6 +97,7 @@ def _classify_latents(
 
 
 @torch.no_grad()
+@evaluates("classifier", "latent_model")
 def flip_rate_curve(
     classifier: Scorer,
     latent_model: LatentModel,
@@ -171,6 +173,7 @@ def flip_rate_curve(
 
 
 @torch.no_grad()
+@evaluates("classifier", "latent_model")
 def sufficiency_curve(
     classifier: Scorer,
     latent_model: LatentModel,

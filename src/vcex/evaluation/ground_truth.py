@@ -27,6 +27,7 @@ from torch import nn
 from vcex.data.synthetic_faces import BINARY_ATTRIBUTES, FACTORS, NUISANCE_FACTORS, render_faces
 from vcex.errors import InputError
 from vcex.models.classifiers import checked_logits
+from vcex.models.state import evaluating
 
 Tensor = torch.Tensor
 
@@ -222,10 +223,7 @@ def _level_probabilities(
     device = torch.device("cpu")
     if isinstance(classifier, nn.Module):
         device = next((p.device for p in classifier.parameters()), device)
-    was_training = isinstance(classifier, nn.Module) and classifier.training
-    if was_training:
-        classifier.eval()
-    try:
+    with evaluating(classifier):
         base = (
             _positive_prob(classifier, render_faces(values, size=size), positive_class, batch_size, device)
             if with_base
@@ -250,9 +248,6 @@ def _level_probabilities(
             probs = torch.stack([_positive_prob(classifier, r, positive_class, batch_size, device) for r in renders])
             out[name] = (probs, base)
         return out
-    finally:
-        if was_training:
-            classifier.train()
 
 
 def _positive_prob(

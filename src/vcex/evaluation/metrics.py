@@ -14,6 +14,7 @@ import torch
 from vcex._version import __version__
 from vcex.errors import InputError
 from vcex.explainers.result import CounterfactualResult
+from vcex.models.state import evaluates
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
@@ -66,6 +67,7 @@ def agreement(predicted: torch.Tensor, target: torch.Tensor, lower: bool = False
 
 
 @torch.no_grad()
+@evaluates("model")
 def predict_labels(
     model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 512
 ) -> torch.Tensor:
@@ -114,6 +116,7 @@ def _mean(values: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+@evaluates("oracle", "knn", "autoencoders", "latent_model", "attributes")
 def evaluate(
     result: CounterfactualResult,
     *,

@@ -19,6 +19,7 @@ from vcex.explainers.result import CounterfactualResult
 from vcex.explainers.thresholds import AUTO, explained_thresholds
 from vcex.models.classifiers import Classifier, check_differentiable
 from vcex.models.latent import LatentModel
+from vcex.models.state import evaluating
 from vcex.progress import progress_bar
 
 LATENT_NORMS = ("l2", "l1")
@@ -241,7 +242,7 @@ class AmortizedCounterfactual(Explainer):
             raise InputError(f"fit needs at least 2 images, got {len(images)}")
         started = time.perf_counter()
         torch.manual_seed(seed)
-        with self._models_frozen():
+        with evaluating(*self._models()):
             images = images.to(self.device)
             # the fit backpropagates through the classifier: refuse a black box before any work
             check_differentiable(self.classifier, images, f"{type(self).__name__}.fit")
@@ -440,7 +441,7 @@ class AmortizedCounterfactual(Explainer):
         shape = self.classifier.input_shape
         if shape is not None:
             probe = torch.zeros(1, *shape, device=self.device)
-            with torch.no_grad():
+            with evaluating(self.classifier), torch.no_grad():
                 classes = self.classifier(probe).shape[1]
             if classes != record["num_classes"]:
                 raise InputError(

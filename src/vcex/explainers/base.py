@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -27,6 +26,7 @@ from vcex.models.classifiers import (
     predict_proba,
 )
 from vcex.models.latent import LatentModel, as_latent_model
+from vcex.models.state import evaluating
 
 TARGET_RULES = ("second", "flip")
 PAPER_THRESHOLD = 0.75  # Goldwasser & Hooker, reference code (research note section 1)
@@ -203,7 +203,7 @@ class Explainer:
         started = time.perf_counter()
         images = check_classifier_images(self.classifier, images)
         input_device = images.device
-        with self._models_frozen():
+        with evaluating(*self._models()):
             images = images.to(self.device)
             probs = self.predict_proba(images)
             targets = resolve_targets(target, probs, lower)
@@ -309,18 +309,7 @@ class Explainer:
             )
         return decoded
 
-    @contextmanager
-    def _models_frozen(self) -> Iterator[None]:
-        modules = [m for m in (self.classifier, self.latent_model) if isinstance(m, nn.Module)]
-        modes = [m.training for m in modules]
-        grads = [[p.requires_grad for p in m.parameters()] for m in modules]
-        try:
-            for module in modules:
-                module.eval()
-                module.requires_grad_(False)
-            yield
-        finally:
-            for module, mode, flags in zip(modules, modes, grads):
-                module.train(mode)
-                for parameter, flag in zip(module.parameters(), flags):
-                    parameter.requires_grad_(flag)
+    def _models(self) -> tuple[object, ...]:
+        """The models ``explain`` (and a fit) runs, kept in eval mode with frozen parameters while it runs
+        and restored exactly afterwards (:func:`vcex.models.state.evaluating`)."""
+        return (self.classifier, self.latent_model)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -16,11 +15,15 @@ from vcex.explainers.inversion import (
     Parameterisation,
     batch_norm_layers,
     batch_norm_prior,
+    check_hookable,
     feature_distance,
     find_modules,
     make_parameterisation,
+    script_batch_norm_count,
+    torchscript_kind,
     total_variation,
     warn_no_batch_norm,
+    warn_script_batch_norm,
 )
 from vcex.explainers.loop import optimise_until_confident
 from vcex.explainers.thresholds import AUTO
@@ -55,14 +58,18 @@ class DISC(Explainer):
     ``result.sequence`` (N, S, C, H, W), a progressive counterfactual sequence.
 
     Args:
-        classifier: differentiable (N, C, H, W) -> (N, K); put in eval mode while it is explained.
+        classifier: differentiable (N, C, H, W) -> (N, K); run in eval mode while it is explained, every
+            submodule's mode restored afterwards.
         parameterisation: ``"dip"`` (default: the best on MNIST), ``"inr"`` or ``"pixels"``.
         feature_layers: names of classifier layers whose activations are preserved (as in
-            ``classifier.named_modules()``; a :class:`Classifier`'s ``network.`` prefix is optional).
+            ``classifier.named_modules()``; a :class:`Classifier`'s ``network.`` prefix is optional). Not
+            inside a TorchScript module (refused: its activations cannot be read).
         feature_weight: weight of the feature-preservation term.
         bn_weight: weight of the batch-norm prior; None uses 0.01 when the classifier has BatchNorm
             layers (not tuned: the MNIST benchmark's classifier has none) and 0 otherwise; a positive
-            value without BatchNorm layers warns and turns it off.
+            value without BatchNorm layers warns and turns it off. The inputs of BatchNorm layers inside a
+            TorchScript (scripted or traced) classifier cannot be read, so there the prior is left out with
+            a warning (``settings["bn_weight"]`` records 0.0 when no other BatchNorm layer is left).
         tv_weight: weight of the total variation of x' (0.3; measured on MNIST, docs/benchmarks/disc.md).
         l2_weight: weight of the mean squared change (x' - x)^2 (0).
         consistency: ``"none"``, ``"duq"`` (needs ``consistency_model``, a DUQ classifier, e.g. from
@@ -144,14 +151,20 @@ class DISC(Explainer):
         self.parameterisation = parameterisation
         self.feature_layers = tuple(feature_layers)
         self.feature_modules = find_modules(self.classifier, self.feature_layers)
+        check_hookable(self.feature_layers, self.feature_modules)
         self.feature_weight = float(feature_weight) if self.feature_layers else 0.0
         self.norms = batch_norm_layers(self.classifier)
+        if bn_weight is not None and bn_weight < 0:
+            raise InputError(f"bn_weight must be >= 0, got {bn_weight}")
+        compiled_norms = script_batch_norm_count(self.classifier)
+        if compiled_norms and bn_weight != 0:  # asked for, or the default, which would use them
+            warn_script_batch_norm(torchscript_kind(self.classifier), compiled_norms, len(self.norms))
+        elif bn_weight is not None and bn_weight > 0 and not self.norms:
+            network = getattr(self.classifier, "network", self.classifier)
+            warn_no_batch_norm(getattr(network, "original_name", type(network).__name__))
         if bn_weight is None:
             bn_weight = 0.01 if self.norms else 0.0
-        elif bn_weight < 0:
-            raise InputError(f"bn_weight must be >= 0, got {bn_weight}")
-        elif bn_weight > 0 and not self.norms:
-            warn_no_batch_norm(type(getattr(self.classifier, "network", self.classifier)).__name__)
+        elif not self.norms:
             bn_weight = 0.0
         self.bn_weight = float(bn_weight)
         self.tv_weight = float(tv_weight)
@@ -219,24 +232,9 @@ class DISC(Explainer):
             "parameterisation_options": self.parameterisation_options,
         }
 
-    @contextmanager
-    def _models_frozen(self) -> Iterator[None]:
-        """The base freezes the classifier; the consistency model is frozen the same way."""
-        model = self.consistency_model
-        if model is None or model is self.classifier:
-            with super()._models_frozen():
-                yield
-            return
-        mode, flags = model.training, [p.requires_grad for p in model.parameters()]
-        try:
-            model.eval()
-            model.requires_grad_(False)
-            with super()._models_frozen():
-                yield
-        finally:
-            model.train(mode)
-            for parameter, flag in zip(model.parameters(), flags):
-                parameter.requires_grad_(flag)
+    def _models(self) -> tuple[object, ...]:
+        """The base's models and the consistency model, all frozen while DISC explains."""
+        return (*super()._models(), self.consistency_model)
 
     def make_parameterisation(self, shape: tuple[int, int, int]) -> Parameterisation:
         """The parameterisation for images of ``shape`` (C, H, W)."""

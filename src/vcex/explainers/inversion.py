@@ -354,8 +354,36 @@ def find_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
 
 
 def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The batch-norm layers of ``model`` that track running statistics."""
+    """The batch-norm layers of ``model`` that track running statistics (and whose inputs a hook can read:
+    those inside TorchScript are counted by :func:`script_batch_norm_count`)."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+
+
+_BATCH_NORM_NAMES = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")
+
+
+def torchscript_kind(model: nn.Module) -> str | None:
+    """How ``model`` (or a part of it) was compiled: ``"traced (torch.jit.trace)"``, ``"scripted
+    (torch.jit.script)"``, or None for plain modules. TorchScript runs its forward pass as a compiled graph, so
+    Python forward hooks on its layers never run (scripted) or are refused (traced: ignored)."""
+    for module in model.modules():
+        if isinstance(module, torch.jit.TracedModule):
+            return "traced (torch.jit.trace)"
+        if isinstance(module, torch.jit.ScriptModule):
+            return "scripted (torch.jit.script)"
+    return None
+
+
+def script_batch_norm_count(model: nn.Module) -> int:
+    """The batch-norm layers with running statistics inside TorchScript parts of ``model``: a compiled layer
+    is no ``_BatchNorm`` instance, but keeps its class's name as ``original_name`` and its buffers."""
+    return sum(
+        1
+        for module in model.modules()
+        if isinstance(module, torch.jit.ScriptModule)
+        and getattr(module, "original_name", "") in _BATCH_NORM_NAMES
+        and isinstance(getattr(module, "running_mean", None), torch.Tensor)
+    )
 
 
 class ActivationRecorder:
@@ -415,6 +443,38 @@ def batch_norm_prior(inputs: Sequence[torch.Tensor], norms: Sequence[nn.modules.
         var = x.var(dims, unbiased=False) if x.shape[0] * math.prod(x.shape[2:]) > 1 else torch.zeros_like(mean)
         total = total + (mean - norm.running_mean).norm() + (var - norm.running_var).norm()
     return total
+
+
+def warn_script_batch_norm(kind: str, count: int, hookable: int) -> None:
+    """The classifier's batch-norm layers (``count`` of them) are inside TorchScript, whose layer inputs cannot be
+    read, so DISC's batch-norm prior is off (or, with ``hookable`` plain BN layers elsewhere, leaves them out)."""
+    effect = (
+        f"DISC's batch-norm prior uses only the {_layers(hookable)} outside TorchScript"
+        if hookable
+        else "DISC's batch-norm prior is off (settings['bn_weight'] records 0.0)"
+    )
+    warnings.warn(
+        f"the classifier is a {kind} TorchScript module with {_layers(count)}, but the inputs of layers "
+        f"inside TorchScript cannot be read (forward hooks do not run in its compiled graph), so {effect}; "
+        "explain the original nn.Module to use the prior, or pass bn_weight=0 to silence this",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _layers(count: int) -> str:
+    return f"{count} batch-norm layer{'' if count == 1 else 's'}"
+
+
+def check_hookable(layers: Sequence[str], modules: Sequence[nn.Module]) -> None:
+    """Refuse feature layers inside TorchScript: their activations cannot be read (no forward hooks)."""
+    for name, module in zip(layers, modules):
+        if isinstance(module, torch.jit.ScriptModule):
+            raise InputError(
+                f"feature layer {name!r} is inside a {torchscript_kind(module)} TorchScript module, whose layer "
+                "activations cannot be read (forward hooks do not run in its compiled graph); pass the original "
+                "nn.Module as the classifier to preserve features, or leave feature_layers empty"
+            )
 
 
 def warn_no_batch_norm(model_name: str) -> None:

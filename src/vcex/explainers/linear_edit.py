@@ -10,6 +10,7 @@ from vcex.errors import InputError
 from vcex.explainers.base import Explainer, ThresholdSpec
 from vcex.explainers.thresholds import AUTO
 from vcex.models.latent import LatentModel
+from vcex.models.state import evaluating
 from vcex.standardize import raw_linear, standardization
 
 
@@ -64,10 +65,11 @@ class LinearLatentEdit(Explainer):
         from sklearn.linear_model import LogisticRegression
 
         images = check_images(images, value_range=self.classifier.value_range)
-        with self._models_frozen(), torch.no_grad():
+        with evaluating(*self._models()), torch.no_grad():
             images = images.to(self.device)
             latents = torch.cat([self.latent_model.encode(c) for c in images.split(self.batch_size)])
-            labels = self.predict_proba(images).argmax(1)
+            probs = self.predict_proba(images)
+        labels, num_classes = probs.argmax(1), probs.shape[1]
         classes = labels.unique()
         if len(classes) < 2:
             raise InputError("the classifier predicts a single class on these images; the probe needs at least two")
@@ -78,7 +80,6 @@ class LinearLatentEdit(Explainer):
         center, spread = standardization(flat)
         standardised = (flat - center) / spread
         probe.fit(standardised, labels.cpu().numpy())
-        num_classes = self.predict_proba(images[:1]).shape[1]
         weight = torch.zeros(num_classes, flat.shape[1], dtype=torch.float64)
         bias = torch.full((num_classes,), -1e4, dtype=torch.float64)  # classes never predicted stay unreachable
         fitted_classes = torch.as_tensor(probe.classes_)

@@ -60,12 +60,7 @@ def class_thresholds(
         raise InputError(f"labels must be a (N,) tensor with one class per image, N = {len(images)}; got {got}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise InputError(f"labels must be integer class indices, got dtype {labels.dtype}; use labels.long()")
-    training = model.training
-    model.eval()
-    try:
-        probs = predict_proba(model, images.to(model.device), batch_size).double().cpu()
-    finally:
-        model.train(training)
+    probs = predict_proba(model, images.to(model.device), batch_size).double().cpu()  # in eval mode, restored
     classes = probs.shape[1]
     labels = labels.cpu().long()
     if labels.min() < 0 or labels.max() >= classes:

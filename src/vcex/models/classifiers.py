@@ -10,6 +10,7 @@ from torch import nn
 
 from vcex.checks import check_images
 from vcex.errors import InputError, ModelError
+from vcex.models.state import evaluates
 
 
 class Classifier(nn.Module):
@@ -110,8 +111,10 @@ def check_classifier_images(classifier: Classifier, images: torch.Tensor) -> tor
 
 
 @torch.no_grad()
+@evaluates("classifier")
 def predict_proba(classifier: Classifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Probabilities (N, K) in chunks of ``batch_size`` on the images' device; the first chunk checks the logits."""
+    """Probabilities (N, K) in chunks of ``batch_size`` on the images' device; the first chunk checks the logits.
+    The classifier runs in eval mode; its modes are restored afterwards."""
     outputs = []
     for i, chunk in enumerate(images.split(batch_size)):
         logits = checked_logits(classifier, chunk) if i == 0 else classifier(chunk)

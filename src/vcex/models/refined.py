@@ -19,6 +19,7 @@ from torch import nn
 from vcex.checks import device_of
 from vcex.errors import InputError
 from vcex.models.latent import LatentModel, as_latent_model
+from vcex.models.state import evaluating
 
 DEFAULT_STEPS = 300
 # Adam's step on the faces generator's W (per-coordinate spread ~7): 0.1 and 0.3 gave the same fidelity on
@@ -57,29 +58,24 @@ class RefinedEncoder(nn.Module):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputError(f"images must be a (N, C, H, W) tensor, got {shape}")
         images = images.to(device_of(self.latent_model))
-        return torch.cat([self._refine(chunk) for chunk in images.split(self.batch_size)])
+        # eval mode and frozen weights while refining: only the latent is optimised, the model comes back as it was
+        with evaluating(self.latent_model):
+            return torch.cat([self._refine(chunk) for chunk in images.split(self.batch_size)])
 
     def _refine(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             start = self.latent_model.encode(images)
         if self.steps == 0:
             return start
-        parameters = [p for p in self.parameters() if p.requires_grad]
         with torch.enable_grad():
-            for p in parameters:
-                p.requires_grad_(False)  # only the latent is optimised
-            try:
-                latents = start.detach().clone().requires_grad_(True)
-                optimizer = torch.optim.Adam([latents], lr=self.lr)
-                for _ in range(self.steps):
-                    # per-image means, summed: one image's step does not depend on the batch it is in
-                    loss = (self.latent_model.decode(latents) - images).pow(2).flatten(1).mean(1).sum()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-            finally:
-                for p in parameters:
-                    p.requires_grad_(True)
+            latents = start.detach().clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([latents], lr=self.lr)
+            for _ in range(self.steps):
+                # per-image means, summed: one image's step does not depend on the batch it is in
+                loss = (self.latent_model.decode(latents) - images).pow(2).flatten(1).mean(1).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         return latents.detach()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,7 @@ from torch import nn
 
 from vcex.cache import load_state_into, load_weights
 from vcex.errors import InputError
+from vcex.models.state import evaluates
 from vcex.progress import progress_bar
 
 Tensor = torch.Tensor
@@ -497,12 +498,10 @@ def psnr(images: Tensor, reference: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+@evaluates("model")
 def reconstruction_psnr(model: StyleAutoencoder, images: Tensor, batch_size: int = 256) -> float:
-    """Mean PSNR (dB) of ``decode(encode(images))`` against ``images``."""
-    was_training = model.training
-    model.eval()
+    """Mean PSNR (dB) of ``decode(encode(images))`` against ``images``, the model in eval mode (restored)."""
     values = [psnr(model(chunk), chunk) for chunk in images.split(batch_size)]
-    model.train(was_training)
     return float(torch.cat(values).mean()) if values else float("nan")
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcex.models.state import evaluates
 from vcex.progress import progress_bar
 
 
@@ -98,6 +99,7 @@ def classification_loss(network: nn.Module, max_shift: int = 0) -> Callable:
 
 
 @torch.no_grad()
+@evaluates("model")
 def accuracy(
     model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
 ) -> float:

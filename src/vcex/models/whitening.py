@@ -28,6 +28,7 @@ from torch import nn
 from vcex.checks import device_of
 from vcex.errors import InputError
 from vcex.models.latent import LatentModel, as_latent_model
+from vcex.models.state import evaluates
 
 
 class _HasLatents(Protocol):
@@ -81,6 +82,7 @@ class WhitenedLatentModel(nn.Module):
 
     @classmethod
     @torch.no_grad()
+    @evaluates("latent_model")
     def fit(
         cls,
         latent_model: LatentModel,
@@ -89,7 +91,8 @@ class WhitenedLatentModel(nn.Module):
         batch_size: int = 256,
         min_scale: float = DEFAULT_MIN_SCALE,
     ) -> WhitenedLatentModel:
-        """Whiten ``latent_model`` by the encodings of ``images`` (N, C, H, W), N >= 2 (more than d is best)."""
+        """Whiten ``latent_model`` by the encodings of ``images`` (N, C, H, W), N >= 2 (more than d is best);
+        the model encodes in eval mode, its modes restored afterwards."""
         latent_model = as_latent_model(latent_model)
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
