@@ -197,3 +197,39 @@ def test_runs_on_cuda(tiny_classifier, tiny_vae, mnist_small):
     )
     result = attack.explain(images[:16].cuda())
     assert result.counterfactuals.is_cuda and result.validity >= 0.9
+
+
+@pytest.mark.parametrize("lr", [-1, 0, float("nan"), float("inf")])
+def test_every_explainer_refuses_a_learning_rate_that_is_not_positive_and_finite(tiny_classifier, tiny_vae, lr):
+    from vcex import DISC, AmortizedCounterfactual, PixelAttack
+    from vcex.attribution import ImageAttributes
+    from vcex.explainers.inversion import FourierINR
+    from vcex.models.refined import RefinedEncoder
+
+    constructors = {
+        "lr": [
+            lambda: CounterfactualAttack(tiny_classifier, tiny_vae, lr=lr),
+            lambda: PixelAttack(tiny_classifier, lr=lr),
+            lambda: DISC(tiny_classifier, lr=lr),
+            lambda: RefinedEncoder(tiny_vae, lr=lr),
+            lambda: ImageAttributes(lr=lr),
+            lambda: AmortizedCounterfactual(tiny_classifier, tiny_vae).fit(torch.rand(4, 1, 28, 28), lr=lr),
+        ],
+        "lr_refine": [lambda: AmortizedCounterfactual(tiny_classifier, tiny_vae, lr_refine=lr)],
+        "fit_lr": [lambda: FourierINR((1, 28, 28), fit_lr=lr)],  # DISC's INR parameterisation
+    }
+    for name, builds in constructors.items():
+        for build in builds:
+            with pytest.raises(InputError, match=f"{name} must be a positive finite number"):
+                build()
+
+
+def test_step_budgets_and_batch_sizes_are_checked_when_the_explainer_is_built(tiny_classifier, tiny_vae):
+    from vcex import PixelAttack
+
+    with pytest.raises(InputError, match="max_steps must be >= 0, got -1"):
+        CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=-1)
+    with pytest.raises(InputError, match="max_steps must be a whole number"):
+        PixelAttack(tiny_classifier, max_steps=float("nan"))
+    with pytest.raises(InputError, match="batch_size must be >= 1, got 0"):
+        CounterfactualAttack(tiny_classifier, tiny_vae, batch_size=0)

@@ -36,7 +36,7 @@ from vcex.attribution.base import (
 )
 from vcex.attribution.descriptors import Descriptors
 from vcex.cache import load_state_into, load_weights, save_weights
-from vcex.checks import check_images
+from vcex.checks import check_images, check_positive_finite
 from vcex.errors import CacheError, InputError
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.faces import conv_pair_net
@@ -78,6 +78,7 @@ class ImageAttributes(DescriptorReader):
         progress: bool = False,
     ) -> None:
         super().__init__(descriptors, margin, alpha)
+        lr = check_positive_finite("lr", lr)
         if epochs < 1 or batch_size < 1 or lr <= 0 or width < 1 or max_shift < 0 or max_blur < 0:
             raise InputError(
                 "ImageAttributes needs epochs >= 1, batch_size >= 1, lr > 0, width >= 1, max_shift >= 0 and "

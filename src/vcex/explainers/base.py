@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vcex.checks import short_list
+from vcex.checks import check_count, short_list
 from vcex.errors import InputError, ModelError
 from vcex.explainers.result import CounterfactualResult, ResultBuilder
 from vcex.models.classifiers import (
@@ -167,9 +167,7 @@ class Explainer:
         else:
             self.latent_model = as_latent_model(latent_model) if latent_model is not None else None
         self.threshold = check_threshold(threshold)
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = check_count("batch_size", batch_size, 1)
         self.device = torch.device(device) if device is not None else self.classifier.device
         self.progress = progress
 
