@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -216,6 +215,7 @@ DEMO_METHODS = ("attack", "pixel", "linear", "disc")
 
 def _demo(args: argparse.Namespace) -> None:
     from vcex.pipeline import build_explainer, evaluate_result, prepare, write_outputs
+    from vcex.records import write_json
     from vcex.report import write_report
 
     started = time.perf_counter()
@@ -237,7 +237,7 @@ def _demo(args: argparse.Namespace) -> None:
             f"kNN {record['knn_agreement']:.2f}  L1 {record['l1']:.3f}{mnac}  "
             f"{record['seconds_per_cf'] * 1e3:.1f} ms/CF",
         )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     notes = (
         f"{bench.dataset}: {args.n} test images, target = the classifier's runner-up class. Classifier "
         f"test accuracy {bench.classifier.training_record.get('test_accuracy')}; oracle "
@@ -269,6 +269,7 @@ METHOD_FLAGS = {
 def _explain(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import parse_target, prepare, run_explain
+    from vcex.records import json_text
 
     if args.images and args.n is not None:
         raise InputError("--n counts test images; with --images every image given is explained: drop --n")
@@ -312,7 +313,7 @@ def _explain(args: argparse.Namespace) -> None:
         **options,
     )
     print(
-        json.dumps(
+        json_text(
             {
                 k: metrics[k]
                 for k in (
@@ -327,7 +328,8 @@ def _explain(args: argparse.Namespace) -> None:
                     "seconds_per_cf",
                 )
                 if k in metrics
-            }
+            },
+            indent=None,
         )
     )
 
@@ -335,6 +337,7 @@ def _explain(args: argparse.Namespace) -> None:
 def _global(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import check_global_options, prepare, run_global
+    from vcex.records import json_text
 
     # before any model is trained
     check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores, args.descriptors)
@@ -359,12 +362,13 @@ def _global(args: argparse.Namespace) -> None:
     if "explain_away" in record:
         summary["explaining away"] = record["explain_away"]["ranking"][:3]
     print(
-        json.dumps(
+        json_text(
             {
                 "dataset": record["dataset"],
                 "valid_counterfactuals": record["valid_counterfactuals"],
                 "top_descriptors": summary,
-            }
+            },
+            indent=None,
         )
     )
 

@@ -32,6 +32,7 @@ from vcex.explainers.thresholds import class_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
 from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
+from vcex.records import write_json
 from vcex.report import result_grid, save_png
 
 if TYPE_CHECKING:
@@ -388,7 +389,7 @@ def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) 
     """metrics.json, counterfactuals.safetensors (+ .json) and grid.png in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     result.save(out / "counterfactuals.safetensors")
     save_png(result_grid(result, 16), out / "grid.png")
 
@@ -639,7 +640,7 @@ def run_global(
             "round_scores": round_scores,
             "seconds": round(sum(r.seconds for r in away.results[1:]), 3),
         }
-    (out / "global.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out / "global.json", record)
     _global_report(bench, explanations, record, out)
     return record
 

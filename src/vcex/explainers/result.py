@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vcex.errors import CacheError
+from vcex.records import write_json
 
 _OPTIONAL = ("original_latents", "counterfactual_latents", "reconstructions", "sequence", "sequence_prob")
 
@@ -87,7 +88,7 @@ class CounterfactualResult:
         scalars = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in tensors and f.name not in _OPTIONAL
         }
-        path.with_name(path.name + ".json").write_text(json.dumps(scalars, indent=2, default=str))
+        write_json(path.with_name(path.name + ".json"), scalars)
         return path
 
     @classmethod
