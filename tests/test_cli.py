@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from vcex.cache import cache_dir
 from vcex.cli import main
+from vcex.explainers import CounterfactualResult
 from vcex.models import load_classifier, zoo
 
 REQUIRED_KEYS = {
@@ -353,3 +354,37 @@ def test_explain_the_users_own_image_files(tiny_recipes, tmp_path, capsys):
     assert "none.png does not exist" in capsys.readouterr().err
     assert main(argv + ["--n", "2", "--quiet"]) == 2
     assert "drop --n" in capsys.readouterr().err
+
+
+def strict_json(path):
+    """The JSON in ``path``, refusing the bare NaN / Infinity that Python's json writes by default."""
+
+    def refuse(constant):
+        raise AssertionError(f"{path} holds a bare {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_chunk_or_metrics_from_another_version_resume_or_recompute(tiny_recipes, tmp_path, capsys):
+    from vcex import pipeline
+
+    out = tmp_path / "run"
+    argv = ["explain", "--method", "pixel", "--n", "3", "--max-steps", "100", "--threshold", "0.9", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    first = strict_json(out / "metrics.json")
+    (chunk,) = out.glob("chunks/*/00000000.safetensors.json")
+    scalars = json.loads(chunk.read_text())
+    chunk.write_text(json.dumps({**scalars, "from_a_later_vcex": {"x": 1}}))
+    assert main([*argv, "--quiet"]) == 0  # an unknown key is ignored: the chunk is reused
+    assert strict_json(out / "metrics.json")["resumed_chunks"] == 1
+    chunk.write_text(json.dumps({k: v for k, v in scalars.items() if k != "threshold"}))
+    assert main([*argv, "--quiet"]) == 0  # a missing one: the chunk is computed again
+    again = strict_json(out / "metrics.json")
+    assert again["resumed_chunks"] == 0 and again["validity"] == first["validity"]
+    assert "threshold" in json.loads(chunk.read_text())
+    # metrics.json never holds a bare NaN: a number that is not finite is written as null
+    result = CounterfactualResult.load(out / "counterfactuals.safetensors")
+    pipeline.write_outputs(tmp_path / "nan", result, {**again, "l1": float("nan"), "realism": {"im1": float("inf")}})
+    written = strict_json(tmp_path / "nan" / "metrics.json")
+    assert written["l1"] is None and written["realism"]["im1"] is None and written["n"] == 3
+    capsys.readouterr()

@@ -1,12 +1,18 @@
-"""JSON records on disk, written as strict JSON."""
+"""JSON records on disk: written as strict JSON, read back into dataclasses across vcex versions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
+
+from vcex.errors import CacheError
+
+Record = TypeVar("Record")
 
 
 def finite_json(value: object) -> object:
@@ -37,3 +43,23 @@ def write_json(path: str | Path, record: object) -> Path:
     path = Path(path)
     path.write_text(json_text(record), encoding="utf-8")
     return path
+
+
+def dataclass_from_record(cls: type[Record], record: Mapping[str, Any], source: str) -> Record:
+    """An instance of the dataclass ``cls`` from a saved ``record``, across vcex versions.
+
+    Keys that ``cls`` has no field for (written by another vcex version) are ignored; a required field the
+    record lacks raises :class:`CacheError` naming ``source``, so a cache is recomputed rather than misread.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in record]
+    if missing:
+        raise CacheError(
+            f"{source} lacks {', '.join(missing)} (written by another vcex version?); it cannot be read back"
+        )
+    return cls(**{key: value for key, value in record.items() if key in names})

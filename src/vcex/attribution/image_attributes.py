@@ -41,6 +41,7 @@ from vcex.errors import CacheError, InputError
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.faces import conv_pair_net
 from vcex.models.training import fit, random_blur, random_shift
+from vcex.records import dataclass_from_record
 
 _SETTINGS = ("epochs", "batch_size", "lr", "width", "max_shift", "max_blur", "margin", "alpha")
 
@@ -226,7 +227,7 @@ class ImageAttributes(DescriptorReader):
         readers.network = network.to(readers.device).eval().requires_grad_(False)
         readers.image_shape = tuple(record["image_shape"])
         readers.names = list(record["names"])
-        readers.reports = [ProbeReport(**report) for report in record["reports"]]
+        readers.reports = [dataclass_from_record(ProbeReport, report, str(path)) for report in record["reports"]]
         readers.notes = list(record["notes"])
         readers.train_seconds = record["train_seconds"]
         return readers
