@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vcex import CounterfactualAttack, CounterfactualResult, InputError, ModelError
-from vcex.models import KNNOracle, as_classifier
+from vcex.models import Classifier, KNNOracle
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +140,14 @@ def test_bad_models_are_refused(tiny_classifier, tiny_vae, mnist_small):
     with pytest.raises(InputError, match="latent model"):
         CounterfactualAttack(tiny_classifier, None)
     knn = KNNOracle(images[:50], torch.arange(50) % 10)
+    # the kNN's votes are probabilities, so it is wrapped as such: then its lack of gradients is what is refused
+    black_box = Classifier(knn.votes, outputs="probabilities")
     with pytest.raises(ModelError, match="not differentiable"):
-        CounterfactualAttack(as_classifier(knn.votes), tiny_vae).explain(images[:2])
+        CounterfactualAttack(black_box, tiny_vae).explain(images[:2])
     # the probe runs once per classifier: a black box swapped in later is still caught
     explainer = CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=1)
     explainer.explain(images[:2])
-    explainer.classifier = as_classifier(knn.votes)
+    explainer.classifier = black_box
     with pytest.raises(ModelError, match="not differentiable"):
         explainer.explain(images[:2])
 
@@ -197,6 +199,27 @@ def test_runs_on_cuda(tiny_classifier, tiny_vae, mnist_small):
     )
     result = attack.explain(images[:16].cuda())
     assert result.counterfactuals.is_cuda and result.validity >= 0.9
+
+
+def test_a_classifier_ending_in_softmax_is_refused_then_explained_once_wrapped(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    images = images[:8]
+    softmax_model = torch.nn.Sequential(tiny_classifier, torch.nn.Softmax(dim=1))
+    with pytest.raises(ModelError, match=r'not logits.*Classifier\(model, outputs="probabilities"\)'):
+        CounterfactualAttack(softmax_model, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    wrapped = Classifier(softmax_model, outputs="probabilities")
+    result = CounterfactualAttack(wrapped, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    # the same attack as on the model's own logits: the same images reach the target, at the same steps
+    plain = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    assert result.validity >= 0.5 and torch.equal(result.success, plain.success)
+    assert torch.equal(result.steps, plain.steps)
+    with torch.no_grad():
+        probs = tiny_classifier(result.counterfactuals).softmax(1)
+    assert torch.allclose(probs.gather(1, result.target[:, None])[:, 0], result.target_prob, atol=1e-4)
+    # log-softmax outputs are logits: accepted as they are
+    log_softmax = torch.nn.Sequential(tiny_classifier, torch.nn.LogSoftmax(dim=1))
+    accepted = CounterfactualAttack(log_softmax, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    assert torch.equal(accepted.success, plain.success)
 
 
 @pytest.mark.parametrize("lr", [-1, 0, float("nan"), float("inf")])
