@@ -388,3 +388,15 @@ def test_a_chunk_or_metrics_from_another_version_resume_or_recompute(tiny_recipe
     written = strict_json(tmp_path / "nan" / "metrics.json")
     assert written["l1"] is None and written["realism"]["im1"] is None and written["n"] == 3
     capsys.readouterr()
+
+
+def test_a_descriptor_csv_that_is_not_utf8_is_named_before_training(bar_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "fit", lambda *args, **kwargs: pytest.fail("nothing should train"))
+    root = bar_folder(tmp_path / "bars", per_class=4)
+    rows = ["file,size"] + [f"{name}/{i}.png,{i}" for name in ("horizontal", "vertical") for i in range(4)]
+    csv_path = tmp_path / "größen.csv"
+    csv_path.write_bytes(("\n".join(rows).replace("size", "größe") + "\n").encode("latin-1"))
+    argv = ["global", "--dataset", f"folder:{root}", "--descriptors", str(csv_path), "--out", str(tmp_path / "g")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{csv_path} is not UTF-8 text: byte 7 (line 1)" in err[0] and "save it as UTF-8" in err[0]
