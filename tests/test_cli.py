@@ -184,7 +184,6 @@ def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
         (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision is for"),
         (["explain", "--method", "linear", "--whiten", "--n", "2", "--out", "x"], "--whiten is for --method attack"),
         (["explain", "--method", "pixel", "--invert-steps", "5", "--n", "2", "--out", "x"], "--invert-steps is for"),
-        (["explain", "--invert-steps", "-1", "--n", "2", "--out", "x"], "--invert-steps must be >= 0"),
         (["explain", "--precision", "fp8", "--n", "2", "--out", "x"], "unknown precision 'fp8'"),
         (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(
@@ -400,3 +399,48 @@ def test_a_descriptor_csv_that_is_not_utf8_is_named_before_training(bar_folder, 
     assert main([*argv, "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{csv_path} is not UTF-8 text: byte 7 (line 1)" in err[0] and "save it as UTF-8" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explain", "--lr", "-1"], "argument --lr: expected a positive finite number"),
+        (["explain", "--lr", "0"], "argument --lr: expected a positive finite number"),
+        (["explain", "--lr", "nan"], "argument --lr: expected a positive finite number such as 0.05, got 'nan'"),
+        (["explain", "--lr", "inf"], "argument --lr: expected a positive finite number"),
+        (["explain", "--lr", "fast"], "argument --lr: expected a positive finite number"),
+        (["explain", "--max-steps", "-1"], "argument --max-steps: expected a whole number >= 0, got -1"),
+        (["explain", "--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got 0"),
+        (["explain", "--n", "0"], "argument --n: expected a whole number >= 1"),
+        (["explain", "--n", "2.5"], "argument --n: expected a whole number >= 1, got '2.5'"),
+        (["explain", "--invert-steps", "-1"], "argument --invert-steps: expected a whole number >= 0"),
+        (["explain", "--method", "amortized", "--refine", "-2"], "argument --refine: expected a whole number >= 0"),
+        (["global", "--max-steps", "-5"], "argument --max-steps: expected a whole number >= 0"),
+        (["global", "--rounds", "0"], "argument --rounds: expected a whole number >= 1"),
+        (["demo", "--examples", "0"], "argument --examples: expected a whole number >= 1"),
+        (["benchmark", "--suite", "mnist", "--n", "0"], "argument --n: expected a whole number >= 1"),
+    ],
+)
+def test_bad_numbers_are_refused_by_the_parser(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--out", str(tmp_path / "x")] if "--out" not in argv else argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+@pytest.mark.parametrize(
+    "command",
+    [["demo"], ["explain"], ["global"], ["benchmark", "--suite", "mnist"], ["datasets", "preview", "mnist"]],
+)
+def test_an_empty_out_is_refused_for_every_command_before_any_work(tmp_path, capsys, monkeypatch, command, out):
+    from vcex import pipeline
+
+    monkeypatch.setattr(pipeline, "prepare", lambda *args, **kwargs: pytest.fail("nothing should load"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--out", out])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --out: is empty, which would write into the current folder" in err
+    assert list(tmp_path.iterdir()) == []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vcex.errors import VcexError
@@ -33,6 +35,44 @@ def _threshold(text: str) -> float | str:
     return value
 
 
+def _positive_number(text: str) -> float:
+    """--lr: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number such as 0.05, got {text!r}")
+    return value
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """A parser of whole numbers >= ``minimum`` (counts: images, steps, a batch size)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_count, _positive_count = _whole_number(0), _whole_number(1)
+
+
+def _out_path(text: str) -> str:
+    """--out: a path that is not empty (an empty one would write into the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty, which would write into the current folder; give a path, e.g. --out results"
+        )
+    return text
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -45,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="end to end on the embedded MNIST: train or load, explain, report")
-    demo.add_argument("--out", default="vcex-demo", help="output folder (report.html, metrics, grids)")
+    demo.add_argument("--out", type=_out_path, default="vcex-demo", help="output folder (report.html, metrics, grids)")
     demo.add_argument("--dataset", default="mnist", help=f"mnist (default, embedded) | fashion | faces | {FOLDER_HELP}")
     demo.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
-    demo.add_argument("--n", type=int, default=100, help="test images to explain per method (default 100)")
-    demo.add_argument("--examples", type=int, default=8, help="images shown in the report (default 8)")
+    demo.add_argument("--n", type=_positive_count, default=100, help="test images to explain per method (default 100)")
+    demo.add_argument("--examples", type=_positive_count, default=8, help="images shown in the report (default 8)")
     _add_common(demo)
 
     explain = commands.add_parser("explain", help="counterfactuals for test images with one method")
@@ -61,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--space", default=None, help="faces: the attack's latent space, w (default) or style (StyleSpace)"
     )
-    explain.add_argument("--n", type=int, default=None, help="number of test images (the first N; default 200)")
+    explain.add_argument(
+        "--n", type=_positive_count, default=None, help="number of test images (the first N; default 200)"
+    )
     explain.add_argument(
         "--images",
         nargs="+",
@@ -70,12 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "images are (its channels, resized to its size)",
     )
     explain.add_argument("--target", default="second", help="class index, 'second' (runner-up) or 'flip'")
-    explain.add_argument("--out", required=True, help="output folder")
+    explain.add_argument("--out", type=_out_path, required=True, help="output folder")
     explain.add_argument("--preset", default="vcex", help="vcex (measured defaults) | paper (threshold 0.75, loss -p)")
     explain.add_argument("--threshold", type=_threshold, default=None, help=THRESHOLD_HELP)
-    explain.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    explain.add_argument("--max-steps", type=int, default=None, help="step budget per image")
-    explain.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    explain.add_argument("--lr", type=_positive_number, default=None, help="Adam learning rate")
+    explain.add_argument("--max-steps", type=_count, default=None, help="step budget per image")
+    explain.add_argument("--batch-size", type=_positive_count, default=None, help="images per batch")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     explain.add_argument(
         "--residual",
@@ -93,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument(
         "--invert-steps",
-        type=int,
+        type=_count,
         default=None,
         help="attack only: refine each encoded latent by N Adam steps on the pixel error before the attack "
         "(GAN inversion; default 0: on faces, 300 raised the reconstruction's attribute agreement, at ~0.65 s per "
@@ -108,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--consistency", default=None, help="disc only: manifold consistency energy (default) | duq | none"
     )
     explain.add_argument(
-        "--refine", type=int, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
+        "--refine", type=_count, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
     )
     _add_common(explain)
 
@@ -126,10 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "relative to the folder (cat/001.png) and one numeric column per descriptor (0/1 columns are binary); "
         "rows must cover the training images, other rows are ignored",
     )
-    global_.add_argument("--n", type=int, default=500, help="test images to explain")
-    global_.add_argument("--out", required=True, help="output folder (global.json, charts, global.html)")
+    global_.add_argument("--n", type=_positive_count, default=500, help="test images to explain")
+    global_.add_argument(
+        "--out", type=_out_path, required=True, help="output folder (global.json, charts, global.html)"
+    )
     global_.add_argument("--threshold", type=_threshold, default=None, help=THRESHOLD_HELP)
-    global_.add_argument("--max-steps", type=int, default=None, help="the attack's step budget per image")
+    global_.add_argument("--max-steps", type=_count, default=None, help="the attack's step budget per image")
     global_.add_argument(
         "--whiten",
         action=argparse.BooleanOptionalAction,
@@ -147,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     global_.add_argument(
         "--rounds",
-        type=int,
+        type=_positive_count,
         default=1,
         help="faces: explaining away in this many rounds, each attacking again while holding the factors won by "
         "the earlier rounds, so a shortcut hidden behind the cheapest change shows (default 1: off; 3 put a "
@@ -179,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument(
         "--suite", required=True, help="mnist | fashion | folder:PATH (target: runner-up) | faces (smiling, flip)"
     )
-    benchmark.add_argument("--n", type=int, default=200, help="test images to explain (the first N, default 200)")
-    benchmark.add_argument("--out", required=True, help="output folder (benchmark.md, benchmark.json, rows/)")
+    benchmark.add_argument(
+        "--n", type=_positive_count, default=200, help="test images to explain (the first N, default 200)"
+    )
+    benchmark.add_argument(
+        "--out", type=_out_path, required=True, help="output folder (benchmark.md, benchmark.json, rows/)"
+    )
     benchmark.add_argument(
         "--methods",
         nargs="+",
@@ -195,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
     preview = datasets_commands.add_parser("preview", help="write a labelled grid of a dataset's images")
     preview.add_argument("name", help="faces | mnist | fashion | folder:PATH (one subfolder of images per class)")
-    preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--n", type=int, default=32, help="images in the grid (default 32)")
+    preview.add_argument("--out", type=_out_path, required=True, help="PNG file to write")
+    preview.add_argument("--n", type=_positive_count, default=32, help="images in the grid (default 32)")
     preview.add_argument("--size", type=int, default=64, help="faces: 64 or 32 pixels")
     preview.add_argument("--seed", type=int, default=0)
     _add_common(preview)
