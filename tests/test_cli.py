@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from vcex.cache import cache_dir
 from vcex.cli import main
+from vcex.errors import InputError
 from vcex.explainers import CounterfactualResult
 from vcex.models import load_classifier, zoo
 
@@ -179,11 +180,11 @@ def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
         (["explain", "--method", "magic", "--out", "x", "--n", "2"], "unknown method"),
         (["explain", "--n", "5000", "--out", "x"], "--n must lie"),
         (["explain", "--target", "12", "--n", "2", "--out", "x"], "out of range"),
-        (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "--consistency is for --method disc"),
-        (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual is for --method attack"),
-        (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision is for"),
-        (["explain", "--method", "linear", "--whiten", "--n", "2", "--out", "x"], "--whiten is for --method attack"),
-        (["explain", "--method", "pixel", "--invert-steps", "5", "--n", "2", "--out", "x"], "--invert-steps is for"),
+        (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "does not use --consistency (for disc)"),
+        (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual (for attack)"),
+        (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision (for attack)"),
+        (["explain", "--method", "linear", "--whiten", "--n", "2", "--out", "x"], "--whiten (for attack)"),
+        (["explain", "--method", "pixel", "--invert-steps", "5", "--n", "2", "--out", "x"], "--invert-steps (for"),
         (["explain", "--precision", "fp8", "--n", "2", "--out", "x"], "unknown precision 'fp8'"),
         (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(
@@ -444,3 +445,49 @@ def test_an_empty_out_is_refused_for_every_command_before_any_work(tmp_path, cap
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "argument --out: is empty, which would write into the current folder" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "messages"),
+    [
+        (
+            ["explain", "--method", "linear", "--lr", "0.5", "--max-steps", "5"],
+            [
+                "--method linear does not use --lr (for attack, pixel, amortized, disc) or --max-steps "
+                "(for attack, pixel, disc): drop them",
+                "--method linear takes --threshold, --batch-size, --device, --space (and probe_c= from Python)",
+            ],
+        ),
+        (
+            ["explain", "--method", "pixel", "--space", "w"],
+            ["--method pixel does not use --space (for attack, linear)"],
+        ),
+        (["explain", "--method", "disc", "--refine", "3"], ["does not use --refine (for amortized): drop it"]),
+        (["explain", "--method", "amortized", "--lr", "0.3"], ["runs only with --refine N > 0"]),
+    ],
+)
+def test_options_the_method_does_not_use_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, messages):
+    from vcex import pipeline
+
+    monkeypatch.setattr(pipeline, "prepare", lambda *args, **kwargs: pytest.fail("nothing should load"))
+    assert main([*argv, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vcex: error:")
+    assert all(message in err[0] for message in messages), err[0]
+
+
+def test_build_explainer_passes_each_method_exactly_its_declared_options(tiny_recipes):
+    from vcex import pipeline
+
+    bench = pipeline.prepare("mnist", progress=False)
+    explainer = pipeline.build_explainer("pixel", bench, lr=0.05, max_steps=7, batch_size=3, threshold=0.8)
+    assert (explainer.lr, explainer.max_steps, explainer.batch_size, explainer.threshold) == (0.05, 7, 3, 0.8)
+    disc = pipeline.build_explainer("disc", bench, lr=0.02, max_steps=9, consistency="none", space=None)
+    assert (disc.lr, disc.max_steps, disc.consistency) == (0.02, 9, "none")
+    with pytest.raises(InputError, match="--method linear does not use --lr"):
+        pipeline.build_explainer("linear", bench, lr=0.5)
+    with pytest.raises(InputError, match=r"--method attack does not use momentum= \(no method takes it\)"):
+        pipeline.build_explainer("attack", bench, momentum=0.9)
+    # a preset sets the threshold and the objective itself: not refused as options of the method
+    paper = pipeline.build_explainer("pixel", bench, preset="paper")
+    assert paper.threshold == 0.75

@@ -303,45 +303,17 @@ def _demo(args: argparse.Namespace) -> None:
     _say(args, f"wrote {report} in {time.perf_counter() - started:.1f} s")
 
 
-# explain's method-specific flags: argparse attribute -> (explainer option, the method it belongs to)
-METHOD_FLAGS = {
-    "refine": ("refine_steps", "amortized"),
-    "residual": ("residual", "attack"),
-    "invert_steps": ("invert_steps", "attack"),
-    "whiten": ("whiten", "attack"),
-    "precision": ("precision", "attack"),
-    "consistency": ("consistency", "disc"),
-}
-
-
 def _explain(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
-    from vcex.pipeline import parse_target, prepare, run_explain
+    from vcex.pipeline import OPTION_FLAGS, check_method_options, parse_target, prepare, run_explain
     from vcex.records import json_text
 
     if args.images and args.n is not None:
         raise InputError("--n counts test images; with --images every image given is explained: drop --n")
+    # every option with a flag, by build_explainer's name (--refine: refine_steps); those not given are None
+    options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
+    options = check_method_options(args.method, options)  # before any model is loaded or trained
     bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
-    options = {
-        "space": args.space,
-        "threshold": args.threshold,
-        "lr": args.lr,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "device": args.device,
-    }
-    for attribute, (key, method) in METHOD_FLAGS.items():
-        value = getattr(args, attribute)
-        if value is None:
-            continue
-        flag = "--" + attribute.replace("_", "-")
-        if args.method != method:
-            raise InputError(f"{flag} is for --method {method}, not {args.method}")
-        if attribute == "invert_steps" and value < 0:
-            raise InputError(f"--invert-steps must be >= 0, got {value}")
-        options[key] = value
-    if args.method in ("linear",):
-        options = {k: v for k, v in options.items() if k in ("space", "threshold", "batch_size", "device")}
     images = None
     if args.images:
         from vcex.data import image_files, read_images

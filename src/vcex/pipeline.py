@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +39,26 @@ from vcex.report import result_grid, save_png
 if TYPE_CHECKING:
     from vcex.attribution import Descriptors, ImageAttributes
 
-METHODS = ("attack", "pixel", "linear", "amortized", "disc")
+# the options each method takes (build_explainer's keywords): the CLI refuses any other before any work, and
+# build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "attack": (
+        "threshold", "lr", "max_steps", "batch_size", "device",
+        "space", "objective", "residual", "whiten", "invert_steps", "precision",
+    ),
+    "pixel": ("threshold", "lr", "max_steps", "batch_size", "device"),
+    "linear": ("threshold", "batch_size", "device", "space", "probe_c"),
+    "amortized": ("threshold", "lr", "batch_size", "device", "refine_steps"),
+    "disc": ("threshold", "lr", "max_steps", "batch_size", "device", "consistency"),
+}  # fmt: skip
+METHODS = tuple(METHOD_OPTIONS)
+# the `vcex explain` flag of each option that has one (objective and probe_c are build_explainer's only)
+OPTION_FLAGS = {
+    **{key: "--" + key.replace("_", "-") for key in ("threshold", "lr", "max_steps", "batch_size", "device")},
+    **{key: "--" + key.replace("_", "-") for key in ("space", "residual", "whiten", "invert_steps", "precision")},
+    "consistency": "--consistency",
+    "refine_steps": "--refine",
+}
 # latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
 # for the style generator, its StyleSpace
 SPACES = ("latent", "w", "style")
@@ -146,15 +166,53 @@ def prepare(dataset: str, progress: bool = True, classifier: str | None = None) 
     )
 
 
+def _option_names(options: Sequence[str]) -> str:
+    """Options as the CLI's flags, those without one as Python keywords: ``--lr, --max-steps (and probe_c=)``."""
+    flags = [OPTION_FLAGS[key] for key in options if key in OPTION_FLAGS]
+    keywords = [f"{key}=" for key in options if key not in OPTION_FLAGS]
+    if not flags:
+        return ", ".join(keywords)
+    return ", ".join(flags) + (f" (and {', '.join(keywords)} from Python)" if keywords else "")
+
+
+def check_method_options(method: str, options: Mapping[str, object]) -> dict[str, object]:
+    """The options given (those not None) when ``method`` takes every one of them (:data:`METHOD_OPTIONS`).
+
+    Raises:
+        InputError: an unknown method, or options the method does not use: they are named, with the
+            methods that do use them, and the method's own options are listed.
+    """
+    if method not in METHOD_OPTIONS:
+        raise InputError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    given = {key: value for key, value in options.items() if value is not None}
+    own = METHOD_OPTIONS[method]
+    foreign = [key for key in given if key not in own]
+    if foreign:
+        named = [
+            f"{_option_names([key])} ({'for ' + ', '.join(users) if users else 'no method takes it'})"
+            for key in foreign
+            for users in [[name for name, keys in METHOD_OPTIONS.items() if key in keys]]
+        ]
+        raise InputError(
+            f"--method {method} does not use {' or '.join(named)}: drop {'it' if len(foreign) == 1 else 'them'}; "
+            f"--method {method} takes {_option_names(own)}"
+        )
+    if method == "amortized" and "lr" in given and not given.get("refine_steps"):
+        raise InputError(
+            "--lr is the step of the amortized explainer's refinement, which runs only with --refine N > 0 "
+            "(one pass takes no step): add --refine N, or drop --lr"
+        )
+    return given
+
+
 def build_explainer(
     method: str, bench: Workbench, *, preset: str = "vcex", progress: bool = False, **options: object
 ) -> Explainer:
-    """An explainer by CLI name (``attack``, ``pixel``, ``linear``) with ``options`` overriding its defaults."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    """An explainer by CLI name (:data:`METHODS`) with ``options`` overriding its defaults; the options a
+    method takes are declared in :data:`METHOD_OPTIONS` (None counts as not given), any other is refused."""
+    options = check_method_options(method, options)
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    options = {k: v for k, v in options.items() if v is not None}
     if isinstance(options.get("threshold"), str):
         if options["threshold"] != "auto":
             raise InputError(f"threshold must be a probability in (0, 1) or 'auto', got {options['threshold']!r}")
@@ -164,11 +222,7 @@ def build_explainer(
     classifier, latent_model = bench.classifier, bench.latent_model
     space = options.pop("space", "latent")
     whiten = bool(options.pop("whiten", False))
-    if whiten and method != "attack":
-        raise InputError(f"--whiten is for --method attack, not {method}")
     invert_steps = int(options.pop("invert_steps", 0) or 0)
-    if invert_steps and method != "attack":
-        raise InputError(f"--invert-steps is for --method attack, not {method}")
     if space not in SPACES:
         raise InputError(f"unknown latent space {space!r}; use one of {', '.join(SPACES)}")
     if space in ("w", "style"):
@@ -180,8 +234,6 @@ def build_explainer(
                 f"{type(latent_model).__name__} (W and StyleSpace exist for the faces)"
             )
     if space == "style":
-        if method not in ("attack", "linear"):
-            raise InputError(f"--space style is for --method attack or linear, not {method}")
         latent_model = StyleSpaceModel(latent_model)
     # the attack starts from latents refined by invert_steps of pixel-error inversion (the encoder alone: 0)
     refined = RefinedEncoder(latent_model, steps=invert_steps) if invert_steps else None
@@ -217,7 +269,6 @@ def build_explainer(
     if method == "amortized":
         return _amortized_explainer(bench, classifier, latent_model, progress, options)
     if method == "pixel":
-        options.pop("objective", None)
         return PixelAttack(classifier, progress=progress, **options)
     if method == "disc":
         from vcex.explainers.disc import DISC
@@ -229,14 +280,7 @@ def build_explainer(
             from vcex.models import load_duq
 
             options["consistency_model"] = load_duq(bench.dataset, progress=progress)
-        kept = ("threshold", "lr", "max_steps", "batch_size", "device", "consistency_model")
-        return DISC(
-            classifier,
-            consistency=consistency,
-            progress=progress,
-            **{k: v for k, v in options.items() if k in kept},
-        )
-    options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device", "probe_c")}
+        return DISC(classifier, consistency=consistency, progress=progress, **options)
     return LinearLatentEdit(classifier, latent_model, progress=progress, **options).fit(bench.train.images)
 
 
@@ -244,9 +288,7 @@ def _amortized_explainer(
     bench: Workbench, classifier: torch.nn.Module, latent_model: torch.nn.Module, progress: bool, options: dict
 ) -> AmortizedCounterfactual:
     """Load the amortized explainer fitted for these models and settings, or fit it on the training set and cache it."""
-    settings = {k: options[k] for k in ("threshold", "refine_steps", "batch_size", "device") if k in options}
-    if "lr" in options:
-        settings["lr_refine"] = options["lr"]
+    settings = {"lr_refine" if key == "lr" else key: value for key, value in options.items()}
     if bench.dataset.startswith("faces-"):
         settings = {**FACES_AMORTIZED, **settings}
     explainer = AmortizedCounterfactual(classifier, latent_model, progress=progress, **settings)
