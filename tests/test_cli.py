@@ -464,6 +464,8 @@ def test_an_empty_out_is_refused_for_every_command_before_any_work(tmp_path, cap
         ),
         (["explain", "--method", "disc", "--refine", "3"], ["does not use --refine (for amortized): drop it"]),
         (["explain", "--method", "amortized", "--lr", "0.3"], ["runs only with --refine N > 0"]),
+        (["global", "--later-rounds", "same"], ["--later-rounds sets how explaining away's rounds 2 and on run"]),
+        (["global", "--round-scores", "raw", "--later-rounds", "same"], ["--later-rounds and --round-scores set"]),
     ],
 )
 def test_options_the_method_does_not_use_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, messages):

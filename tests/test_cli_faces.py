@@ -145,6 +145,10 @@ def test_global_options_are_checked_before_anything_trains():
         check_global_options("faces", "auto", 3, later_rounds="pixels")
     with pytest.raises(InputError, match="--rounds must be an integer >= 1"):
         check_global_options("faces", "auto", 0)
+    # the later rounds' settings with one round would be dropped without a word: refused
+    with pytest.raises(InputError, match="--round-scores sets how explaining away's rounds 2 and on run"):
+        check_global_options("faces", "auto", 1, round_scores="raw")
+    assert check_global_options("faces", "auto", 3, later_rounds="same", round_scores="raw") == "images"
     assert (
         resolve_round_scores("auto", whiten=False) == "residual" and resolve_round_scores("auto", whiten=True) == "raw"
     )

@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_.add_argument(
         "--later-rounds",
         choices=("whitened", "same"),
-        default="whitened",
+        default=None,
         help="the attack of rounds 2 and on: in the whitened latent (default; in a trial on two shortcut "
         "classifiers, later rounds in raw W never found the shortcut; docs/benchmarks/faces-global.md) or the "
         "same as round 1's",
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_.add_argument(
         "--round-scores",
         choices=("auto", "residual", "raw"),
-        default="auto",
+        default=None,
         help="how rounds 2 and on choose their winner: residual takes the factor whose change the earlier "
         "rounds' patterns leave unexplained, so what changes along with a held factor (a smile's eyes and "
         "lipstick) does not win as a new route; raw takes the largest |S|; auto (default): residual, or raw "

@@ -477,8 +477,8 @@ def check_global_options(
     dataset: str,
     reader: str,
     rounds: int,
-    later_rounds: str = "whitened",
-    round_scores: str = "auto",
+    later_rounds: str | None = None,
+    round_scores: str | None = None,
     descriptors: str | Path | None = None,
 ) -> str:
     """Check ``vcex global``'s reader, rounds and descriptor CSV for a dataset before anything is trained;
@@ -490,9 +490,15 @@ def check_global_options(
         reader = "images" if faces else "latent"
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"--rounds must be an integer >= 1, got {rounds!r}")
-    if later_rounds not in LATER_ROUNDS:
+    if later_rounds is not None and later_rounds not in LATER_ROUNDS:
         raise InputError(f"unknown --later-rounds {later_rounds!r}; use one of {', '.join(LATER_ROUNDS)}")
     resolve_round_scores(round_scores, whiten=False)  # refuses an unknown value
+    given = [flag for flag, value in (("--later-rounds", later_rounds), ("--round-scores", round_scores)) if value]
+    if rounds == 1 and given:
+        raise InputError(
+            f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} how explaining away's rounds 2 and on run, "
+            "and there is one round: add --rounds 3 (say), or drop " + ("it" if len(given) == 1 else "them")
+        )
     if rounds > 1 and not faces:
         raise InputError(
             "--rounds > 1 (explaining away) needs a binary classifier's flip counterfactuals: use --dataset faces"
@@ -524,10 +530,11 @@ def folder_descriptors(dataset: str, csv_path: str | Path) -> Descriptors:
     return Descriptors.from_csv(csv_path, files=load_dataset(dataset, "train").files)
 
 
-def resolve_round_scores(round_scores: str, whiten: bool) -> str:
+def resolve_round_scores(round_scores: str | None, whiten: bool) -> str:
     """What ``--round-scores auto`` stands for: residual after a first round in the raw latent, raw after a
     whitened one (on the faces benchmark a whitened first round's pattern often holds the shortcut already,
     and the residual then removes it; docs/benchmarks/faces-global.md)."""
+    round_scores = round_scores or "auto"
     if round_scores not in ROUND_SCORES:
         raise InputError(f"unknown --round-scores {round_scores!r}; use one of {', '.join(ROUND_SCORES)}")
     if round_scores == "auto":
@@ -544,8 +551,8 @@ def run_global(
     resamples: int = 1000,
     reader: str = "auto",
     rounds: int = 1,
-    later_rounds: str = "whitened",
-    round_scores: str = "auto",
+    later_rounds: str | None = None,
+    round_scores: str | None = None,
     descriptors: str | Path | None = None,
     **options: object,
 ) -> dict:
@@ -559,14 +566,14 @@ def run_global(
     Either way a held-out split is reported, and readers that do not beat chance are listed, not ranked.
     ``rounds > 1`` (faces, image readers): explaining away (:func:`~vcex.attribution.explain_away`), each later
     round attacks the same faces holding the factors won so far, so a shortcut behind the cheapest route shows;
-    ``later_rounds="whitened"`` (default) runs those rounds in the whitened latent (in a trial on two shortcut
+    ``later_rounds="whitened"`` (the default, None) runs those rounds in the whitened latent (in a trial on two shortcut
     classifiers, later rounds in raw W never found the shortcut), ``"same"`` with round 1's attack. Later
     rounds are kept in ``out/rounds`` and reused by a rerun with the same settings. ``round_scores="residual"``
     gives each later round to what the earlier rounds' patterns leave unexplained
     (:func:`~vcex.attribution.residual_scores`), so side effects of a held factor do not win (a planted
     background in the top 3 of 40 of 40 shortcut classifiers, against 36 raw); ``"raw"``: the top |S|;
-    ``"auto"`` (default): residual when round 1 is in the raw latent, raw when it is whitened, whose pattern
-    often holds the second route already (26 of 40 residual, 36 raw).
+    ``"auto"`` (the default, None): residual when round 1 is in the raw latent, raw when it is whitened, whose
+    pattern often holds the second route already (26 of 40 residual, 36 raw). Both are refused with one round.
     MNIST/Fashion: Morpho-MNIST descriptors, the attack explains the first ``n`` test images toward their
     runner-up class, one explanation per target class. Faces: the
     renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
@@ -639,7 +646,7 @@ def run_global(
         from vcex.attribution import explain_away
         from vcex.evaluation.ground_truth import descriptor_factor
 
-        whiten = later_rounds == "whitened" or bool(options.get("whiten"))
+        whiten = (later_rounds or "whitened") == "whitened" or bool(options.get("whiten"))
         round_scores = resolve_round_scores(round_scores, bool(options.get("whiten")))
         later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
         away = explain_away(
