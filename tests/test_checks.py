@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vcex.checks import check_images, short_list
+from vcex.checks import check_count, check_images, check_positive_finite, short_list
 from vcex.errors import InputError
 
 
@@ -33,3 +33,26 @@ def test_bad_images_get_a_clear_error(images, message):
 def test_short_list_truncates():
     assert short_list(list(range(3))) == "0, 1, 2"
     assert "(20 in all)" in short_list(list(range(20)))
+
+
+@pytest.mark.parametrize("value", [0.1, 3, torch.tensor(0.5)])
+def test_positive_finite_numbers_pass_as_floats(value):
+    assert check_positive_finite("lr", value) == pytest.approx(float(value))
+    assert isinstance(check_positive_finite("lr", value), float)
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan"), float("inf"), -float("inf"), True, "0.1", None])
+def test_learning_rates_that_are_not_positive_and_finite_are_refused(value):
+    with pytest.raises(InputError, match="lr must be a positive finite number"):
+        check_positive_finite("lr", value)
+
+
+def test_counts_are_whole_numbers_at_or_above_their_minimum():
+    assert check_count("max_steps", 0) == 0 and check_count("batch_size", 4.0, 1) == 4
+    with pytest.raises(InputError, match="max_steps must be >= 0, got -1"):
+        check_count("max_steps", -1)
+    with pytest.raises(InputError, match="batch_size must be >= 1, got 0"):
+        check_count("batch_size", 0, 1)
+    for value in (2.5, float("nan"), float("inf"), True, "3"):
+        with pytest.raises(InputError, match="must be a whole number"):
+            check_count("max_steps", value)

@@ -6,6 +6,8 @@ from safetensors.torch import load_file
 
 from vcex.cache import cache_dir
 from vcex.cli import main
+from vcex.errors import InputError
+from vcex.explainers import CounterfactualResult
 from vcex.models import load_classifier, zoo
 
 REQUIRED_KEYS = {
@@ -178,12 +180,11 @@ def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
         (["explain", "--method", "magic", "--out", "x", "--n", "2"], "unknown method"),
         (["explain", "--n", "5000", "--out", "x"], "--n must lie"),
         (["explain", "--target", "12", "--n", "2", "--out", "x"], "out of range"),
-        (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "--consistency is for --method disc"),
-        (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual is for --method attack"),
-        (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision is for"),
-        (["explain", "--method", "linear", "--whiten", "--n", "2", "--out", "x"], "--whiten is for --method attack"),
-        (["explain", "--method", "pixel", "--invert-steps", "5", "--n", "2", "--out", "x"], "--invert-steps is for"),
-        (["explain", "--invert-steps", "-1", "--n", "2", "--out", "x"], "--invert-steps must be >= 0"),
+        (["explain", "--consistency", "duq", "--n", "2", "--out", "x"], "does not use --consistency (for disc)"),
+        (["explain", "--method", "pixel", "--residual", "--n", "2", "--out", "x"], "--residual (for attack)"),
+        (["explain", "--method", "pixel", "--precision", "bf16", "--n", "2", "--out", "x"], "--precision (for attack)"),
+        (["explain", "--method", "linear", "--whiten", "--n", "2", "--out", "x"], "--whiten (for attack)"),
+        (["explain", "--method", "pixel", "--invert-steps", "5", "--n", "2", "--out", "x"], "--invert-steps (for"),
         (["explain", "--precision", "fp8", "--n", "2", "--out", "x"], "unknown precision 'fp8'"),
         (["explain", "--method", "disc", "--consistency", "magic", "--n", "2", "--out", "x"], "unknown consistency"),
         *(
@@ -353,3 +354,142 @@ def test_explain_the_users_own_image_files(tiny_recipes, tmp_path, capsys):
     assert "none.png does not exist" in capsys.readouterr().err
     assert main(argv + ["--n", "2", "--quiet"]) == 2
     assert "drop --n" in capsys.readouterr().err
+
+
+def strict_json(path):
+    """The JSON in ``path``, refusing the bare NaN / Infinity that Python's json writes by default."""
+
+    def refuse(constant):
+        raise AssertionError(f"{path} holds a bare {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_chunk_or_metrics_from_another_version_resume_or_recompute(tiny_recipes, tmp_path, capsys):
+    from vcex import pipeline
+
+    out = tmp_path / "run"
+    argv = ["explain", "--method", "pixel", "--n", "3", "--max-steps", "100", "--threshold", "0.9", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    first = strict_json(out / "metrics.json")
+    (chunk,) = out.glob("chunks/*/00000000.safetensors.json")
+    scalars = json.loads(chunk.read_text())
+    chunk.write_text(json.dumps({**scalars, "from_a_later_vcex": {"x": 1}}))
+    assert main([*argv, "--quiet"]) == 0  # an unknown key is ignored: the chunk is reused
+    assert strict_json(out / "metrics.json")["resumed_chunks"] == 1
+    chunk.write_text(json.dumps({k: v for k, v in scalars.items() if k != "threshold"}))
+    assert main([*argv, "--quiet"]) == 0  # a missing one: the chunk is computed again
+    again = strict_json(out / "metrics.json")
+    assert again["resumed_chunks"] == 0 and again["validity"] == first["validity"]
+    assert "threshold" in json.loads(chunk.read_text())
+    # metrics.json never holds a bare NaN: a number that is not finite is written as null
+    result = CounterfactualResult.load(out / "counterfactuals.safetensors")
+    pipeline.write_outputs(tmp_path / "nan", result, {**again, "l1": float("nan"), "realism": {"im1": float("inf")}})
+    written = strict_json(tmp_path / "nan" / "metrics.json")
+    assert written["l1"] is None and written["realism"]["im1"] is None and written["n"] == 3
+    capsys.readouterr()
+
+
+def test_a_descriptor_csv_that_is_not_utf8_is_named_before_training(bar_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "fit", lambda *args, **kwargs: pytest.fail("nothing should train"))
+    root = bar_folder(tmp_path / "bars", per_class=4)
+    rows = ["file,size"] + [f"{name}/{i}.png,{i}" for name in ("horizontal", "vertical") for i in range(4)]
+    csv_path = tmp_path / "größen.csv"
+    csv_path.write_bytes(("\n".join(rows).replace("size", "größe") + "\n").encode("latin-1"))
+    argv = ["global", "--dataset", f"folder:{root}", "--descriptors", str(csv_path), "--out", str(tmp_path / "g")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{csv_path} is not UTF-8 text: byte 7 (line 1)" in err[0] and "save it as UTF-8" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explain", "--lr", "-1"], "argument --lr: expected a positive finite number"),
+        (["explain", "--lr", "0"], "argument --lr: expected a positive finite number"),
+        (["explain", "--lr", "nan"], "argument --lr: expected a positive finite number such as 0.05, got 'nan'"),
+        (["explain", "--lr", "inf"], "argument --lr: expected a positive finite number"),
+        (["explain", "--lr", "fast"], "argument --lr: expected a positive finite number"),
+        (["explain", "--max-steps", "-1"], "argument --max-steps: expected a whole number >= 0, got -1"),
+        (["explain", "--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got 0"),
+        (["explain", "--n", "0"], "argument --n: expected a whole number >= 1"),
+        (["explain", "--n", "2.5"], "argument --n: expected a whole number >= 1, got '2.5'"),
+        (["explain", "--invert-steps", "-1"], "argument --invert-steps: expected a whole number >= 0"),
+        (["explain", "--method", "amortized", "--refine", "-2"], "argument --refine: expected a whole number >= 0"),
+        (["global", "--max-steps", "-5"], "argument --max-steps: expected a whole number >= 0"),
+        (["global", "--rounds", "0"], "argument --rounds: expected a whole number >= 1"),
+        (["demo", "--examples", "0"], "argument --examples: expected a whole number >= 1"),
+        (["benchmark", "--suite", "mnist", "--n", "0"], "argument --n: expected a whole number >= 1"),
+    ],
+)
+def test_bad_numbers_are_refused_by_the_parser(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--out", str(tmp_path / "x")] if "--out" not in argv else argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+@pytest.mark.parametrize(
+    "command",
+    [["demo"], ["explain"], ["global"], ["benchmark", "--suite", "mnist"], ["datasets", "preview", "mnist"]],
+)
+def test_an_empty_out_is_refused_for_every_command_before_any_work(tmp_path, capsys, monkeypatch, command, out):
+    from vcex import pipeline
+
+    monkeypatch.setattr(pipeline, "prepare", lambda *args, **kwargs: pytest.fail("nothing should load"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--out", out])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --out: is empty, which would write into the current folder" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "messages"),
+    [
+        (
+            ["explain", "--method", "linear", "--lr", "0.5", "--max-steps", "5"],
+            [
+                "--method linear does not use --lr (for attack, pixel, amortized, disc) or --max-steps "
+                "(for attack, pixel, disc): drop them",
+                "--method linear takes --threshold, --batch-size, --device, --space (and probe_c= from Python)",
+            ],
+        ),
+        (
+            ["explain", "--method", "pixel", "--space", "w"],
+            ["--method pixel does not use --space (for attack, linear)"],
+        ),
+        (["explain", "--method", "disc", "--refine", "3"], ["does not use --refine (for amortized): drop it"]),
+        (["explain", "--method", "amortized", "--lr", "0.3"], ["runs only with --refine N > 0"]),
+        (["global", "--later-rounds", "same"], ["--later-rounds sets how explaining away's rounds 2 and on run"]),
+        (["global", "--round-scores", "raw", "--later-rounds", "same"], ["--later-rounds and --round-scores set"]),
+    ],
+)
+def test_options_the_method_does_not_use_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, messages):
+    from vcex import pipeline
+
+    monkeypatch.setattr(pipeline, "prepare", lambda *args, **kwargs: pytest.fail("nothing should load"))
+    assert main([*argv, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vcex: error:")
+    assert all(message in err[0] for message in messages), err[0]
+
+
+def test_build_explainer_passes_each_method_exactly_its_declared_options(tiny_recipes):
+    from vcex import pipeline
+
+    bench = pipeline.prepare("mnist", progress=False)
+    explainer = pipeline.build_explainer("pixel", bench, lr=0.05, max_steps=7, batch_size=3, threshold=0.8)
+    assert (explainer.lr, explainer.max_steps, explainer.batch_size, explainer.threshold) == (0.05, 7, 3, 0.8)
+    disc = pipeline.build_explainer("disc", bench, lr=0.02, max_steps=9, consistency="none", space=None)
+    assert (disc.lr, disc.max_steps, disc.consistency) == (0.02, 9, "none")
+    with pytest.raises(InputError, match="--method linear does not use --lr"):
+        pipeline.build_explainer("linear", bench, lr=0.5)
+    with pytest.raises(InputError, match=r"--method attack does not use momentum= \(no method takes it\)"):
+        pipeline.build_explainer("attack", bench, momentum=0.9)
+    # a preset sets the threshold and the objective itself: not refused as options of the method
+    paper = pipeline.build_explainer("pixel", bench, preset="paper")
+    assert paper.threshold == 0.75

@@ -125,7 +125,6 @@ def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(ti
         (["explain", "--dataset", "faces", "--space", "pixels"], "unknown latent space"),
         (["global", "--dataset", "faces", "--reader", "latent", "--rounds", "2"], "use --reader images"),
         (["global", "--dataset", "mnist", "--rounds", "2"], "use --dataset faces"),
-        (["global", "--dataset", "faces", "--rounds", "0"], "--rounds must be an integer >= 1"),
     ],
 )
 def test_bad_face_arguments_give_one_line_errors(tiny_faces, tmp_path, capsys, argv, message):
@@ -144,6 +143,12 @@ def test_global_options_are_checked_before_anything_trains():
         check_global_options("faces", "auto", 3, round_scores="best")
     with pytest.raises(InputError, match="unknown --later-rounds"):
         check_global_options("faces", "auto", 3, later_rounds="pixels")
+    with pytest.raises(InputError, match="--rounds must be an integer >= 1"):
+        check_global_options("faces", "auto", 0)
+    # the later rounds' settings with one round would be dropped without a word: refused
+    with pytest.raises(InputError, match="--round-scores sets how explaining away's rounds 2 and on run"):
+        check_global_options("faces", "auto", 1, round_scores="raw")
+    assert check_global_options("faces", "auto", 3, later_rounds="same", round_scores="raw") == "images"
     assert (
         resolve_round_scores("auto", whiten=False) == "residual" and resolve_round_scores("auto", whiten=True) == "raw"
     )

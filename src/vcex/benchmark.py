@@ -45,6 +45,7 @@ from vcex.explainers.base import resolve_targets
 from vcex.explainers.thresholds import DEFAULT_THRESHOLD
 from vcex.models.classifiers import predict_proba
 from vcex.pipeline import Workbench, build_explainer, prepare, run_explain
+from vcex.records import write_json
 
 # real training images of the target classes the counterfactuals' Frechet distance is measured against
 FRECHET_REFERENCE = 2000
@@ -271,7 +272,7 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
             if any(key not in metrics for key in TARGET_CLASS_METRICS):
                 # saved before these metrics existed: computed from the saved counterfactuals, nothing re-explained
                 metrics.update(_target_class_metrics(result, task))
-                (row_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+                write_json(row_dir / "metrics.json", metrics)
             return metrics, True
     if marker.get("data") != data or marker.get("status") == "done":
         # chunks of other images, targets or models (or of a superseded run) must not be resumed
@@ -291,7 +292,7 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
     metrics["row"] = {"key": row.key, "label": row.label, "preset": row.preset, "options": dict(row.options)}
     fingerprint = _row_fingerprint(data, row, json.loads(json.dumps(result.settings, default=str)), metrics["device"])
     metrics["fingerprint"] = fingerprint
-    (row_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_json(row_dir / "metrics.json", metrics)
     marker_path.write_text(json.dumps({"key": row.key, "data": data, "status": "done", "fingerprint": fingerprint}))
     return metrics, False
 
@@ -481,7 +482,7 @@ def write_reports(out: str | Path, record: dict) -> tuple[Path, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = out / "benchmark.json", out / "benchmark.md"
-    json_path.write_text(json.dumps(record, indent=2, default=str))
+    write_json(json_path, record)
     markdown_path.write_text(render_markdown(record), encoding="utf-8")
     return json_path, markdown_path
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from vcex.errors import InputError
@@ -70,3 +73,26 @@ def device_of(model: object) -> torch.device:
         for parameter in parameters():
             return parameter.device
     return torch.device("cpu")
+
+
+def check_positive_finite(name: str, value: object) -> float:
+    """``value`` as a float, refused unless it is a finite number > 0 (a learning rate, a step size)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise InputError(f"{name} must be a positive finite number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):  # a tensor of more than one value
+        raise InputError(f"{name} must be a positive finite number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InputError(f"{name} must be a positive finite number (e.g. 0.01), got {number}")
+    return number
+
+
+def check_count(name: str, value: object, minimum: int = 0) -> int:
+    """``value`` as an int, refused unless it is a whole number >= ``minimum`` (steps, epochs, a batch size)."""
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise InputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise InputError(f"{name} must be >= {minimum}, got {int(value)}")
+    return int(value)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vcex.errors import VcexError
@@ -34,6 +35,44 @@ def _threshold(text: str) -> float | str:
     return value
 
 
+def _positive_number(text: str) -> float:
+    """--lr: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number such as 0.05, got {text!r}")
+    return value
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """A parser of whole numbers >= ``minimum`` (counts: images, steps, a batch size)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_count, _positive_count = _whole_number(0), _whole_number(1)
+
+
+def _out_path(text: str) -> str:
+    """--out: a path that is not empty (an empty one would write into the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty, which would write into the current folder; give a path, e.g. --out results"
+        )
+    return text
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -46,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="end to end on the embedded MNIST: train or load, explain, report")
-    demo.add_argument("--out", default="vcex-demo", help="output folder (report.html, metrics, grids)")
+    demo.add_argument("--out", type=_out_path, default="vcex-demo", help="output folder (report.html, metrics, grids)")
     demo.add_argument("--dataset", default="mnist", help=f"mnist (default, embedded) | fashion | faces | {FOLDER_HELP}")
     demo.add_argument("--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | ...")
-    demo.add_argument("--n", type=int, default=100, help="test images to explain per method (default 100)")
-    demo.add_argument("--examples", type=int, default=8, help="images shown in the report (default 8)")
+    demo.add_argument("--n", type=_positive_count, default=100, help="test images to explain per method (default 100)")
+    demo.add_argument("--examples", type=_positive_count, default=8, help="images shown in the report (default 8)")
     _add_common(demo)
 
     explain = commands.add_parser("explain", help="counterfactuals for test images with one method")
@@ -62,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--space", default=None, help="faces: the attack's latent space, w (default) or style (StyleSpace)"
     )
-    explain.add_argument("--n", type=int, default=None, help="number of test images (the first N; default 200)")
+    explain.add_argument(
+        "--n", type=_positive_count, default=None, help="number of test images (the first N; default 200)"
+    )
     explain.add_argument(
         "--images",
         nargs="+",
@@ -71,12 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "images are (its channels, resized to its size)",
     )
     explain.add_argument("--target", default="second", help="class index, 'second' (runner-up) or 'flip'")
-    explain.add_argument("--out", required=True, help="output folder")
+    explain.add_argument("--out", type=_out_path, required=True, help="output folder")
     explain.add_argument("--preset", default="vcex", help="vcex (measured defaults) | paper (threshold 0.75, loss -p)")
     explain.add_argument("--threshold", type=_threshold, default=None, help=THRESHOLD_HELP)
-    explain.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    explain.add_argument("--max-steps", type=int, default=None, help="step budget per image")
-    explain.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    explain.add_argument("--lr", type=_positive_number, default=None, help="Adam learning rate")
+    explain.add_argument("--max-steps", type=_count, default=None, help="step budget per image")
+    explain.add_argument("--batch-size", type=_positive_count, default=None, help="images per batch")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     explain.add_argument(
         "--residual",
@@ -94,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument(
         "--invert-steps",
-        type=int,
+        type=_count,
         default=None,
         help="attack only: refine each encoded latent by N Adam steps on the pixel error before the attack "
         "(GAN inversion; default 0: on faces, 300 raised the reconstruction's attribute agreement, at ~0.65 s per "
@@ -109,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--consistency", default=None, help="disc only: manifold consistency energy (default) | duq | none"
     )
     explain.add_argument(
-        "--refine", type=int, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
+        "--refine", type=_count, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
     )
     _add_common(explain)
 
@@ -127,10 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "relative to the folder (cat/001.png) and one numeric column per descriptor (0/1 columns are binary); "
         "rows must cover the training images, other rows are ignored",
     )
-    global_.add_argument("--n", type=int, default=500, help="test images to explain")
-    global_.add_argument("--out", required=True, help="output folder (global.json, charts, global.html)")
+    global_.add_argument("--n", type=_positive_count, default=500, help="test images to explain")
+    global_.add_argument(
+        "--out", type=_out_path, required=True, help="output folder (global.json, charts, global.html)"
+    )
     global_.add_argument("--threshold", type=_threshold, default=None, help=THRESHOLD_HELP)
-    global_.add_argument("--max-steps", type=int, default=None, help="the attack's step budget per image")
+    global_.add_argument("--max-steps", type=_count, default=None, help="the attack's step budget per image")
     global_.add_argument(
         "--whiten",
         action=argparse.BooleanOptionalAction,
@@ -148,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     global_.add_argument(
         "--rounds",
-        type=int,
+        type=_positive_count,
         default=1,
         help="faces: explaining away in this many rounds, each attacking again while holding the factors won by "
         "the earlier rounds, so a shortcut hidden behind the cheapest change shows (default 1: off; 3 put a "
@@ -158,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_.add_argument(
         "--later-rounds",
         choices=("whitened", "same"),
-        default="whitened",
+        default=None,
         help="the attack of rounds 2 and on: in the whitened latent (default; in a trial on two shortcut "
         "classifiers, later rounds in raw W never found the shortcut; docs/benchmarks/faces-global.md) or the "
         "same as round 1's",
@@ -166,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_.add_argument(
         "--round-scores",
         choices=("auto", "residual", "raw"),
-        default="auto",
+        default=None,
         help="how rounds 2 and on choose their winner: residual takes the factor whose change the earlier "
         "rounds' patterns leave unexplained, so what changes along with a held factor (a smile's eyes and "
         "lipstick) does not win as a new route; raw takes the largest |S|; auto (default): residual, or raw "
@@ -180,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument(
         "--suite", required=True, help="mnist | fashion | folder:PATH (target: runner-up) | faces (smiling, flip)"
     )
-    benchmark.add_argument("--n", type=int, default=200, help="test images to explain (the first N, default 200)")
-    benchmark.add_argument("--out", required=True, help="output folder (benchmark.md, benchmark.json, rows/)")
+    benchmark.add_argument(
+        "--n", type=_positive_count, default=200, help="test images to explain (the first N, default 200)"
+    )
+    benchmark.add_argument(
+        "--out", type=_out_path, required=True, help="output folder (benchmark.md, benchmark.json, rows/)"
+    )
     benchmark.add_argument(
         "--methods",
         nargs="+",
@@ -196,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
     preview = datasets_commands.add_parser("preview", help="write a labelled grid of a dataset's images")
     preview.add_argument("name", help="faces | mnist | fashion | folder:PATH (one subfolder of images per class)")
-    preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--n", type=int, default=32, help="images in the grid (default 32)")
+    preview.add_argument("--out", type=_out_path, required=True, help="PNG file to write")
+    preview.add_argument("--n", type=_positive_count, default=32, help="images in the grid (default 32)")
     preview.add_argument("--size", type=int, default=64, help="faces: 64 or 32 pixels")
     preview.add_argument("--seed", type=int, default=0)
     _add_common(preview)
@@ -216,6 +263,7 @@ DEMO_METHODS = ("attack", "pixel", "linear", "disc")
 
 def _demo(args: argparse.Namespace) -> None:
     from vcex.pipeline import build_explainer, evaluate_result, prepare, write_outputs
+    from vcex.records import write_json
     from vcex.report import write_report
 
     started = time.perf_counter()
@@ -237,7 +285,7 @@ def _demo(args: argparse.Namespace) -> None:
             f"kNN {record['knn_agreement']:.2f}  L1 {record['l1']:.3f}{mnac}  "
             f"{record['seconds_per_cf'] * 1e3:.1f} ms/CF",
         )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     notes = (
         f"{bench.dataset}: {args.n} test images, target = the classifier's runner-up class. Classifier "
         f"test accuracy {bench.classifier.training_record.get('test_accuracy')}; oracle "
@@ -255,44 +303,17 @@ def _demo(args: argparse.Namespace) -> None:
     _say(args, f"wrote {report} in {time.perf_counter() - started:.1f} s")
 
 
-# explain's method-specific flags: argparse attribute -> (explainer option, the method it belongs to)
-METHOD_FLAGS = {
-    "refine": ("refine_steps", "amortized"),
-    "residual": ("residual", "attack"),
-    "invert_steps": ("invert_steps", "attack"),
-    "whiten": ("whiten", "attack"),
-    "precision": ("precision", "attack"),
-    "consistency": ("consistency", "disc"),
-}
-
-
 def _explain(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
-    from vcex.pipeline import parse_target, prepare, run_explain
+    from vcex.pipeline import OPTION_FLAGS, check_method_options, parse_target, prepare, run_explain
+    from vcex.records import json_text
 
     if args.images and args.n is not None:
         raise InputError("--n counts test images; with --images every image given is explained: drop --n")
+    # every option with a flag, by build_explainer's name (--refine: refine_steps); those not given are None
+    options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
+    options = check_method_options(args.method, options)  # before any model is loaded or trained
     bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
-    options = {
-        "space": args.space,
-        "threshold": args.threshold,
-        "lr": args.lr,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "device": args.device,
-    }
-    for attribute, (key, method) in METHOD_FLAGS.items():
-        value = getattr(args, attribute)
-        if value is None:
-            continue
-        flag = "--" + attribute.replace("_", "-")
-        if args.method != method:
-            raise InputError(f"{flag} is for --method {method}, not {args.method}")
-        if attribute == "invert_steps" and value < 0:
-            raise InputError(f"--invert-steps must be >= 0, got {value}")
-        options[key] = value
-    if args.method in ("linear",):
-        options = {k: v for k, v in options.items() if k in ("space", "threshold", "batch_size", "device")}
     images = None
     if args.images:
         from vcex.data import image_files, read_images
@@ -312,7 +333,7 @@ def _explain(args: argparse.Namespace) -> None:
         **options,
     )
     print(
-        json.dumps(
+        json_text(
             {
                 k: metrics[k]
                 for k in (
@@ -327,7 +348,8 @@ def _explain(args: argparse.Namespace) -> None:
                     "seconds_per_cf",
                 )
                 if k in metrics
-            }
+            },
+            indent=None,
         )
     )
 
@@ -335,6 +357,7 @@ def _explain(args: argparse.Namespace) -> None:
 def _global(args: argparse.Namespace) -> None:
     from vcex.errors import InputError
     from vcex.pipeline import check_global_options, prepare, run_global
+    from vcex.records import json_text
 
     # before any model is trained
     check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores, args.descriptors)
@@ -359,12 +382,13 @@ def _global(args: argparse.Namespace) -> None:
     if "explain_away" in record:
         summary["explaining away"] = record["explain_away"]["ranking"][:3]
     print(
-        json.dumps(
+        json_text(
             {
                 "dataset": record["dataset"],
                 "valid_counterfactuals": record["valid_counterfactuals"],
                 "top_descriptors": summary,
-            }
+            },
+            indent=None,
         )
     )
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,12 +33,32 @@ from vcex.explainers.thresholds import training_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
 from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
+from vcex.records import write_json
 from vcex.report import result_grid, save_png
 
 if TYPE_CHECKING:
     from vcex.attribution import Descriptors, ImageAttributes
 
-METHODS = ("attack", "pixel", "linear", "amortized", "disc")
+# the options each method takes (build_explainer's keywords): the CLI refuses any other before any work, and
+# build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "attack": (
+        "threshold", "lr", "max_steps", "batch_size", "device",
+        "space", "objective", "residual", "whiten", "invert_steps", "precision",
+    ),
+    "pixel": ("threshold", "lr", "max_steps", "batch_size", "device"),
+    "linear": ("threshold", "batch_size", "device", "space", "probe_c"),
+    "amortized": ("threshold", "lr", "batch_size", "device", "refine_steps"),
+    "disc": ("threshold", "lr", "max_steps", "batch_size", "device", "consistency"),
+}  # fmt: skip
+METHODS = tuple(METHOD_OPTIONS)
+# the `vcex explain` flag of each option that has one (objective and probe_c are build_explainer's only)
+OPTION_FLAGS = {
+    **{key: "--" + key.replace("_", "-") for key in ("threshold", "lr", "max_steps", "batch_size", "device")},
+    **{key: "--" + key.replace("_", "-") for key in ("space", "residual", "whiten", "invert_steps", "precision")},
+    "consistency": "--consistency",
+    "refine_steps": "--refine",
+}
 # latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
 # for the style generator, its StyleSpace
 SPACES = ("latent", "w", "style")
@@ -145,15 +166,53 @@ def prepare(dataset: str, progress: bool = True, classifier: str | None = None) 
     )
 
 
+def _option_names(options: Sequence[str]) -> str:
+    """Options as the CLI's flags, those without one as Python keywords: ``--lr, --max-steps (and probe_c=)``."""
+    flags = [OPTION_FLAGS[key] for key in options if key in OPTION_FLAGS]
+    keywords = [f"{key}=" for key in options if key not in OPTION_FLAGS]
+    if not flags:
+        return ", ".join(keywords)
+    return ", ".join(flags) + (f" (and {', '.join(keywords)} from Python)" if keywords else "")
+
+
+def check_method_options(method: str, options: Mapping[str, object]) -> dict[str, object]:
+    """The options given (those not None) when ``method`` takes every one of them (:data:`METHOD_OPTIONS`).
+
+    Raises:
+        InputError: an unknown method, or options the method does not use: they are named, with the
+            methods that do use them, and the method's own options are listed.
+    """
+    if method not in METHOD_OPTIONS:
+        raise InputError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    given = {key: value for key, value in options.items() if value is not None}
+    own = METHOD_OPTIONS[method]
+    foreign = [key for key in given if key not in own]
+    if foreign:
+        named = [
+            f"{_option_names([key])} ({'for ' + ', '.join(users) if users else 'no method takes it'})"
+            for key in foreign
+            for users in [[name for name, keys in METHOD_OPTIONS.items() if key in keys]]
+        ]
+        raise InputError(
+            f"--method {method} does not use {' or '.join(named)}: drop {'it' if len(foreign) == 1 else 'them'}; "
+            f"--method {method} takes {_option_names(own)}"
+        )
+    if method == "amortized" and "lr" in given and not given.get("refine_steps"):
+        raise InputError(
+            "--lr is the step of the amortized explainer's refinement, which runs only with --refine N > 0 "
+            "(one pass takes no step): add --refine N, or drop --lr"
+        )
+    return given
+
+
 def build_explainer(
     method: str, bench: Workbench, *, preset: str = "vcex", progress: bool = False, **options: object
 ) -> Explainer:
-    """An explainer by CLI name (``attack``, ``pixel``, ``linear``) with ``options`` overriding its defaults."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    """An explainer by CLI name (:data:`METHODS`) with ``options`` overriding its defaults; the options a
+    method takes are declared in :data:`METHOD_OPTIONS` (None counts as not given), any other is refused."""
+    options = check_method_options(method, options)
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    options = {k: v for k, v in options.items() if v is not None}
     if preset != "paper":
         # vcex's default: 0.998, lowered per class where the classifier is less sure of real images of a class
         options.setdefault("threshold", "auto")
@@ -175,11 +234,7 @@ def _build(method: str, bench: Workbench, preset: str, progress: bool, options: 
     classifier, latent_model = bench.classifier, bench.latent_model
     space = options.pop("space", "latent")
     whiten = bool(options.pop("whiten", False))
-    if whiten and method != "attack":
-        raise InputError(f"--whiten is for --method attack, not {method}")
     invert_steps = int(options.pop("invert_steps", 0) or 0)
-    if invert_steps and method != "attack":
-        raise InputError(f"--invert-steps is for --method attack, not {method}")
     if space not in SPACES:
         raise InputError(f"unknown latent space {space!r}; use one of {', '.join(SPACES)}")
     if space in ("w", "style"):
@@ -191,8 +246,6 @@ def _build(method: str, bench: Workbench, preset: str, progress: bool, options: 
                 f"{type(latent_model).__name__} (W and StyleSpace exist for the faces)"
             )
     if space == "style":
-        if method not in ("attack", "linear"):
-            raise InputError(f"--space style is for --method attack or linear, not {method}")
         latent_model = StyleSpaceModel(latent_model)
     # the attack starts from latents refined by invert_steps of pixel-error inversion (the encoder alone: 0)
     refined = RefinedEncoder(latent_model, steps=invert_steps) if invert_steps else None
@@ -228,7 +281,6 @@ def _build(method: str, bench: Workbench, preset: str, progress: bool, options: 
     if method == "amortized":
         return _amortized_explainer(bench, classifier, latent_model, progress, options)
     if method == "pixel":
-        options.pop("objective", None)
         return PixelAttack(classifier, progress=progress, **options)
     if method == "disc":
         from vcex.explainers.disc import DISC
@@ -240,14 +292,7 @@ def _build(method: str, bench: Workbench, preset: str, progress: bool, options: 
             from vcex.models import load_duq
 
             options["consistency_model"] = load_duq(bench.dataset, progress=progress)
-        kept = ("threshold", "lr", "max_steps", "batch_size", "device", "consistency_model")
-        return DISC(
-            classifier,
-            consistency=consistency,
-            progress=progress,
-            **{k: v for k, v in options.items() if k in kept},
-        )
-    options = {k: v for k, v in options.items() if k in ("threshold", "batch_size", "device", "probe_c")}
+        return DISC(classifier, consistency=consistency, progress=progress, **options)
     return LinearLatentEdit(classifier, latent_model, progress=progress, **options).fit(bench.train.images)
 
 
@@ -255,9 +300,7 @@ def _amortized_explainer(
     bench: Workbench, classifier: torch.nn.Module, latent_model: torch.nn.Module, progress: bool, options: dict
 ) -> AmortizedCounterfactual:
     """Load the amortized explainer fitted for these models and settings, or fit it on the training set and cache it."""
-    settings = {k: options[k] for k in ("threshold", "refine_steps", "batch_size", "device") if k in options}
-    if "lr" in options:
-        settings["lr_refine"] = options["lr"]
+    settings = {"lr_refine" if key == "lr" else key: value for key, value in options.items()}
     if bench.dataset.startswith("faces-"):
         settings = {**FACES_AMORTIZED, **settings}
     explainer = AmortizedCounterfactual(classifier, latent_model, progress=progress, **settings)
@@ -400,7 +443,7 @@ def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) 
     """metrics.json, counterfactuals.safetensors (+ .json) and grid.png in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     result.save(out / "counterfactuals.safetensors")
     save_png(result_grid(result, 16), out / "grid.png")
 
@@ -446,8 +489,8 @@ def check_global_options(
     dataset: str,
     reader: str,
     rounds: int,
-    later_rounds: str = "whitened",
-    round_scores: str = "auto",
+    later_rounds: str | None = None,
+    round_scores: str | None = None,
     descriptors: str | Path | None = None,
 ) -> str:
     """Check ``vcex global``'s reader, rounds and descriptor CSV for a dataset before anything is trained;
@@ -459,9 +502,15 @@ def check_global_options(
         reader = "images" if faces else "latent"
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"--rounds must be an integer >= 1, got {rounds!r}")
-    if later_rounds not in LATER_ROUNDS:
+    if later_rounds is not None and later_rounds not in LATER_ROUNDS:
         raise InputError(f"unknown --later-rounds {later_rounds!r}; use one of {', '.join(LATER_ROUNDS)}")
     resolve_round_scores(round_scores, whiten=False)  # refuses an unknown value
+    given = [flag for flag, value in (("--later-rounds", later_rounds), ("--round-scores", round_scores)) if value]
+    if rounds == 1 and given:
+        raise InputError(
+            f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} how explaining away's rounds 2 and on run, "
+            "and there is one round: add --rounds 3 (say), or drop " + ("it" if len(given) == 1 else "them")
+        )
     if rounds > 1 and not faces:
         raise InputError(
             "--rounds > 1 (explaining away) needs a binary classifier's flip counterfactuals: use --dataset faces"
@@ -493,10 +542,11 @@ def folder_descriptors(dataset: str, csv_path: str | Path) -> Descriptors:
     return Descriptors.from_csv(csv_path, files=load_dataset(dataset, "train").files)
 
 
-def resolve_round_scores(round_scores: str, whiten: bool) -> str:
+def resolve_round_scores(round_scores: str | None, whiten: bool) -> str:
     """What ``--round-scores auto`` stands for: residual after a first round in the raw latent, raw after a
     whitened one (on the faces benchmark a whitened first round's pattern often holds the shortcut already,
     and the residual then removes it; docs/benchmarks/faces-global.md)."""
+    round_scores = round_scores or "auto"
     if round_scores not in ROUND_SCORES:
         raise InputError(f"unknown --round-scores {round_scores!r}; use one of {', '.join(ROUND_SCORES)}")
     if round_scores == "auto":
@@ -513,8 +563,8 @@ def run_global(
     resamples: int = 1000,
     reader: str = "auto",
     rounds: int = 1,
-    later_rounds: str = "whitened",
-    round_scores: str = "auto",
+    later_rounds: str | None = None,
+    round_scores: str | None = None,
     descriptors: str | Path | None = None,
     **options: object,
 ) -> dict:
@@ -528,14 +578,14 @@ def run_global(
     Either way a held-out split is reported, and readers that do not beat chance are listed, not ranked.
     ``rounds > 1`` (faces, image readers): explaining away (:func:`~vcex.attribution.explain_away`), each later
     round attacks the same faces holding the factors won so far, so a shortcut behind the cheapest route shows;
-    ``later_rounds="whitened"`` (default) runs those rounds in the whitened latent (in a trial on two shortcut
+    ``later_rounds="whitened"`` (the default, None) runs those rounds in the whitened latent (in a trial on two shortcut
     classifiers, later rounds in raw W never found the shortcut), ``"same"`` with round 1's attack. Later
     rounds are kept in ``out/rounds`` and reused by a rerun with the same settings. ``round_scores="residual"``
     gives each later round to what the earlier rounds' patterns leave unexplained
     (:func:`~vcex.attribution.residual_scores`), so side effects of a held factor do not win (a planted
     background in the top 3 of 40 of 40 shortcut classifiers, against 36 raw); ``"raw"``: the top |S|;
-    ``"auto"`` (default): residual when round 1 is in the raw latent, raw when it is whitened, whose pattern
-    often holds the second route already (26 of 40 residual, 36 raw).
+    ``"auto"`` (the default, None): residual when round 1 is in the raw latent, raw when it is whitened, whose
+    pattern often holds the second route already (26 of 40 residual, 36 raw). Both are refused with one round.
     MNIST/Fashion: Morpho-MNIST descriptors, the attack explains the first ``n`` test images toward their
     runner-up class, one explanation per target class. Faces: the
     renderer's factor table, the attack flips the binary classifier, S_a = mean_i d_i s_a,i with
@@ -608,7 +658,7 @@ def run_global(
         from vcex.attribution import explain_away
         from vcex.evaluation.ground_truth import descriptor_factor
 
-        whiten = later_rounds == "whitened" or bool(options.get("whiten"))
+        whiten = (later_rounds or "whitened") == "whitened" or bool(options.get("whiten"))
         round_scores = resolve_round_scores(round_scores, bool(options.get("whiten")))
         later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
         away = explain_away(
@@ -651,7 +701,7 @@ def run_global(
             "round_scores": round_scores,
             "seconds": round(sum(r.seconds for r in away.results[1:]), 3),
         }
-    (out / "global.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out / "global.json", record)
     _global_report(bench, explanations, record, out)
     return record
 

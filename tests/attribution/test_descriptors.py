@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -113,3 +115,24 @@ def test_from_csv_by_file_follows_the_images_files_and_ignores_other_rows(tmp_pa
         Descriptors.from_csv(write_csv(tmp_path / "i.csv", ["index,x", "0,1"]), files=["a.png"])
     with pytest.raises(InputError, match=r"line 3 \(image cat/0.png\) holds the non-numeric"):
         Descriptors.from_csv(write_csv(tmp_path / "n.csv", ["file,x", "dog/1.png,1", "cat/0.png,big"]), files=files)
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_the_byte_and_the_fix(tmp_path):
+    path = tmp_path / "latin1.csv"
+    text = "file,size\ncafé/0.png,1\ncafé/1.png,2\n"
+    path.write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index(b"\xe9")
+    expected = rf"{re.escape(str(path))} is not UTF-8 text: byte {offset} \(line 2\).*save it as UTF-8"
+    with pytest.raises(InputError, match=expected):
+        Descriptors.from_csv(path, files=["café/0.png", "café/1.png"])
+    # behind a byte-order mark the offset still counts from the file's start
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))
+    with pytest.raises(InputError, match=f"byte {offset + 3} "):
+        Descriptors.from_csv(path, files=["café/0.png", "café/1.png"])
+
+
+def test_a_utf8_csv_with_a_byte_order_mark_reads_as_without(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffindex,größe\r\n0,1\r\n1,3\r\n".encode())
+    descriptors = Descriptors.from_csv(path, n_images=2)
+    assert descriptors.names == ["größe"] and descriptors.values["größe"].tolist() == [1.0, 3.0]

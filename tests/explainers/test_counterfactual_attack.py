@@ -3,7 +3,7 @@ import torch
 
 from vcex import CounterfactualAttack, CounterfactualResult, InputError, ModelError
 from vcex.explainers.counterfactual_attack import project_to_ball
-from vcex.models import KNNOracle, as_classifier
+from vcex.models import Classifier, KNNOracle
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +148,14 @@ def test_bad_models_are_refused(tiny_classifier, tiny_vae, mnist_small):
     with pytest.raises(InputError, match="latent model"):
         CounterfactualAttack(tiny_classifier, None)
     knn = KNNOracle(images[:50], torch.arange(50) % 10)
+    # the kNN's votes are probabilities, so it is wrapped as such: then its lack of gradients is what is refused
+    black_box = Classifier(knn.votes, outputs="probabilities")
     with pytest.raises(ModelError, match="not differentiable"):
-        CounterfactualAttack(as_classifier(knn.votes), tiny_vae).explain(images[:2])
+        CounterfactualAttack(black_box, tiny_vae).explain(images[:2])
     # the probe runs once per classifier: a black box swapped in later is still caught
     explainer = CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=1)
     explainer.explain(images[:2])
-    explainer.classifier = as_classifier(knn.votes)
+    explainer.classifier = black_box
     with pytest.raises(ModelError, match="not differentiable"):
         explainer.explain(images[:2])
 
@@ -258,3 +260,60 @@ class _Undeclared:
 def test_bad_latent_bounds_are_refused(tiny_classifier, tiny_vae, bound):
     with pytest.raises(InputError, match="latent_bound"):
         CounterfactualAttack(tiny_classifier, tiny_vae, latent_bound=bound)
+
+
+def test_a_classifier_ending_in_softmax_is_refused_then_explained_once_wrapped(tiny_classifier, tiny_vae, mnist_small):
+    _, _, images, _ = mnist_small
+    images = images[:8]
+    softmax_model = torch.nn.Sequential(tiny_classifier, torch.nn.Softmax(dim=1))
+    with pytest.raises(ModelError, match=r'not logits.*Classifier\(model, outputs="probabilities"\)'):
+        CounterfactualAttack(softmax_model, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    wrapped = Classifier(softmax_model, outputs="probabilities")
+    result = CounterfactualAttack(wrapped, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    # the same attack as on the model's own logits: the same images reach the target, at the same steps
+    plain = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    assert result.validity >= 0.5 and torch.equal(result.success, plain.success)
+    assert torch.equal(result.steps, plain.steps)
+    with torch.no_grad():
+        probs = tiny_classifier(result.counterfactuals).softmax(1)
+    assert torch.allclose(probs.gather(1, result.target[:, None])[:, 0], result.target_prob, atol=1e-4)
+    # log-softmax outputs are logits: accepted as they are
+    log_softmax = torch.nn.Sequential(tiny_classifier, torch.nn.LogSoftmax(dim=1))
+    accepted = CounterfactualAttack(log_softmax, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    assert torch.equal(accepted.success, plain.success)
+
+
+@pytest.mark.parametrize("lr", [-1, 0, float("nan"), float("inf")])
+def test_every_explainer_refuses_a_learning_rate_that_is_not_positive_and_finite(tiny_classifier, tiny_vae, lr):
+    from vcex import DISC, AmortizedCounterfactual, PixelAttack
+    from vcex.attribution import ImageAttributes
+    from vcex.explainers.inversion import FourierINR
+    from vcex.models.refined import RefinedEncoder
+
+    constructors = {
+        "lr": [
+            lambda: CounterfactualAttack(tiny_classifier, tiny_vae, lr=lr),
+            lambda: PixelAttack(tiny_classifier, lr=lr),
+            lambda: DISC(tiny_classifier, lr=lr),
+            lambda: RefinedEncoder(tiny_vae, lr=lr),
+            lambda: ImageAttributes(lr=lr),
+            lambda: AmortizedCounterfactual(tiny_classifier, tiny_vae).fit(torch.rand(4, 1, 28, 28), lr=lr),
+        ],
+        "lr_refine": [lambda: AmortizedCounterfactual(tiny_classifier, tiny_vae, lr_refine=lr)],
+        "fit_lr": [lambda: FourierINR((1, 28, 28), fit_lr=lr)],  # DISC's INR parameterisation
+    }
+    for name, builds in constructors.items():
+        for build in builds:
+            with pytest.raises(InputError, match=f"{name} must be a positive finite number"):
+                build()
+
+
+def test_step_budgets_and_batch_sizes_are_checked_when_the_explainer_is_built(tiny_classifier, tiny_vae):
+    from vcex import PixelAttack
+
+    with pytest.raises(InputError, match="max_steps must be >= 0, got -1"):
+        CounterfactualAttack(tiny_classifier, tiny_vae, max_steps=-1)
+    with pytest.raises(InputError, match="max_steps must be a whole number"):
+        PixelAttack(tiny_classifier, max_steps=float("nan"))
+    with pytest.raises(InputError, match="batch_size must be >= 1, got 0"):
+        CounterfactualAttack(tiny_classifier, tiny_vae, batch_size=0)

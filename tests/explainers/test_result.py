@@ -44,3 +44,26 @@ def test_result_builder_refuses_a_short_result():
     builder.add(part(range(0, 3)))
     with pytest.raises(RuntimeError, match="3 of 5 rows"):
         builder.result(seconds=0.0)
+
+
+def test_a_saved_result_from_another_version_loads_without_its_unknown_keys(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from vcex.errors import CacheError
+
+    path = part(range(4)).save(tmp_path / "chunk.safetensors")
+    scalars_path = path.with_name(path.name + ".json")
+    scalars = json.loads(scalars_path.read_text())
+    scalars_path.write_text(json.dumps({**scalars, "added_by_a_later_version": 1}))
+    save_file({**load_file(str(path)), "later_tensor": torch.zeros(4)}, str(path))
+    loaded = CounterfactualResult.load(path)
+    assert torch.equal(loaded.steps, torch.arange(4)) and loaded.settings == {"k": 1}
+    # a field this version needs and the file lacks: refused as damage is, so the caller recomputes it
+    scalars_path.write_text(json.dumps({k: v for k, v in scalars.items() if k != "method"}))
+    with pytest.raises(CacheError, match=r"chunk.safetensors lacks method \(written by another vcex version"):
+        CounterfactualResult.load(path)
+    scalars_path.write_text("[1, 2]")
+    with pytest.raises(CacheError, match="not an object"):
+        CounterfactualResult.load(path)

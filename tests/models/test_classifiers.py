@@ -67,3 +67,39 @@ def test_face_cnn_shapes(size):
     from vcex.models.classifiers import FaceCNN
 
     assert FaceCNN(3, 2, size).eval()(torch.rand(2, 3, size, size)).shape == (2, 2)
+
+
+def test_a_classifier_that_returns_probabilities_is_refused_with_the_fix():
+    softmax = as_classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.Softmax(dim=1)))
+    with pytest.raises(ModelError, match=r'returns probabilities .*not logits.*outputs="probabilities"'):
+        checked_logits(softmax, torch.rand(4, 1, 4, 4))
+    with pytest.raises(ModelError, match="not logits"):  # one image is enough
+        checked_logits(softmax, torch.rand(1, 1, 4, 4))
+
+
+def test_log_softmax_and_ordinary_logits_are_not_mistaken_for_probabilities():
+    torch.manual_seed(0)
+    images = torch.rand(4, 1, 4, 4)
+    log_softmax = as_classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.LogSoftmax(dim=1)))
+    assert checked_logits(log_softmax, images).shape == (4, 3)
+    # logits in [0, 1] whose rows do not sum to 1 are logits
+    assert checked_logits(as_classifier(lambda x: torch.full((len(x), 3), 0.2)), images).shape == (4, 3)
+
+
+def test_probability_outputs_become_log_probabilities():
+    network = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.Softmax(dim=1))
+    classifier = Classifier(network, outputs="probabilities")
+    images = torch.rand(4, 1, 4, 4)
+    logits = checked_logits(classifier, images)
+    with torch.no_grad():
+        assert torch.allclose(logits, network(images).log()) and torch.allclose(logits.softmax(1), network(images))
+    # one sigmoid output p is the binary classifier (1 - p, p)
+    sigmoid = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Sigmoid()), outputs="probabilities")
+    with torch.no_grad():
+        p = sigmoid.network(images)[:, 0]
+        assert torch.allclose(sigmoid(images).softmax(1)[:, 1], p)
+    # a probability that underflowed to 0 gives a finite logit, not -inf
+    zero = Classifier(lambda x: torch.tensor([[1.0, 0.0]]).expand(len(x), 2), outputs="probabilities")
+    assert bool(torch.isfinite(checked_logits(zero, images)).all())
+    with pytest.raises(InputError, match="outputs must be one of"):
+        Classifier(network, outputs="softmax")

@@ -13,7 +13,9 @@ training median.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -180,8 +182,7 @@ class Descriptors:
 def _read_descriptor_csv(path: Path, key_column: str) -> tuple[list[str], list[str], list[list[float]]]:
     """(header, each row's key cell, each row's descriptor values), every cell checked."""
     try:
-        with path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
+        rows = list(csv.reader(io.StringIO(_utf8_text(path), newline="")))
     except OSError as error:
         raise InputError(f"cannot read descriptor CSV {path} ({error})") from error
     rows = [row for row in rows if any(cell.strip() for cell in row)]
@@ -225,6 +226,21 @@ def _read_descriptor_csv(path: Path, key_column: str) -> tuple[list[str], list[s
             parsed.append(number)
         table.append(parsed)
     return header, keys, table
+
+
+def _utf8_text(path: Path) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark, as spreadsheet programs write, is dropped)."""
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = start + error.start
+        line = data[:offset].count(b"\n") + 1
+        raise InputError(
+            f"descriptor CSV {path} is not UTF-8 text: byte {offset} (line {line}) is 0x{data[offset]:02x}; "
+            "save it as UTF-8 (in a spreadsheet: CSV UTF-8) and try again"
+        ) from None
 
 
 def _index_order(path: Path, keys: list[str], expected: int) -> tuple[torch.Tensor, int]:

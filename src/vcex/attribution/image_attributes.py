@@ -36,11 +36,12 @@ from vcex.attribution.base import (
 )
 from vcex.attribution.descriptors import Descriptors
 from vcex.cache import load_state_into, load_weights, save_weights
-from vcex.checks import check_images
+from vcex.checks import check_images, check_positive_finite
 from vcex.errors import CacheError, InputError
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.faces import conv_pair_net
 from vcex.models.training import fit, random_blur, random_shift
+from vcex.records import dataclass_from_record
 
 _SETTINGS = ("epochs", "batch_size", "lr", "width", "max_shift", "max_blur", "margin", "alpha")
 
@@ -78,6 +79,7 @@ class ImageAttributes(DescriptorReader):
         progress: bool = False,
     ) -> None:
         super().__init__(descriptors, margin, alpha)
+        lr = check_positive_finite("lr", lr)
         if epochs < 1 or batch_size < 1 or lr <= 0 or width < 1 or max_shift < 0 or max_blur < 0:
             raise InputError(
                 "ImageAttributes needs epochs >= 1, batch_size >= 1, lr > 0, width >= 1, max_shift >= 0 and "
@@ -225,7 +227,7 @@ class ImageAttributes(DescriptorReader):
         readers.network = network.to(readers.device).eval().requires_grad_(False)
         readers.image_shape = tuple(record["image_shape"])
         readers.names = list(record["names"])
-        readers.reports = [ProbeReport(**report) for report in record["reports"]]
+        readers.reports = [dataclass_from_record(ProbeReport, report, str(path)) for report in record["reports"]]
         readers.notes = list(record["notes"])
         readers.train_seconds = record["train_seconds"]
         return readers

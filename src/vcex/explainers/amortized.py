@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vcex.cache import data_fingerprint, load_state_into, load_weights, parameter_fingerprint, save_weights
-from vcex.checks import check_images
+from vcex.checks import check_count, check_images, check_positive_finite
 from vcex.errors import CacheError, InputError, ModelError
 from vcex.explainers.base import Explainer, TargetSpec, ThresholdSpec, check_threshold
 from vcex.explainers.counterfactual_attack import latent_attack
@@ -157,8 +157,8 @@ class AmortizedCounterfactual(Explainer):
             )
         if latent_norm not in LATENT_NORMS:
             raise InputError(f"unknown latent_norm {latent_norm!r}; use one of {', '.join(LATENT_NORMS)}")
-        if refine_steps < 0:
-            raise InputError(f"refine_steps must be >= 0, got {refine_steps}")
+        refine_steps = check_count("refine_steps", refine_steps)
+        lr_refine = check_positive_finite("lr_refine", lr_refine)
         self.hidden = int(hidden)
         self.latent_weight = float(latent_weight)
         self.pixel_weight = float(pixel_weight)
@@ -235,8 +235,8 @@ class AmortizedCounterfactual(Explainer):
         every epoch, and a later ``fit`` with the same arguments resumes from it. A non-finite loss
         stops the fit with :class:`ModelError`, leaving the last good checkpoint in place.
         """
-        if epochs < 1 or batch_size < 1 or not lr > 0:
-            raise InputError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+        epochs, batch_size = check_count("epochs", epochs, 1), check_count("batch_size", batch_size, 1)
+        lr = check_positive_finite("lr", lr)
         images = check_images(images, value_range=self.classifier.value_range)
         if len(images) < 2:
             raise InputError(f"fit needs at least 2 images, got {len(images)}")

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vcex.checks import short_list
+from vcex.checks import check_count, short_list
 from vcex.errors import InputError, ModelError
 from vcex.explainers.result import CounterfactualResult, ResultBuilder
 from vcex.explainers.thresholds import AUTO, explained_thresholds
@@ -178,9 +178,7 @@ class Explainer:
         self._threshold_reason: str | None = None
         # why the threshold is what it is, where the caller decided it (e.g. from training images); recorded
         self.threshold_reason: str | None = None
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = check_count("batch_size", batch_size, 1)
         self.device = torch.device(device) if device is not None else self.classifier.device
         self.progress = progress
 

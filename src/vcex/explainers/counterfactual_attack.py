@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vcex.checks import check_count, check_positive_finite
 from vcex.errors import InputError, ModelError
 from vcex.explainers.base import PAPER_THRESHOLD, Explainer, ThresholdSpec
 from vcex.explainers.loop import LoopOutput, Penalty, optimise_until_confident
@@ -183,8 +184,8 @@ class CounterfactualAttack(Explainer):
             classifier, latent_model, threshold=threshold, batch_size=batch_size, device=device, progress=progress
         )
         self._set_hold(hold, hold_weight)
-        self.lr = lr
-        self.max_steps = max_steps
+        self.lr = check_positive_finite("lr", lr)
+        self.max_steps = check_count("max_steps", max_steps)
         self.objective = objective
         self.residual = bool(residual)
         if precision not in PRECISIONS:

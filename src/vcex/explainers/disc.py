@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vcex.checks import check_count, check_positive_finite
 from vcex.errors import InputError, ModelError
 from vcex.explainers.base import Explainer, ThresholdSpec
 from vcex.explainers.inversion import (
@@ -146,8 +147,7 @@ class DISC(Explainer):
         ):
             if value < 0:
                 raise InputError(f"{label} must be >= 0, got {value}")
-        if max_steps < 1:
-            raise InputError(f"max_steps must be >= 1, got {max_steps}")
+        max_steps = check_count("max_steps", max_steps, 1)
         self.parameterisation = parameterisation
         self.feature_layers = tuple(feature_layers)
         self.feature_modules = find_modules(self.classifier, self.feature_layers)
@@ -172,8 +172,8 @@ class DISC(Explainer):
         self.consistency = consistency
         self.consistency_weight = float(consistency_weight) if consistency != "none" else 0.0
         self.consistency_model = self._consistency_model(consistency, consistency_model)
-        self.lr = float(lr) if lr is not None else _DEFAULT_LR[parameterisation]
-        self.max_steps = int(max_steps)
+        self.lr = check_positive_finite("lr", lr) if lr is not None else _DEFAULT_LR[parameterisation]
+        self.max_steps = max_steps
         self.fit_steps = int(fit_steps) if fit_steps is not None else _DEFAULT_FIT_STEPS[parameterisation]
         if self.fit_steps < 0:
             raise InputError(f"fit_steps must be >= 0, got {fit_steps}")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcex.checks import check_positive_finite
 from vcex.errors import InputError
 
 PARAMETERISATIONS = ("pixels", "dip", "inr")
@@ -86,7 +87,7 @@ class _FittedNetwork(Parameterisation):
         if fit_steps < 0:
             raise InputError(f"fit_steps must be >= 0, got {fit_steps}")
         self.fit_steps = fit_steps
-        self.fit_lr = fit_lr
+        self.fit_lr = check_positive_finite("fit_lr", fit_lr)
         self.seed = seed
         self.shapes: list[tuple[int, ...]] = []
         self.fit_error: torch.Tensor | None = None  # (B,) mean absolute error of net(w0) after the last fit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vcex.checks import check_count, check_positive_finite
 from vcex.explainers.base import Explainer, ThresholdSpec
 from vcex.explainers.loop import optimise_until_confident
 from vcex.explainers.thresholds import AUTO
@@ -45,8 +46,8 @@ class PixelAttack(Explainer):
         progress: bool = False,
     ) -> None:
         super().__init__(classifier, threshold=threshold, batch_size=batch_size, device=device, progress=progress)
-        self.lr = lr
-        self.max_steps = max_steps
+        self.lr = check_positive_finite("lr", lr)
+        self.max_steps = check_count("max_steps", max_steps)
         self.l1_weight = l1_weight
         self.check_every = check_every or (1 if self.device.type == "cpu" else 8)
 

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vcex.errors import CacheError
+from vcex.records import dataclass_from_record, write_json
 
 _OPTIONAL = ("original_latents", "counterfactual_latents", "reconstructions", "sequence", "sequence_prob")
 
@@ -87,21 +88,24 @@ class CounterfactualResult:
         scalars = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in tensors and f.name not in _OPTIONAL
         }
-        path.with_name(path.name + ".json").write_text(json.dumps(scalars, indent=2, default=str))
+        write_json(path.with_name(path.name + ".json"), scalars)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> CounterfactualResult:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save` (by this or another vcex version: fields this version does not
+        know are ignored; one it needs and the files lack raises :class:`CacheError`, as damage does)."""
         path = Path(path)
         try:
             tensors = load_file(str(path))
             scalars = json.loads(path.with_name(path.name + ".json").read_text())
+            if not isinstance(scalars, dict):
+                raise ValueError(f"its JSON holds a {type(scalars).__name__}, not an object")
         except Exception as error:  # noqa: BLE001 - any damage means the same thing to the caller
             raise CacheError(f"cannot read counterfactual result {path} ({error})") from error
         if isinstance(scalars.get("threshold"), list):  # per-class thresholds, a tuple before saving
             scalars["threshold"] = tuple(scalars["threshold"])
-        return cls(**scalars, **tensors)
+        return dataclass_from_record(cls, {**scalars, **tensors}, f"counterfactual result {path}")
 
     def select(self, mask: torch.Tensor) -> CounterfactualResult:
         """The rows where ``mask`` (N,) is True (or the rows at the given indices), same scalars."""

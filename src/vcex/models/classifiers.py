@@ -12,6 +12,11 @@ from vcex.checks import check_images
 from vcex.errors import InputError, ModelError
 from vcex.models.state import evaluates
 
+OUTPUTS = ("logits", "probabilities")  # what a Classifier's network may return
+# how far a row of outputs may sum from 1 and still be taken for probabilities (float32 softmax rows sum to 1
+# within ~1e-6; real logits landing in [0, 1] and summing to 1 this closely on every image is no accident)
+PROBABILITY_SUM_TOLERANCE = 1e-4
+
 
 class Classifier(nn.Module):
     """A classifier that takes images in ``value_range`` and returns logits (N, num_classes).
@@ -26,6 +31,13 @@ class Classifier(nn.Module):
         input_shape: (C, H, W) the network expects, if known; checked at the public edge.
         value_range: range of the images it accepts.
         class_names: optional names, one per class.
+        outputs: what ``network`` returns: ``"logits"`` (default), or ``"probabilities"`` (a final softmax,
+            or one sigmoid output p for a binary classifier, read as (1 - p, p)), whose log is taken here,
+            so explainers get log-probabilities, which are valid logits.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1))  # ends in a softmax
+        >>> classifier = Classifier(model, outputs="probabilities")
     """
 
     def __init__(
@@ -36,8 +48,12 @@ class Classifier(nn.Module):
         input_shape: tuple[int, int, int] | None = None,
         value_range: tuple[float, float] = (0.0, 1.0),
         class_names: Sequence[str] | None = None,
+        outputs: str = "logits",
     ) -> None:
         super().__init__()
+        if outputs not in OUTPUTS:
+            raise InputError(f"outputs must be one of {', '.join(map(repr, OUTPUTS))}, got {outputs!r}")
+        self.outputs = outputs
         self.network = network if isinstance(network, nn.Module) else _CallableModule(network)
         channels = len(mean) if mean is not None else 1
         self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, -1, 1, 1))
@@ -48,7 +64,13 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.network((images - self.mean) / self.std)
-        if logits.dim() == 2 and logits.shape[1] == 1:
+        if self.outputs == "probabilities" and isinstance(logits, torch.Tensor):
+            if logits.dim() == 2 and logits.shape[1] == 1:
+                logits = torch.cat([1 - logits, logits], dim=1)
+            # the smallest normal float: only a probability that underflowed to 0 is raised, so gradients
+            # still flow through every representable one
+            return logits.clamp_min(torch.finfo(logits.dtype).tiny).log()
+        if isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[1] == 1:
             logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
         return logits
 
@@ -96,6 +118,13 @@ def checked_logits(classifier: Classifier, images: torch.Tensor) -> torch.Tensor
         raise ModelError(f"the classifier returned {logits.shape[1]} classes; it needs at least 2")
     if not bool(torch.isfinite(logits).all()):
         raise ModelError("the classifier returned NaN or inf logits on these images")
+    in_unit_range = bool(((logits >= 0) & (logits <= 1)).all())
+    if in_unit_range and bool(((logits.sum(1) - 1).abs() <= PROBABILITY_SUM_TOLERANCE).all()):
+        raise ModelError(
+            "the classifier returns probabilities (every row in [0, 1], summing to 1), not logits, so the "
+            "explainers would softmax them again and barely move them; wrap it as "
+            'vcex.Classifier(model, outputs="probabilities"), which takes their log, or drop its final softmax'
+        )
     return logits
 
 

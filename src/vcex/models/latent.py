@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcex.errors import InputError
+from vcex.errors import InputError, ModelError
 
 
 @runtime_checkable
@@ -24,13 +25,96 @@ class LatentModel(Protocol):
 
 
 def as_latent_model(model: object) -> LatentModel:
-    """Accept any object with callable ``encode`` and ``decode``; refuse others with a clear error."""
+    """Accept any object with callable ``encode`` and ``decode``; refuse others with a clear error.
+
+    vcex's own latent models come back as they are; any other is wrapped in :class:`UserLatentModel`, whose
+    ``encode`` checks what the model returns (and takes the mean of a VAE's ``(mean, log-variance)``).
+    """
     if not (callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))):
         raise InputError(
             f"latent model must have encode(images) -> latents and decode(latents) -> images; "
             f"{type(model).__name__} does not"
         )
-    return model  # type: ignore[return-value]
+    if isinstance(model, UserLatentModel) or type(model).__module__.split(".")[0] == "vcex":
+        return model  # type: ignore[return-value]
+    return UserLatentModel(model)
+
+
+def _described(value: object) -> str:
+    """What an encoder returned, for an error message: a tensor by its shape, a sequence by its items' kinds."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        items = ", ".join(_described(item) if isinstance(item, torch.Tensor) else type(item).__name__ for item in value)
+        return f"a {type(value).__name__} of {len(value)} ({items})"
+    return f"a {type(value).__name__}"
+
+
+class UserLatentModel(nn.Module):
+    """A latent model from outside vcex, as explainers see it: ``decode`` is its own, and ``encode`` checks
+    that it returns latents (N, ...) for N images.
+
+    Many VAEs' ``encode`` returns ``(mean, log-variance)``: the first element is taken as the latent (the
+    posterior mean, so explanations are repeatable), with a warning the first time. Anything else that is
+    not a tensor with the batch as its first dimension raises :class:`ModelError`. Other attributes are the
+    wrapped model's, and its train/eval mode is the wrapped model's, so freezing the wrapper freezes the model
+    and restores exactly its mode.
+    """
+
+    def __init__(self, model: object) -> None:
+        super().__init__()
+        self.wrapped = model  # a submodule when it is an nn.Module (moved, frozen and fingerprinted with it)
+        self._warned = False
+
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        wrapped = self.__dict__.get("_modules", {}).get("wrapped")
+        return wrapped.training if wrapped is not None else self.__dict__.get("_own_training", True)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        wrapped = self.__dict__.get("_modules", {}).get("wrapped")
+        if wrapped is not None:
+            wrapped.training = mode
+        else:
+            self.__dict__["_own_training"] = mode
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "wrapped":
+                raise
+            return getattr(self.wrapped, name)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Latents (N, ...) of ``images`` (N, C, H, W): the model's, or the first element of what it returns."""
+        latents = self.wrapped.encode(images)
+        if isinstance(latents, torch.Tensor) and latents.dim() >= 1 and latents.shape[0] == images.shape[0]:
+            return latents
+        first = latents[0] if isinstance(latents, (tuple, list)) and latents else None
+        if isinstance(first, torch.Tensor) and first.dim() >= 1 and first.shape[0] == images.shape[0]:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"the latent model's encode() returns {_described(latents)}; its first element is taken as the "
+                    "latent (for a VAE: the posterior mean). If that is not the latent its decode() takes, give "
+                    "vcex an object whose encode() returns it",
+                    stacklevel=2,
+                )
+            return first
+        raise ModelError(
+            f"the latent model's encode() returned {_described(latents)} for {images.shape[0]} images; it must "
+            f"return the latents as one tensor ({images.shape[0]}, ...), or a tuple whose first element is that "
+            "tensor (a VAE's (mean, log-variance))"
+        )
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.wrapped.decode(latents)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstructions (N, C, H, W): ``decode(encode(images))``."""
+        return self.decode(self.encode(images))
 
 
 class VAE(nn.Module):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vcex.checks import device_of
+from vcex.checks import check_count, check_positive_finite, device_of
 from vcex.errors import InputError
 from vcex.models.latent import LatentModel, as_latent_model
 from vcex.models.state import evaluating
@@ -44,9 +44,8 @@ class RefinedEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.latent_model = as_latent_model(latent_model)
-        if steps < 0 or lr <= 0 or batch_size < 1:
-            raise InputError(f"steps must be >= 0, lr > 0 and batch_size >= 1; got {steps}, {lr} and {batch_size}")
-        self.steps, self.lr, self.batch_size = int(steps), float(lr), int(batch_size)
+        self.steps, self.batch_size = check_count("steps", steps), check_count("batch_size", batch_size, 1)
+        self.lr = check_positive_finite("lr", lr)
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vcex.cache import load_state_into, load_weights
+from vcex.checks import check_positive_finite
 from vcex.errors import InputError
 from vcex.models.state import evaluates
 from vcex.progress import progress_bar
@@ -572,7 +573,8 @@ def train_style_autoencoder(
     steps_per_epoch = -(-len(train_images) // batch_size)
     total_steps = epochs * steps_per_epoch
 
-    generator_lr = lr if generator_lr is None else generator_lr
+    lr = check_positive_finite("lr", lr)
+    generator_lr = lr if generator_lr is None else check_positive_finite("generator_lr", generator_lr)
     groups = [
         {"params": list(model.encoder.parameters()), "lr": lr},
         {"params": list(model.generator.parameters()), "lr": generator_lr},

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcex.checks import check_positive_finite
 from vcex.models.state import evaluates
 from vcex.progress import progress_bar
 
@@ -26,6 +27,7 @@ def fit(
     desc: str = "training",
 ) -> nn.Module:
     """Adam over shuffled minibatches; ``step_loss(images, labels, generator)`` returns a scalar."""
+    lr = check_positive_finite("lr", lr)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

@@ -1,0 +1,65 @@
+"""JSON records on disk: written as strict JSON, read back into dataclasses across vcex versions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vcex.errors import CacheError
+
+Record = TypeVar("Record")
+
+
+def finite_json(value: object) -> object:
+    """``value`` with every non-finite float (NaN, inf) replaced by None, tuples as lists, keys as text.
+
+    Python's json writes NaN as a bare ``NaN``, which is not JSON: other tools reading metrics.json
+    (jq, JavaScript's JSON.parse) refuse the whole file. A missing number is ``null`` instead.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    if isinstance(value, (bool, numbers.Integral)) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Real):  # float, numpy floats
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
+
+
+def json_text(record: object, indent: int | None = 2) -> str:
+    """``record`` as strict JSON (non-finite floats as null; other objects by ``str``)."""
+    return json.dumps(finite_json(record), indent=indent, allow_nan=False, default=str)
+
+
+def write_json(path: str | Path, record: object) -> Path:
+    """Write ``record`` to ``path`` as strict JSON (see :func:`json_text`); returns the path."""
+    path = Path(path)
+    path.write_text(json_text(record), encoding="utf-8")
+    return path
+
+
+def dataclass_from_record(cls: type[Record], record: Mapping[str, Any], source: str) -> Record:
+    """An instance of the dataclass ``cls`` from a saved ``record``, across vcex versions.
+
+    Keys that ``cls`` has no field for (written by another vcex version) are ignored; a required field the
+    record lacks raises :class:`CacheError` naming ``source``, so a cache is recomputed rather than misread.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in record]
+    if missing:
+        raise CacheError(
+            f"{source} lacks {', '.join(missing)} (written by another vcex version?); it cannot be read back"
+        )
+    return cls(**{key: value for key, value in record.items() if key in names})
