@@ -69,10 +69,12 @@ def test_an_encoder_returning_mean_and_log_variance_is_attacked_on_its_mean(tiny
     _, _, images, _ = mnist_small
     images = images[:6]
     model = MeanLogVarVAE(tiny_vae).eval()
-    attack = CounterfactualAttack(tiny_classifier, model, threshold=0.9, max_steps=300)
+    # unbounded: this wrapper declares no latent radius, the VAE does, and the test compares the two
+    attack = CounterfactualAttack(tiny_classifier, model, threshold=0.9, max_steps=300, latent_bound=None)
     with pytest.warns(UserWarning, match="encode\\(\\) returns a tuple of 2 .*first element is taken as the latent"):
         result = attack.explain(images)
-    plain = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.9, max_steps=300).explain(images)
+    plain = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.9, max_steps=300, latent_bound=None)
+    plain = plain.explain(images)
     assert torch.equal(result.original_latents, plain.original_latents) and result.original_latents.shape == (6, 8)
     assert torch.equal(result.success, plain.success) and result.validity >= 0.5
     assert attack.latent_model.latent_dim == 8  # the wrapped model's own attributes are there
