@@ -37,6 +37,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -353,6 +354,8 @@ _BOXES: dict[str, tuple[float, float, float, float]] = {
     "glasses": (-0.70, 0.70, -0.20, 0.15),
 }
 _USE_WINDOWS = True  # tests switch this off to check that the boxes never cut a shape
+_CORNER_X = torch.tensor([0.0, 0.0, 1.0, 1.0])  # a box's four corners, as fractions of its sides
+_CORNER_Y = torch.tensor([0.0, 1.0, 0.0, 1.0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,123 +392,165 @@ class _Canvas:
             self.masks[region][:, rows, cols].add_(alpha)
 
 
-def _render_chunk(f: Mapping[str, Tensor], out: Tensor, track: bool) -> dict[str, Tensor] | None:
-    """Render faces for factor values (B,) into ``out`` (B, 3, S, S); returns region masks if
-    ``track``."""
-    batch, size = out.shape[0], out.shape[-1]
+def _span(lo: float, hi: float, size: int) -> slice:
+    """Pixel rows (or columns) of an image of side ``size`` covering [lo, hi] in image coordinates, plus a margin."""
+    a = max(0, math.floor((lo + 1.0) * size / 2.0) - 2)
+    b = min(size, math.ceil((hi + 1.0) * size / 2.0) + 2)
+    return slice(a, max(a, b))
 
-    def p(name: str) -> Tensor:
-        return f[name].view(batch, 1, 1)
 
-    # Inverse nuisance transform: image coordinates -> face coordinates.
-    grid = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
-    theta = p("rotation") * (math.pi / 180.0)
-    scale = p("scale")
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    shift_x, shift_y = 2.0 * p("shift_x"), 2.0 * p("shift_y")
-    dx = grid.view(1, 1, size) - shift_x
-    dy = grid.view(1, size, 1) - shift_y
-    u_full = (cos / scale * dx) + (sin / scale * dy)
-    v_full = (cos / scale * dy) - (sin / scale * dx)
-    # Coverage ramp: 0.5 - sdf / pixel_width, pixel width measured in face coordinates.
-    neg_inv_pixel = scale * (-size / 2.0)
+def _within(inner: _Window, outer: _Window) -> _Window:
+    """``inner`` relative to ``outer``; inner is clipped to outer (it lies inside by design)."""
+    rows = slice(max(inner[0].start, outer[0].start), min(inner[0].stop, outer[0].stop))
+    cols = slice(max(inner[1].start, outer[1].start), min(inner[1].stop, outer[1].stop))
+    return (
+        slice(rows.start - outer[0].start, max(rows.start, rows.stop) - outer[0].start),
+        slice(cols.start - outer[1].start, max(cols.start, cols.stop) - outer[1].start),
+    )
 
-    corner_x = torch.tensor([0.0, 0.0, 1.0, 1.0])
-    corner_y = torch.tensor([0.0, 1.0, 0.0, 1.0])
-    c2, s2 = (cos * scale).view(-1, 1), (sin * scale).view(-1, 1)
 
-    def span(lo: float, hi: float) -> slice:
-        a = max(0, math.floor((lo + 1.0) * size / 2.0) - 2)
-        b = min(size, math.ceil((hi + 1.0) * size / 2.0) + 2)
-        return slice(a, max(a, b))
+def _clip(inner: _Window, outer: _Window) -> _Window:
+    """``inner`` clipped to ``outer``, in image pixels."""
+    rel = _within(inner, outer)
+    return (
+        slice(rel[0].start + outer[0].start, rel[0].stop + outer[0].start),
+        slice(rel[1].start + outer[1].start, rel[1].stop + outer[1].start),
+    )
 
-    def window(box: str) -> _Window:
-        # Image-space bounding box of the face-space box over the whole chunk, plus a margin.
+
+@dataclass
+class _Frame:
+    """The shared coordinate grids of one chunk: the inverse nuisance transform from image pixels to face
+    coordinates, and the windows and coverage ramp measured in it. Build with :meth:`build`.
+
+    ``grid`` (S,) pixel centres in [-1, 1]; ``u``, ``v`` (B, S, S) face coordinates of every pixel;
+    ``neg_inv_pixel`` (B, 1, 1) minus one over the pixel width in face coordinates; ``shift_x``, ``shift_y``
+    (B, 1, 1) image offsets and ``c2``, ``s2`` (B, 1) scaled cosine and sine, for :meth:`window`.
+    """
+
+    factors: Mapping[str, Tensor]
+    batch: int
+    size: int
+    grid: Tensor
+    u: Tensor
+    v: Tensor
+    neg_inv_pixel: Tensor
+    shift_x: Tensor
+    shift_y: Tensor
+    c2: Tensor
+    s2: Tensor
+
+    @classmethod
+    def build(cls, factors: Mapping[str, Tensor], batch: int, size: int) -> _Frame:
+        """The frame of factor values (B,) (the nuisance ones: shift, scale, rotation) for S x S images."""
+
+        def p(name: str) -> Tensor:
+            return factors[name].view(batch, 1, 1)
+
+        # Inverse nuisance transform: image coordinates -> face coordinates.
+        grid = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
+        theta = p("rotation") * (math.pi / 180.0)
+        scale = p("scale")
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        shift_x, shift_y = 2.0 * p("shift_x"), 2.0 * p("shift_y")
+        dx = grid.view(1, 1, size) - shift_x
+        dy = grid.view(1, size, 1) - shift_y
+        u = (cos / scale * dx) + (sin / scale * dy)
+        v = (cos / scale * dy) - (sin / scale * dx)
+        # Coverage ramp: 0.5 - sdf / pixel_width, pixel width measured in face coordinates.
+        neg_inv_pixel = scale * (-size / 2.0)
+        c2, s2 = (cos * scale).view(-1, 1), (sin * scale).view(-1, 1)
+        return cls(factors, batch, size, grid, u, v, neg_inv_pixel, shift_x, shift_y, c2, s2)
+
+    def p(self, name: str) -> Tensor:
+        """Factor ``name`` as (B, 1, 1), to broadcast over pixels."""
+        return self.factors[name].view(self.batch, 1, 1)
+
+    def window(self, box: str) -> _Window:
+        """Image-space bounding box of the face-space box ``_BOXES[box]`` over the whole chunk, plus a margin."""
         if not _USE_WINDOWS:
-            return slice(0, size), slice(0, size)
+            return slice(0, self.size), slice(0, self.size)
         x0, x1, y0, y1 = _BOXES[box]
-        cx = x0 + (x1 - x0) * corner_x
-        cy = y0 + (y1 - y0) * corner_y
-        xs = c2 * cx - s2 * cy + shift_x.view(-1, 1)
-        ys = s2 * cx + c2 * cy + shift_y.view(-1, 1)
-        return span(ys.min().item(), ys.max().item()), span(xs.min().item(), xs.max().item())
+        cx = x0 + (x1 - x0) * _CORNER_X
+        cy = y0 + (y1 - y0) * _CORNER_Y
+        xs = self.c2 * cx - self.s2 * cy + self.shift_x.view(-1, 1)
+        ys = self.s2 * cx + self.c2 * cy + self.shift_y.view(-1, 1)
+        return _span(ys.min().item(), ys.max().item(), self.size), _span(xs.min().item(), xs.max().item(), self.size)
 
-    def coords(win: _Window) -> tuple[Tensor, Tensor]:
-        return u_full[:, win[0], win[1]], v_full[:, win[0], win[1]]
+    def coords(self, win: _Window) -> tuple[Tensor, Tensor]:
+        """Face coordinates u, v (B, h, w) of the pixels in ``win`` (views: never change them in place)."""
+        return self.u[:, win[0], win[1]], self.v[:, win[0], win[1]]
 
-    def within(inner: _Window, outer: _Window) -> _Window:
-        # ``inner`` relative to ``outer``; inner is clipped to outer (it lies inside by design).
-        rows = slice(max(inner[0].start, outer[0].start), min(inner[0].stop, outer[0].stop))
-        cols = slice(max(inner[1].start, outer[1].start), min(inner[1].stop, outer[1].stop))
-        return (
-            slice(rows.start - outer[0].start, max(rows.start, rows.stop) - outer[0].start),
-            slice(cols.start - outer[1].start, max(cols.start, cols.stop) - outer[1].start),
-        )
+    def cover(self, sdf: Tensor) -> Tensor:
+        """Signed distance (B, h, w) -> coverage in [0, 1], in place: a linear ramp one pixel wide, exactly 0 or 1
+        away from edges and fractional on them."""
+        return sdf.mul_(self.neg_inv_pixel).add_(0.5).clamp_(0.0, 1.0)
 
-    def clip(inner: _Window, outer: _Window) -> _Window:
-        rel = within(inner, outer)
-        return (
-            slice(rel[0].start + outer[0].start, rel[0].stop + outer[0].start),
-            slice(rel[1].start + outer[1].start, rel[1].stop + outer[1].start),
-        )
+    def flat(self, color: Tensor) -> Tensor:
+        """One colour (3,) -> (B, 3)."""
+        return color.expand(self.batch, 3)
 
-    def cover(sdf: Tensor) -> Tensor:
-        # Linear ramp one pixel wide: exactly 0 or 1 away from edges, fractional on them.
-        return sdf.mul_(neg_inv_pixel).add_(0.5).clamp_(0.0, 1.0)
 
-    def flat(color: Tensor) -> Tensor:
-        return color.expand(batch, 3)
+class _FaceShape(NamedTuple):
+    """The face's window, signed distance (B, h, w) and (x / half-width)^2 (B, h, w) there: the beard and the
+    hairline are slices of them."""
 
-    skin = _palette(f["skin_tone"], _SKIN)
-    hair = _palette(f["hair_color"], _HAIR)
-    canvas = _Canvas(out, _hsv(f["background_hue"], 0.45, 0.88), track)
-    half_w = 0.48 + 0.16 * p("face_width")  # face half-width at eye level
-    inv_half_w = 1.0 / half_w
+    window: _Window
+    sdf: Tensor
+    ratio2: Tensor
 
-    # Hair behind the head: a cap over the skull, plus a curtain down the sides whose length is
-    # hair_length (short hair stops at ear level).
-    win = window("hair")
-    u, v = coords(win)
-    length = p("hair_length")
+
+def _paint_back_hair(frame: _Frame, canvas: _Canvas, hair: Tensor, half_w: Tensor) -> None:
+    """Hair behind the head: a cap over the skull, plus a curtain down the sides whose length is hair_length
+    (short hair stops at ear level). ``hair`` (B, 3) colour, ``half_w`` (B, 1, 1) face half-width."""
+    win = frame.window("hair")
+    u, v = frame.coords(win)
+    length = frame.p("hair_length")
     cap = torch.maximum(_ellipse(u, v + 0.03, 1.0 / (half_w + 0.08), 1.0 / 0.78), v - 0.05)
     bottom = 0.02 + 0.86 * length
     curtain = _box(u, v - (bottom - 0.3) / 2, half_w + 0.09 + 0.05 * length, (bottom + 0.3) / 2, r=0.14)
     strands = torch.cos(u * 9.0).square_().mul_(-0.12).add_(1.0).unsqueeze(1)  # soft shading
-    canvas.paint(cover(torch.minimum(cap, curtain)), hair[:, :, None, None] * strands, "hair", win)
+    canvas.paint(frame.cover(torch.minimum(cap, curtain)), hair[:, :, None, None] * strands, "hair", win)
 
-    # Shoulders and neck.
-    win = window("clothes")
-    u, v = coords(win)
-    canvas.paint(cover(_ellipse(u, v - 1.38, 1.0 / 0.88, 1.0 / 0.52)), flat(_CLOTHES), "clothes", win)
-    win = window("neck")
-    u, v = coords(win)
-    canvas.paint(cover(_box(u, v - 0.78, 0.19, 0.3, r=0.05)), skin * 0.8, "face", win)
 
-    # Ears, mirrored so one evaluation draws both.
-    win = window("ears")
-    u, v = coords(win)
+def _paint_body(frame: _Frame, canvas: _Canvas, skin: Tensor, half_w: Tensor) -> None:
+    """Shoulders, neck and ears (mirrored, so one evaluation draws both). ``skin`` (B, 3)."""
+    win = frame.window("clothes")
+    u, v = frame.coords(win)
+    clothes = _ellipse(u, v - 1.38, 1.0 / 0.88, 1.0 / 0.52)
+    canvas.paint(frame.cover(clothes), frame.flat(_CLOTHES), "clothes", win)
+    win = frame.window("neck")
+    u, v = frame.coords(win)
+    canvas.paint(frame.cover(_box(u, v - 0.78, 0.19, 0.3, r=0.05)), skin * 0.8, "face", win)
+    win = frame.window("ears")
+    u, v = frame.coords(win)
     ears = _ellipse(u.abs().sub_(half_w - 0.03), v - 0.03, 1.0 / 0.075, 1.0 / 0.12)
-    canvas.paint(cover(ears), skin * 0.88, "face", win)
+    canvas.paint(frame.cover(ears), skin * 0.88, "face", win)
 
-    # Face: an egg whose half-width narrows towards the chin; darker towards its rim so it
-    # separates from hair of a similar colour. Its distance and (x / half-width)^2 are reused by
-    # the beard and the hairline.
-    face_win = window("face")
-    u, v = coords(face_win)
+
+def _paint_face(frame: _Frame, canvas: _Canvas, skin: Tensor, half_w: Tensor) -> _FaceShape:
+    """Face: an egg whose half-width narrows towards the chin; darker towards its rim so it separates from hair
+    of a similar colour. Returns its shape, which the beard and the hairline reuse."""
+    inv_half_w = 1.0 / half_w
+    face_win = frame.window("face")
+    u, v = frame.coords(face_win)
     rel = (v - _FACE_CY).mul_(1.0 / _FACE_B).clamp_min_(0.0)
     inv_width = rel.square_().mul_(-0.22).add_(1.0).reciprocal_().mul_(inv_half_w)
     face = _ellipse(u, v - _FACE_CY, inv_width, 1.0 / _FACE_B)
     ratio2 = (u * inv_half_w).square_()
     rim = (face * (1.0 / 0.14)).add_(1.0).clamp_(0.0, 1.0).square_().mul_(-0.16).add_(1.0)
     face_color = skin[:, :, None, None] * rim.unsqueeze(1)
-    canvas.paint(cover(face.clone()), face_color, "face", face_win)
+    canvas.paint(frame.cover(face.clone()), face_color, "face", face_win)
+    return _FaceShape(face_win, face, ratio2)
 
-    # Eyes: sclera whose height is the openness, iris and pupil clipped to it, and a lid line
-    # along the top that is all that remains when the eye is closed.
-    win = window("eyes")
-    u, v = coords(win)
+
+def _paint_eyes(frame: _Frame, canvas: _Canvas, skin: Tensor) -> None:
+    """Eyes: sclera whose height is the openness, iris and pupil clipped to it, and a lid line along the top
+    that is all that remains when the eye is closed."""
+    win = frame.window("eyes")
+    u, v = frame.coords(win)
     ex, ey = u.abs().sub_(_EYE_X), v - _EYE_Y
-    open_h = 0.082 * (0.08 + 0.92 * p("eye_openness"))
+    open_h = 0.082 * (0.08 + 0.92 * frame.p("eye_openness"))
     # The first-order distance of a nearly closed (very flat) ellipse stays small along its
     # axis far beyond the tips; the bounding box's distance, also a lower bound, cuts that off.
     sclera = torch.maximum(_ellipse(ex, ey, 1.0 / 0.125, 1.0 / open_h), ex.abs().sub_(0.125))
@@ -514,41 +559,49 @@ def _render_chunk(f: Mapping[str, Tensor], out: Tensor, track: bool) -> dict[str
     pupil = torch.maximum(radius.sub_(0.03), sclera)
     lid = torch.maximum(sclera.abs().sub_(0.016), ey.sub_(0.25 * open_h))
     lid = torch.maximum(lid, ex.abs().sub_(0.125))  # |sclera| is small beyond the tips too
-    canvas.paint(cover(sclera), flat(_SCLERA), "eyes", win)
-    canvas.paint(cover(iris), flat(_IRIS), "eyes", win)
-    canvas.paint(cover(pupil), flat(_PUPIL), "eyes", win)
-    canvas.paint(cover(lid), skin * 0.3, "eyes", win)
+    canvas.paint(frame.cover(sclera), frame.flat(_SCLERA), "eyes", win)
+    canvas.paint(frame.cover(iris), frame.flat(_IRIS), "eyes", win)
+    canvas.paint(frame.cover(pupil), frame.flat(_PUPIL), "eyes", win)
+    canvas.paint(frame.cover(lid), skin * 0.3, "eyes", win)
 
-    # Eyebrows: arched strokes, darkened so that blond brows still show on light skin.
-    win = window("eyebrows")
-    u, v = coords(win)
+
+def _paint_eyebrows(frame: _Frame, canvas: _Canvas, hair: Tensor) -> None:
+    """Eyebrows: arched strokes, darkened so that blond brows still show on light skin."""
+    win = frame.window("eyebrows")
+    u, v = frame.coords(win)
     bx = u.abs().sub_(_EYE_X)
     t = bx * (1.0 / 0.12)
     curve = (1.0 - t * t).mul_(-0.035).add_(t, alpha=0.012).sub_(0.205)
     inv_norm = (t * (0.07 / 0.12)).add_(0.1).square_().add_(1.0).rsqrt_()
     thickness = t.clamp(-1.0, 1.0).mul_(-0.3 * 0.026).add_(0.026)
     brows = _band(bx, v, curve, inv_norm, thickness, thickness, 0.12)
-    canvas.paint(cover(brows), 0.55 * hair + 0.45 * _BROW_DARK, "eyebrows", win)
+    canvas.paint(frame.cover(brows), 0.55 * hair + 0.45 * _BROW_DARK, "eyebrows", win)
 
-    # Nose hint: a soft shadow under the tip.
-    win = window("nose")
-    u, v = coords(win)
+
+def _paint_nose(frame: _Frame, canvas: _Canvas, skin: Tensor) -> None:
+    """Nose hint: a soft shadow under the tip."""
+    win = frame.window("nose")
+    u, v = frame.coords(win)
     nose = _ellipse(u, v - 0.19, 1.0 / 0.065, 1.0 / 0.032)
-    canvas.paint(cover(nose).mul_(0.55), skin * 0.62, "nose", win)
+    canvas.paint(frame.cover(nose).mul_(0.55), skin * 0.62, "nose", win)
 
-    # Beard: the face below a line that dips to the chin and climbs to the sideburns.
-    win = clip(window("beard"), face_win)
-    rows, cols = within(win, face_win)
-    u, v = coords(win)
-    line = ratio2[:, rows, cols].square().mul_(-0.3).add_(0.26)
-    beard = torch.maximum(face[:, rows, cols] - 0.02, line.sub_(v))
-    canvas.paint(cover(beard).mul_(0.92 * p("beard")), hair * 0.8, "beard", win)
 
-    # Mouth: lips along a parabola whose bend is the smile; a smile also opens the mouth
-    # (dark inside, teeth on top) so it stays readable at 32 x 32.
-    win = window("mouth")
-    u, v = coords(win)
-    smile = p("smile")
+def _paint_beard(frame: _Frame, canvas: _Canvas, face: _FaceShape, hair: Tensor) -> None:
+    """Beard: the face below a line that dips to the chin and climbs to the sideburns, in hair colour."""
+    win = _clip(frame.window("beard"), face.window)
+    rows, cols = _within(win, face.window)
+    u, v = frame.coords(win)
+    line = face.ratio2[:, rows, cols].square().mul_(-0.3).add_(0.26)
+    beard = torch.maximum(face.sdf[:, rows, cols] - 0.02, line.sub_(v))
+    canvas.paint(frame.cover(beard).mul_(0.92 * frame.p("beard")), hair * 0.8, "beard", win)
+
+
+def _paint_mouth(frame: _Frame, canvas: _Canvas, skin: Tensor) -> None:
+    """Mouth: lips (red with lipstick) along a parabola whose bend is the smile; a smile also opens the mouth
+    (dark inside, teeth on top) so it stays readable at 32 x 32."""
+    win = frame.window("mouth")
+    u, v = frame.coords(win)
+    smile = frame.p("smile")
     mx2 = (u * (1.0 / _MOUTH_W)).square_()
     bend = 0.085 * smile
     curve = (1.0 - 2.0 * mx2).mul_(bend).add_(_MOUTH_Y)
@@ -557,30 +610,35 @@ def _render_chunk(f: Mapping[str, Tensor], out: Tensor, track: bool) -> dict[str
     lip = (1.0 - 0.6 * mx2).clamp_min_(0.0).mul_(0.034)
     opening = (1.0 - mx2).clamp_min_(0.0).mul_(0.075 * smile.clamp_min(0.0))
     lips = _band(u, v, curve, inv_norm, lip, lip + opening, _MOUTH_W)
-    lip_color = torch.where(f["lipstick"].view(-1, 1) > 0.5, flat(_LIPSTICK), skin * _LIP_PLAIN)
-    canvas.paint(cover(lips), lip_color, "mouth", win)
+    lipstick = frame.factors["lipstick"].view(-1, 1) > 0.5
+    lip_color = torch.where(lipstick, frame.flat(_LIPSTICK), skin * _LIP_PLAIN)
+    canvas.paint(frame.cover(lips), lip_color, "mouth", win)
     inside = _band(u, v, curve + 0.012, inv_norm, 0.0, opening - 0.012, _MOUTH_W * 0.82)
     teeth = torch.maximum(inside, v - curve.add_(0.012).add_(opening, alpha=0.45))
-    canvas.paint(cover(inside), flat(_MOUTH_INSIDE), "mouth", win)
-    canvas.paint(cover(teeth), flat(_TEETH), "mouth", win)
+    canvas.paint(frame.cover(inside), frame.flat(_MOUTH_INSIDE), "mouth", win)
+    canvas.paint(frame.cover(teeth), frame.flat(_TEETH), "mouth", win)
 
-    # Hair over the head top (hairline) and, with bangs, a scalloped fringe down to the brows.
-    win = clip(window("hair_front"), face_win)
-    rows, cols = within(win, face_win)
-    u, v = coords(win)
-    head = face[:, rows, cols] - 0.02
-    r2 = ratio2[:, rows, cols]
+
+def _paint_front_hair(frame: _Frame, canvas: _Canvas, face: _FaceShape, hair: Tensor) -> None:
+    """Hair over the head top (hairline) and, with bangs, a scalloped fringe down to the brows."""
+    win = _clip(frame.window("hair_front"), face.window)
+    rows, cols = _within(win, face.window)
+    u, v = frame.coords(win)
+    head = face.sdf[:, rows, cols] - 0.02
+    r2 = face.ratio2[:, rows, cols]
     strands = torch.cos(u * 9.0).square_().mul_(-0.12).add_(1.0).unsqueeze(1)
     hair_front = hair[:, :, None, None] * strands
     front = torch.maximum(head, v - r2.mul(0.36).sub_(0.56))
-    canvas.paint(cover(front), hair_front, "hair", win)
+    canvas.paint(frame.cover(front), hair_front, "hair", win)
     fringe = torch.cos(u * (math.pi / 0.09)).mul_(0.025).add_(r2, alpha=0.06).sub_(0.30)
     bangs = torch.maximum(head, fringe.sub_(v).neg_())
-    canvas.paint(cover(bangs).mul_(p("bangs")), hair_front.mul_(0.92), "bangs", win)
+    canvas.paint(frame.cover(bangs).mul_(frame.p("bangs")), hair_front.mul_(0.92), "bangs", win)
 
-    # Glasses: a faint lens tint, then rounded-rectangle frames, a bridge and the temple arms.
-    win = window("glasses")
-    u, v = coords(win)
+
+def _paint_glasses(frame: _Frame, canvas: _Canvas, half_w: Tensor) -> None:
+    """Glasses: a faint lens tint, then rounded-rectangle frames, a bridge and the temple arms."""
+    win = frame.window("glasses")
+    u, v = frame.coords(win)
     gy = v - (_EYE_Y - 0.01)
     lens = _box(u.abs().sub_(_EYE_X), gy, 0.14, 0.105, r=0.06)
     frames = lens.abs().sub_(0.024)
@@ -588,13 +646,37 @@ def _render_chunk(f: Mapping[str, Tensor], out: Tensor, track: bool) -> dict[str
     arm_len = (half_w - 0.36) / 2
     arms = _box(u.abs().sub_(arm_len + 0.36), gy + 0.03, arm_len, 0.016)
     frames = torch.minimum(frames, torch.minimum(bridge, arms))
-    glasses = p("eyeglasses")
-    canvas.paint(cover(lens).mul_(0.18 * glasses), flat(_LENS), "glasses", win)
-    canvas.paint(cover(frames).mul_(glasses), flat(_FRAME), "glasses", win)
+    glasses = frame.p("eyeglasses")
+    canvas.paint(frame.cover(lens).mul_(0.18 * glasses), frame.flat(_LENS), "glasses", win)
+    canvas.paint(frame.cover(frames).mul_(glasses), frame.flat(_FRAME), "glasses", win)
 
-    # Lighting multiplies every pixel, so an intervention still changes only its own element.
-    gain = (grid.view(1, 1, size) * (0.18 * p("lighting"))).add_(1.0).mul_(p("brightness"))
+
+def _apply_lighting(frame: _Frame, out: Tensor) -> None:
+    """Left-right shading and brightness on ``out`` (B, 3, S, S), in place, clamped to [0, 1]. Lighting
+    multiplies every pixel, so an intervention still changes only its own element."""
+    gain = (frame.grid.view(1, 1, frame.size) * (0.18 * frame.p("lighting"))).add_(1.0).mul_(frame.p("brightness"))
     out.mul_(gain.unsqueeze(1)).clamp_(0.0, 1.0)
+
+
+def _render_chunk(f: Mapping[str, Tensor], out: Tensor, track: bool) -> dict[str, Tensor] | None:
+    """Render faces for factor values (B,) into ``out`` (B, 3, S, S); returns region masks (B, S, S) if
+    ``track``. The layers are painted back to front on the background."""
+    frame = _Frame.build(f, out.shape[0], out.shape[-1])
+    skin = _palette(f["skin_tone"], _SKIN)
+    hair = _palette(f["hair_color"], _HAIR)
+    canvas = _Canvas(out, _hsv(f["background_hue"], 0.45, 0.88), track)
+    half_w = 0.48 + 0.16 * frame.p("face_width")  # face half-width at eye level
+    _paint_back_hair(frame, canvas, hair, half_w)
+    _paint_body(frame, canvas, skin, half_w)
+    face = _paint_face(frame, canvas, skin, half_w)
+    _paint_eyes(frame, canvas, skin)
+    _paint_eyebrows(frame, canvas, hair)
+    _paint_nose(frame, canvas, skin)
+    _paint_beard(frame, canvas, face, hair)
+    _paint_mouth(frame, canvas, skin)
+    _paint_front_hair(frame, canvas, face, hair)
+    _paint_glasses(frame, canvas, half_w)
+    _apply_lighting(frame, out)
     return canvas.masks
 
 

@@ -60,7 +60,216 @@ def _bucket(size: int) -> int:
 
 
 def _broadcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (b,) mask viewed as (b, 1, ...) to broadcast against ``like`` (b, ...)."""
     return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _check_settings(objective: str, max_steps: int, threshold: float | torch.Tensor, target: torch.Tensor) -> None:
+    """Raise :class:`InputError` for an unknown objective, a negative step budget, or a threshold tensor that
+    is not one per image (``target`` (B,))."""
+    if objective not in OBJECTIVES:
+        raise InputError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+    if max_steps < 0:
+        raise InputError(f"max_steps must be >= 0, got {max_steps}")
+    if isinstance(threshold, torch.Tensor) and threshold.shape != target.shape:
+        raise InputError(
+            f"threshold must be a float or one per image {tuple(target.shape)}, got {tuple(threshold.shape)}"
+        )
+
+
+@dataclass(slots=True)
+class _LoopState:
+    """What :func:`optimise_until_confident` carries from step to step.
+
+    The active batch (b rows, shrinking at checks): ``index`` (b,) its rows' places in the batch,
+    ``variables`` and Adam's ``first_moment`` / ``second_moment`` (b, ...), ``target`` (b,), ``threshold``
+    (a float, or (b,) when ``per_image``), ``frozen`` (b,) rows that finished (kept as padding until dropped).
+    The outcome, (B, ...) in batch order: ``best_variables``, ``best_images`` (allocated at the first render),
+    ``target_prob``, ``success``, ``steps``, the pass counts, and ``counted`` (B,) rows whose passes are
+    counted; ``counted_kept`` is the number of live rows at the last pass count.
+    """
+
+    index: torch.Tensor
+    variables: torch.Tensor
+    first_moment: torch.Tensor
+    second_moment: torch.Tensor
+    target: torch.Tensor
+    threshold: float | torch.Tensor
+    per_image: bool
+    frozen: torch.Tensor
+    best_variables: torch.Tensor
+    best_images: torch.Tensor | None
+    target_prob: torch.Tensor
+    success: torch.Tensor
+    steps: torch.Tensor
+    forward_passes: torch.Tensor
+    backward_passes: torch.Tensor
+    counted: torch.Tensor
+    counted_kept: int
+
+    @classmethod
+    def start(cls, initial: torch.Tensor, target: torch.Tensor, threshold: float | torch.Tensor) -> _LoopState:
+        """Every row active, nothing finished, Adam's moments at zero; ``initial`` (B, ...) is copied."""
+        batch, device = initial.shape[0], initial.device
+        variables = initial.detach().clone()
+
+        def flags() -> torch.Tensor:
+            return torch.zeros(batch, dtype=torch.bool, device=device)
+
+        def counts() -> torch.Tensor:
+            return torch.zeros(batch, dtype=torch.long, device=device)
+
+        return cls(
+            index=torch.arange(batch, device=device),
+            variables=variables,
+            first_moment=torch.zeros_like(variables),
+            second_moment=torch.zeros_like(variables),
+            target=target,
+            threshold=threshold,
+            per_image=isinstance(threshold, torch.Tensor),
+            frozen=flags(),
+            best_variables=variables.clone(),
+            best_images=None,
+            target_prob=torch.zeros(batch, device=device),
+            success=flags(),
+            steps=counts(),
+            forward_passes=counts(),
+            backward_passes=counts(),
+            counted=flags(),
+            counted_kept=batch,
+        )
+
+    def output(self) -> LoopOutput:
+        """The outcome, once the loop has ended."""
+        return LoopOutput(
+            self.best_variables,
+            self.best_images,
+            self.target_prob,
+            self.success,
+            self.steps,
+            self.forward_passes,
+            self.backward_passes,
+        )
+
+
+def _forward(
+    variables: torch.Tensor,
+    state: _LoopState,
+    render: Render,
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    render_rows: bool,
+    mixed: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render the active ``variables`` (b, ...) and classify them: images (b, C, H, W) float32 and the log-
+    probability (b,) of each row's target, differentiable (the caller enables gradients and autocast)."""
+    images = render(variables, state.index) if render_rows else render(variables)
+    if mixed:
+        images = images.float()
+    log_probs = F.log_softmax(classifier(images).float(), dim=1)
+    return images, log_probs.gather(1, state.target[:, None]).squeeze(1)
+
+
+def _record(
+    state: _LoopState,
+    record: torch.Tensor,
+    reached: torch.Tensor,
+    images: torch.Tensor,
+    prob: torch.Tensor,
+    step: int,
+) -> None:
+    """Store the active rows marked in ``record`` (b,): their variables, ``images`` (b, C, H, W), target
+    ``prob`` (b,) and ``step``; rows that ``reached`` (b,) the threshold for the first time succeed and are
+    frozen."""
+    index, frozen = state.index, state.frozen
+    state.best_variables[index] = torch.where(
+        _broadcast(record, state.variables), state.variables.detach(), state.best_variables[index]
+    )
+    state.best_images[index] = torch.where(_broadcast(record, images), images.detach(), state.best_images[index])
+    state.target_prob[index] = torch.where(record, prob, state.target_prob[index])
+    state.steps[index] = torch.where(record, step, state.steps[index])
+    state.success[index] |= reached & ~frozen
+    state.frozen = frozen | reached
+
+
+def _live_rows(state: _LoopState) -> int:
+    """How many active rows have not finished (syncs the host: call it on check steps only)."""
+    return int((~state.frozen).sum())
+
+
+def _objective_rows(log_p: torch.Tensor, objective: str, lower: bool) -> torch.Tensor:
+    """Per-row loss (b,) from the target's log-probability ``log_p`` (b,)."""
+    if objective == "log_prob":
+        # lowering uses -log(1 - p): the mirror image of cross-entropy, equally unsaturated
+        return -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)) if lower else -log_p
+    return log_p.exp() if lower else -log_p.exp()
+
+
+def _count_passes(state: _LoopState, kept: int, step: int) -> None:
+    """Give rows newly finished by ``step`` their passes, once: a forward and a backward pass at every step so
+    far, this one included (the passes they ride along as padding later are the batch's cost, not theirs).
+    ``kept`` is the number of live rows now."""
+    state.counted_kept = kept
+    index = state.index
+    newly = state.frozen & ~state.counted[index]
+    state.forward_passes[index] = torch.where(newly, step + 1, state.forward_passes[index])
+    state.backward_passes[index] = torch.where(newly, step + 1, state.backward_passes[index])
+    state.counted[index] |= newly
+
+
+def _shrink(
+    state: _LoopState, gradient: torch.Tensor, live: torch.Tensor, kept: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Drop finished rows from the active batch, keeping the first ones as (masked) padding up to ``size`` rows
+    so the batch keeps one of a few sizes. ``gradient`` (b, ...) and ``live`` (b,) shrink with it; returns them
+    and whether padding rows remain (their loss and step stay masked)."""
+    keep = live
+    pad = size - kept
+    if pad:
+        keep = live | (torch.cumsum((~live).long(), 0) <= pad) & ~live
+    state.variables, gradient, state.first_moment, state.second_moment = (
+        tensor[keep] for tensor in (state.variables, gradient, state.first_moment, state.second_moment)
+    )
+    state.index, state.target, state.frozen, live = (
+        state.index[keep],
+        state.target[keep],
+        state.frozen[keep],
+        live[keep],
+    )
+    if state.per_image:
+        state.threshold = state.threshold[keep]
+    return gradient, live, bool(pad)
+
+
+def _adam_step(
+    state: _LoopState,
+    gradient: torch.Tensor,
+    live: torch.Tensor,
+    masked: bool,
+    t: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> None:
+    """Adam's ``t``-th update of the active variables (as ``torch.optim.Adam``); when ``masked``, rows not
+    ``live`` (b,) stay where they are, else one fused addcdiv."""
+    beta1, beta2 = betas
+    first_moment, second_moment = state.first_moment, state.second_moment
+    first_moment.mul_(beta1).add_(gradient, alpha=1 - beta1)
+    second_moment.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+    denominator = (second_moment / (1 - beta2**t)).sqrt_().add_(eps)
+    if masked:
+        update = first_moment / denominator * _broadcast(live.to(first_moment.dtype), first_moment)
+        state.variables = state.variables.add(update, alpha=-lr / (1 - beta1**t))
+    else:
+        state.variables = state.variables.addcdiv(first_moment, denominator, value=-lr / (1 - beta1**t))
+
+
+def _count_remaining_passes(state: _LoopState, step: int) -> None:
+    """Rows still in the batch when the loop ends at ``step`` had a forward pass at every step and a backward
+    pass at all but the last."""
+    rest = state.index[~state.counted[state.index]]
+    state.forward_passes[rest] = step + 1
+    state.backward_passes[rest] = step
 
 
 def optimise_until_confident(
@@ -105,121 +314,52 @@ def optimise_until_confident(
             ``torch.bfloat16``: faster matmuls and convolutions on GPUs with bf16 units). The variables,
             Adam's state, the probabilities and the returned images stay float32.
     """
-    if objective not in OBJECTIVES:
-        raise InputError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
-    if max_steps < 0:
-        raise InputError(f"max_steps must be >= 0, got {max_steps}")
-    batch = initial.shape[0]
+    _check_settings(objective, max_steps, threshold, target)
     device = initial.device
     mixed = autocast is not None and autocast != torch.float32
     # a disabled torch.autocast still costs a context switch per step; skip it entirely in float32
     cast = (lambda: torch.autocast(device.type, dtype=autocast)) if mixed else nullcontext
-    index = torch.arange(batch, device=device)
-    variables = initial.detach().clone()
-    first_moment = torch.zeros_like(variables)
-    second_moment = torch.zeros_like(variables)
-    active_target = target
-    per_image = isinstance(threshold, torch.Tensor)
-    if per_image and threshold.shape != target.shape:
-        raise InputError(
-            f"threshold must be a float or one per image {tuple(target.shape)}, got {tuple(threshold.shape)}"
-        )
-    active_threshold = threshold
-    frozen = torch.zeros(batch, dtype=torch.bool, device=device)
-    counted = torch.zeros(batch, dtype=torch.bool, device=device)
-
-    best_variables = variables.clone()
-    best_images: torch.Tensor | None = None
-    target_prob = torch.zeros(batch, device=device)
-    success = torch.zeros(batch, dtype=torch.bool, device=device)
-    steps = torch.zeros(batch, dtype=torch.long, device=device)
-    forward_passes = torch.zeros(batch, dtype=torch.long, device=device)
-    backward_passes = torch.zeros(batch, dtype=torch.long, device=device)
-    beta1, beta2 = betas
-    counted_kept = batch  # live rows at the last pass count: when a check finds as many, nothing new finished
+    state = _LoopState.start(initial, target, threshold)
     bar = progress_bar(total=max_steps, desc="optimising", enabled=progress, unit="step")
 
     for step in range(max_steps + 1):
-        variables.requires_grad_(True)
+        variables = state.variables.requires_grad_(True)
         with torch.enable_grad(), cast():
-            images = render(variables, index) if render_rows else render(variables)
-            if mixed:
-                images = images.float()
-            log_probs = F.log_softmax(classifier(images).float(), dim=1)
-            log_p = log_probs.gather(1, active_target[:, None]).squeeze(1)
+            images, log_p = _forward(variables, state, render, classifier, render_rows, mixed)
         prob = log_p.detach().exp()
-        reached = prob < active_threshold if lower else prob > active_threshold
+        reached = prob < state.threshold if lower else prob > state.threshold
         last = step == max_steps
         checking = step % check_every == 0
-        record = (~frozen) if last else (reached & ~frozen)
-        if best_images is None:
-            best_images = images.new_zeros((batch, *images.shape[1:]))
+        record = (~state.frozen) if last else (reached & ~state.frozen)
+        if state.best_images is None:
+            state.best_images = images.new_zeros((initial.shape[0], *images.shape[1:]))
         # where the host is consulted anyway (a check step), skip the bookkeeping when no image finished
         if last or not checking or bool(record.any()):
-            best_variables[index] = torch.where(
-                _broadcast(record, variables), variables.detach(), best_variables[index]
-            )
-            best_images[index] = torch.where(_broadcast(record, images), images.detach(), best_images[index])
-            target_prob[index] = torch.where(record, prob, target_prob[index])
-            steps[index] = torch.where(record, step, steps[index])
-            success[index] |= reached & ~frozen
-            frozen = frozen | reached
+            _record(state, record, reached, images, prob, step)
         if last:
             break
-        if checking:
-            kept = int((~frozen).sum())
-            if kept == 0:
-                break
-        if objective == "log_prob":
-            # lowering uses -log(1 - p): the mirror image of cross-entropy, equally unsaturated
-            rows = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)) if lower else -log_p
-        else:
-            rows = log_p.exp() if lower else -log_p.exp()
+        if checking and (kept := _live_rows(state)) == 0:
+            break
+        rows = _objective_rows(log_p, objective, lower)
         if penalty is not None:
-            rows = rows + penalty(variables, images, index)
+            rows = rows + penalty(variables, images, state.index)
         # finished rows stay in the batch until the next check; their loss and step are masked out
-        masked = not (checking and kept == len(frozen))
-        live = ~frozen
+        masked = not (checking and kept == len(state.frozen))
+        live = ~state.frozen
         loss = (rows * live.to(rows.dtype)).sum() if masked else rows.sum()
         (gradient,) = torch.autograd.grad(loss, variables)
-        variables = variables.detach()
-        if checking and kept != counted_kept:
-            # rows finished by now had a forward and a backward pass at every step so far, this one included;
-            # counted once: the passes they ride along as padding (below) are the batch's cost, not theirs
-            counted_kept = kept
-            newly = frozen & ~counted[index]
-            forward_passes[index] = torch.where(newly, step + 1, forward_passes[index])
-            backward_passes[index] = torch.where(newly, step + 1, backward_passes[index])
-            counted[index] |= newly
-        if checking and kept < len(live) and (size := _bucket(kept)) < len(live):
-            keep = live
-            pad = size - kept
-            if pad:  # the first finished rows stay, masked, so the batch keeps one of a few sizes
-                keep = live | (torch.cumsum((~live).long(), 0) <= pad) & ~live
-            variables, gradient, first_moment, second_moment = (
-                tensor[keep] for tensor in (variables, gradient, first_moment, second_moment)
-            )
-            index, active_target, frozen, live = index[keep], active_target[keep], frozen[keep], live[keep]
-            if per_image:
-                active_threshold = active_threshold[keep]
-            masked = bool(pad)  # finished rows kept as padding stay masked
-        if checking and progress:  # a disabled bar still formats its postfix: ~0.1 ms a step at batch 1
-            bar.update(check_every)
-            bar.set_postfix(active=kept)
-        t = step + 1
-        first_moment.mul_(beta1).add_(gradient, alpha=1 - beta1)
-        second_moment.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-        denominator = (second_moment / (1 - beta2**t)).sqrt_().add_(eps)
-        if masked:
-            update = first_moment / denominator * _broadcast(live.to(first_moment.dtype), first_moment)
-            variables = variables.add(update, alpha=-lr / (1 - beta1**t))
-        else:
-            variables = variables.addcdiv(first_moment, denominator, value=-lr / (1 - beta1**t))
+        state.variables = variables.detach()
+        if checking:
+            if kept != state.counted_kept:
+                _count_passes(state, kept, step)
+            if kept < len(live) and (size := _bucket(kept)) < len(live):
+                gradient, live, masked = _shrink(state, gradient, live, kept, size)
+            if progress:  # a disabled bar still formats its postfix: ~0.1 ms a step at batch 1
+                bar.update(check_every)
+                bar.set_postfix(active=kept)
+        _adam_step(state, gradient, live, masked, step + 1, lr, betas, eps)
         if project is not None:
-            variables = project(variables)
-    # rows still in the batch at the end had a forward pass at every step and a backward pass at all but the last
-    rest = index[~counted[index]]
-    forward_passes[rest] = step + 1
-    backward_passes[rest] = step
+            state.variables = project(state.variables)
+    _count_remaining_passes(state, step)
     bar.close()
-    return LoopOutput(best_variables, best_images, target_prob, success, steps, forward_passes, backward_passes)
+    return state.output()

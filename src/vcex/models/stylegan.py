@@ -506,6 +506,204 @@ def reconstruction_psnr(model: StyleAutoencoder, images: Tensor, batch_size: int
     return float(torch.cat(values).mean()) if values else float("nan")
 
 
+@dataclass(frozen=True)
+class _LossTerms:
+    """The loss terms of :func:`train_style_autoencoder` and their weights (see its docstring)."""
+
+    pixel_weights: Tensor | None
+    perceptual: Callable[[Tensor], Tensor] | None
+    perceptual_weight: float
+    latent_weight: float
+    latent_share: float
+    adversarial_weight: float
+    r1_gamma: float
+    r1_interval: int
+    classifier: Callable[[Tensor], Tensor] | None
+    stylex_weight: float
+
+
+@dataclass
+class _Optimisers:
+    """The autoencoder's Adam with its one-cycle schedule, and the discriminator with its own Adam (or None)."""
+
+    autoencoder: torch.optim.Adam
+    schedule: torch.optim.lr_scheduler.OneCycleLR
+    discriminator: StyleDiscriminator | None
+    discriminator_optimiser: torch.optim.Adam | None
+
+
+def _checked_pixel_weights(images: Tensor, pixel_weights: Tensor | None) -> Tensor | None:
+    """``pixel_weights`` (N, 1, S, S) checked against ``images`` (N, C, S, S) and normalised to mean 1."""
+    if pixel_weights is None:
+        return None
+    expected = (len(images), 1, *images.shape[2:])
+    if tuple(pixel_weights.shape) != expected:
+        raise InputError(f"pixel_weights must have shape {expected}, got {tuple(pixel_weights.shape)}")
+    return pixel_weights / pixel_weights.mean().clamp_min(1e-8)
+
+
+def _make_optimisers(
+    model: StyleAutoencoder, lr: float, generator_lr: float, total_steps: int, adversarial: bool
+) -> _Optimisers:
+    """Adam (betas 0.9, 0.99) over encoder (``lr``) and generator (``generator_lr``) under a one-cycle schedule
+    of ``total_steps``; with ``adversarial``, a new discriminator and its Adam (lr / 2, betas 0.5, 0.99)."""
+    groups = [
+        {"params": list(model.encoder.parameters()), "lr": lr},
+        {"params": list(model.generator.parameters()), "lr": generator_lr},
+    ]
+    optimiser = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=[lr, generator_lr], total_steps=total_steps, pct_start=0.1
+    )
+    if not adversarial:
+        return _Optimisers(optimiser, schedule, None, None)
+    discriminator = StyleDiscriminator(model.config)
+    return _Optimisers(
+        optimiser, schedule, discriminator, torch.optim.Adam(discriminator.parameters(), lr=lr / 2, betas=(0.5, 0.99))
+    )
+
+
+def _l1_loss(reconstruction: Tensor, x: Tensor, pixel_weights: Tensor | None) -> Tensor:
+    """Mean |x' - x| over (n, C, S, S), each pixel weighted by ``pixel_weights`` (n, 1, S, S) if given."""
+    if pixel_weights is None:
+        return (reconstruction - x).abs().mean()
+    return ((reconstruction - x).abs() * pixel_weights).mean()
+
+
+def _perceptual_loss(perceptual: Callable[[Tensor], Tensor], reconstruction: Tensor, x: Tensor) -> Tensor:
+    """MSE between the features of the reconstruction and of the (constant) originals: a scalar."""
+    with torch.no_grad():
+        target_features = perceptual(x)
+    return F.mse_loss(perceptual(reconstruction), target_features)
+
+
+def _latent_consistency_loss(model: StyleAutoencoder, w: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """Mean |E(G(w)) - w| over the first ``k`` encoded latents w (n, ...) (detached) and ``k`` latents mapped
+    from z ~ N(0, I) drawn from ``generator``: a scalar."""
+    z = torch.randn(k, model.config.w_dim, generator=generator)
+    w_sampled = model.generator.mapping(z)
+    if model.encoder.w_plus:
+        w_sampled = w_sampled.unsqueeze(1).expand(-1, model.num_ws, -1)
+    latents = torch.cat([w[:k].detach(), w_sampled.detach()])
+    # one generator pass renders both latents whose re-encoding must come back
+    rendered = model.generator.decode(latents)
+    return (model.encoder(rendered) - latents).abs().mean()
+
+
+def _stylex_loss(classifier: Callable[[Tensor], Tensor], reconstruction: Tensor, x: Tensor) -> Tensor:
+    """KL(C(x) || C(x')) per image, averaged over the batch; the classifier's view of x is constant."""
+    with torch.no_grad():
+        log_p = F.log_softmax(classifier(x), dim=1)
+    log_q = F.log_softmax(classifier(reconstruction), dim=1)
+    return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+def _adversarial_loss(discriminator: StyleDiscriminator, fakes: Tensor) -> Tensor:
+    """Non-saturating generator loss softplus(-D(fakes)).mean(); D's parameters get no gradient from it."""
+    for p in discriminator.parameters():
+        p.requires_grad_(False)
+    loss = F.softplus(-discriminator(fakes)).mean()
+    for p in discriminator.parameters():
+        p.requires_grad_(True)
+    return loss
+
+
+def _discriminator_loss(discriminator: StyleDiscriminator, fakes: Tensor, x: Tensor, r1_weight: float) -> Tensor:
+    """Logistic loss of D on ``fakes`` and reals ``x``, plus ``r1_weight * |grad D(x)|^2`` (mean over the
+    batch) when ``r1_weight`` is not 0: a scalar."""
+    loss = F.softplus(discriminator(fakes.detach())).mean() + F.softplus(-discriminator(x)).mean()
+    if r1_weight:
+        real = x.detach().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+        loss = loss + r1_weight * gradient.pow(2).flatten(1).sum(1).mean()
+    return loss
+
+
+def _generator_loss(
+    model: StyleAutoencoder,
+    x: Tensor,
+    pixel_weights: Tensor | None,
+    terms: _LossTerms,
+    discriminator: StyleDiscriminator | None,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The autoencoder's loss on a batch x (n, C, S, S) with its pixel weights (n, 1, S, S) or None.
+
+    Returns the total loss, its L1 term (scalars) and the fakes shown to the discriminator (reconstructions
+    and samples, (2n, C, S, S); None without one). Draws the latent term's z, then the samples' z, from
+    ``generator``.
+    """
+    n = len(x)
+    w = model.encoder(x)
+    reconstruction = model.generator.decode(w)
+    l1 = _l1_loss(reconstruction, x, pixel_weights)
+    loss = l1
+    if terms.perceptual is not None:
+        loss = loss + terms.perceptual_weight * _perceptual_loss(terms.perceptual, reconstruction, x)
+    # the consistency term on a share of the batch: it costs a generator and an encoder pass per latent
+    k = max(1, round(n * terms.latent_share))
+    loss = loss + terms.latent_weight * _latent_consistency_loss(model, w, k, generator)
+    if terms.stylex_weight > 0:
+        loss = loss + terms.stylex_weight * _stylex_loss(terms.classifier, reconstruction, x)
+    fakes = None
+    if discriminator is not None:
+        samples = model.generator(torch.randn(n, model.config.w_dim, generator=generator))
+        fakes = torch.cat([reconstruction, samples])
+        loss = loss + terms.adversarial_weight * _adversarial_loss(discriminator, fakes)
+    return loss, l1, fakes
+
+
+def _train_step(
+    model: StyleAutoencoder,
+    x: Tensor,
+    pixel_weights: Tensor | None,
+    terms: _LossTerms,
+    optimisers: _Optimisers,
+    step: int,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """One optimisation step of the autoencoder, then (if adversarial) of the discriminator, with the lazy R1
+    penalty on every ``r1_interval``-th ``step``. Returns the batch's loss and L1 term."""
+    loss, l1, fakes = _generator_loss(model, x, pixel_weights, terms, optimisers.discriminator, generator)
+    optimisers.autoencoder.zero_grad(set_to_none=True)
+    loss.backward()
+    optimisers.autoencoder.step()
+    optimisers.schedule.step()
+    if optimisers.discriminator is not None:
+        lazy_r1 = step % terms.r1_interval == 0 and terms.r1_gamma > 0
+        # lazy regularisation: the penalty scaled by its interval (StyleGAN2 Sec. B)
+        r1_weight = terms.r1_gamma / 2 * terms.r1_interval if lazy_r1 else 0.0
+        d_loss = _discriminator_loss(optimisers.discriminator, fakes, x, r1_weight)
+        optimisers.discriminator_optimiser.zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimisers.discriminator_optimiser.step()
+    return float(loss.detach()), float(l1.detach())
+
+
+def _train_epoch(
+    model: StyleAutoencoder,
+    images: Tensor,
+    batch_size: int,
+    terms: _LossTerms,
+    optimisers: _Optimisers,
+    first_step: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One pass over ``images`` (N, C, S, S) in an order drawn from ``generator``, in batches of ``batch_size``
+    numbered from ``first_step``. Returns the epoch's mean ``loss`` and ``l1`` per image."""
+    order = torch.randperm(len(images), generator=generator)
+    totals = {"loss": 0.0, "l1": 0.0}
+    count = 0
+    for step, batch in enumerate(order.split(batch_size), start=first_step):
+        x = images[batch]
+        weights = None if terms.pixel_weights is None else terms.pixel_weights[batch]
+        loss, l1 = _train_step(model, x, weights, terms, optimisers, step, generator)
+        totals["loss"] += loss * len(x)
+        totals["l1"] += l1 * len(x)
+        count += len(x)
+    return {key: value / count for key, value in totals.items()}
+
+
 def train_style_autoencoder(
     model: StyleAutoencoder,
     images: Tensor,
@@ -557,11 +755,7 @@ def train_style_autoencoder(
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise InputError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     model.check_images(images)
-    if pixel_weights is not None:
-        expected = (len(images), 1, *images.shape[2:])
-        if tuple(pixel_weights.shape) != expected:
-            raise InputError(f"pixel_weights must have shape {expected}, got {tuple(pixel_weights.shape)}")
-        pixel_weights = pixel_weights / pixel_weights.mean().clamp_min(1e-8)
+    pixel_weights = _checked_pixel_weights(images, pixel_weights)
     if stylex_weight > 0 and classifier is None:
         raise InputError("stylex_weight > 0 needs a classifier (images -> logits)")
     if epochs < 1 or batch_size < 1:
@@ -571,91 +765,27 @@ def train_style_autoencoder(
     held = int(len(images) * holdout) if len(images) > 1 else 0
     train_images, val_images = images[: len(images) - held], images[len(images) - held :]
     steps_per_epoch = -(-len(train_images) // batch_size)
-    total_steps = epochs * steps_per_epoch
-
     lr = check_positive_finite("lr", lr)
     generator_lr = lr if generator_lr is None else check_positive_finite("generator_lr", generator_lr)
-    groups = [
-        {"params": list(model.encoder.parameters()), "lr": lr},
-        {"params": list(model.generator.parameters()), "lr": generator_lr},
-    ]
-    g_optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        g_optimizer, max_lr=[lr, generator_lr], total_steps=total_steps, pct_start=0.1
+    optimisers = _make_optimisers(model, lr, generator_lr, epochs * steps_per_epoch, adversarial)
+    terms = _LossTerms(
+        pixel_weights=pixel_weights,
+        perceptual=perceptual,
+        perceptual_weight=perceptual_weight,
+        latent_weight=latent_weight,
+        latent_share=latent_share,
+        adversarial_weight=adversarial_weight,
+        r1_gamma=r1_gamma,
+        r1_interval=r1_interval,
+        classifier=classifier,
+        stylex_weight=stylex_weight,
     )
-    discriminator = StyleDiscriminator(model.config) if adversarial else None
-    d_optimizer = (
-        torch.optim.Adam(discriminator.parameters(), lr=lr / 2, betas=(0.5, 0.99))
-        if discriminator is not None
-        else None
-    )
-    w_dim = model.config.w_dim
-
-    def to_w_space(w: Tensor) -> Tensor:
-        return w.unsqueeze(1).expand(-1, model.num_ws, -1) if model.encoder.w_plus else w
 
     model.train()
     bar = progress_bar(total=epochs, desc="style autoencoder", enabled=progress, unit="epoch")
     start = time.perf_counter()
-    step = 0
-    totals: dict[str, float] = {}
-    for _ in range(epochs):
-        order = torch.randperm(len(train_images), generator=generator)
-        totals = {"loss": 0.0, "l1": 0.0}
-        count = 0
-        for batch in order.split(batch_size):
-            x = train_images[batch]
-            n = len(x)
-            w = model.encoder(x)
-            reconstruction = model.generator.decode(w)
-            if pixel_weights is None:
-                l1 = (reconstruction - x).abs().mean()
-            else:
-                l1 = ((reconstruction - x).abs() * pixel_weights[batch]).mean()
-            loss = l1
-            if perceptual is not None:
-                with torch.no_grad():
-                    target_features = perceptual(x)
-                loss = loss + perceptual_weight * F.mse_loss(perceptual(reconstruction), target_features)
-            # the consistency term on a share of the batch: it costs a generator and an encoder pass per latent
-            k = max(1, round(n * latent_share))
-            z = torch.randn(k, w_dim, generator=generator)
-            w_sampled = to_w_space(model.generator.mapping(z)).detach()
-            w_fixed = w[:k].detach()
-            # one generator pass renders both latents whose re-encoding must come back
-            rendered = model.generator.decode(torch.cat([w_fixed, w_sampled]))
-            loss = loss + latent_weight * (model.encoder(rendered) - torch.cat([w_fixed, w_sampled])).abs().mean()
-            if stylex_weight > 0:
-                with torch.no_grad():
-                    log_p = F.log_softmax(classifier(x), dim=1)
-                log_q = F.log_softmax(classifier(reconstruction), dim=1)
-                loss = loss + stylex_weight * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
-            if discriminator is not None:
-                samples = model.generator(torch.randn(n, w_dim, generator=generator))
-                fakes = torch.cat([reconstruction, samples])
-                for p in discriminator.parameters():
-                    p.requires_grad_(False)
-                loss = loss + adversarial_weight * F.softplus(-discriminator(fakes)).mean()
-                for p in discriminator.parameters():
-                    p.requires_grad_(True)
-            g_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            g_optimizer.step()
-            schedule.step()
-            if discriminator is not None:
-                d_loss = F.softplus(discriminator(fakes.detach())).mean() + F.softplus(-discriminator(x)).mean()
-                if step % r1_interval == 0 and r1_gamma > 0:
-                    real = x.detach().requires_grad_(True)
-                    (gradient,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
-                    d_loss = d_loss + r1_gamma / 2 * r1_interval * gradient.pow(2).flatten(1).sum(1).mean()
-                d_optimizer.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_optimizer.step()
-            step += 1
-            totals["loss"] += float(loss.detach()) * n
-            totals["l1"] += float(l1.detach()) * n
-            count += n
-        totals = {key: value / count for key, value in totals.items()}
+    for epoch in range(epochs):
+        totals = _train_epoch(model, train_images, batch_size, terms, optimisers, epoch * steps_per_epoch, generator)
         bar.update(1)
         bar.set_postfix(loss=f"{totals['loss']:.4g}", l1=f"{totals['l1']:.4g}")
     bar.close()
