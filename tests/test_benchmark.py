@@ -21,6 +21,11 @@ def tiny_recipes(monkeypatch):
     monkeypatch.setattr(pipeline, "AMORTIZED_FIT", {"epochs": 1, "batch_size": 64, "lr": 3e-3, "seed": 0})
 
 
+def metrics_targets(out, key: str) -> list[int]:
+    """The distinct target classes of a finished benchmark row."""
+    return CounterfactualResult.load(out / "rows" / key / "counterfactuals.safetensors").target.unique().tolist()
+
+
 def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recipes, tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
     argv = ["benchmark", "--suite", "mnist", "--n", "4", "--out", str(out), "--methods", *ROWS, "--quiet"]
@@ -37,6 +42,9 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
         assert 0.0 <= metrics["validity"] <= 1.0 and metrics["n"] == 4
         assert metrics["frechet"] >= 0 and metrics["row_seconds"] > 0
         assert metrics["torch_threads"] == torch.get_num_threads()
+        assert 0.0 <= metrics["identity_preservation"] <= 1.0 and metrics["identity_chance"] == 0.25
+        assert metrics["diversity"] is None or metrics["diversity"] >= 0
+        assert set(metrics["diversity_per_class"]) == {str(t) for t in metrics_targets(out, row["key"])}
     assert record["rows"][2]["metrics"]["fit_seconds"] > 0  # amortized: fitted in this run
     thresholds = sorted({str(row["metrics"]["threshold"]) for row in record["rows"]})
     assert list(record["data"]["real_validity"]) == thresholds
@@ -54,6 +62,7 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
     tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("| method |")]
     table, more = [[line for line in lines if not line.startswith("|---")] for lines in tables]
     assert table[0].startswith("| method | validity") and "IM1" in table[0] and "MNAC" not in table[0]
+    assert "| identity ↑ | diversity |" in table[0] and "(chance 0.250;" in markdown
     assert len(table) == 1 + len(ROWS) and all(line.startswith(f"| `{key}`: ") for line, key in zip(table[1:], ROWS))
     assert "KID" in more[0] and "IM2" in more[0] and len(more) == 1 + len(ROWS)
     for line, row in zip(more[1:], record["rows"]):
@@ -77,17 +86,16 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
     assert saved_at == {k: (out / "rows" / k / "counterfactuals.safetensors").stat().st_mtime_ns for k in ROWS}
     assert "reused from an earlier run" in (out / "benchmark.md").read_text()
 
-    # a row saved before KID and the kNN distance were recorded gets them from its saved counterfactuals
+    # a row saved before KID, the kNN distance, identity and diversity were recorded gets them from its saved
+    # counterfactuals, with the values evaluate gave
+    later = ("kid", "kid_std", "knn_target_distance", "identity_preservation", "diversity", "diversity_per_class")
     metrics_path = out / "rows" / "pixel" / "metrics.json"
     old = json.loads(metrics_path.read_text())
-    metrics_path.write_text(
-        json.dumps({k: v for k, v in old.items() if k not in ("kid", "kid_std", "knn_target_distance")})
-    )
+    metrics_path.write_text(json.dumps({k: v for k, v in old.items() if k not in later}))
     assert main(argv) == 0
     completed = json.loads((out / "benchmark.json").read_text())["rows"][1]
-    assert completed["reused"] and completed["metrics"]["kid"] == old["kid"]
-    assert completed["metrics"]["knn_target_distance"] == old["knn_target_distance"]
-    assert json.loads(metrics_path.read_text())["kid"] == old["kid"]
+    assert completed["reused"] and all(completed["metrics"][key] == old[key] for key in later)
+    assert json.loads(metrics_path.read_text())["identity_preservation"] == old["identity_preservation"]
 
 
 def test_benchmark_reruns_changed_rows_and_lists_failing_ones(tiny_recipes, tmp_path, monkeypatch):

@@ -33,9 +33,9 @@ from vcex.data.folder import FOLDER_PREFIX
 from vcex.errors import CacheError, InputError, VcexError
 from vcex.evaluation import (
     frechet_distance,
+    identity_metrics,
     kid,
     knn_target_distance,
-    penultimate_features,
     target_class_reference,
     versions,
 )
@@ -198,6 +198,16 @@ def _saved_row(row_dir: Path, fingerprint: str, targets: torch.Tensor) -> tuple[
 
 # the metrics _target_class_metrics adds to a row (a saved row without them gets them on reuse)
 TARGET_CLASS_METRICS = ("frechet", "kid", "kid_std", "knn_target_distance")
+# evaluate's identity and diversity entries: a row saved before they existed gets them on reuse
+IDENTITY_METRICS = ("identity_preservation", "identity_chance", "identity_n", "diversity", "diversity_per_class")
+
+
+def _identity_metrics(result: CounterfactualResult, task: _Task) -> dict:
+    """Identity preservation and diversity of a saved row's counterfactuals, as ``evaluate`` records them."""
+    with torch.no_grad():
+        originals, counterfactuals = task.features(result.originals), task.features(result.counterfactuals)
+    reference = None if result.lower else task.bench.diversity_reference()
+    return identity_metrics(originals, counterfactuals, result.target, reference)
 
 
 def _target_class_metrics(result: CounterfactualResult, task: _Task) -> dict[str, float | None]:
@@ -269,9 +279,13 @@ def _run_row(row: Row, task: _Task, row_dir: Path) -> tuple[dict, bool]:
         saved = _saved_row(row_dir, fingerprint, task.targets)
         if saved is not None:
             metrics, result = saved
-            if any(key not in metrics for key in TARGET_CLASS_METRICS):
-                # saved before these metrics existed: computed from the saved counterfactuals, nothing re-explained
-                metrics.update(_target_class_metrics(result, task))
+            stale = False
+            for compute, keys in ((_target_class_metrics, TARGET_CLASS_METRICS), (_identity_metrics, IDENTITY_METRICS)):
+                if any(key not in metrics for key in keys):
+                    # saved before these metrics existed: computed from the saved counterfactuals, none re-explained
+                    metrics.update(compute(result, task))
+                    stale = True
+            if stale:
                 write_json(row_dir / "metrics.json", metrics)
             return metrics, True
     if marker.get("data") != data or marker.get("status") == "done":
@@ -408,7 +422,7 @@ def run_suite(
         targets,
         spec.target,
         data,
-        penultimate_features(bench.oracle),
+        bench.features(),
         {"device": device} if device is not None else {},
         progress,
     )
@@ -473,7 +487,8 @@ def _row_summary(entry: dict, seconds: float) -> str:
     reused = " (reused)" if entry["reused"] else f" in {seconds:.1f} s"
     return (
         f"{entry['key']}: validity {m['validity']:.3f} oracle {_fmt(m['oracle_agreement'])} "
-        f"kNN {_fmt(m['knn_agreement'])} FD {_fmt(m.get('frechet'), 2)}{reused}"
+        f"kNN {_fmt(m['knn_agreement'])} identity {_fmt(m.get('identity_preservation'))} "
+        f"diversity {_fmt(m.get('diversity'))} FD {_fmt(m.get('frechet'), 2)}{reused}"
     )
 
 
@@ -576,24 +591,26 @@ def render_table(record: dict) -> list[str]:
     data = record["data"]
     realism = "MNAC ↓" if faces else "IM1 ↓"
     header = (
-        f"| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | L1 ↓ | L2 ↓ | FD ↓ | {realism} "
-        "| mean steps | passes / CF ↓ | ms / CF ↓ |"
+        "| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | identity ↑ | diversity | L1 ↓ | L2 ↓ | FD ↓ "
+        f"| {realism} | mean steps | passes / CF ↓ | ms / CF ↓ |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for entry in record["rows"]:
         label = f"`{entry['key']}`: {entry['label']}"
         if entry["status"] == "failed":
-            lines.append(f"| {label} | failed, see below |" + " – |" * 9)
+            lines.append(f"| {label} | failed, see below |" + " – |" * 11)
             continue
         m = entry["metrics"]
         fourth = _fmt(m.get("mnac"), 2) if faces else _fmt((m.get("realism") or {}).get("im1"))
         lines.append(
             f"| {label} | {_fmt(m['validity'])} | {_fmt(m['oracle_agreement'])} | {_fmt(m['knn_agreement'])} "
-            f"| {_fmt(m['l1'])} | {_fmt(m['l2'])} | {_fmt(m.get('frechet'), 2)} | {fourth} | {m['mean_steps']:.1f} "
+            f"| {_fmt(m.get('identity_preservation'))} | {_fmt(m.get('diversity'), 2)} | {_fmt(m['l1'])} "
+            f"| {_fmt(m['l2'])} | {_fmt(m.get('frechet'), 2)} | {fourth} | {m['mean_steps']:.1f} "
             f"| {m['passes_per_cf']:.1f} | {m['seconds_per_cf'] * 1000:.1f} |"
         )
     done = [entry for entry in record["rows"] if entry["status"] == "done"]
     failed = [entry for entry in record["rows"] if entry["status"] == "failed"]
+    chance = f"{1 / record['n']:.3f}" if record.get("n") else "1/n"
     lines += ["", *_more_metrics_table(done, faces)]
     lines.append("")
     if done:
@@ -629,7 +646,13 @@ def render_table(record: dict) -> list[str]:
         "Columns: *validity*: share of counterfactuals the explained classifier puts in the target class "
         "above the row's threshold. *Oracle agreement*: share that an independent classifier (another "
         "architecture and seed) also puts in the target class. *kNN agreement*: the same for a 5-NN on raw "
-        "training pixels. *L1*, *L2*: mean absolute pixel change and Euclidean norm of the change, per image. "
+        "training pixels. *Identity*: share of counterfactuals whose nearest original among the run's "
+        f"{record.get('n', 'n')} (in the oracle's penultimate features) is their own (chance {chance}; it "
+        "depends on n: compare rows of one table only). *Diversity*: per target class, the mean pairwise feature "
+        "distance of the counterfactuals over that of real training images of the class, averaged over the "
+        "classes with 2 or more counterfactuals: ~1 varies as real images do, ~0 is one template per class "
+        "(which both agreements can rate highly). *L1*, *L2*: mean absolute pixel change and Euclidean norm of "
+        "the change, per image. "
         "*FD*: Frechet distance in the oracle's penultimate features between the counterfactuals and up to "
         f"{FRECHET_REFERENCE} real training images of their target classes (biased upward for small n: compare "
         "rows of one table only). "

@@ -18,7 +18,7 @@ from vcex.cache import cache_dir
 from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
 from vcex.data.folder import FOLDER_PREFIX
 from vcex.errors import CacheError, InputError, VcexError
-from vcex.evaluation import evaluate
+from vcex.evaluation import PenultimateFeatures, diversity_reference, evaluate, penultimate_features
 from vcex.explainers import (
     AmortizedCounterfactual,
     CounterfactualAttack,
@@ -102,6 +102,19 @@ class Workbench:
     label_attributes: tuple[str, ...] = ()
     # whitened latent models fitted for --whiten, by latent space
     whitened: dict[str, WhitenedLatentModel] = field(default_factory=dict)
+    # oracle features and labels of real training images, the reference of the diversity metric (once per run)
+    _diversity_reference: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def features(self) -> PenultimateFeatures:
+        """The oracle's penultimate features, images (N, C, H, W) -> (N, D): the space identity and diversity
+        (and the benchmark's FD and KID) are measured in, so the explained classifier cannot game it."""
+        return penultimate_features(self.oracle)
+
+    def diversity_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Oracle features (R, D) and labels (R,) of the first training images of every class, computed once."""
+        if self._diversity_reference is None:
+            self._diversity_reference = diversity_reference(self.train.images, self.train.labels, self.features())
+        return self._diversity_reference
 
     def whitened_latent_model(self, space: str, latent_model: torch.nn.Module) -> WhitenedLatentModel:
         """``latent_model`` (this workbench's, seen in ``space``) whitened by its training encodings, fitted once."""
@@ -326,7 +339,8 @@ def parse_target(text: str) -> TargetSpec:
 
 
 def evaluate_result(result: CounterfactualResult, bench: Workbench, device: str = "cpu") -> dict:
-    """metrics.json for a result of this workbench's dataset (faces add ``mnac``)."""
+    """metrics.json for a result of this workbench's dataset (faces add ``mnac``); identity and diversity are
+    measured in the oracle's penultimate features, against the result's originals and real training images."""
     return evaluate(
         result,
         dataset=bench.dataset,
@@ -336,6 +350,8 @@ def evaluate_result(result: CounterfactualResult, bench: Workbench, device: str 
         latent_model=bench.latent_model,
         attributes=bench.attributes,
         label_attributes=bench.label_attributes,
+        features=bench.features(),
+        diversity_reference=bench.diversity_reference(),
         device=device,
     )
 

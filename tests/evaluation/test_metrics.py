@@ -63,3 +63,31 @@ def test_evaluate_leaves_missing_oracles_empty(tiny_classifier, tiny_vae, mnist_
     # the classifier as its own oracle agrees wherever it passed the threshold (and maybe where it just reached argmax)
     assert full["oracle_agreement"] >= result.validity
     assert full["latent_distance"] > 0
+
+
+def test_evaluate_scores_identity_and_collapse(tiny_classifier, tiny_vae, mnist_small):
+    import dataclasses
+
+    from vcex import CounterfactualAttack
+    from vcex.evaluation import diversity_reference, penultimate_features
+
+    train_images, train_labels, images, _ = mnist_small
+    result = CounterfactualAttack(tiny_classifier, tiny_vae, threshold=0.9, max_steps=100).explain(images[:20])
+    features = penultimate_features(tiny_classifier)
+    reference = diversity_reference(train_images, train_labels, features, per_class=50)
+    assert evaluate(result, dataset="mnist")["identity_preservation"] is None  # no features: no made-up value
+    # counterfactuals that are their originals: every one is nearest its own, and they vary as real images do
+    unchanged = evaluate(
+        dataclasses.replace(result, counterfactuals=result.originals.clone()),
+        features=features,
+        diversity_reference=reference,
+    )
+    assert unchanged["identity_preservation"] == 1.0 and unchanged["identity_chance"] == 0.05
+    assert unchanged["identity_n"] == 20 and unchanged["diversity"] > 0.3
+    # one training image of the target class for every counterfactual of that class: a collapsed explainer
+    templates = torch.stack([train_images[train_labels == t][0] for t in result.target.tolist()])
+    collapsed = evaluate(
+        dataclasses.replace(result, counterfactuals=templates), features=features, diversity_reference=reference
+    )
+    assert collapsed["identity_preservation"] <= 0.25 and collapsed["diversity"] == 0.0
+    assert set(collapsed["diversity_per_class"]) == {str(t) for t in result.target.unique().tolist()}

@@ -20,8 +20,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def fitted(tiny_classifier, tiny_vae, mnist_small):
+    """Fitted without the identity term: the target term alone, whose mechanics most tests check (on these tiny
+    models the identity term holds the one-pass target rate near 0.3; test_identity_term_keeps_... covers it)."""
     images, _, _, _ = mnist_small
-    return AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD).fit(images, **FIT)
+    return AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD, identity_weight=0.0).fit(
+        images, **FIT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +242,7 @@ def test_per_class_thresholds_survive_save_and_load(tiny_classifier, tiny_vae, m
 
 def test_equal_per_class_thresholds_share_the_one_threshold_network(fitted, tiny_classifier, tiny_vae, tmp_path):
     uniform = (THRESHOLD,) * 10  # what class_thresholds gives when every class reaches the cap
-    same = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=uniform)
+    same = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=uniform, identity_weight=0.0)
     assert same.fit_settings() == fitted.fit_settings()  # hence the CLI's cache key: no second fit
     path = fitted.save(tmp_path / "amortized.safetensors")
     loaded = AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, threshold=uniform)
@@ -246,3 +250,51 @@ def test_equal_per_class_thresholds_share_the_one_threshold_network(fitted, tiny
     assert loaded.settings()["network"] == fitted.settings()["network"]
     with pytest.raises(InputError, match="cannot change after fitting"):
         AmortizedCounterfactual.load(path, tiny_classifier, tiny_vae, threshold=(THRESHOLD,) * 9 + (0.9,))
+
+
+def test_identity_term_is_low_for_own_originals_and_log_n_for_a_template():
+    from vcex.explainers.amortized import _identity_term
+
+    latents = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    kept = _identity_term(latents, latents + 0.01)
+    template = _identity_term(latents, latents[:1].expand(16, 8))
+    assert kept.shape == (16,) and float(kept.mean()) < 0.25 * float(template.mean())
+    # one shared point: the softmax cannot single out any own original, so the mean is at least log N
+    assert float(template.mean()) >= torch.log(torch.tensor(16.0)).item() - 1e-4
+    shift = torch.zeros(16, 8, requires_grad=True)
+    _identity_term(latents, latents + shift).sum().backward()  # no shift yet: the gradient must still be finite
+    assert bool(torch.isfinite(shift.grad).all())
+
+
+def test_network_saved_before_the_identity_term_loads_as_fitted_without_it(fitted, tiny_classifier, tiny_vae, tmp_path):
+    from vcex.cache import save_weights
+
+    tensors, record = load_weights(fitted.save(tmp_path / "new.safetensors"))
+    assert record["settings"]["identity_weight"] == fitted.identity_weight
+    record["settings"].pop("identity_weight")
+    old = save_weights(tmp_path / "old.safetensors", tensors, record)
+    loaded = AmortizedCounterfactual.load(old, tiny_classifier, tiny_vae)
+    assert loaded.identity_weight == 0.0 and loaded.fit_settings()["identity_weight"] == 0.0
+    with pytest.raises(InputError, match="identity_weight=0.0"):
+        AmortizedCounterfactual.load(old, tiny_classifier, tiny_vae, identity_weight=1.0)
+    with pytest.raises(InputError, match="identity_weight"):
+        AmortizedCounterfactual(tiny_classifier, tiny_vae, identity_weight=-1.0)
+
+
+def test_identity_term_keeps_counterfactuals_of_one_target_apart(fitted, tiny_classifier, tiny_vae, mnist_small):
+    from vcex.evaluation import mean_pairwise_distance
+    from vcex.explainers.amortized import IDENTITY_WEIGHT
+
+    images, _, test, _ = mnist_small
+    with_identity = AmortizedCounterfactual(tiny_classifier, tiny_vae, threshold=THRESHOLD).fit(images, **FIT)
+    assert with_identity.identity_weight == IDENTITY_WEIGHT > 0  # on by default
+    with torch.no_grad():
+        images = test[tiny_classifier(test).argmax(1) != 3][:48]
+    target = torch.full((len(images),), 3)  # one target for all: a template would put every latent in one place
+
+    def spread(explainer: AmortizedCounterfactual) -> float:
+        return mean_pairwise_distance(explainer.explain(images, target=target).counterfactual_latents)
+
+    assert spread(with_identity) > 1.2 * spread(fitted)
+    moved = with_identity.explain(images, target=target)
+    assert moved.target_prob.mean() > 2 * moved.original_prob.mean()  # still moves toward 3

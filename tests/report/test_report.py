@@ -49,3 +49,10 @@ def test_report_holds_table_and_examples(tmp_path):
     text = path.read_text()
     assert "toy report" in text and text.count("data:image/png;base64") == 3  # 2 strips + comparison
     assert "validity" in metrics_table([metrics]) and "pixel" in text
+
+
+def test_metrics_table_shows_identity_and_diversity_when_measured():
+    metrics = evaluate(_result(), dataset="toy")
+    assert "identity" not in metrics_table([metrics])  # not measured: no empty column
+    table = metrics_table([{**metrics, "identity_preservation": 0.125, "diversity": 0.04}])
+    assert "identity ↑" in table and "<td>0.125</td>" in table and "<td>0.04</td>" in table

@@ -13,6 +13,7 @@ import torch
 
 from vcex._version import __version__
 from vcex.errors import InputError
+from vcex.evaluation.identity import identity_metrics
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.state import evaluates
 
@@ -127,6 +128,8 @@ def evaluate(
     latent_model: object | None = None,
     attributes: torch.nn.Module | None = None,
     label_attributes: tuple[str, ...] = (),
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    diversity_reference: tuple[torch.Tensor, torch.Tensor] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict:
     """Every metric of one run as a JSON-ready dict (``metrics.json``).
@@ -137,6 +140,11 @@ def evaluate(
     change, ``label_attributes`` excluded: lower is better), ``attribute_change_rate`` per attribute and,
     for latent methods, ``mnac_vs_reconstruction`` (the same count against decode(encode(x)), which
     separates the edit's side effects from the generator's reconstruction error).
+    ``features`` (images -> (N, D), e.g. :func:`vcex.evaluation.penultimate_features` of the oracle) adds
+    ``identity_preservation`` (share of counterfactuals whose nearest original of this run is their own; chance
+    ``identity_chance`` = 1/N) and, with ``diversity_reference`` = (features (M, D), labels (M,)) of real
+    images (:func:`vcex.evaluation.diversity_reference`), ``diversity`` and ``diversity_per_class``
+    (counterfactuals' spread per target class over real images' spread; ~0 is collapse onto a template).
     """
     originals, counterfactuals = result.originals, result.counterfactuals
     counterfactual_class = result.target
@@ -155,6 +163,11 @@ def evaluate(
         "changed_fraction": _mean(changed_fraction(originals, counterfactuals)),
         "latent_distance": None,
         "realism": None,
+        "identity_preservation": None,
+        "identity_chance": None,
+        "identity_n": None,
+        "diversity": None,
+        "diversity_per_class": None,
         "mean_steps": _mean(result.steps),
         "seconds_per_cf": round(result.seconds / max(len(result), 1), 6),
         "passes_per_cf": _mean(result.forward_passes + result.backward_passes),
@@ -193,6 +206,10 @@ def evaluate(
         changed = ((before > 0.5) != (after > 0.5)).float().mean(0)
         record["attribute_change_rate"] = {name: round(float(v), 4) for name, v in zip(names, changed)}
         record["label_attributes"] = list(label_attributes)
+    if features is not None:
+        # diversity groups counterfactuals by the class they now claim; a lowering run claims none
+        reference = None if result.lower else diversity_reference
+        record.update(identity_metrics(features(originals), features(counterfactuals), result.target, reference))
     if autoencoders is not None and not result.lower:
         scores = im_scores(autoencoders, counterfactuals, counterfactual_class, result.original_class)
         record["realism"] = {name: _mean(values) for name, values in scores.items()}

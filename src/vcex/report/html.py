@@ -12,6 +12,8 @@ METRIC_COLUMNS = [
     ("validity", "validity ↑"),
     ("oracle_agreement", "oracle agreement ↑"),
     ("knn_agreement", "kNN agreement ↑"),
+    ("identity_preservation", "identity ↑"),
+    ("diversity", "diversity"),
     ("l1", "L1 ↓"),
     ("l2", "L2 ↓"),
     ("latent_distance", "latent dist. ↓"),
@@ -116,6 +118,9 @@ def write_report(
 <p class="note">Validity: share whose counterfactual passes the threshold for the explained classifier.
 Oracle / kNN agreement: share that an independent network / a k-nearest-neighbour classifier on
 training images also assigns the target class (adversarial noise rarely fools the kNN).
+Identity: share of counterfactuals whose nearest original of this run (in the oracle's features) is their own
+(chance 1/n). Diversity: counterfactuals' spread per target class over real images' spread; near 0 means one
+template per class, which both agreements can rate highly.
 IM1 below 1: the counterfactual looks more like its new class than its old one.
 MNAC (faces): how many binary attributes besides the label's own an independent attribute oracle reads
 differently after the change; 0 is a change of the label alone.</p>
