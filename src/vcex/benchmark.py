@@ -41,7 +41,7 @@ from vcex.evaluation import (
 )
 from vcex.evaluation.metrics import CHANGED_TOLERANCE
 from vcex.explainers import CounterfactualResult
-from vcex.explainers.base import resolve_targets
+from vcex.explainers.base import CALL_SETTINGS, resolve_targets
 from vcex.explainers.thresholds import DEFAULT_THRESHOLD
 from vcex.models.classifiers import predict_proba
 from vcex.pipeline import Workbench, build_explainer, prepare, run_explain
@@ -169,7 +169,9 @@ def _models_fingerprint(bench: Workbench) -> dict[str, str]:
 
 
 def _row_fingerprint(data: str, row: Row, settings: dict, device: str) -> str:
-    """What a saved row is valid for: the data (images, targets, models), the row and the explainer's settings."""
+    """What a saved row is valid for: the data (images, targets, models), the row and the explainer's settings
+    (without those an explain call resolves from its images)."""
+    settings = {k: v for k, v in settings.items() if k not in CALL_SETTINGS}
     return _sha1(
         {
             "data": data,

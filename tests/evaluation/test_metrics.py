@@ -84,10 +84,12 @@ def test_evaluate_scores_identity_and_collapse(tiny_classifier, tiny_vae, mnist_
     )
     assert unchanged["identity_preservation"] == 1.0 and unchanged["identity_chance"] == 0.05
     assert unchanged["identity_n"] == 20 and unchanged["diversity"] > 0.3
+    assert unchanged["identity_preservation_pixels"] == 1.0
     # one training image of the target class for every counterfactual of that class: a collapsed explainer
     templates = torch.stack([train_images[train_labels == t][0] for t in result.target.tolist()])
     collapsed = evaluate(
         dataclasses.replace(result, counterfactuals=templates), features=features, diversity_reference=reference
     )
     assert collapsed["identity_preservation"] <= 0.25 and collapsed["diversity"] == 0.0
+    assert collapsed["identity_preservation_pixels"] <= 0.25
     assert set(collapsed["diversity_per_class"]) == {str(t) for t in result.target.unique().tolist()}

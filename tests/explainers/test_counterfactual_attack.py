@@ -226,20 +226,22 @@ def test_latent_bound_keeps_a_failing_image_near_the_data(tiny_classifier, tiny_
     ).explain(images)
     free, bounded = explain(None), explain("auto")
     radius = 1.5 * tiny_vae.latent_radius
-    assert bounded.settings["latent_bound"] == pytest.approx(radius, rel=1e-5)
-    assert "declares" in bounded.settings["latent_bound_source"] and free.settings["latent_bound"] is None
+    assert bounded.settings["latent_bound_radius"] == pytest.approx(radius, rel=1e-5)
+    assert (
+        "declares" in bounded.settings["latent_bound_source"]
+        and free.settings["latent_bound"] is None
+        and "latent_bound_radius" not in free.settings
+    )
     assert float(free.counterfactual_latents.norm(dim=1).max()) > radius
     assert bool((bounded.counterfactual_latents.norm(dim=1) <= radius + 1e-4).all())
-    # a latent model that declares nothing: 1.5 x the largest norm of the explained images' encodings
+    # a latent model that declares no radius is not bounded, and the settings say why
     plain = CounterfactualAttack(
-        tiny_classifier, _Undeclared(tiny_vae), threshold=1 - 1e-7, lr=0.5, max_steps=5
+        tiny_classifier, _Undeclared(tiny_vae), threshold=1 - 1e-7, lr=0.5, max_steps=60
     ).explain(images)
-    with torch.no_grad():
-        largest = float(tiny_vae.encode(images).norm(dim=1).max())
-    assert plain.settings["latent_bound"] == pytest.approx(1.5 * largest, rel=1e-5)
-    assert "16 explained images" in plain.settings["latent_bound_source"]
+    assert "latent_bound_radius" not in plain.settings and "declares no" in plain.settings["latent_bound_source"]
+    assert torch.equal(plain.counterfactual_latents, free.counterfactual_latents)
     given = explain(2.0)
-    assert given.settings["latent_bound"] == 2.0
+    assert given.settings["latent_bound"] == given.settings["latent_bound_radius"] == 2.0
     assert bool((given.counterfactual_latents.norm(dim=1) <= 2.0 + 1e-4).all())
 
 

@@ -29,6 +29,9 @@ from vcex.models.latent import LatentModel, as_latent_model
 from vcex.models.state import evaluating
 
 TARGET_RULES = ("second", "flip")
+# settings an explain call resolves from its images (recorded in each result, absent from settings() outside a
+# call): a record that asks whether a saved result still stands compares the others
+CALL_SETTINGS = ("threshold_reason", "latent_bound_radius", "latent_bound_source")
 PAPER_THRESHOLD = 0.75  # Goldwasser & Hooker, reference code (research note section 1)
 
 TargetSpec = int | str | torch.Tensor | list[int]

@@ -22,8 +22,8 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 # at 10, moving one held probability by 0.1 costs as much as 0.1 of target probability. Set on two
 # shortcut classifiers of the faces ground-truth run (docs/benchmarks/faces-global.md), not tuned further
 DEFAULT_HOLD_WEIGHT = 10.0
-# the latent bound is this many times the data's radius (declared by the latent model, else the largest norm among
-# the explained images' encodings): loose for an edit (no MNIST counterfactual of the zoo's VAE reaches it), tight
+# the latent bound is this many times the radius of the data that the latent model declares: loose for an edit
+# (no MNIST counterfactual of the zoo's VAE reaches it), tight
 # enough to stop the drift of an image that never reaches its target (to norms of 18-57 against 3 for encoded
 # Fashion-MNIST images, which decode to flat white silhouettes: docs/benchmarks/user-classifier.md)
 BOUND_FACTOR = 1.5
@@ -141,9 +141,9 @@ class CounterfactualAttack(Explainer):
             The result's ``reconstructions`` are then the originals. Off by default (the paper's method).
         latent_bound: keep every latent where the generator was trained, so an image that does not reach its
             target fails as a plausible image rather than drifting off the manifold: ``"auto"`` (default) uses
-            1.5 times the radius of the data: the latent model's ``latent_radius`` where it declares one (the
-            zoo's VAEs: the radius holding 99.9% of their N(0, I) prior), else the largest norm among the
-            explained images' encodings; a float is the bound itself; None turns it off (the paper's method).
+            1.5 times the radius of the data that the latent model declares as ``latent_radius`` (the zoo's
+            VAEs: the radius holding 99.9% of their N(0, I) prior; a model that declares none is not bounded,
+            as the settings record); a float is the bound itself; None turns it off (the paper's method).
         precision: ``"fp32"`` (default) or ``"bf16"``: decoder and classifier run under bfloat16 autocast
             (for GPUs with bf16 units; the latents, Adam's state and the outputs stay float32). Mixed
             precision changes the numbers slightly, so a row of a benchmark records it.
@@ -225,10 +225,10 @@ class CounterfactualAttack(Explainer):
             settings["residual"] = True
         if self.precision != "fp32":
             settings["precision"] = self.precision
-        if self.latent_bound is None:
-            settings["latent_bound"] = None
-        elif self._radius is not None:
-            settings["latent_bound"] = round(self._radius, 6)
+        settings["latent_bound"] = self.latent_bound
+        if self._radius is not None:  # inside an explain call: what the bound resolved to, and from what
+            settings["latent_bound_radius"] = round(self._radius, 6)
+        if self._radius_source:
             settings["latent_bound_source"] = self._radius_source
         if self.hold is not None:
             settings["hold"] = str(self.hold)
@@ -236,7 +236,7 @@ class CounterfactualAttack(Explainer):
         return settings
 
     def _prepare(self, images: torch.Tensor) -> None:
-        """The latent bound of this call: given, declared by the latent model, or from every image's encoding."""
+        """The latent bound of this call: given, or 1.5x the radius the latent model declares (else none)."""
         self._radius, self._radius_source = None, ""
         if self.latent_bound is None:
             return
@@ -244,16 +244,16 @@ class CounterfactualAttack(Explainer):
             self._radius, self._radius_source = self.latent_bound, "given"
             return
         radius = declared_radius(self.latent_model)
-        if radius is not None:
-            self._radius = BOUND_FACTOR * radius
-            self._radius_source = f"{BOUND_FACTOR} x the radius the latent model declares (latent_radius {radius:.4g})"
-            return
-        with torch.no_grad():
-            norms = torch.cat(
-                [self.latent_model.encode(c).flatten(1).norm(dim=1) for c in images.split(self.batch_size)]
+        if radius is None:
+            # a radius guessed from a few dozen explained images would be guesswork: a tiny test generator's
+            # faces needed far more than 3x their largest encoded norm to flip at all
+            self._radius_source = (
+                "none: the latent model declares no latent_radius (the radius its training data lie in); "
+                "give it one, or pass latent_bound=R"
             )
-        self._radius = BOUND_FACTOR * float(norms.max())
-        self._radius_source = f"{BOUND_FACTOR} x the largest norm among the {len(images)} explained images' encodings"
+            return
+        self._radius = BOUND_FACTOR * radius
+        self._radius_source = f"{BOUND_FACTOR} x the radius the latent model declares (latent_radius {radius:.4g})"
 
     def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:
         with torch.no_grad():

@@ -36,6 +36,9 @@ def modules_of(*models: object) -> list[nn.Module]:
     for model in models:
         if isinstance(model, nn.Module):
             roots = [model]
+            wrapped = vars(model).get("wrapped")  # a wrapper's plain-object model (UserLatentModel)
+            if wrapped is not None and not isinstance(wrapped, nn.Module):
+                roots += modules_of(wrapped)
         elif model is not None and hasattr(model, "__dict__"):
             roots = [value for value in vars(model).values() if isinstance(value, nn.Module)]
         else:

@@ -766,7 +766,10 @@ def train_style_autoencoder(
     train_images, val_images = images[: len(images) - held], images[len(images) - held :]
     steps_per_epoch = -(-len(train_images) // batch_size)
     lr = check_positive_finite("lr", lr)
-    generator_lr = lr if generator_lr is None else check_positive_finite("generator_lr", generator_lr)
+    if generator_lr is None:
+        generator_lr = lr
+    elif generator_lr != 0:  # 0 keeps the generator as it is and trains the encoder alone
+        generator_lr = check_positive_finite("generator_lr", generator_lr)
     optimisers = _make_optimisers(model, lr, generator_lr, epochs * steps_per_epoch, adversarial)
     terms = _LossTerms(
         pixel_weights=pixel_weights,
