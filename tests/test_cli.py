@@ -32,6 +32,7 @@ def tiny_recipes(monkeypatch):
     monkeypatch.setitem(zoo._EPOCHS, "mnist", {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1})
 
 
+@pytest.mark.slow
 def test_explain_end_to_end_writes_metrics_and_counterfactuals(tiny_recipes, tmp_path, capsys):
     out = tmp_path / "run"
     assert (
@@ -160,6 +161,7 @@ def test_demo_writes_report(tiny_recipes, tmp_path):
     assert [m["method"] for m in metrics] == ["attack", "pixel", "linear", "disc"]
 
 
+@pytest.mark.slow
 def test_explain_disc_with_the_zoo_duq_model(tiny_recipes, tmp_path):
     out = tmp_path / "disc-duq"
     argv = ["explain", "--method", "disc", "--consistency", "duq", "--n", "3", "--out", str(out), "--quiet"]
@@ -225,6 +227,7 @@ def test_datasets_preview_reads_a_folder_of_class_folders(tmp_path, capsys):
     assert "one subfolder of images per class" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys):
     out = tmp_path / "global"
     assert main(["global", "--n", "20", "--threshold", "0.9", "--out", str(out), "--quiet"]) == 0
@@ -245,6 +248,7 @@ def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys
     assert record["whiten"] is True and record["valid_counterfactuals"] >= 10
 
 
+@pytest.mark.slow
 def test_global_reads_counterfactual_images_when_asked(tiny_recipes, tmp_path, capsys, monkeypatch):
     from vcex import pipeline
 

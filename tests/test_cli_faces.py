@@ -9,6 +9,9 @@ from vcex.cli import main
 from vcex.data import faces_tasks
 from vcex.models import zoo
 
+# each test trains its own tiny face models (tens of seconds to minutes on one CPU thread): `pytest -m "not slow"` skips
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def tiny_faces(monkeypatch, tmp_path_factory):
