@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +16,13 @@ import torch
 from vcex.cache import cache_dir
 from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
 from vcex.data.folder import FOLDER_PREFIX
-from vcex.errors import CacheError, InputError, VcexError
+from vcex.data.profiles import profile_for
+from vcex.errors import CacheError, InputError
 from vcex.evaluation import evaluate
-from vcex.explainers import (
-    AmortizedCounterfactual,
-    CounterfactualAttack,
-    CounterfactualResult,
-    Explainer,
-    LinearLatentEdit,
-    PixelAttack,
-)
+from vcex.explainers import AmortizedCounterfactual, CounterfactualResult, Explainer
 from vcex.explainers.base import TargetSpec
+from vcex.explainers.registry import METHODS as REGISTRY
+from vcex.explainers.registry import BuildRequest
 from vcex.explainers.result import ResultBuilder
 from vcex.explainers.thresholds import training_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
@@ -39,19 +34,10 @@ from vcex.report import result_grid, save_png
 if TYPE_CHECKING:
     from vcex.attribution import Descriptors, ImageAttributes
 
-# the options each method takes (build_explainer's keywords): the CLI refuses any other before any work, and
-# build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "attack": (
-        "threshold", "lr", "max_steps", "batch_size", "device",
-        "space", "objective", "residual", "whiten", "invert_steps", "precision",
-    ),
-    "pixel": ("threshold", "lr", "max_steps", "batch_size", "device"),
-    "linear": ("threshold", "batch_size", "device", "space", "probe_c"),
-    "amortized": ("threshold", "lr", "batch_size", "device", "refine_steps"),
-    "disc": ("threshold", "lr", "max_steps", "batch_size", "device", "consistency"),
-}  # fmt: skip
-METHODS = tuple(METHOD_OPTIONS)
+# the options each method takes (build_explainer's keywords), from the registry: the CLI refuses any other before
+# any work, and build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {name: method.options for name, method in REGISTRY.items()}
+METHODS = tuple(REGISTRY)
 # the `vcex explain` flag of each option that has one (objective and probe_c are build_explainer's only)
 OPTION_FLAGS = {
     **{key: "--" + key.replace("_", "-") for key in ("threshold", "lr", "max_steps", "batch_size", "device")},
@@ -62,21 +48,7 @@ OPTION_FLAGS = {
 # latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
 # for the style generator, its StyleSpace
 SPACES = ("latent", "w", "style")
-# how the CLI's amortized explainer is fitted on first use (~3 min for MNIST's 4,000 training images on 1 CPU thread)
-AMORTIZED_FIT = {"epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 0}
-# faces: 12,000 training faces through the style generator; 2 epochs on 2,000 of them (30 s on 1 thread) already
-# gave one-pass validity 0.94 on 100 test faces, so 3 epochs on all of them (~6 min on 1 CPU thread)
-AMORTIZED_FIT_FACES = {"epochs": 3, "batch_size": 64, "lr": 3e-3, "seed": 0}
-# the amortized explainer's latent-norm weight and refinement step on faces: its defaults (0.2, 0.1) scaled by
-# the spread ratio of the previous generator's W, where they worked, to the current one's (0.43 / 7.4);
-# unscaled, the norm penalty outweighs the target term and one pass flips almost nothing (validity 0.005)
-FACES_AMORTIZED = {"latent_weight": 0.012, "lr_refine": 1.7}
 PRESETS = ("vcex", "paper")
-DISC_CONSISTENCY = "energy"  # the CLI's DISC manifold-consistency term: none | energy | duq (the zoo's DUQ model)
-# the attack's Adam step in the style generator's W and StyleSpace (MNIST's VAE: 0.1): about 2.3% of the encoded
-# faces' per-coordinate spread (7.4 in W, 5.6 in StyleSpace), the relative step that 0.01 took on the previous
-# generator, whose spread was 0.43 (see below); Adam's steps are in absolute units, so they scale with the latent
-FACES_ATTACK_LR = 0.17
 # --whiten: the attack runs in the whitened coordinates of the latent (vcex.WhitenedLatentModel), fitted on the
 # encodings of the first WHITEN_FIT_IMAGES training images; its step is in units of each direction's spread. On
 # 200 test faces (smiling), lr 0.05 / 0.1 / 0.2 gave oracle agreement 0.935 / 0.955 / 0.94, MNAC 1.67 / 2.04 /
@@ -119,7 +91,7 @@ def dataset_for(dataset: str, classifier: str | None = None) -> str:
         return f"faces-{face_task(classifier or 'smiling').name}"
     name = canonical_dataset_name(dataset)
     if classifier is not None:
-        own = name.removeprefix("faces-") if name.startswith("faces-") else "cnn"
+        own = name.removeprefix("faces-") if profile_for(name).faces else "cnn"
         if classifier not in (own, f"{name}-cnn"):
             raise InputError(
                 f"--classifier {classifier!r} does not belong to --dataset {dataset}; its classifier is {own!r} "
@@ -135,20 +107,20 @@ def prepare(dataset: str, progress: bool = True, classifier: str | None = None) 
     style generator (``faces-style``) as latent model and add the attribute oracle for MNAC.
     """
     name = dataset_for(dataset, classifier)
-    faces = name.startswith("faces-")
+    profile = profile_for(name)
     roles = {
         "cnn": f"{name}-cnn",
         "oracle": f"{name}-oracle",
-        "latent": "faces-style" if faces else f"{name}-vae",
+        "latent": profile.latent_model or f"{name}-vae",
         "im-ae": f"{name}-im-ae",
     }
-    if faces:
-        roles["attributes"] = "faces-attributes"
+    if profile.attribute_oracle:
+        roles["attributes"] = profile.attribute_oracle
     models = {}
     for role in track(list(roles), desc=f"models for {name}", enabled=progress):
         models[role] = load_model(roles[role], progress=progress)
     label_attributes: tuple[str, ...] = ()
-    if faces:
+    if profile.faces:
         from vcex.data.faces_tasks import face_task, task_attributes
 
         label_attributes = task_attributes(face_task(name.removeprefix("faces-")))
@@ -267,57 +239,8 @@ def _build(method: str, bench: Workbench, preset: str, progress: bool, options: 
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"--device {device} was asked for, but torch sees no CUDA device here; use --device cpu")
         classifier, latent_model = copy.deepcopy(classifier).to(device), copy.deepcopy(latent_model).to(device)
-    if method == "attack" and bench.dataset.startswith("faces-") and preset != "paper":
-        # measured on 100 test faces (smiling): lr 0.1 / 0.03 / 0.01 gave MNAC 3.3 / 2.4 / 2.0 and oracle
-        # agreement 0.93 / 0.95 / 0.96 at validity 1.0 with the previous generator, whose W coordinates had a
-        # per-dimension spread of ~0.4 (FACES_ATTACK_LR keeps 0.01's step relative to the current spread)
-        options.setdefault("lr", FACES_ATTACK_LR)
-    if method == "attack":
-        if preset == "paper":
-            return CounterfactualAttack.paper(classifier, latent_model, progress=progress, **options)
-        return CounterfactualAttack(classifier, latent_model, progress=progress, **options)
-    if preset == "paper":
-        options.setdefault("threshold", 0.75)
-    if method == "amortized":
-        return _amortized_explainer(bench, classifier, latent_model, progress, options)
-    if method == "pixel":
-        return PixelAttack(classifier, progress=progress, **options)
-    if method == "disc":
-        from vcex.explainers.disc import DISC
-
-        # the classifier alone: no latent model, no training data. Manifold consistency defaults to the
-        # classifier's own energy (no second model; on MNIST it matched the DUQ variant, docs/benchmarks/disc.md)
-        consistency = options.pop("consistency", DISC_CONSISTENCY)
-        if consistency == "duq":
-            from vcex.models import load_duq
-
-            options["consistency_model"] = load_duq(bench.dataset, progress=progress)
-        return DISC(classifier, consistency=consistency, progress=progress, **options)
-    return LinearLatentEdit(classifier, latent_model, progress=progress, **options).fit(bench.train.images)
-
-
-def _amortized_explainer(
-    bench: Workbench, classifier: torch.nn.Module, latent_model: torch.nn.Module, progress: bool, options: dict
-) -> AmortizedCounterfactual:
-    """Load the amortized explainer fitted for these models and settings, or fit it on the training set and cache it."""
-    settings = {"lr_refine" if key == "lr" else key: value for key, value in options.items()}
-    if bench.dataset.startswith("faces-"):
-        settings = {**FACES_AMORTIZED, **settings}
-    explainer = AmortizedCounterfactual(classifier, latent_model, progress=progress, **settings)
-    fit_settings = AMORTIZED_FIT_FACES if bench.dataset.startswith("faces-") else AMORTIZED_FIT
-    key = json.dumps({**explainer.fit_settings(), **fit_settings, **explainer.models_record()}, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    path = cache_dir() / f"amortized-{dataset_file_stem(bench.dataset)}-{digest}.safetensors"
-    if path.exists():
-        try:
-            return AmortizedCounterfactual.load(path, classifier, latent_model, progress=progress, **settings)
-        except VcexError as error:
-            warnings.warn(f"cached amortized explainer {path} is unusable ({error}); fitting it again", stacklevel=2)
-    checkpoint = path.with_name(path.name + ".ckpt")  # an interrupted fit resumes from here
-    explainer.fit(bench.train.images, **fit_settings, checkpoint=checkpoint, progress=progress)
-    explainer.save(path)
-    checkpoint.unlink(missing_ok=True)
-    return explainer
+    request = BuildRequest(classifier, latent_model, bench.dataset, bench.train.images, preset, progress, options)
+    return REGISTRY[method].build(request)
 
 
 def parse_target(text: str) -> TargetSpec:
@@ -452,7 +375,6 @@ def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) 
 # "auto" reads faces from the images (true driver first for 37 of 40 classifiers against 28 by latent probes,
 # docs/benchmarks/faces-global*.md) and digits by latent probes (no ground truth there to prefer another)
 READERS = ("auto", "latent", "images")
-IMAGE_READER_EPOCHS = 8  # the attribute oracle's recipe (faces: held-out accuracy 0.925-1.000 per descriptor)
 
 
 def image_readers(
@@ -464,7 +386,8 @@ def image_readers(
     from vcex.attribution import ImageAttributes
     from vcex.models.zoo import ATTRIBUTE_ORACLE_BLUR
 
-    readers = ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, epochs=IMAGE_READER_EPOCHS, progress=progress)
+    epochs = profile_for(dataset).image_reader_epochs
+    readers = ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, epochs=epochs, progress=progress)
     settings = {"readers": "ImageAttributes", "max_blur": readers.max_blur, "epochs": readers.epochs}
     key = {"dataset": dataset, "names": descriptors.names, "images": list(images.shape), **settings}
     # the descriptor values and a sample of the images, so another table or image set never reuses a cache
@@ -497,9 +420,10 @@ def check_global_options(
     returns the reader that ``"auto"`` stands for (images for faces, latent probes for digits)."""
     if reader not in READERS:
         raise InputError(f"unknown reader {reader!r}; use one of {', '.join(READERS)}")
-    faces = dataset.startswith("faces")
+    profile = profile_for(dataset)  # an unknown dataset is refused here, naming the known ones
+    faces = profile.faces
     if reader == "auto":
-        reader = "images" if faces else "latent"
+        reader = profile.global_reader
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"--rounds must be an integer >= 1, got {rounds!r}")
     if later_rounds is not None and later_rounds not in LATER_ROUNDS:
@@ -608,7 +532,8 @@ def run_global(
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    faces = bench.dataset.startswith("faces-")
+    profile = profile_for(bench.dataset)
+    faces = profile.faces
     reader = check_global_options(bench.dataset, reader, rounds, later_rounds, round_scores, descriptors)
     started = time.perf_counter()
     descriptor_source = "synthetic faces factor table" if faces else "morphometrics"
@@ -630,7 +555,7 @@ def run_global(
         readers = image_readers(family, descriptors, descriptor_images, progress=progress)
     explainer = build_explainer("attack", bench, progress=progress, **options)
     images = bench.test.images[:n]
-    result = explainer.explain(images, target="flip" if faces else "second")
+    result = explainer.explain(images, target=profile.global_target)
     if isinstance(explainer.latent_model, WhitenedLatentModel):
         result = explainer.latent_model.to_base_result(result)  # the probes read the latent model's own latents
     started = time.perf_counter()
@@ -752,7 +677,7 @@ def _global_report(bench: Workbench, explanations: dict, record: dict, out: Path
         rows = explanation.ranked()
         if not rows:
             continue
-        heading = name if bench.dataset.startswith("faces-") else f"toward {name}"
+        heading = name if profile_for(bench.dataset).faces else f"toward {name}"
         chart = ranked_bar_chart(rows, f"{heading}: mean change in descriptor probability (n={explanation.n})")
         save_png(chart, out / f"global-{k}.png")
         figures.append(f'<img src="{png_data_uri(chart)}">')
@@ -760,7 +685,7 @@ def _global_report(bench: Workbench, explanations: dict, record: dict, out: Path
         f"<!doctype html><meta charset='utf-8'><title>global explanation</title><h1>{bench.dataset}: what the "
         f"counterfactuals change</h1><p>{record['valid_counterfactuals']} valid counterfactuals of {record['n']} "
         f"test images; {READER_TEXT[record['reader']]}, intervals are 95% bootstrap.</p>"
-        + _away_paragraph(record.get("explain_away"), faces=bench.dataset.startswith("faces"))
+        + _away_paragraph(record.get("explain_away"), faces=profile_for(bench.dataset).faces)
         + "".join(figures),
         encoding="utf-8",
     )
