@@ -135,7 +135,7 @@ METHODS: dict[str, Method] = {
         Method(
             "attack",
             CounterfactualAttack,
-            "the latent attack (core): Adam on the generator's latent until the classifier is confident",
+            "Adam on the generator's latent until the classifier is confident (the core method)",
             (*_COMMON, *_LATENT),
             _build_attack,
             demo=True,
@@ -143,7 +143,7 @@ METHODS: dict[str, Method] = {
         Method(
             "pixel",
             PixelAttack,
-            "pixel-space attack (baseline): the same optimisation on the pixels, no generative prior",
+            "the same optimisation on the pixels, no generative prior (baseline)",
             _COMMON,
             _build_pixel,
             demo=True,
@@ -151,7 +151,7 @@ METHODS: dict[str, Method] = {
         Method(
             "linear",
             LinearLatentEdit,
-            "linear latent edit (InterFaceGAN baseline): one step along the classifier's latent direction",
+            "one step along the classifier's latent direction (InterFaceGAN baseline)",
             ("threshold", "batch_size", "device", "space", "probe_c"),
             _build_linear,
             demo=True,
@@ -159,14 +159,14 @@ METHODS: dict[str, Method] = {
         Method(
             "amortized",
             AmortizedCounterfactual,
-            "amortized: a network fitted once predicts the latent change in one pass (optional refinement)",
+            "a network fitted once predicts the latent change in one pass (optional refinement)",
             ("threshold", "lr", "batch_size", "device", "refine_steps"),
             _build_amortized,
         ),
         Method(
             "disc",
             DISC,
-            "DISC: model inversion from the classifier alone, with feature and manifold consistency",
+            "model inversion from the classifier alone, with feature and manifold consistency (DISC)",
             ("threshold", "lr", "max_steps", "batch_size", "device", "consistency"),
             _build_disc,
             demo=True,
@@ -174,8 +174,3 @@ METHODS: dict[str, Method] = {
     )
 }
 DEMO_METHODS = tuple(name for name, method in METHODS.items() if method.demo)
-
-
-def method_help() -> str:
-    """The methods' names as a CLI help line: ``attack | pixel | ...``."""
-    return " | ".join(METHODS)
