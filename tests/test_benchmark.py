@@ -222,3 +222,16 @@ def test_benchmark_runs_on_a_folder_of_the_users_images(tiny_recipes, bar_folder
     assert [row["key"] for row in record["rows"]] == ["attack", "pixel"]
     assert set(record["data"]["target_counts"]) <= {"horizontal", "vertical"}
     assert all(0 <= row["metrics"]["validity"] <= 1 for row in record["rows"])
+
+
+def test_a_registered_method_without_a_row_gets_one_at_its_defaults(monkeypatch):
+    from vcex.benchmark import SUITES, _every_method
+    from vcex.explainers.registry import METHODS
+
+    rows = SUITES["faces"].rows
+    assert {row.method for row in rows} == set(METHODS)  # every method has its declared rows
+    monkeypatch.setitem(METHODS, "newmethod", dataclasses.replace(METHODS["pixel"], name="newmethod"))
+    extended = _every_method(rows)
+    assert extended[: len(rows)] == rows and extended[-1].key == "newmethod" and extended[-1].method == "newmethod"
+    with pytest.raises(AssertionError, match="unregistered methods: gone"):
+        _every_method((*rows, dataclasses.replace(rows[0], method="gone")))
