@@ -32,7 +32,7 @@ from vcex.records import write_json
 from vcex.report import result_grid, save_png
 
 if TYPE_CHECKING:
-    from vcex.attribution import Descriptors, ImageAttributes
+    from vcex.attribution import Descriptors, ExplainAway, ImageAttributes, LatentAttributes
 
 # the options each method takes (build_explainer's keywords), from the registry: the CLI refuses any other before
 # any work, and build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
@@ -519,99 +519,38 @@ def run_global(
     (``folder:PATH``): morphometrics of grayscale images, or the descriptors of a CSV (``descriptors``, one row
     per image file, see :meth:`~vcex.attribution.Descriptors.from_csv`).
     """
-    from vcex.attribution import (
-        Descriptors,
-        LatentAttributes,
-        directions_from_result,
-        global_scores,
-        global_scores_by_class,
-        linear_direction_scores,
-    )
-
     if n < 1 or n > len(bench.test):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    profile = profile_for(bench.dataset)
-    faces = profile.faces
     reader = check_global_options(bench.dataset, reader, rounds, later_rounds, round_scores, descriptors)
-    started = time.perf_counter()
-    descriptor_source = "synthetic faces factor table" if faces else "morphometrics"
-    if descriptors is not None:
-        descriptor_source = f"CSV {Path(descriptors).resolve()}"
-        descriptors, descriptor_images = folder_descriptors(bench.dataset, descriptors), bench.train.images
-    elif faces:
-        from vcex.data.faces_tasks import load_face_table
-
-        table = load_face_table("train")
-        descriptors, descriptor_images = Descriptors.from_faces(table), table.images
-    else:
-        descriptors, descriptor_images = Descriptors.from_morphometrics(bench.train.images), bench.train.images
-    probes = LatentAttributes(bench.latent_model).fit(descriptor_images, descriptors)
-    fit_seconds = time.perf_counter() - started
-    readers = probes
-    if reader == "images":
-        family = "faces" if faces else bench.dataset  # every face task shares the factor table
-        readers = image_readers(family, descriptors, descriptor_images, progress=progress)
-    explainer = build_explainer("attack", bench, progress=progress, **options)
-    images = bench.test.images[:n]
-    result = explainer.explain(images, target=profile.global_target)
-    if isinstance(explainer.latent_model, WhitenedLatentModel):
-        result = explainer.latent_model.to_base_result(result)  # the probes read the latent model's own latents
-    started = time.perf_counter()
-    reached = result.select(result.success)
-    if len(reached) == 0:
-        raise InputError(
-            f"none of the {n} counterfactuals reached the threshold, so there is nothing to average; "
-            "lower --threshold or raise --n"
-        )
-    if faces:
-        explanations = {
-            "attack": global_scores(
-                readers.local(reached),
-                directions_from_result(reached),
-                resamples=resamples,
-                label="CounterfactualAttack",
-            )
-        }
-    else:
-        by_class = global_scores_by_class(readers.local(reached), reached, resamples=resamples)
-        explanations = {bench.test.class_names[k]: explanation for k, explanation in by_class.items()}
-    attribution_seconds = time.perf_counter() - started
+    fitted = fit_global_readers(bench, reader, descriptors, progress=progress)
+    explainer, images, result = explain_for_global(bench, n, progress=progress, **options)
+    explanations, attribution_seconds = attribute_global(bench, fitted.readers, result, resamples)
     away = None
     if rounds > 1:
-        from vcex.attribution import explain_away
-        from vcex.evaluation.ground_truth import descriptor_factor
-
-        whiten = (later_rounds or "whitened") == "whitened" or bool(options.get("whiten"))
-        round_scores = resolve_round_scores(round_scores, bool(options.get("whiten")))
-        later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
-        away = explain_away(
-            explainer, readers, images, rounds=rounds, groups=descriptor_factor, first=result, later=later,
-            checkpoint=out / "rounds", residual=round_scores == "residual", resamples=resamples,
+        away, round_settings = _explain_away_rounds(
+            bench, explainer, fitted.readers, images, result, out, rounds, later_rounds, round_scores, resamples,
+            progress=progress, **options,
         )  # fmt: skip
         for index, (held, explanation) in enumerate(zip(away.held[1:], away.rounds[1:]), start=2):
             explanations[f"round {index}, holding {', '.join(held)}"] = explanation
-    if faces:
-        linear = build_explainer("linear", bench)  # its latent probe is fitted on the training images
-        beta = (linear.weight[1] - linear.weight[0]).cpu()
-        with torch.no_grad():
-            latents = torch.cat([bench.latent_model.encode(c) for c in images.split(256)])
-        explanations["linear baseline"] = linear_direction_scores(probes, latents, beta, resamples=resamples)
+    if profile_for(bench.dataset).faces:
+        explanations["linear baseline"] = _linear_baseline(bench, fitted.probes, images, resamples)
     record = {
         "dataset": bench.dataset,
         "n": n,
         "valid_counterfactuals": int(result.success.sum()),
         "attack_settings": result.settings,  # the threshold (one, or one per class), lr, steps, ...
-        "descriptors": descriptor_source,
+        "descriptors": fitted.source,
         "whiten": bool(options.get("whiten")),
         "reader": reader,
-        "probe_fit_seconds": round(fit_seconds, 3),
+        "probe_fit_seconds": round(fitted.seconds, 3),
         "counterfactual_seconds": round(result.seconds, 3),
         "attribution_seconds": round(attribution_seconds, 4),
-        "probes": probes.summary(),
+        "probes": fitted.probes.summary(),
         **(
-            {"image_readers": readers.summary(), "reader_train_seconds": readers.train_seconds}
+            {"image_readers": fitted.readers.summary(), "reader_train_seconds": fitted.readers.train_seconds}
             if reader == "images"
             else {}
         ),
@@ -622,13 +561,136 @@ def run_global(
         summary["rounds"] = [{k: v for k, v in round_.items() if k != "explanation"} for round_ in summary["rounds"]]
         record["explain_away"] = {
             **summary,
-            "later_rounds": "whitened" if whiten else "same",
-            "round_scores": round_scores,
+            **round_settings,
             "seconds": round(sum(r.seconds for r in away.results[1:]), 3),
         }
-    write_json(out / "global.json", record)
-    _global_report(bench, explanations, record, out)
+    write_global(bench, explanations, record, out)
     return record
+
+
+@dataclass
+class GlobalReaders:
+    """What reads the counterfactuals' descriptors in ``vcex global``: ``probes`` (latent probes, always fitted:
+    they also read the linear baseline), ``readers`` (the probes, or image readers), where the descriptors came
+    from and the seconds the descriptors and probes took."""
+
+    probes: LatentAttributes
+    readers: LatentAttributes | ImageAttributes
+    source: str
+    seconds: float
+
+
+def fit_global_readers(
+    bench: Workbench, reader: str, descriptors: str | Path | None, progress: bool = True
+) -> GlobalReaders:
+    """Step 1 of :func:`run_global`: the descriptors of the training images (a CSV's for a folder, the renderer's
+    factor table for faces, morphometrics otherwise), latent probes fitted on them and, for ``reader="images"``
+    (resolved, not ``"auto"``), the image readers (trained on first use, cached)."""
+    from vcex.attribution import Descriptors, LatentAttributes
+
+    faces = profile_for(bench.dataset).faces
+    started = time.perf_counter()
+    source = "synthetic faces factor table" if faces else "morphometrics"
+    if descriptors is not None:
+        source = f"CSV {Path(descriptors).resolve()}"
+        table, descriptor_images = folder_descriptors(bench.dataset, descriptors), bench.train.images
+    elif faces:
+        from vcex.data.faces_tasks import load_face_table
+
+        faces_table = load_face_table("train")
+        table, descriptor_images = Descriptors.from_faces(faces_table), faces_table.images
+    else:
+        table, descriptor_images = Descriptors.from_morphometrics(bench.train.images), bench.train.images
+    probes = LatentAttributes(bench.latent_model).fit(descriptor_images, table)
+    seconds = time.perf_counter() - started
+    readers = probes
+    if reader == "images":
+        family = "faces" if faces else bench.dataset  # every face task shares the factor table
+        readers = image_readers(family, table, descriptor_images, progress=progress)
+    return GlobalReaders(probes, readers, source, seconds)
+
+
+def explain_for_global(
+    bench: Workbench, n: int, progress: bool = True, **options: object
+) -> tuple[Explainer, torch.Tensor, CounterfactualResult]:
+    """Step 2 of :func:`run_global`: the attack (``options``: build_explainer's) on the first ``n`` test images,
+    toward the profile's target (runner-up; faces: the other class). Returns the explainer, the (n, C, H, W)
+    images and the result, whose latents are the latent model's own (a whitened attack's are mapped back)."""
+    explainer = build_explainer("attack", bench, progress=progress, **options)
+    images = bench.test.images[:n]
+    result = explainer.explain(images, target=profile_for(bench.dataset).global_target)
+    if isinstance(explainer.latent_model, WhitenedLatentModel):
+        result = explainer.latent_model.to_base_result(result)  # the probes read the latent model's own latents
+    return explainer, images, result
+
+
+def attribute_global(
+    bench: Workbench, readers: LatentAttributes | ImageAttributes, result: CounterfactualResult, resamples: int
+) -> tuple[dict, float]:
+    """Step 3 of :func:`run_global`: global scores of the counterfactuals that reached the target, read by
+    ``readers``: one explanation for faces (signed toward the positive class), one per target class otherwise.
+    Returns {name: GlobalExplanation} and the seconds it took.
+
+    Raises:
+        InputError: no counterfactual reached the threshold.
+    """
+    from vcex.attribution import directions_from_result, global_scores, global_scores_by_class
+
+    started = time.perf_counter()
+    reached = result.select(result.success)
+    if len(reached) == 0:
+        raise InputError(
+            f"none of the {len(result)} counterfactuals reached the threshold, so there is nothing to average; "
+            "lower --threshold or raise --n"
+        )
+    if profile_for(bench.dataset).faces:
+        local, directions = readers.local(reached), directions_from_result(reached)
+        explanations = {"attack": global_scores(local, directions, resamples=resamples, label="CounterfactualAttack")}
+    else:
+        by_class = global_scores_by_class(readers.local(reached), reached, resamples=resamples)
+        explanations = {bench.test.class_names[k]: explanation for k, explanation in by_class.items()}
+    return explanations, time.perf_counter() - started
+
+
+def _explain_away_rounds(
+    bench: Workbench,
+    explainer: Explainer,
+    readers: ImageAttributes,
+    images: torch.Tensor,
+    first: CounterfactualResult,
+    out: Path,
+    rounds: int,
+    later_rounds: str | None,
+    round_scores: str | None,
+    resamples: int,
+    progress: bool = True,
+    **options: object,
+) -> tuple[ExplainAway, dict]:
+    """Explaining away's rounds 2 and on (:func:`~vcex.attribution.explain_away`), checkpointed in ``out/rounds``;
+    returns its outcome and the settings the rounds ran with (for global.json)."""
+    from vcex.attribution import explain_away
+    from vcex.evaluation.ground_truth import descriptor_factor
+
+    whiten = (later_rounds or "whitened") == "whitened" or bool(options.get("whiten"))
+    round_scores = resolve_round_scores(round_scores, bool(options.get("whiten")))
+    later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
+    away = explain_away(
+        explainer, readers, images, rounds=rounds, groups=descriptor_factor, first=first, later=later,
+        checkpoint=out / "rounds", residual=round_scores == "residual", resamples=resamples,
+    )  # fmt: skip
+    return away, {"later_rounds": "whitened" if whiten else "same", "round_scores": round_scores}
+
+
+def _linear_baseline(bench: Workbench, probes: LatentAttributes, images: torch.Tensor, resamples: int) -> object:
+    """The linear-edit (InterFaceGAN) baseline's global explanation: the probes read the classifier's own latent
+    direction at the explained images' latents."""
+    from vcex.attribution import linear_direction_scores
+
+    linear = build_explainer("linear", bench)  # its latent probe is fitted on the training images
+    beta = (linear.weight[1] - linear.weight[0]).cpu()
+    with torch.no_grad():
+        latents = torch.cat([bench.latent_model.encode(c) for c in images.split(256)])
+    return linear_direction_scores(probes, latents, beta, resamples=resamples)
 
 
 READER_TEXT = {
@@ -668,7 +730,10 @@ def _away_paragraph(away: dict | None, faces: bool = False) -> str:
     )
 
 
-def _global_report(bench: Workbench, explanations: dict, record: dict, out: Path) -> None:
+def write_global(bench: Workbench, explanations: dict, record: dict, out: Path) -> None:
+    """Step 4 of :func:`run_global`: ``global.json`` (``record``), one bar chart per explanation
+    (``global-K.png``) and ``global.html`` into ``out``."""
+    write_json(out / "global.json", record)
     from vcex.report.charts import ranked_bar_chart
     from vcex.report.images import png_data_uri
 
