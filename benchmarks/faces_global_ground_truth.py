@@ -50,6 +50,7 @@ from vcex.attribution import (
 )
 from vcex.cache import load_weights, save_weights
 from vcex.data.faces_tasks import FACE_TASKS, load_face_table
+from vcex.data.profiles import profile_for
 from vcex.data.synthetic_faces import BINARY_ATTRIBUTES, FacesDataset, make_faces
 from vcex.errors import InputError
 from vcex.evaluation import versions
@@ -69,8 +70,10 @@ from vcex.models import WhitenedLatentModel, load_model
 from vcex.models.classifiers import Classifier, FaceCNN
 from vcex.models.training import accuracy, classification_loss, fit
 from vcex.models.zoo import ATTRIBUTE_ORACLE_BLUR
-from vcex.pipeline import FACES_ATTACK_LR, WHITENED_ATTACK_LR
+from vcex.pipeline import WHITENED_ATTACK_LR
 from vcex.report.markdown import markdown_table
+
+FACES_ATTACK_LR = profile_for("faces").attack_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32

@@ -31,14 +31,17 @@ import torch
 
 from vcex.cache import cache_dir, save_weights
 from vcex.data.faces_tasks import load_face_table
+from vcex.data.profiles import profile_for
 from vcex.evaluation import versions
 from vcex.explainers.base import resolve_targets
 from vcex.models import load_model
 from vcex.models.faces import attribute_agreement
 from vcex.models.stylegan import reconstruction_psnr
-from vcex.models.zoo import FACE_STYLE_RECIPE, model_spec, train_face_style
+from vcex.models.zoo import model_spec, train_face_style
 from vcex.pipeline import build_explainer, evaluate_result, prepare
 from vcex.report.markdown import markdown_table
+
+FACE_STYLE_RECIPE = dict(profile_for("faces").style_recipe)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_MINUTES = 15  # the budget for the small config on 2 CPU cores

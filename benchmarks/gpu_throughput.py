@@ -50,10 +50,13 @@ from pathlib import Path
 
 import torch
 
+from vcex.data.profiles import profile_for
 from vcex.evaluation import versions
 from vcex.explainers import CounterfactualAttack, class_thresholds
 from vcex.explainers.counterfactual_attack import PRECISIONS
-from vcex.pipeline import FACES_ATTACK_LR, prepare
+from vcex.pipeline import prepare
+
+FACES_ATTACK_LR = profile_for("faces").attack_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024

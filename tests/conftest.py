@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
 
 from vcex.data import load_dataset
+from vcex.data.profiles import override_profile
 from vcex.models import VAE, Classifier, SmallCNN
 from vcex.models.training import classification_loss, fit
 
@@ -15,6 +18,15 @@ from vcex.models.training import classification_loss, fit
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never touch the user's cache: each session gets its own VCEX_HOME."""
     monkeypatch.setenv("VCEX_HOME", str(tmp_path_factory.getbasetemp() / "vcex-home"))
+
+
+@pytest.fixture
+def shrink_profile():
+    """Smaller recipes for a test: ``shrink_profile("mnist", zoo_epochs={"cnn": 2, ...})`` replaces those fields of
+    the family's :class:`~vcex.data.profiles.DatasetProfile` (vcex.data.profiles.override_profile) until the test
+    ends. Returns the profile in force."""
+    with contextlib.ExitStack() as stack:
+        yield lambda family, **changes: stack.enter_context(override_profile(family, **changes))
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,18 @@ from vcex import pipeline
 from vcex.cli import main
 from vcex.explainers import CounterfactualResult
 from vcex.explainers.base import Explainer
-from vcex.models import load_classifier, zoo
+from vcex.models import load_classifier
 
 ROWS = ["attack", "pixel", "amortized"]
 
 
 @pytest.fixture
-def tiny_recipes(monkeypatch):
-    monkeypatch.setitem(zoo._EPOCHS, "mnist", {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1})
-    monkeypatch.setattr(pipeline, "AMORTIZED_FIT", {"epochs": 1, "batch_size": 64, "lr": 3e-3, "seed": 0})
+def tiny_recipes(shrink_profile):
+    shrink_profile(
+        "mnist",
+        zoo_epochs={"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1},
+        amortized_fit={"epochs": 1, "batch_size": 64, "lr": 3e-3, "seed": 0},
+    )
 
 
 def metrics_targets(out, key: str) -> list[int]:
@@ -216,8 +219,8 @@ def test_faces_tables_show_mnac_and_its_side_effect_count():
     assert any("(smiling excluded)" in line for line in lines)
 
 
-def test_benchmark_runs_on_a_folder_of_the_users_images(tiny_recipes, bar_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (20, 20))
+def test_benchmark_runs_on_a_folder_of_the_users_images(tiny_recipes, bar_folder, tmp_path, shrink_profile):
+    shrink_profile("folder", folder_epochs=(20, 20))
     root = bar_folder(tmp_path / "bars", per_class=20)
     out = tmp_path / "bench"
     argv = ["benchmark", "--suite", f"folder:{root}", "--n", "6", "--out", str(out), "--methods", "attack", "pixel"]
@@ -227,3 +230,16 @@ def test_benchmark_runs_on_a_folder_of_the_users_images(tiny_recipes, bar_folder
     assert [row["key"] for row in record["rows"]] == ["attack", "pixel"]
     assert set(record["data"]["target_counts"]) <= {"horizontal", "vertical"}
     assert all(0 <= row["metrics"]["validity"] <= 1 for row in record["rows"])
+
+
+def test_a_registered_method_without_a_row_gets_one_at_its_defaults(monkeypatch):
+    from vcex.benchmark import SUITES, _every_method
+    from vcex.explainers.registry import METHODS
+
+    rows = SUITES["faces"].rows
+    assert {row.method for row in rows} == set(METHODS)  # every method has its declared rows
+    monkeypatch.setitem(METHODS, "newmethod", dataclasses.replace(METHODS["pixel"], name="newmethod"))
+    extended = _every_method(rows)
+    assert extended[: len(rows)] == rows and extended[-1].key == "newmethod" and extended[-1].method == "newmethod"
+    with pytest.raises(AssertionError, match="unregistered methods: gone"):
+        _every_method((*rows, dataclasses.replace(rows[0], method="gone")))

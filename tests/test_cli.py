@@ -28,8 +28,8 @@ REQUIRED_KEYS = {
 
 
 @pytest.fixture
-def tiny_recipes(monkeypatch):
-    monkeypatch.setitem(zoo._EPOCHS, "mnist", {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1})
+def tiny_recipes(shrink_profile):
+    shrink_profile("mnist", zoo_epochs={"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1})
 
 
 @pytest.mark.slow
@@ -249,10 +249,8 @@ def test_global_on_mnist_writes_scores_and_charts(tiny_recipes, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_global_reads_counterfactual_images_when_asked(tiny_recipes, tmp_path, capsys, monkeypatch):
-    from vcex import pipeline
-
-    monkeypatch.setattr(pipeline, "IMAGE_READER_EPOCHS", 1)
+def test_global_reads_counterfactual_images_when_asked(tiny_recipes, shrink_profile, tmp_path, capsys, monkeypatch):
+    shrink_profile("mnist", image_reader_epochs=1)
     out = tmp_path / "global-images"
     args = ["global", "--reader", "images", "--n", "20", "--threshold", "0.9", "--out", str(out), "--quiet"]
     assert main(args) == 0
@@ -273,8 +271,8 @@ def test_global_reads_counterfactual_images_when_asked(tiny_recipes, tmp_path, c
         main(["global", "--reader", "words", "--out", str(again)])
 
 
-def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (40, 40))
+def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, shrink_profile, capsys):
+    shrink_profile("folder", folder_epochs=(40, 40))
     root = bar_folder(tmp_path / "bars", per_class=20)
     out = tmp_path / "run"
     argv = ["explain", "--dataset", f"folder:{root}", "--n", "4", "--threshold", "0.9", "--out", str(out), "--quiet"]
@@ -311,8 +309,8 @@ def test_folder_datasets_the_commands_cannot_use_are_refused_before_training(tmp
     assert "16x20 (height x width)" in capsys.readouterr().err
 
 
-def test_global_on_a_folder_reads_the_users_descriptor_csv(bar_folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (40, 40))
+def test_global_on_a_folder_reads_the_users_descriptor_csv(bar_folder, tmp_path, shrink_profile, monkeypatch, capsys):
+    shrink_profile("folder", folder_epochs=(40, 40))
     root = bar_folder(tmp_path / "bars", per_class=20)
     files = [(name, i) for name in ("horizontal", "vertical") for i in range(20)]
     rows = ["file,horizontal_bar,noise"]

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from vcex.cli import main
 from vcex.data import faces_tasks
+from vcex.data.profiles import profile_for
 from vcex.models import zoo
 
 # each test trains its own tiny face models (tens of seconds to minutes on one CPU thread): `pytest -m "not slow"` skips
@@ -14,13 +15,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def tiny_faces(monkeypatch, tmp_path_factory):
+def tiny_faces(monkeypatch, tmp_path_factory, shrink_profile):
     monkeypatch.setattr(faces_tasks, "FACES_TRAIN_SIZE", 400)
     monkeypatch.setattr(faces_tasks, "FACES_TEST_SIZE", 48)
-    monkeypatch.setitem(
-        zoo._EPOCHS, "faces", {"cnn": 8, "oracle": 2, "vae": 1, "im-ae": 1, "attributes": 1, "factors": 1}
+    faces = profile_for("faces")
+    shrink_profile(
+        "faces",
+        zoo_epochs={"cnn": 8, "oracle": 2, "vae": 1, "im-ae": 1, "attributes": 1, "factors": 1},
+        style_recipe={**faces.style_recipe, "epochs": 2},
     )
-    monkeypatch.setitem(zoo.FACE_STYLE_RECIPE, "epochs", 2)
     # the shipped generator belongs to the full recipe; these tests train their own
     monkeypatch.setattr(zoo, "SHIPPED_WEIGHTS", tmp_path_factory.mktemp("no-shipped-weights"))
     faces_tasks.load_faces.cache_clear()
@@ -50,10 +53,8 @@ def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, sp
     assert "mnac" in json.loads(capsys.readouterr().out)
 
 
-def test_amortized_on_faces_fits_in_w_and_refines(tiny_faces, tmp_path, monkeypatch):
-    from vcex import pipeline
-
-    monkeypatch.setattr(pipeline, "AMORTIZED_FIT_FACES", {"epochs": 2, "batch_size": 64, "lr": 3e-3, "seed": 0})
+def test_amortized_on_faces_fits_in_w_and_refines(tiny_faces, tmp_path, shrink_profile):
+    shrink_profile("faces", amortized_fit={"epochs": 2, "batch_size": 64, "lr": 3e-3, "seed": 0})
     out = tmp_path / "amortized"
     argv = ["explain", "--dataset", "faces", "--method", "amortized", "--refine", "40", "--n", "6"]
     assert main(argv + ["--threshold", "0.9", "--out", str(out), "--quiet"]) == 0

@@ -20,7 +20,7 @@ SOURCE = Path(vcex.__file__).resolve().parent
 
 # lowest first; the key is a module's first name under vcex (a subpackage or a top-level module)
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"_version", "checks", "errors", "progress", "cache", "standardize"}),
+    frozenset({"_version", "checks", "errors", "progress", "cache", "standardize", "records"}),
     frozenset({"data"}),
     frozenset({"models"}),
     frozenset({"explainers"}),

@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +16,17 @@ import torch
 from vcex.cache import cache_dir
 from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
 from vcex.data.folder import FOLDER_PREFIX
-from vcex.errors import CacheError, InputError, VcexError
+from vcex.data.profiles import profile_for
+from vcex.errors import CacheError, InputError
 from vcex.evaluation import PenultimateFeatures, diversity_reference, evaluate, penultimate_features
 from vcex.explainers import (
     AmortizedCounterfactual,
-    CounterfactualAttack,
     CounterfactualResult,
     Explainer,
-    LinearLatentEdit,
-    PixelAttack,
 )
 from vcex.explainers.base import TargetSpec
+from vcex.explainers.registry import METHODS as REGISTRY
+from vcex.explainers.registry import BuildRequest
 from vcex.explainers.result import ResultBuilder
 from vcex.explainers.thresholds import training_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
@@ -37,21 +36,12 @@ from vcex.records import write_json
 from vcex.report import result_grid, save_png
 
 if TYPE_CHECKING:
-    from vcex.attribution import Descriptors, ImageAttributes
+    from vcex.attribution import Descriptors, ExplainAway, ImageAttributes, LatentAttributes
 
-# the options each method takes (build_explainer's keywords): the CLI refuses any other before any work, and
-# build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "attack": (
-        "threshold", "lr", "max_steps", "batch_size", "device",
-        "space", "objective", "residual", "whiten", "invert_steps", "precision",
-    ),
-    "pixel": ("threshold", "lr", "max_steps", "batch_size", "device"),
-    "linear": ("threshold", "batch_size", "device", "space", "probe_c"),
-    "amortized": ("threshold", "lr", "batch_size", "device", "refine_steps"),
-    "disc": ("threshold", "lr", "max_steps", "batch_size", "device", "consistency"),
-}  # fmt: skip
-METHODS = tuple(METHOD_OPTIONS)
+# the options each method takes (build_explainer's keywords), from the registry: the CLI refuses any other before
+# any work, and build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {name: method.options for name, method in REGISTRY.items()}
+METHODS = tuple(REGISTRY)
 # the `vcex explain` flag of each option that has one (objective and probe_c are build_explainer's only)
 OPTION_FLAGS = {
     **{key: "--" + key.replace("_", "-") for key in ("threshold", "lr", "max_steps", "batch_size", "device")},
@@ -62,21 +52,7 @@ OPTION_FLAGS = {
 # latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
 # for the style generator, its StyleSpace
 SPACES = ("latent", "w", "style")
-# how the CLI's amortized explainer is fitted on first use (~3 min for MNIST's 4,000 training images on 1 CPU thread)
-AMORTIZED_FIT = {"epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 0}
-# faces: 12,000 training faces through the style generator; 2 epochs on 2,000 of them (30 s on 1 thread) already
-# gave one-pass validity 0.94 on 100 test faces, so 3 epochs on all of them (~6 min on 1 CPU thread)
-AMORTIZED_FIT_FACES = {"epochs": 3, "batch_size": 64, "lr": 3e-3, "seed": 0}
-# the amortized explainer's latent-norm weight and refinement step on faces: its defaults (0.2, 0.1) scaled by
-# the spread ratio of the previous generator's W, where they worked, to the current one's (0.43 / 7.4);
-# unscaled, the norm penalty outweighs the target term and one pass flips almost nothing (validity 0.005)
-FACES_AMORTIZED = {"latent_weight": 0.012, "lr_refine": 1.7}
 PRESETS = ("vcex", "paper")
-DISC_CONSISTENCY = "energy"  # the CLI's DISC manifold-consistency term: none | energy | duq (the zoo's DUQ model)
-# the attack's Adam step in the style generator's W and StyleSpace (MNIST's VAE: 0.1): about 2.3% of the encoded
-# faces' per-coordinate spread (7.4 in W, 5.6 in StyleSpace), the relative step that 0.01 took on the previous
-# generator, whose spread was 0.43 (see below); Adam's steps are in absolute units, so they scale with the latent
-FACES_ATTACK_LR = 0.17
 # --whiten: the attack runs in the whitened coordinates of the latent (vcex.WhitenedLatentModel), fitted on the
 # encodings of the first WHITEN_FIT_IMAGES training images; its step is in units of each direction's spread. On
 # 200 test faces (smiling), lr 0.05 / 0.1 / 0.2 gave oracle agreement 0.935 / 0.955 / 0.94, MNAC 1.67 / 2.04 /
@@ -132,7 +108,7 @@ def dataset_for(dataset: str, classifier: str | None = None) -> str:
         return f"faces-{face_task(classifier or 'smiling').name}"
     name = canonical_dataset_name(dataset)
     if classifier is not None:
-        own = name.removeprefix("faces-") if name.startswith("faces-") else "cnn"
+        own = name.removeprefix("faces-") if profile_for(name).faces else "cnn"
         if classifier not in (own, f"{name}-cnn"):
             raise InputError(
                 f"--classifier {classifier!r} does not belong to --dataset {dataset}; its classifier is {own!r} "
@@ -148,20 +124,20 @@ def prepare(dataset: str, progress: bool = True, classifier: str | None = None) 
     style generator (``faces-style``) as latent model and add the attribute oracle for MNAC.
     """
     name = dataset_for(dataset, classifier)
-    faces = name.startswith("faces-")
+    profile = profile_for(name)
     roles = {
         "cnn": f"{name}-cnn",
         "oracle": f"{name}-oracle",
-        "latent": "faces-style" if faces else f"{name}-vae",
+        "latent": profile.latent_model or f"{name}-vae",
         "im-ae": f"{name}-im-ae",
     }
-    if faces:
-        roles["attributes"] = "faces-attributes"
+    if profile.attribute_oracle:
+        roles["attributes"] = profile.attribute_oracle
     models = {}
     for role in track(list(roles), desc=f"models for {name}", enabled=progress):
         models[role] = load_model(roles[role], progress=progress)
     label_attributes: tuple[str, ...] = ()
-    if faces:
+    if profile.faces:
         from vcex.data.faces_tasks import face_task, task_attributes
 
         label_attributes = task_attributes(face_task(name.removeprefix("faces-")))
@@ -280,57 +256,8 @@ def _build(method: str, bench: Workbench, preset: str, progress: bool, options: 
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"--device {device} was asked for, but torch sees no CUDA device here; use --device cpu")
         classifier, latent_model = copy.deepcopy(classifier).to(device), copy.deepcopy(latent_model).to(device)
-    if method == "attack" and bench.dataset.startswith("faces-") and preset != "paper":
-        # measured on 100 test faces (smiling): lr 0.1 / 0.03 / 0.01 gave MNAC 3.3 / 2.4 / 2.0 and oracle
-        # agreement 0.93 / 0.95 / 0.96 at validity 1.0 with the previous generator, whose W coordinates had a
-        # per-dimension spread of ~0.4 (FACES_ATTACK_LR keeps 0.01's step relative to the current spread)
-        options.setdefault("lr", FACES_ATTACK_LR)
-    if method == "attack":
-        if preset == "paper":
-            return CounterfactualAttack.paper(classifier, latent_model, progress=progress, **options)
-        return CounterfactualAttack(classifier, latent_model, progress=progress, **options)
-    if preset == "paper":
-        options.setdefault("threshold", 0.75)
-    if method == "amortized":
-        return _amortized_explainer(bench, classifier, latent_model, progress, options)
-    if method == "pixel":
-        return PixelAttack(classifier, progress=progress, **options)
-    if method == "disc":
-        from vcex.explainers.disc import DISC
-
-        # the classifier alone: no latent model, no training data. Manifold consistency defaults to the
-        # classifier's own energy (no second model; on MNIST it matched the DUQ variant, docs/benchmarks/disc.md)
-        consistency = options.pop("consistency", DISC_CONSISTENCY)
-        if consistency == "duq":
-            from vcex.models import load_duq
-
-            options["consistency_model"] = load_duq(bench.dataset, progress=progress)
-        return DISC(classifier, consistency=consistency, progress=progress, **options)
-    return LinearLatentEdit(classifier, latent_model, progress=progress, **options).fit(bench.train.images)
-
-
-def _amortized_explainer(
-    bench: Workbench, classifier: torch.nn.Module, latent_model: torch.nn.Module, progress: bool, options: dict
-) -> AmortizedCounterfactual:
-    """Load the amortized explainer fitted for these models and settings, or fit it on the training set and cache it."""
-    settings = {"lr_refine" if key == "lr" else key: value for key, value in options.items()}
-    if bench.dataset.startswith("faces-"):
-        settings = {**FACES_AMORTIZED, **settings}
-    explainer = AmortizedCounterfactual(classifier, latent_model, progress=progress, **settings)
-    fit_settings = AMORTIZED_FIT_FACES if bench.dataset.startswith("faces-") else AMORTIZED_FIT
-    key = json.dumps({**explainer.fit_settings(), **fit_settings, **explainer.models_record()}, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    path = cache_dir() / f"amortized-{dataset_file_stem(bench.dataset)}-{digest}.safetensors"
-    if path.exists():
-        try:
-            return AmortizedCounterfactual.load(path, classifier, latent_model, progress=progress, **settings)
-        except VcexError as error:
-            warnings.warn(f"cached amortized explainer {path} is unusable ({error}); fitting it again", stacklevel=2)
-    checkpoint = path.with_name(path.name + ".ckpt")  # an interrupted fit resumes from here
-    explainer.fit(bench.train.images, **fit_settings, checkpoint=checkpoint, progress=progress)
-    explainer.save(path)
-    checkpoint.unlink(missing_ok=True)
-    return explainer
+    request = BuildRequest(classifier, latent_model, bench.dataset, bench.train.images, preset, progress, options)
+    return REGISTRY[method].build(request)
 
 
 def parse_target(text: str) -> TargetSpec:
@@ -468,7 +395,6 @@ def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) 
 # "auto" reads faces from the images (true driver first for 37 of 40 classifiers against 28 by latent probes,
 # docs/benchmarks/faces-global*.md) and digits by latent probes (no ground truth there to prefer another)
 READERS = ("auto", "latent", "images")
-IMAGE_READER_EPOCHS = 8  # the attribute oracle's recipe (faces: held-out accuracy 0.925-1.000 per descriptor)
 
 
 def image_readers(
@@ -480,7 +406,8 @@ def image_readers(
     from vcex.attribution import ImageAttributes
     from vcex.models.zoo import ATTRIBUTE_ORACLE_BLUR
 
-    readers = ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, epochs=IMAGE_READER_EPOCHS, progress=progress)
+    epochs = profile_for(dataset).image_reader_epochs
+    readers = ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, epochs=epochs, progress=progress)
     settings = {"readers": "ImageAttributes", "max_blur": readers.max_blur, "epochs": readers.epochs}
     key = {"dataset": dataset, "names": descriptors.names, "images": list(images.shape), **settings}
     # the descriptor values and a sample of the images, so another table or image set never reuses a cache
@@ -513,9 +440,10 @@ def check_global_options(
     returns the reader that ``"auto"`` stands for (images for faces, latent probes for digits)."""
     if reader not in READERS:
         raise InputError(f"unknown reader {reader!r}; use one of {', '.join(READERS)}")
-    faces = dataset.startswith("faces")
+    profile = profile_for(dataset)  # an unknown dataset is refused here, naming the known ones
+    faces = profile.faces
     if reader == "auto":
-        reader = "images" if faces else "latent"
+        reader = profile.global_reader
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"--rounds must be an integer >= 1, got {rounds!r}")
     if later_rounds is not None and later_rounds not in LATER_ROUNDS:
@@ -611,98 +539,38 @@ def run_global(
     (``folder:PATH``): morphometrics of grayscale images, or the descriptors of a CSV (``descriptors``, one row
     per image file, see :meth:`~vcex.attribution.Descriptors.from_csv`).
     """
-    from vcex.attribution import (
-        Descriptors,
-        LatentAttributes,
-        directions_from_result,
-        global_scores,
-        global_scores_by_class,
-        linear_direction_scores,
-    )
-
     if n < 1 or n > len(bench.test):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    faces = bench.dataset.startswith("faces-")
     reader = check_global_options(bench.dataset, reader, rounds, later_rounds, round_scores, descriptors)
-    started = time.perf_counter()
-    descriptor_source = "synthetic faces factor table" if faces else "morphometrics"
-    if descriptors is not None:
-        descriptor_source = f"CSV {Path(descriptors).resolve()}"
-        descriptors, descriptor_images = folder_descriptors(bench.dataset, descriptors), bench.train.images
-    elif faces:
-        from vcex.data.faces_tasks import load_face_table
-
-        table = load_face_table("train")
-        descriptors, descriptor_images = Descriptors.from_faces(table), table.images
-    else:
-        descriptors, descriptor_images = Descriptors.from_morphometrics(bench.train.images), bench.train.images
-    probes = LatentAttributes(bench.latent_model).fit(descriptor_images, descriptors)
-    fit_seconds = time.perf_counter() - started
-    readers = probes
-    if reader == "images":
-        family = "faces" if faces else bench.dataset  # every face task shares the factor table
-        readers = image_readers(family, descriptors, descriptor_images, progress=progress)
-    explainer = build_explainer("attack", bench, progress=progress, **options)
-    images = bench.test.images[:n]
-    result = explainer.explain(images, target="flip" if faces else "second")
-    if isinstance(explainer.latent_model, WhitenedLatentModel):
-        result = explainer.latent_model.to_base_result(result)  # the probes read the latent model's own latents
-    started = time.perf_counter()
-    reached = result.select(result.success)
-    if len(reached) == 0:
-        raise InputError(
-            f"none of the {n} counterfactuals reached the threshold, so there is nothing to average; "
-            "lower --threshold or raise --n"
-        )
-    if faces:
-        explanations = {
-            "attack": global_scores(
-                readers.local(reached),
-                directions_from_result(reached),
-                resamples=resamples,
-                label="CounterfactualAttack",
-            )
-        }
-    else:
-        by_class = global_scores_by_class(readers.local(reached), reached, resamples=resamples)
-        explanations = {bench.test.class_names[k]: explanation for k, explanation in by_class.items()}
-    attribution_seconds = time.perf_counter() - started
+    fitted = fit_global_readers(bench, reader, descriptors, progress=progress)
+    explainer, images, result = explain_for_global(bench, n, progress=progress, **options)
+    explanations, attribution_seconds = attribute_global(bench, fitted.readers, result, resamples)
     away = None
     if rounds > 1:
-        from vcex.attribution import explain_away
-        from vcex.evaluation.ground_truth import descriptor_factor
-
-        whiten = (later_rounds or "whitened") == "whitened" or bool(options.get("whiten"))
-        round_scores = resolve_round_scores(round_scores, bool(options.get("whiten")))
-        later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
-        away = explain_away(
-            explainer, readers, images, rounds=rounds, groups=descriptor_factor, first=result, later=later,
-            checkpoint=out / "rounds", residual=round_scores == "residual", resamples=resamples,
+        away, round_settings = _explain_away_rounds(
+            bench, explainer, fitted.readers, images, result, out, rounds, later_rounds, round_scores, resamples,
+            progress=progress, **options,
         )  # fmt: skip
         for index, (held, explanation) in enumerate(zip(away.held[1:], away.rounds[1:]), start=2):
             explanations[f"round {index}, holding {', '.join(held)}"] = explanation
-    if faces:
-        linear = build_explainer("linear", bench)  # its latent probe is fitted on the training images
-        beta = (linear.weight[1] - linear.weight[0]).cpu()
-        with torch.no_grad():
-            latents = torch.cat([bench.latent_model.encode(c) for c in images.split(256)])
-        explanations["linear baseline"] = linear_direction_scores(probes, latents, beta, resamples=resamples)
+    if profile_for(bench.dataset).faces:
+        explanations["linear baseline"] = _linear_baseline(bench, fitted.probes, images, resamples)
     record = {
         "dataset": bench.dataset,
         "n": n,
         "valid_counterfactuals": int(result.success.sum()),
         "attack_settings": result.settings,  # the threshold (one, or one per class), lr, steps, ...
-        "descriptors": descriptor_source,
+        "descriptors": fitted.source,
         "whiten": bool(options.get("whiten")),
         "reader": reader,
-        "probe_fit_seconds": round(fit_seconds, 3),
+        "probe_fit_seconds": round(fitted.seconds, 3),
         "counterfactual_seconds": round(result.seconds, 3),
         "attribution_seconds": round(attribution_seconds, 4),
-        "probes": probes.summary(),
+        "probes": fitted.probes.summary(),
         **(
-            {"image_readers": readers.summary(), "reader_train_seconds": readers.train_seconds}
+            {"image_readers": fitted.readers.summary(), "reader_train_seconds": fitted.readers.train_seconds}
             if reader == "images"
             else {}
         ),
@@ -713,13 +581,136 @@ def run_global(
         summary["rounds"] = [{k: v for k, v in round_.items() if k != "explanation"} for round_ in summary["rounds"]]
         record["explain_away"] = {
             **summary,
-            "later_rounds": "whitened" if whiten else "same",
-            "round_scores": round_scores,
+            **round_settings,
             "seconds": round(sum(r.seconds for r in away.results[1:]), 3),
         }
-    write_json(out / "global.json", record)
-    _global_report(bench, explanations, record, out)
+    write_global(bench, explanations, record, out)
     return record
+
+
+@dataclass
+class GlobalReaders:
+    """What reads the counterfactuals' descriptors in ``vcex global``: ``probes`` (latent probes, always fitted:
+    they also read the linear baseline), ``readers`` (the probes, or image readers), where the descriptors came
+    from and the seconds the descriptors and probes took."""
+
+    probes: LatentAttributes
+    readers: LatentAttributes | ImageAttributes
+    source: str
+    seconds: float
+
+
+def fit_global_readers(
+    bench: Workbench, reader: str, descriptors: str | Path | None, progress: bool = True
+) -> GlobalReaders:
+    """Step 1 of :func:`run_global`: the descriptors of the training images (a CSV's for a folder, the renderer's
+    factor table for faces, morphometrics otherwise), latent probes fitted on them and, for ``reader="images"``
+    (resolved, not ``"auto"``), the image readers (trained on first use, cached)."""
+    from vcex.attribution import Descriptors, LatentAttributes
+
+    faces = profile_for(bench.dataset).faces
+    started = time.perf_counter()
+    source = "synthetic faces factor table" if faces else "morphometrics"
+    if descriptors is not None:
+        source = f"CSV {Path(descriptors).resolve()}"
+        table, descriptor_images = folder_descriptors(bench.dataset, descriptors), bench.train.images
+    elif faces:
+        from vcex.data.faces_tasks import load_face_table
+
+        faces_table = load_face_table("train")
+        table, descriptor_images = Descriptors.from_faces(faces_table), faces_table.images
+    else:
+        table, descriptor_images = Descriptors.from_morphometrics(bench.train.images), bench.train.images
+    probes = LatentAttributes(bench.latent_model).fit(descriptor_images, table)
+    seconds = time.perf_counter() - started
+    readers = probes
+    if reader == "images":
+        family = "faces" if faces else bench.dataset  # every face task shares the factor table
+        readers = image_readers(family, table, descriptor_images, progress=progress)
+    return GlobalReaders(probes, readers, source, seconds)
+
+
+def explain_for_global(
+    bench: Workbench, n: int, progress: bool = True, **options: object
+) -> tuple[Explainer, torch.Tensor, CounterfactualResult]:
+    """Step 2 of :func:`run_global`: the attack (``options``: build_explainer's) on the first ``n`` test images,
+    toward the profile's target (runner-up; faces: the other class). Returns the explainer, the (n, C, H, W)
+    images and the result, whose latents are the latent model's own (a whitened attack's are mapped back)."""
+    explainer = build_explainer("attack", bench, progress=progress, **options)
+    images = bench.test.images[:n]
+    result = explainer.explain(images, target=profile_for(bench.dataset).global_target)
+    if isinstance(explainer.latent_model, WhitenedLatentModel):
+        result = explainer.latent_model.to_base_result(result)  # the probes read the latent model's own latents
+    return explainer, images, result
+
+
+def attribute_global(
+    bench: Workbench, readers: LatentAttributes | ImageAttributes, result: CounterfactualResult, resamples: int
+) -> tuple[dict, float]:
+    """Step 3 of :func:`run_global`: global scores of the counterfactuals that reached the target, read by
+    ``readers``: one explanation for faces (signed toward the positive class), one per target class otherwise.
+    Returns {name: GlobalExplanation} and the seconds it took.
+
+    Raises:
+        InputError: no counterfactual reached the threshold.
+    """
+    from vcex.attribution import directions_from_result, global_scores, global_scores_by_class
+
+    started = time.perf_counter()
+    reached = result.select(result.success)
+    if len(reached) == 0:
+        raise InputError(
+            f"none of the {len(result)} counterfactuals reached the threshold, so there is nothing to average; "
+            "lower --threshold or raise --n"
+        )
+    if profile_for(bench.dataset).faces:
+        local, directions = readers.local(reached), directions_from_result(reached)
+        explanations = {"attack": global_scores(local, directions, resamples=resamples, label="CounterfactualAttack")}
+    else:
+        by_class = global_scores_by_class(readers.local(reached), reached, resamples=resamples)
+        explanations = {bench.test.class_names[k]: explanation for k, explanation in by_class.items()}
+    return explanations, time.perf_counter() - started
+
+
+def _explain_away_rounds(
+    bench: Workbench,
+    explainer: Explainer,
+    readers: ImageAttributes,
+    images: torch.Tensor,
+    first: CounterfactualResult,
+    out: Path,
+    rounds: int,
+    later_rounds: str | None,
+    round_scores: str | None,
+    resamples: int,
+    progress: bool = True,
+    **options: object,
+) -> tuple[ExplainAway, dict]:
+    """Explaining away's rounds 2 and on (:func:`~vcex.attribution.explain_away`), checkpointed in ``out/rounds``;
+    returns its outcome and the settings the rounds ran with (for global.json)."""
+    from vcex.attribution import explain_away
+    from vcex.evaluation.ground_truth import descriptor_factor
+
+    whiten = (later_rounds or "whitened") == "whitened" or bool(options.get("whiten"))
+    round_scores = resolve_round_scores(round_scores, bool(options.get("whiten")))
+    later = build_explainer("attack", bench, progress=progress, **{**options, "whiten": whiten})
+    away = explain_away(
+        explainer, readers, images, rounds=rounds, groups=descriptor_factor, first=first, later=later,
+        checkpoint=out / "rounds", residual=round_scores == "residual", resamples=resamples,
+    )  # fmt: skip
+    return away, {"later_rounds": "whitened" if whiten else "same", "round_scores": round_scores}
+
+
+def _linear_baseline(bench: Workbench, probes: LatentAttributes, images: torch.Tensor, resamples: int) -> object:
+    """The linear-edit (InterFaceGAN) baseline's global explanation: the probes read the classifier's own latent
+    direction at the explained images' latents."""
+    from vcex.attribution import linear_direction_scores
+
+    linear = build_explainer("linear", bench)  # its latent probe is fitted on the training images
+    beta = (linear.weight[1] - linear.weight[0]).cpu()
+    with torch.no_grad():
+        latents = torch.cat([bench.latent_model.encode(c) for c in images.split(256)])
+    return linear_direction_scores(probes, latents, beta, resamples=resamples)
 
 
 READER_TEXT = {
@@ -759,7 +750,10 @@ def _away_paragraph(away: dict | None, faces: bool = False) -> str:
     )
 
 
-def _global_report(bench: Workbench, explanations: dict, record: dict, out: Path) -> None:
+def write_global(bench: Workbench, explanations: dict, record: dict, out: Path) -> None:
+    """Step 4 of :func:`run_global`: ``global.json`` (``record``), one bar chart per explanation
+    (``global-K.png``) and ``global.html`` into ``out``."""
+    write_json(out / "global.json", record)
     from vcex.report.charts import ranked_bar_chart
     from vcex.report.images import png_data_uri
 
@@ -768,7 +762,7 @@ def _global_report(bench: Workbench, explanations: dict, record: dict, out: Path
         rows = explanation.ranked()
         if not rows:
             continue
-        heading = name if bench.dataset.startswith("faces-") else f"toward {name}"
+        heading = name if profile_for(bench.dataset).faces else f"toward {name}"
         chart = ranked_bar_chart(rows, f"{heading}: mean change in descriptor probability (n={explanation.n})")
         save_png(chart, out / f"global-{k}.png")
         figures.append(f'<img src="{png_data_uri(chart)}">')
@@ -776,7 +770,7 @@ def _global_report(bench: Workbench, explanations: dict, record: dict, out: Path
         f"<!doctype html><meta charset='utf-8'><title>global explanation</title><h1>{bench.dataset}: what the "
         f"counterfactuals change</h1><p>{record['valid_counterfactuals']} valid counterfactuals of {record['n']} "
         f"test images; {READER_TEXT[record['reader']]}, intervals are 95% bootstrap.</p>"
-        + _away_paragraph(record.get("explain_away"), faces=bench.dataset.startswith("faces"))
+        + _away_paragraph(record.get("explain_away"), faces=profile_for(bench.dataset).faces)
         + "".join(figures),
         encoding="utf-8",
     )

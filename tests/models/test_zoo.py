@@ -8,8 +8,8 @@ TINY = {"cnn": 1, "oracle": 1, "vae": 1, "im-ae": 1}
 
 
 @pytest.fixture
-def tiny_recipes(monkeypatch):
-    monkeypatch.setitem(zoo._EPOCHS, "mnist", dict(TINY))
+def tiny_recipes(shrink_profile):
+    shrink_profile("mnist", zoo_epochs=TINY)
 
 
 def test_trains_once_then_loads_from_cache(tiny_recipes, monkeypatch):
@@ -45,8 +45,8 @@ def test_unknown_model_name_lists_known_names():
 
 
 @pytest.fixture
-def tiny_folder_recipes(monkeypatch):
-    monkeypatch.setattr(zoo, "FOLDER_EPOCHS", (1, 1))
+def tiny_folder_recipes(shrink_profile):
+    shrink_profile("folder", folder_epochs=(1, 1))
 
 
 @pytest.mark.filterwarnings("ignore:.*close to chance")  # one-epoch models

@@ -23,6 +23,7 @@ from vcex.cache import cache_dir, load_state_into, load_weights, save_weights
 from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
 from vcex.data.faces_tasks import FACES_MODEL_SIZE
 from vcex.data.folder import FOLDER_PREFIX
+from vcex.data.profiles import profile_for
 from vcex.errors import CacheError, InputError
 from vcex.models.classifiers import Classifier, FaceCNN, KNNOracle, OracleNet, SmallCNN
 from vcex.models.latent import VAE, ClassAutoencoders
@@ -31,17 +32,11 @@ from vcex.models.training import accuracy, class_autoencoder_loss, classificatio
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # per-dataset normalisation the classifiers apply internally (training-set pixel mean and std)
 _NORMALISATION = {"mnist": ((0.1307,), (0.3081,)), "fashion": ((0.2860,), (0.3530,))}
-# epochs scale with dataset size so a cold start stays within minutes on 2 CPU cores
-_EPOCHS = {
-    "mnist": {"cnn": 8, "oracle": 8, "vae": 30, "im-ae": 40, "duq": 6},
-    "fashion": {"cnn": 4, "oracle": 3, "vae": 8, "im-ae": 6, "duq": 2},
-    "faces": {"cnn": 3, "oracle": 2, "vae": 10, "im-ae": 6, "duq": 3, "attributes": 8, "factors": 6},
-}
 # roles every registry dataset has; ``duq`` is DISC's manifold-consistency model (vcex.models.duq)
 DATASET_ROLES = ("cnn", "oracle", "vae", "im-ae", "duq")
 # the DUQ recipe: the paper's gradient penalty 0.05 and length scale 0.1; centroid momentum 0.99 suits a few
 # epochs (see build_duq). On the 32x32 faces length scale 0.1 stayed at chance (test accuracy 0.50-0.52 after
-# 2-6 epochs) while 0.3 reached 0.96 in 3 epochs.
+# 2-6 epochs) while 0.3 reached 0.96 in 3 epochs (the faces' profile, vcex.data.profiles).
 DUQ_RECIPE = {
     "arch": "DUQNet",
     "lr": 2e-3,
@@ -50,7 +45,6 @@ DUQ_RECIPE = {
     "momentum": 0.99,
     "length_scale": 0.1,
 }
-_DUQ_FACES = {"length_scale": 0.3}
 
 
 @dataclass
@@ -100,7 +94,7 @@ def _classifier_network(kind: str, seed: int) -> Callable[[ImageDataset], nn.Mod
             network = conv_pair_net(data.num_classes, in_channels=channels)
         elif kind == "oracle":
             network = OracleNet(channels, data.num_classes)
-        elif data.name.startswith("faces-"):
+        elif profile_for(data.name).faces:
             network = FaceCNN(channels, data.num_classes, data.image_shape[-1])
         else:
             network = SmallCNN(channels, data.num_classes, data.image_shape[-1])
@@ -115,7 +109,7 @@ def _pair_net_oracle(dataset: str, channels: int) -> bool:
     layer cannot read a 32x32 face's smile (test accuracy 0.56 on the faces written as an RGB folder, against
     0.969 for the pair net; docs/benchmarks/folders.md), so the faces and every RGB folder get the pair net;
     digits keep OracleNet."""
-    return dataset.startswith("faces-") or (dataset.startswith(FOLDER_PREFIX) and channels == 3)
+    return profile_for(dataset).faces or (dataset.startswith(FOLDER_PREFIX) and channels == 3)
 
 
 def _train_classifier(epochs: int, max_shift: int, lr: float) -> Callable:
@@ -229,7 +223,7 @@ def model_spec(name: str) -> ModelSpec:
     if name in FACE_MODELS:
         return _face_model_spec(name)
     spec = _dataset_model_spec(name)
-    if spec.dataset.startswith("faces-"):
+    if profile_for(spec.dataset).faces:
         spec.config = {**spec.config, "image_size": FACES_MODEL_SIZE}
         if spec.role == "cnn":
             spec.config["arch"] = "FaceCNN"
@@ -255,7 +249,7 @@ def _dataset_model_spec(name: str) -> ModelSpec:
         if role == "oracle" and _pair_net_oracle(dataset, channels):
             extra["arch"] = "conv_pair_net"
     else:
-        epochs = _EPOCHS["faces"] if dataset.startswith("faces-") else _EPOCHS.get(dataset, _EPOCHS["fashion"])
+        epochs = dict(profile_for(dataset).zoo_epochs)
     spec = _role_spec(name, role, dataset, epochs)
     spec.config.update(extra)
     return spec
@@ -303,16 +297,15 @@ def _role_spec(name: str, role: str, dataset: str, epochs: dict[str, int]) -> Mo
             {"arch": "ClassAutoencoders", "epochs": epochs["im-ae"]},
         )
     if role == "duq":
-        recipe = {**DUQ_RECIPE, **(_DUQ_FACES if dataset.startswith("faces-") else {}), "epochs": epochs["duq"]}
+        recipe = {**DUQ_RECIPE, **profile_for(dataset).duq_recipe, "epochs": epochs["duq"]}
         return ModelSpec(name, role, dataset, _build_duq(4, recipe), _train_duq(recipe), 4, recipe)
     raise AssertionError(role)  # roles are checked by the caller
 
 
 # a folder of the user's images gets the MNIST recipes with epochs set for about as many optimiser steps as
-# on MNIST's 4,000 training images (the batch sizes are the recipes'), within these bounds
+# on MNIST's 4,000 training images (the batch sizes are the recipes'), within the folder profile's bounds
 FOLDER_STEPS = {"cnn": 500, "oracle": 500, "vae": 1000, "im-ae": 640, "duq": 380}
 _RECIPE_BATCH = {"cnn": 64, "oracle": 64, "vae": 128, "im-ae": 256, "duq": DUQ_RECIPE["batch_size"]}
-FOLDER_EPOCHS = (2, 200)
 
 
 def _folder_recipe(dataset: str) -> tuple[dict[str, int], dict, int]:
@@ -326,7 +319,7 @@ def _folder_recipe(dataset: str) -> tuple[dict[str, int], dict, int]:
             f"and these are {height}x{width} (height x width); resize them when reading: "
             f"{dataset.split('@')[0]}@32 (or another multiple of 4)"
         )
-    low, high = FOLDER_EPOCHS
+    low, high = profile_for(dataset).folder_epochs
     epochs = {role: round(steps * _RECIPE_BATCH[role] / len(train)) for role, steps in FOLDER_STEPS.items()}
     epochs = {role: max(low, min(high, value)) for role, value in epochs.items()}
     return epochs, {"data": train.info["fingerprint"], "train_images": len(train)}, channels
@@ -354,27 +347,13 @@ FACE_MODELS = {
 # so it scored a generator's softness, not its attributes.
 ATTRIBUTE_ORACLE_BLUR = 1.2
 
-# the style generator's recipe: the small config at 32x32, trained on the 12,000 training faces
-FACE_STYLE_RECIPE = {
-    "arch": "StyleAutoencoder",
-    "config": "small",
-    "epochs": 16,
-    "batch_size": 32,
-    "lr": 2e-3,
-    # the generator's equalised-lr layers learn ~sqrt(fan-in) times more slowly under Adam than the encoder's
-    # plain ones: at 2e-3 for both, 6 epochs gave PSNR 22.6 dB; at 1.5e-2 for the generator, 25.8 dB
-    "generator_lr": 1.5e-2,
-    "perceptual_weight": 1.0,
-    "latent_weight": 0.1,
-    "detail_boost": 4.0,
-}
-
 
 def _face_model_spec(name: str) -> ModelSpec:
     from vcex.data.faces_tasks import FACES_TEST_SIZE, FACES_TRAIN_SIZE, load_face_table
 
     data = {"image_size": FACES_MODEL_SIZE, "train_faces": FACES_TRAIN_SIZE, "test_faces": FACES_TEST_SIZE}
-    epochs = _EPOCHS["faces"]
+    profile = profile_for("faces")
+    epochs = profile.zoo_epochs
     if name in ("faces-attributes", "faces-factors"):
         role = name.removeprefix("faces-")
         build = _build_attribute_oracle if role == "attributes" else _build_factor_regressor
@@ -394,7 +373,7 @@ def _face_model_spec(name: str) -> ModelSpec:
         _build_face_style,
         train_face_style,
         13,
-        {**FACE_STYLE_RECIPE, **data},
+        {**profile.style_recipe, **data},
         load_face_table,
     )
 
@@ -436,13 +415,13 @@ def _train_face_model(kind: str, epochs: int) -> Callable:
 def train_face_style(
     model: nn.Module, train: object, test: object, seed: int, progress: bool, epochs: int | None = None
 ) -> dict:
-    """Train the faces' style generator with the zoo's recipe (``FACE_STYLE_RECIPE``; ``epochs`` overrides
+    """Train the faces' style generator with the faces profile's ``style_recipe`` (``epochs`` overrides
     its epoch count, e.g. for a CPU time budget) and measure it on ``test``: PSNR and attribute agreement."""
     from vcex.models.faces import attribute_agreement, detail_weights
     from vcex.models.stylegan import reconstruction_psnr, train_style_autoencoder
 
     perceptual = load_model("faces-factors", progress=progress).requires_grad_(False)
-    recipe = FACE_STYLE_RECIPE
+    recipe = profile_for("faces").style_recipe
     figures = train_style_autoencoder(
         model,
         train.images,

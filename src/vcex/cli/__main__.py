@@ -1,0 +1,7 @@
+"""``python -m vcex.cli``."""
+
+import sys
+
+from vcex.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""The options several ``vcex`` subcommands share, declared once: their parsers, help texts and adders.
+
+A subcommand module adds the groups it takes (``add_dataset(parser)``, ``add_run_options(parser)``...);
+where a default must differ by command (``--n``), the command passes its own and says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+
+FOLDER_HELP = (
+    "folder:PATH, your images with one subfolder per class (folder:PATH@32 resizes them to 32x32); the zoo's "
+    "models are trained on them on first use and cached"
+)
+THRESHOLD_HELP = (
+    "target confidence to reach: a probability in (0, 1), or 'auto': per class, the classifier's confidence on the "
+    "median real training image of that class, capped at the default 0.998"
+)
+
+
+def threshold(text: str) -> float | str:
+    """--threshold: a probability, or ``auto`` (resolved per class once the models are loaded)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1) or 'auto', got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability strictly between 0 and 1, got {value}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """--lr: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number such as 0.05, got {text!r}")
+    return value
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """A parser of whole numbers >= ``minimum`` (counts: images, steps, a batch size)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+count, positive_count = whole_number(0), whole_number(1)
+
+
+def out_path(text: str) -> str:
+    """--out: a path that is not empty (an empty one would write into the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty, which would write into the current folder; give a path, e.g. --out results"
+        )
+    return text
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """What every subcommand takes: --quiet and --threads."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+
+
+def add_dataset(parser: argparse.ArgumentParser, help: str, *, classifier: bool = True) -> None:
+    """--dataset (default mnist, the embedded one) and, for the faces' tasks, --classifier."""
+    parser.add_argument("--dataset", default="mnist", help=help)
+    if classifier:
+        parser.add_argument(
+            "--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | smiling-spurious"
+        )
+
+
+def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """--out: required unless the command has a default folder (the demo's)."""
+    parser.add_argument("--out", type=out_path, default=default, required=default is None, help=help)
+
+
+def add_n(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    """--n, the number of images; each command passes its own default (and says why where it declares it)."""
+    parser.add_argument("--n", type=positive_count, default=default, help=help)
+
+
+def add_threshold(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=threshold, default=None, help=THRESHOLD_HELP)
+
+
+def add_max_steps(parser: argparse.ArgumentParser, help: str = "step budget per image") -> None:
+    parser.add_argument("--max-steps", type=count, default=None, help=help)
+
+
+def add_device(parser: argparse.ArgumentParser, help: str = "cpu, cuda, cuda:1 ...") -> None:
+    parser.add_argument("--device", default=None, help=help)
+
+
+def add_whiten(parser: argparse.ArgumentParser, help: str) -> None:
+    """--whiten/--no-whiten; None when not given, which is off (and lets ``vcex explain`` refuse it for a method
+    that has no latent to whiten)."""
+    parser.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A progress line on stderr unless --quiet."""
+    if not args.quiet:
+        print(text, file=sys.stderr)

@@ -1,0 +1,176 @@
+"""The explainers the CLI, the demo and the benchmark offer, declared once: :data:`METHODS`.
+
+Each :class:`Method` names its class, says in one line what it does, lists the options it takes (the
+keywords of ``vcex.pipeline.build_explainer``; the CLI refuses any other before any work) and how it is built
+from a :class:`BuildRequest` (models already placed on their device, the latent model already in its space).
+A new method is its own file plus one entry here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from vcex.cache import cache_dir
+from vcex.data import dataset_file_stem
+from vcex.data.profiles import profile_for
+from vcex.errors import VcexError
+from vcex.explainers.amortized import AmortizedCounterfactual
+from vcex.explainers.base import Explainer
+from vcex.explainers.counterfactual_attack import CounterfactualAttack
+from vcex.explainers.disc import DISC
+from vcex.explainers.linear_edit import LinearLatentEdit
+from vcex.explainers.pixel_attack import PixelAttack
+
+PAPER_PRESET_THRESHOLD = 0.75  # the paper preset's threshold for the methods without a paper() of their own
+DISC_CONSISTENCY = "energy"  # the CLI's DISC manifold-consistency term: none | energy | duq (the zoo's DUQ model)
+
+
+@dataclass
+class BuildRequest:
+    """What a method's builder gets: the models to explain with and the settings to apply.
+
+    ``latent_model`` is the dataset's, already seen in the asked space (W, StyleSpace, whitened, refined) and on
+    the explainer's device; ``train_images`` (N, C, H, W) in [0, 1] are the dataset's training images, for
+    methods that fit something; ``options`` are the method's own keywords (only those it takes, None dropped).
+    """
+
+    classifier: torch.nn.Module
+    latent_model: torch.nn.Module
+    dataset: str
+    train_images: torch.Tensor
+    preset: str
+    progress: bool
+    options: dict
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explainer as the CLI offers it (``vcex explain --method NAME``)."""
+
+    name: str
+    explainer: type[Explainer]
+    description: str
+    options: tuple[str, ...]
+    build: Callable[[BuildRequest], Explainer]
+    demo: bool = False  # whether ``vcex demo`` compares it
+
+
+def _build_attack(request: BuildRequest) -> Explainer:
+    options = request.options
+    attack_lr = profile_for(request.dataset).attack_lr
+    if attack_lr is not None and request.preset != "paper":
+        # faces: measured on 100 test faces (smiling), lr 0.1 / 0.03 / 0.01 gave MNAC 3.3 / 2.4 / 2.0 and oracle
+        # agreement 0.93 / 0.95 / 0.96 at validity 1.0 with the previous generator, whose W coordinates had a
+        # per-dimension spread of ~0.4 (the profile's attack_lr keeps 0.01's step relative to the current spread)
+        options.setdefault("lr", attack_lr)
+    make = CounterfactualAttack.paper if request.preset == "paper" else CounterfactualAttack
+    return make(request.classifier, request.latent_model, progress=request.progress, **options)
+
+
+def _paper_threshold(request: BuildRequest) -> dict:
+    """The options with the paper preset's threshold where the preset asks for it and none was given."""
+    if request.preset == "paper":
+        request.options.setdefault("threshold", PAPER_PRESET_THRESHOLD)
+    return request.options
+
+
+def _build_pixel(request: BuildRequest) -> Explainer:
+    return PixelAttack(request.classifier, progress=request.progress, **_paper_threshold(request))
+
+
+def _build_linear(request: BuildRequest) -> Explainer:
+    options = _paper_threshold(request)
+    explainer = LinearLatentEdit(request.classifier, request.latent_model, progress=request.progress, **options)
+    return explainer.fit(request.train_images)
+
+
+def _build_disc(request: BuildRequest) -> Explainer:
+    options = _paper_threshold(request)
+    # the classifier alone: no latent model, no training data. Manifold consistency defaults to the
+    # classifier's own energy (no second model; on MNIST it matched the DUQ variant, docs/benchmarks/disc.md)
+    consistency = options.pop("consistency", DISC_CONSISTENCY)
+    if consistency == "duq":
+        from vcex.models import load_duq
+
+        options["consistency_model"] = load_duq(request.dataset, progress=request.progress)
+    return DISC(request.classifier, consistency=consistency, progress=request.progress, **options)
+
+
+def _build_amortized(request: BuildRequest) -> Explainer:
+    """Load the amortized explainer fitted for these models and settings, or fit it on the training images and
+    cache it (the fit recipe and settings are the dataset profile's)."""
+    classifier, latent_model, progress = request.classifier, request.latent_model, request.progress
+    profile = profile_for(request.dataset)
+    settings = {"lr_refine" if key == "lr" else key: value for key, value in _paper_threshold(request).items()}
+    settings = {**profile.amortized_settings, **settings}
+    fit_settings = dict(profile.amortized_fit)
+    explainer = AmortizedCounterfactual(classifier, latent_model, progress=progress, **settings)
+    key = json.dumps({**explainer.fit_settings(), **fit_settings, **explainer.models_record()}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    path = cache_dir() / f"amortized-{dataset_file_stem(request.dataset)}-{digest}.safetensors"
+    if path.exists():
+        try:
+            return AmortizedCounterfactual.load(path, classifier, latent_model, progress=progress, **settings)
+        except VcexError as error:
+            warnings.warn(f"cached amortized explainer {path} is unusable ({error}); fitting it again", stacklevel=2)
+    checkpoint = path.with_name(path.name + ".ckpt")  # an interrupted fit resumes from here
+    explainer.fit(request.train_images, **fit_settings, checkpoint=checkpoint, progress=progress)
+    explainer.save(path)
+    checkpoint.unlink(missing_ok=True)
+    return explainer
+
+
+_COMMON = ("threshold", "lr", "max_steps", "batch_size", "device")
+_LATENT = ("space", "objective", "residual", "whiten", "invert_steps", "precision")
+# in the CLI's order: `vcex explain --method` lists them so, and the demo compares its methods in it
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method(
+            "attack",
+            CounterfactualAttack,
+            "Adam on the generator's latent until the classifier is confident (the core method)",
+            (*_COMMON, *_LATENT),
+            _build_attack,
+            demo=True,
+        ),
+        Method(
+            "pixel",
+            PixelAttack,
+            "the same optimisation on the pixels, no generative prior (baseline)",
+            _COMMON,
+            _build_pixel,
+            demo=True,
+        ),
+        Method(
+            "linear",
+            LinearLatentEdit,
+            "one step along the classifier's latent direction (InterFaceGAN baseline)",
+            ("threshold", "batch_size", "device", "space", "probe_c"),
+            _build_linear,
+            demo=True,
+        ),
+        Method(
+            "amortized",
+            AmortizedCounterfactual,
+            "a network fitted once predicts the latent change in one pass (optional refinement)",
+            ("threshold", "lr", "batch_size", "device", "refine_steps"),
+            _build_amortized,
+        ),
+        Method(
+            "disc",
+            DISC,
+            "model inversion from the classifier alone, with feature and manifold consistency (DISC)",
+            ("threshold", "lr", "max_steps", "batch_size", "device", "consistency"),
+            _build_disc,
+            demo=True,
+        ),
+    )
+}
+DEMO_METHODS = tuple(name for name, method in METHODS.items() if method.demo)
