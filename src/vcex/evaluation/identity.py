@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from vcex.errors import InputError
+from vcex.evaluation.realism import checked_features
 
 # rows of the distance matrix computed at once: 1,024 x N floats per chunk, so 10,000 originals fit in memory
 _CHUNK = 1024
@@ -30,16 +31,8 @@ DIVERSITY_REFERENCE_PER_CLASS = 500
 
 
 def _check_features(features: torch.Tensor, name: str, minimum: int = 1) -> torch.Tensor:
-    if not isinstance(features, torch.Tensor) or features.dim() != 2:
-        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise InputError(f"{name} must be a (N, D) tensor of features, got {shape}")
-    if features.shape[0] < minimum:
-        raise InputError(f"{name} needs at least {minimum} rows (feature vectors), got {features.shape[0]}")
-    if not features.is_floating_point():
-        raise InputError(f"{name} must be floating point, got {features.dtype}")
-    if not bool(torch.isfinite(features).all()):
-        raise InputError(f"{name} contains NaN or inf values")
-    return features.detach().to(torch.float64)
+    """(N, D) finite float features as float64, the check the realism metrics use."""
+    return checked_features(features, name, minimum)
 
 
 def _check_labels(labels: torch.Tensor, rows: int, name: str) -> torch.Tensor:

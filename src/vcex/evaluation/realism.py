@@ -15,7 +15,8 @@ import torch
 from vcex.errors import InputError
 
 
-def _features(features: torch.Tensor, name: str, minimum: int = 2) -> torch.Tensor:
+def checked_features(features: torch.Tensor, name: str, minimum: int = 2) -> torch.Tensor:
+    """``features`` checked to be a finite (N, D) float tensor of at least ``minimum`` rows, as float64."""
     if not isinstance(features, torch.Tensor) or features.dim() != 2:
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
         raise InputError(f"{name} must be a (N, D) tensor of features, got {shape}")
@@ -60,8 +61,8 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
         features_a: (N, D), N >= 2, e.g. real images' features.
         features_b: (M, D), M >= 2, e.g. counterfactuals' features.
     """
-    a = _features(features_a, "frechet_distance: features_a")
-    b = _features(features_b, "frechet_distance: features_b")
+    a = checked_features(features_a, "frechet_distance: features_a")
+    b = checked_features(features_b, "frechet_distance: features_b")
     _same_width(a, b, "frechet_distance")
     return _frechet(a, b)
 
@@ -80,8 +81,10 @@ def split_frechet_distance(
         real_features: (N, D) features of the originals, N >= 4.
         counterfactual_features: (N, D) features of their counterfactuals, same order.
     """
-    real = _features(real_features, "split_frechet_distance: real_features", minimum=4)
-    counterfactual = _features(counterfactual_features, "split_frechet_distance: counterfactual_features", minimum=4)
+    real = checked_features(real_features, "split_frechet_distance: real_features", minimum=4)
+    counterfactual = checked_features(
+        counterfactual_features, "split_frechet_distance: counterfactual_features", minimum=4
+    )
     if real.shape != counterfactual.shape:
         raise InputError(
             f"split_frechet_distance: real and counterfactual features must be paired row by row with the same "
@@ -133,8 +136,8 @@ def kid(
     Returns:
         (mean, std) over the subsets; std is 0 for a single subset.
     """
-    a = _features(features_a, "kid: features_a")
-    b = _features(features_b, "kid: features_b")
+    a = checked_features(features_a, "kid: features_a")
+    b = checked_features(features_b, "kid: features_b")
     _same_width(a, b, "kid")
     if subsets < 1 or subset_size < 2:
         raise InputError(f"kid: need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
