@@ -53,6 +53,22 @@ def test_report_holds_table_and_examples(tmp_path):
 
 def test_metrics_table_shows_identity_and_diversity_when_measured():
     metrics = evaluate(_result(), dataset="toy")
-    assert "identity" not in metrics_table([metrics])  # not measured: no empty column
+    assert "identity ↑<" not in metrics_table([metrics])  # not measured: no empty column
+    assert "identity (pixels) ↑" in metrics_table([metrics])  # needs no oracle: always measured
     table = metrics_table([{**metrics, "identity_preservation": 0.125, "diversity": 0.04}])
     assert "identity ↑" in table and "<td>0.125</td>" in table and "<td>0.04</td>" in table
+
+
+def test_report_says_which_threshold_each_class_used_and_why(tmp_path):
+    result = _result()
+    metrics = evaluate(result, dataset="toy")
+    per_class = {
+        **metrics,
+        "method": "pixel",
+        "threshold": [0.998, 0.81],
+        "settings": {"threshold_reason": "auto: per class, the median confidence"},
+    }
+    text = write_report(tmp_path / "r.html", "t", [metrics, per_class], [result, result], class_names=["a", "b"])
+    text = text.read_text()
+    assert "<h2>Thresholds</h2>" in text and "<b>attack</b>: 0.9</li>" in text
+    assert "<b>pixel</b>: a 0.998, b 0.810 (auto: per class, the median confidence)" in text

@@ -13,6 +13,7 @@ METRIC_COLUMNS = [
     ("oracle_agreement", "oracle agreement ↑"),
     ("knn_agreement", "kNN agreement ↑"),
     ("identity_preservation", "identity ↑"),
+    ("identity_preservation_pixels", "identity (pixels) ↑"),
     ("diversity", "diversity"),
     ("l1", "L1 ↓"),
     ("l2", "L2 ↓"),
@@ -61,6 +62,22 @@ def metrics_table(rows: list[dict]) -> str:
         for m in rows
     )
     return f"<table><tr><th>method</th>{head}</tr>{body}</table>"
+
+
+def threshold_notes(metrics: list[dict], class_names: list[str] | None = None) -> str:
+    """Which threshold each method's run used, per class where there are several, and why (its settings' reason)."""
+    items = []
+    for m in metrics:
+        threshold = m.get("threshold")
+        if isinstance(threshold, (list, tuple)):
+            names = class_names or [str(c) for c in range(len(threshold))]
+            text = ", ".join(f"{name} {float(t):.3f}" for name, t in zip(names, threshold))
+        else:
+            text = "none" if threshold is None else f"{float(threshold):g}"
+        reason = (m.get("settings") or {}).get("threshold_reason")
+        why = f" ({html.escape(reason)})" if reason else ""
+        items.append(f"<li><b>{html.escape(str(m.get('method')))}</b>: {html.escape(text)}{why}</li>")
+    return f"<ul>{''.join(items)}</ul>"
 
 
 def example_strip(result: CounterfactualResult, index: int, class_names: list[str] | None = None) -> str:
@@ -120,10 +137,12 @@ Oracle / kNN agreement: share that an independent network / a k-nearest-neighbou
 training images also assigns the target class (adversarial noise rarely fools the kNN).
 Identity: share of counterfactuals whose nearest original of this run (in the oracle's features) is their own
 (chance 1/n). Diversity: counterfactuals' spread per target class over real images' spread; near 0 means one
-template per class, which both agreements can rate highly.
+template per class, which both agreements can rate highly. Identity (pixels): the same in pixel space, where
+a template still shows (in the oracle's features every convincing change sits near chance).
 IM1 below 1: the counterfactual looks more like its new class than its old one.
 MNAC (faces): how many binary attributes besides the label's own an independent attribute oracle reads
 differently after the change; 0 is a change of the label alone.</p>
+<h2>Thresholds</h2>{threshold_notes(metrics, class_names)}
 <h2>{html.escape(results[0].method)}: examples</h2>{strips}
 {"<h2>All methods on the same images</h2>" + comparison if comparison else ""}
 </body></html>"""
