@@ -65,7 +65,7 @@ def test_benchmark_runs_every_row_on_the_same_targets_and_reuses_them(tiny_recip
     tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("| method |")]
     table, more = [[line for line in lines if not line.startswith("|---")] for lines in tables]
     assert table[0].startswith("| method | validity") and "IM1" in table[0] and "MNAC" not in table[0]
-    assert "| identity ↑ | diversity |" in table[0] and "(chance 0.250;" in markdown
+    assert "| identity ↑ | identity (pixels) ↑ | diversity |" in table[0] and "(chance 0.250;" in markdown
     assert len(table) == 1 + len(ROWS) and all(line.startswith(f"| `{key}`: ") for line, key in zip(table[1:], ROWS))
     assert "KID" in more[0] and "IM2" in more[0] and len(more) == 1 + len(ROWS)
     for line, row in zip(more[1:], record["rows"]):

@@ -30,10 +30,12 @@ import torch
 from vcex.cache import parameter_fingerprint
 from vcex.data import canonical_dataset_name
 from vcex.data.folder import FOLDER_PREFIX
+from vcex.data.profiles import profile_for
 from vcex.errors import CacheError, InputError, VcexError
 from vcex.evaluation import (
     frechet_distance,
     identity_metrics,
+    identity_preservation,
     kid,
     knn_target_distance,
     target_class_reference,
@@ -215,7 +217,14 @@ def _saved_row(row_dir: Path, fingerprint: str, targets: torch.Tensor) -> tuple[
 # the metrics _target_class_metrics adds to a row (a saved row without them gets them on reuse)
 TARGET_CLASS_METRICS = ("frechet", "kid", "kid_std", "knn_target_distance")
 # evaluate's identity and diversity entries: a row saved before they existed gets them on reuse
-IDENTITY_METRICS = ("identity_preservation", "identity_chance", "identity_n", "diversity", "diversity_per_class")
+IDENTITY_METRICS = (
+    "identity_preservation",
+    "identity_preservation_pixels",
+    "identity_chance",
+    "identity_n",
+    "diversity",
+    "diversity_per_class",
+)
 
 
 def _identity_metrics(result: CounterfactualResult, task: _Task) -> dict:
@@ -223,7 +232,11 @@ def _identity_metrics(result: CounterfactualResult, task: _Task) -> dict:
     with torch.no_grad():
         originals, counterfactuals = task.features(result.originals), task.features(result.counterfactuals)
     reference = None if result.lower else task.bench.diversity_reference()
-    return identity_metrics(originals, counterfactuals, result.target, reference)
+    pixels = identity_preservation(result.originals.flatten(1).float(), result.counterfactuals.flatten(1).float())
+    return {
+        **identity_metrics(originals, counterfactuals, result.target, reference),
+        "identity_preservation_pixels": round(float(pixels.float().mean()), 4),
+    }
 
 
 def _target_class_metrics(result: CounterfactualResult, task: _Task) -> dict[str, float | None]:
@@ -526,7 +539,7 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 def render_markdown(record: dict) -> str:
     """The benchmark page: command, machine, versions, data, one table and a legend of its columns."""
-    faces = record["dataset"].startswith("faces-")
+    faces = profile_for(record["dataset"]).faces
     info, machine, data = record["versions"], record["machine"], record["data"]
     gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
     lines = [
@@ -603,24 +616,26 @@ def _more_metrics_table(done: list[dict], faces: bool) -> list[str]:
 def render_table(record: dict) -> list[str]:
     """The table of a ``benchmark.json`` record with its notes (thresholds, fits, failures) and column legend,
     as Markdown lines; ``benchmarks/mnist_counterfactuals.py`` puts it into docs/BENCHMARKS.md."""
-    faces = record["dataset"].startswith("faces-")
+    faces = profile_for(record["dataset"]).faces
     data = record["data"]
     realism = "MNAC ↓" if faces else "IM1 ↓"
     header = (
-        "| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | identity ↑ | diversity | L1 ↓ | L2 ↓ | FD ↓ "
+        "| method | validity ↑ | oracle agreement ↑ | kNN agreement ↑ | identity ↑ | identity (pixels) ↑ | diversity "
+        "| L1 ↓ | L2 ↓ | FD ↓ "
         f"| {realism} | mean steps | passes / CF ↓ | ms / CF ↓ |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for entry in record["rows"]:
         label = f"`{entry['key']}`: {entry['label']}"
         if entry["status"] == "failed":
-            lines.append(f"| {label} | failed, see below |" + " – |" * 11)
+            lines.append(f"| {label} | failed, see below |" + " – |" * 12)
             continue
         m = entry["metrics"]
         fourth = _fmt(m.get("mnac"), 2) if faces else _fmt((m.get("realism") or {}).get("im1"))
         lines.append(
             f"| {label} | {_fmt(m['validity'])} | {_fmt(m['oracle_agreement'])} | {_fmt(m['knn_agreement'])} "
-            f"| {_fmt(m.get('identity_preservation'))} | {_fmt(m.get('diversity'), 2)} | {_fmt(m['l1'])} "
+            f"| {_fmt(m.get('identity_preservation'))} | {_fmt(m.get('identity_preservation_pixels'))} "
+            f"| {_fmt(m.get('diversity'), 2)} | {_fmt(m['l1'])} "
             f"| {_fmt(m['l2'])} | {_fmt(m.get('frechet'), 2)} | {fourth} | {m['mean_steps']:.1f} "
             f"| {m['passes_per_cf']:.1f} | {m['seconds_per_cf'] * 1000:.1f} |"
         )
