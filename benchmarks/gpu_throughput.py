@@ -55,6 +55,7 @@ from vcex.evaluation import versions
 from vcex.explainers import CounterfactualAttack, class_thresholds
 from vcex.explainers.counterfactual_attack import PRECISIONS
 from vcex.pipeline import prepare
+from vcex.report.markdown import markdown_table
 
 FACES_ATTACK_LR = profile_for("faces").attack_lr
 
@@ -213,6 +214,7 @@ def _cell(value: float | None, digits: int = 0) -> str:
 
 
 def render(record: dict) -> str:
+    """The Markdown page of one run's ``record``: context, a throughput table per suite, the Fashion timings."""
     info, ctx = record["versions"], record["context"]
     lines = [
         "# Accelerator throughput",
@@ -229,23 +231,35 @@ def render(record: dict) -> str:
     titles = {"mnist": "MNIST: mnist-cnn through mnist-vae", "faces": "Faces (smiling), style generator in W"}
     for suite, title in titles.items():
         rows = [r for r in record["rows"] if r["suite"] == suite]
-        if not rows:
-            continue
-        lines += [
-            f"## {title}",
-            "",
-            "| precision | compiled | batch | floor (updates/s) | fixed steps (updates/s) | ratio | defaults: CF/s | "
-            "validity | mean steps | peak device MB |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            ratio = f"{r['fixed_steps'] / r['floor']:.0%}" if r.get("floor") else "–"
-            lines.append(
-                f"| {r['precision']} | {'yes' if r.get('compiled') else 'no'} | {r['batch']:,} | "
-                f"{_cell(r.get('floor'))} | {_cell(r.get('fixed_steps'))} | {ratio} | {r['cf_per_second']:,.0f} | "
-                f"{r['validity']:.3f} | {r['mean_steps']:.0f} | {_cell(r['peak_mb'], 1)} |"
-            )
-        lines.append("")
+        if rows:
+            lines += [f"## {title}", "", *_throughput_table(rows), ""]
+    lines += _fashion_sections(record)
+    lines.append(THROUGHPUT_NOTES)
+    return "\n".join(lines) + "\n"
+
+
+THROUGHPUT_HEADER = [
+    "precision", "compiled", "batch", "floor (updates/s)", "fixed steps (updates/s)", "ratio", "defaults: CF/s",
+    "validity", "mean steps", "peak device MB",
+]  # fmt: skip
+
+
+def _throughput_table(rows: list[dict]) -> list[str]:
+    """One table row per (precision, compiled, batch) measurement of a suite."""
+    cells = []
+    for r in rows:
+        ratio = f"{r['fixed_steps'] / r['floor']:.0%}" if r.get("floor") else "–"
+        cells.append([
+            r["precision"], "yes" if r.get("compiled") else "no", f"{r['batch']:,}", _cell(r.get("floor")),
+            _cell(r.get("fixed_steps")), ratio, f"{r['cf_per_second']:,.0f}", f"{r['validity']:.3f}",
+            f"{r['mean_steps']:.0f}", _cell(r["peak_mb"], 1),
+        ])  # fmt: skip
+    return markdown_table(THROUGHPUT_HEADER, cells)
+
+
+def _fashion_sections(record: dict) -> list[str]:
+    """The Fashion-MNIST end-to-end timings (defaults and per-class thresholds), or why they did not run."""
+    lines = []
     for key, setting in (("fashion", "at its defaults"), ("fashion_auto", "with per-class thresholds (auto)")):
         fashion = record.get(key)
         if not fashion:
@@ -264,14 +278,16 @@ def render(record: dict) -> str:
         ]
     if record.get("fashion_error"):
         lines += ["## Fashion-MNIST", "", f"Not run: {record['fashion_error']}", ""]
-    lines += [
-        "Floor: the attack's step alone (decode, classify, gradient w.r.t. the latent) at the same batch and "
-        "precision; fixed steps: the attack with every image kept in the batch for the same steps; their ratio is "
-        "the loop's overhead. Defaults: vcex's attack (threshold 0.998, early stop per image, host checks every 8 "
-        "steps on a GPU) on B images toward the runner-up class, one `explain` call timed after a warm-up call; "
-        "peak device MB: `torch.cuda.max_memory_allocated` during that call.",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+THROUGHPUT_NOTES = (
+    "Floor: the attack's step alone (decode, classify, gradient w.r.t. the latent) at the same batch and "
+    "precision; fixed steps: the attack with every image kept in the batch for the same steps; their ratio is "
+    "the loop's overhead. Defaults: vcex's attack (threshold 0.998, early stop per image, host checks every 8 "
+    "steps on a GPU) on B images toward the runner-up class, one `explain` call timed after a warm-up call; "
+    "peak device MB: `torch.cuda.max_memory_allocated` during that call."
+)
 
 
 def main() -> None:
