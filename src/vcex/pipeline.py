@@ -78,6 +78,8 @@ class Workbench:
     label_attributes: tuple[str, ...] = ()
     # whitened latent models fitted for --whiten, by latent space
     whitened: dict[str, WhitenedLatentModel] = field(default_factory=dict)
+    # a user's classifier (vcex.models.user): what was loaded, for metrics.json; None for the zoo's
+    classifier_source: dict | None = None
     # oracle features and labels of real training images, the reference of the diversity metric (once per run)
     _diversity_reference: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -117,20 +119,30 @@ def dataset_for(dataset: str, classifier: str | None = None) -> str:
     return name
 
 
-def prepare(dataset: str, progress: bool = True, classifier: str | None = None) -> Workbench:
+def prepare(dataset: str, progress: bool = True, classifier: str | torch.nn.Module | None = None) -> Workbench:
     """Load (training on first use) the classifier, oracles, latent model and realism autoencoders.
 
     Faces (``dataset="faces"`` with ``classifier`` a task name, or ``"faces-<task>"``) use the shared
     style generator (``faces-style``) as latent model and add the attribute oracle for MNAC.
+    ``classifier`` may also be a user's model (vcex.models.user.load_user_classifier): it is checked once on a
+    few test images before any zoo model is loaded and explained instead of the zoo's; the oracles, latent
+    model and autoencoders stay the zoo's for the dataset.
     """
-    name = dataset_for(dataset, classifier)
+    user = classifier if isinstance(classifier, torch.nn.Module) else None
+    name = dataset_for(dataset, None if user is not None else classifier)
     profile = profile_for(name)
+    test = load_dataset(name, "test")
+    if user is not None:
+        from vcex.models.user import check_user_classifier
+
+        check_user_classifier(user, test.images, test.num_classes)
     roles = {
-        "cnn": f"{name}-cnn",
         "oracle": f"{name}-oracle",
         "latent": profile.latent_model or f"{name}-vae",
         "im-ae": f"{name}-im-ae",
     }
+    if user is None:
+        roles = {"cnn": f"{name}-cnn", **roles}
     if profile.attribute_oracle:
         roles["attributes"] = profile.attribute_oracle
     models = {}
@@ -144,14 +156,15 @@ def prepare(dataset: str, progress: bool = True, classifier: str | None = None) 
     return Workbench(
         dataset=name,
         train=load_dataset(name, "train"),
-        test=load_dataset(name, "test"),
-        classifier=models["cnn"],
+        test=test,
+        classifier=user if user is not None else models["cnn"],
         latent_model=models["latent"],
         oracle=models["oracle"],
         knn=load_knn_oracle(name),
         autoencoders=models["im-ae"],
         attributes=models.get("attributes"),
         label_attributes=label_attributes,
+        classifier_source=getattr(user, "source", {"model": type(user).__name__}) if user is not None else None,
     )
 
 
@@ -326,6 +339,8 @@ def run_explain(
                 "whiten": bool(options.get("whiten")),
                 "invert_steps": int(options.get("invert_steps") or 0),
                 "images": hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest(),
+                # a user's classifier by its file's hash or entry point: another model never reuses these chunks
+                **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
             },
             sort_keys=True,
             default=str,
@@ -366,6 +381,8 @@ def run_explain(
     metrics["target_rule"] = str(target)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["resumed_chunks"] = reused
+    if bench.classifier_source is not None:
+        metrics["classifier"] = bench.classifier_source
     if isinstance(explainer, AmortizedCounterfactual):
         metrics["fit_seconds"] = 0.0 if explainer.loaded else explainer.fit_seconds
         metrics["recorded_fit_seconds"] = explainer.fit_seconds
@@ -565,6 +582,7 @@ def run_global(
         "descriptors": fitted.source,
         "whiten": bool(options.get("whiten")),
         "reader": reader,
+        **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
         "probe_fit_seconds": round(fitted.seconds, 3),
         "counterfactual_seconds": round(result.seconds, 3),
         "attribution_seconds": round(attribution_seconds, 4),

@@ -15,6 +15,7 @@ from vcex.cli.options import (
     add_out,
     add_threshold,
     add_whiten,
+    classifier_from_args,
     count,
     positive_count,
     positive_number,
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
     # every option with a flag, by build_explainer's name (--refine: refine_steps); those not given are None
     options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
     options = check_method_options(args.method, options)  # before any model is loaded or trained
-    bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
+    bench = prepare(args.dataset, progress=not args.quiet, classifier=classifier_from_args(args))
     images = None
     if args.images:
         from vcex.data import image_files, read_images

@@ -12,6 +12,7 @@ from vcex.cli.options import (
     add_out,
     add_threshold,
     add_whiten,
+    classifier_from_args,
     positive_count,
 )
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
 
     # before any model is trained
     check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores, args.descriptors)
-    bench = prepare(args.dataset, progress=not args.quiet, classifier=args.classifier)
+    bench = prepare(args.dataset, progress=not args.quiet, classifier=classifier_from_args(args))
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
     record = run_global(

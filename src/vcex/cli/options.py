@@ -79,12 +79,48 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_dataset(parser: argparse.ArgumentParser, help: str, *, classifier: bool = True) -> None:
-    """--dataset (default mnist, the embedded one) and, for the faces' tasks, --classifier."""
+    """--dataset (default mnist, the embedded one) and --classifier: a faces task, or a user's own model with
+    --weights, --normalize and --classes (read by :func:`classifier_from_args`)."""
     parser.add_argument("--dataset", default="mnist", help=help)
     if classifier:
         parser.add_argument(
-            "--classifier", default=None, help="faces: smiling (default) | eyeglasses | young | smiling-spurious"
+            "--classifier",
+            default=None,
+            help="faces: smiling (default) | eyeglasses | young | smiling-spurious; or your own model: a TorchScript "
+            "file (FILE.pt, saved with torch.jit.save) or an entry point package.module:factory returning an "
+            "nn.Module (with --weights); it takes [0, 1] images of the dataset's shape and returns one logit per "
+            "class; the oracles and latent model stay the dataset's",
         )
+        parser.add_argument(
+            "--weights", default=None, help="with --classifier package.module:factory: its state dict (.safetensors)"
+        )
+        parser.add_argument(
+            "--normalize",
+            default=None,
+            help="with your own --classifier: MEAN/STD it expects its input normalised by, one number for every "
+            "channel (0.286/0.353) or one per channel (0.5,0.5,0.5/0.25,0.25,0.25)",
+        )
+        parser.add_argument(
+            "--classes", default=None, help="with your own --classifier: a text file of class names, one per line"
+        )
+
+
+def classifier_from_args(args: argparse.Namespace) -> object:
+    """What ``prepare(classifier=...)`` takes from --classifier: a zoo task name (or None), or a user's model
+    loaded by :func:`vcex.models.user.load_user_classifier` (checked on the dataset's images by ``prepare``)."""
+    from vcex.errors import InputError
+    from vcex.models.user import is_user_classifier, load_user_classifier, parse_normalize
+
+    if not is_user_classifier(args.classifier):
+        given = [flag for flag in ("--weights", "--normalize", "--classes") if getattr(args, flag[2:]) is not None]
+        if given:
+            raise InputError(
+                f"{', '.join(given)} go with your own --classifier (a TorchScript file or package.module:factory); "
+                "drop them for the zoo's classifier"
+            )
+        return args.classifier
+    mean, std = parse_normalize(args.normalize) if args.normalize is not None else (None, None)
+    return load_user_classifier(args.classifier, weights=args.weights, mean=mean, std=std, classes=args.classes)
 
 
 def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:

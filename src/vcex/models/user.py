@@ -1,0 +1,205 @@
+"""A user's own classifier from a file or a Python entry point, loaded without unpickling and checked once.
+
+Two forms, besides the zoo's names:
+
+- a TorchScript file (``model.pt``/``.pth``, saved with ``torch.jit.save``), read by ``torch.jit.load``, which
+  rebuilds TorchScript code and tensors and runs no pickled Python objects;
+- an entry point ``package.module:factory``: ``factory()`` returns an ``nn.Module``, whose weights come from a
+  safetensors file (``weights=``) loaded with ``strict=True``.
+
+>>> classifier = load_user_classifier("user.pt", mean=[0.286], std=[0.353], input_shape=(1, 28, 28))
+>>> check_user_classifier(classifier, test_images[:8], num_classes=10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vcex.errors import InputError, ModelError
+from vcex.models.classifiers import Classifier, checked_logits
+from vcex.models.state import evaluating
+
+# file endings read as TorchScript
+SCRIPT_SUFFIXES = (".pt", ".pth", ".ts")
+# package.module:factory, each part a Python identifier
+ENTRY_POINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# images the one check runs the model on: enough to see its output shape, few enough to cost nothing
+CHECK_IMAGES = 8
+
+
+def is_user_classifier(spec: str | None) -> bool:
+    """Whether ``--classifier`` names a user's model (a TorchScript file or an entry point), not a zoo task."""
+    if spec is None:
+        return False
+    return spec.lower().endswith(SCRIPT_SUFFIXES) or bool(ENTRY_POINT.match(spec)) or Path(spec).is_file()
+
+
+def parse_normalize(text: str) -> tuple[list[float], list[float]]:
+    """``--normalize``: ``MEAN/STD``, each one number (every channel) or one per channel separated by commas
+    (``0.5,0.5,0.5/0.25,0.25,0.25``); two numbers ``MEAN,STD`` are also read as one mean and one std."""
+    parts = text.split("/")
+    if len(parts) == 1 and text.count(",") == 1:
+        parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        mean, std = ([float(v) for v in part.split(",")] for part in parts)
+    except ValueError:
+        raise InputError(
+            f"--normalize {text!r} is not MEAN/STD: give e.g. 0.286/0.353, or per channel 0.5,0.5,0.5/0.2,0.2,0.2"
+        ) from None
+    if len(mean) != len(std):
+        raise InputError(
+            f"--normalize {text!r} has {len(mean)} means but {len(std)} stds: give one of each per channel"
+        )
+    if not all(s > 0 and s != float("inf") for s in std):
+        raise InputError(f"--normalize {text!r}: every std must be a positive finite number")
+    return mean, std
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from a text file, one per line (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--classes file {path} does not exist: give a text file with one class name per line")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise InputError(f"--classes file {path} is empty: write one class name per line")
+    return names
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_script(path: Path, map_location: str | torch.device) -> nn.Module:
+    if not path.is_file():
+        raise InputError(f"--classifier file {path} does not exist")
+    try:
+        return torch.jit.load(str(path), map_location=map_location)
+    except (RuntimeError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelError(
+            f"--classifier {path} is not a TorchScript file ({first[:160]}); save your model with "
+            "torch.jit.save(torch.jit.script(model), PATH) or torch.jit.trace, or name a factory as "
+            "package.module:factory with --weights FILE.safetensors"
+        ) from None
+
+
+def _load_entry_point(spec: str) -> nn.Module:
+    module_name, factory_name = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InputError(
+            f"--classifier {spec}: cannot import module {module_name!r} ({error}); put its folder on PYTHONPATH"
+        ) from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise InputError(f"--classifier {spec}: module {module_name!r} has no function {factory_name!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"--classifier {spec}: {factory_name}() must return an nn.Module, got {type(model).__name__}")
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors state dict into ``model`` (strictly: every key and shape must match)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--weights file {path} does not exist")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"--weights {path} is not a readable safetensors file ({error})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModelError(
+            f"--weights {path} does not fit the model: missing keys {missing or 'none'}, unexpected keys "
+            f"{unexpected or 'none'}; save the state_dict of the same architecture the factory builds"
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
+    if wrong:
+        raise ModelError(f"--weights {path}: tensors of the wrong shape (file != model): {'; '.join(wrong)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_user_classifier(
+    spec: str,
+    weights: str | Path | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    classes: str | Path | Sequence[str] | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Classifier:
+    """A user's classifier as a :class:`~vcex.models.Classifier` on [0, 1] images of ``input_shape``.
+
+    Args:
+        spec: a TorchScript file, or ``package.module:factory`` (a function returning an ``nn.Module``).
+        weights: a safetensors state dict for the entry point's module (not for a TorchScript file).
+        mean, std: per-channel normalisation the model expects (applied by the wrapper, not the model).
+        classes: a text file with one class name per line, or the names.
+
+    The result's ``source`` says what was loaded (path and sha256, or the entry point and its weights' sha256),
+    for metrics.json. Check it on data with :func:`check_user_classifier` before any work.
+    """
+    if ENTRY_POINT.match(spec) and not spec.lower().endswith(SCRIPT_SUFFIXES):
+        network = _load_entry_point(spec)
+        source: dict[str, str] = {"entry_point": spec}
+        if weights is not None:
+            load_weights(network, weights)
+            source |= {"weights": str(Path(weights).resolve()), "weights_sha256": file_sha256(Path(weights))}
+        network = network.to(map_location)
+    else:
+        if weights is not None:
+            raise InputError(
+                "--weights is for an entry point (package.module:factory); a TorchScript file holds its own weights"
+            )
+        path = Path(spec)
+        network = _load_script(path, map_location)
+        source = {"file": str(path.resolve()), "sha256": file_sha256(path)}
+    if (mean is None) != (std is None):
+        raise InputError("give both mean and std (--normalize MEAN/STD), or neither")
+    names = read_class_names(classes) if isinstance(classes, (str, Path)) else classes
+    classifier = Classifier(network, mean=mean, std=std, input_shape=input_shape, class_names=names)
+    if mean is not None:
+        source |= {"mean": list(mean), "std": list(std)}
+    classifier.source = source
+    return classifier
+
+
+def check_user_classifier(classifier: Classifier, images: torch.Tensor, num_classes: int) -> None:
+    """Run ``classifier`` once on the first few ``images`` (N, C, H, W) in [0, 1], in eval mode and without
+    changing it, and check it returns finite logits (N, ``num_classes``) and as many class names, if it has any.
+
+    Raises:
+        ModelError: in one line, what is wrong (shape, class count with both numbers, NaN, probabilities).
+    """
+    sample = images[:CHECK_IMAGES].to(classifier.device)
+    with evaluating(classifier), torch.no_grad():
+        logits = checked_logits(classifier, sample)
+    if logits.shape[1] != num_classes:
+        raise ModelError(
+            f"the classifier returns {logits.shape[1]} classes but the dataset has {num_classes}: explain it on a "
+            f"dataset with {logits.shape[1]} classes, or give a model with {num_classes} outputs"
+        )
+    names = classifier.class_names
+    if names is not None and len(names) != num_classes:
+        raise InputError(f"--classes names {len(names)} classes but the dataset and the classifier have {num_classes}")
