@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,7 +88,10 @@ def _load_script(path: Path, map_location: str | torch.device) -> nn.Module:
     if not path.is_file():
         raise InputError(f"--classifier file {path} does not exist")
     try:
-        return torch.jit.load(str(path), map_location=map_location)
+        with warnings.catch_warnings():
+            # recent torch marks TorchScript deprecated in favour of torch.export; the files it wrote still load
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location=map_location)
     except (RuntimeError, ValueError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ModelError(
