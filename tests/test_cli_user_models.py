@@ -86,3 +86,25 @@ def test_wrong_number_of_classes_is_refused_before_any_work(tmp_path, capsys):
 def test_user_model_options_need_a_user_model(tmp_path, capsys):
     assert explain(tmp_path / "out", "--normalize", "0.5/0.5") == 2
     assert "--normalize go with your own --classifier" in capsys.readouterr().err
+
+
+def test_benchmark_explains_the_user_model_and_says_so(scripted, tmp_path):
+    out = tmp_path / "bench"
+    options = ["--classifier", str(scripted), "--normalize", "0.1307/0.3081", "--methods", "pixel", "--quiet"]
+    assert main(["benchmark", "--suite", "mnist", "--n", "4", "--out", str(out), *options]) == 0
+    record = json.loads((out / "benchmark.json").read_text())
+    assert record["data"]["classifier"]["file"] == str(scripted.resolve())
+    assert "--classifier" in record["command"] and "--normalize 0.1307/0.3081" in record["command"]
+    assert "your classifier `user.pt`" in (out / "benchmark.md").read_text()
+
+
+def test_benchmark_refuses_a_zoo_task_name(tmp_path, capsys):
+    assert main(["benchmark", "--suite", "mnist", "--classifier", "smiling", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "takes your own model" in capsys.readouterr().err
+
+
+def test_global_records_the_user_model(scripted, tmp_path):
+    out = tmp_path / "global"
+    options = ["--classifier", str(scripted), "--normalize", "0.1307/0.3081", "--max-steps", "40", "--quiet"]
+    assert main(["global", "--dataset", "mnist", "--n", "20", "--threshold", "0.9", "--out", str(out), *options]) == 0
+    assert json.loads((out / "global.json").read_text())["classifier"]["file"] == str(scripted.resolve())

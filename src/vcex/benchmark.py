@@ -368,8 +368,24 @@ def real_validity(bench: Workbench, targets: torch.Tensor, thresholds: Sequence[
     }
 
 
-def _command(suite: str, n: int, out: Path, methods: Sequence[str] | None, device: str | None) -> str:
+def _explained(dataset: str, data: dict) -> str:
+    """The explained classifier in benchmark.md: the zoo's with its test accuracy, or a user's by its source."""
+    source = data.get("classifier")
+    if source is None:
+        return f"`{dataset}-cnn` (test accuracy {_fmt(data['classifier_test_accuracy'])})"
+    if "entry_point" in source:
+        weights = f", weights sha256 {source['weights_sha256'][:12]}" if "weights_sha256" in source else ""
+        return f"your classifier `{source['entry_point']}`{weights}"
+    return f"your classifier `{Path(source['file']).name}` (sha256 {source['sha256'][:12]})"
+
+
+def _command(
+    suite: str, n: int, out: Path, methods: Sequence[str] | None, device: str | None, classifier: dict | None = None
+) -> str:
+    from vcex.models.user import source_arguments
+
     words = ["vcex", "benchmark", "--suite", suite, "--n", str(n), "--out", str(out)]
+    words += source_arguments(classifier) if classifier is not None else []
     if methods is not None:
         words += ["--methods", *methods]
     if device is not None:
@@ -409,6 +425,7 @@ def run_suite(
     methods: Sequence[str] | None = None,
     progress: bool = False,
     device: str | None = None,
+    classifier: torch.nn.Module | None = None,
 ) -> dict:
     """Run every row of ``suite`` on its first ``n`` test images; write ``benchmark.json`` and ``benchmark.md``.
 
@@ -421,6 +438,8 @@ def run_suite(
         methods: row keys to run (default: every row of the suite), e.g. ``["attack", "pixel"]``.
         progress: progress bars and one line per row on stderr.
         device: where the explainers run (default: the CPU); models for evaluation stay on the CPU.
+        classifier: a user's classifier (vcex.models.user.load_user_classifier) explained instead of the suite's
+            zoo classifier; the oracles and latent model stay the suite's.
 
     Returns:
         The ``benchmark.json`` record: suite, n, command, machine, versions, fingerprints and one entry per
@@ -436,7 +455,9 @@ def run_suite(
     _check_device(device)
     out = Path(out)
     started = time.perf_counter()
-    bench = prepare(spec.dataset, progress=progress, classifier=spec.classifier)
+    bench = prepare(
+        spec.dataset, progress=progress, classifier=classifier if classifier is not None else spec.classifier
+    )
     if n > len(bench.test):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
     images = bench.test.images[:n]
@@ -459,7 +480,7 @@ def run_suite(
         "suite": suite,
         "dataset": bench.dataset,
         "n": n,
-        "command": _command(suite, n, out, methods, device),
+        "command": _command(suite, n, out, methods, device, bench.classifier_source),
         "machine": _machine(device),
         "versions": versions(),
         "data": {
@@ -471,7 +492,9 @@ def run_suite(
             "targets_fingerprint": targets_fingerprint,
             "models_fingerprint": models,
             "data_fingerprint": data,
-            "classifier_test_accuracy": bench.classifier.training_record.get("test_accuracy"),
+            # a user's classifier has no training record: its accuracy is not vcex's to know
+            "classifier_test_accuracy": getattr(bench.classifier, "training_record", {}).get("test_accuracy"),
+            **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
             "oracle_test_accuracy": bench.oracle.training_record.get("test_accuracy"),
             "label_attributes": list(bench.label_attributes),
         },
@@ -554,7 +577,7 @@ def render_markdown(record: dict) -> str:
         f"for every row (fingerprint {data['targets_fingerprint']}; images per target class: "
         + ", ".join(f"{k}: {v}" for k, v in data["target_counts"].items())
         + ").",
-        f"- Explained: `{record['dataset']}-cnn` (test accuracy {_fmt(data['classifier_test_accuracy'])}). "
+        f"- Explained: {_explained(record['dataset'], data)}. "
         f"Evaluation only: `{record['dataset']}-oracle` (test accuracy {_fmt(data['oracle_test_accuracy'])}), a "
         f"5-NN on the training images, `{record['dataset']}-im-ae`"
         + (", the attribute oracle `faces-attributes`" if faces else "")

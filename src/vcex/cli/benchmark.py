@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vcex.cli.options import add_common, add_device, add_n, add_out
+from vcex.cli.options import add_classifier, add_common, add_device, add_n, add_out, classifier_from_args
 
 
 def _row_keys_help() -> str:
@@ -32,14 +32,30 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help=f"row keys to run (default: all; folder:PATH takes mnist's). {_row_keys_help()}",
     )
     add_device(benchmark, "where the explainers run: cpu (default), cuda, cuda:1 ...")
+    add_classifier(benchmark, "explain your own model instead of the suite's zoo classifier: ")
     add_common(benchmark)
     benchmark.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from vcex.benchmark import run_suite
+    from vcex.errors import InputError
 
+    classifier = classifier_from_args(args)
+    if isinstance(classifier, str):
+        raise InputError(
+            f"vcex benchmark --classifier takes your own model (a TorchScript file or package.module:factory), "
+            f"got {classifier!r}; each suite already names its zoo classifier (faces: smiling)"
+        )
     # --methods a b, or --methods a,b
     methods = [key for item in args.methods for key in item.split(",") if key] if args.methods else None
-    run_suite(args.suite, args.n, Path(args.out), methods=methods, progress=not args.quiet, device=args.device)
+    run_suite(
+        args.suite,
+        args.n,
+        Path(args.out),
+        methods=methods,
+        progress=not args.quiet,
+        device=args.device,
+        classifier=classifier,
+    )
     print(Path(args.out) / "benchmark.md")

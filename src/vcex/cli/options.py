@@ -83,26 +83,30 @@ def add_dataset(parser: argparse.ArgumentParser, help: str, *, classifier: bool 
     --weights, --normalize and --classes (read by :func:`classifier_from_args`)."""
     parser.add_argument("--dataset", default="mnist", help=help)
     if classifier:
-        parser.add_argument(
-            "--classifier",
-            default=None,
-            help="faces: smiling (default) | eyeglasses | young | smiling-spurious; or your own model: a TorchScript "
-            "file (FILE.pt, saved with torch.jit.save) or an entry point package.module:factory returning an "
-            "nn.Module (with --weights); it takes [0, 1] images of the dataset's shape and returns one logit per "
-            "class; the oracles and latent model stay the dataset's",
-        )
-        parser.add_argument(
-            "--weights", default=None, help="with --classifier package.module:factory: its state dict (.safetensors)"
-        )
-        parser.add_argument(
-            "--normalize",
-            default=None,
-            help="with your own --classifier: MEAN/STD it expects its input normalised by, one number for every "
-            "channel (0.286/0.353) or one per channel (0.5,0.5,0.5/0.25,0.25,0.25)",
-        )
-        parser.add_argument(
-            "--classes", default=None, help="with your own --classifier: a text file of class names, one per line"
-        )
+        add_classifier(parser, "faces: smiling (default) | eyeglasses | young | smiling-spurious; or your own model: ")
+
+
+def add_classifier(parser: argparse.ArgumentParser, help: str) -> None:
+    """--classifier and the options of a user's own model: --weights, --normalize and --classes."""
+    parser.add_argument(
+        "--classifier",
+        default=None,
+        help=help + "a TorchScript file (FILE.pt, saved with torch.jit.save) or an entry point "
+        "package.module:factory returning an nn.Module (with --weights); it takes [0, 1] images of the dataset's "
+        "shape and returns one logit per class; the oracles and latent model stay the dataset's",
+    )
+    parser.add_argument(
+        "--weights", default=None, help="with --classifier package.module:factory: its state dict (.safetensors)"
+    )
+    parser.add_argument(
+        "--normalize",
+        default=None,
+        help="with your own --classifier: MEAN/STD it expects its input normalised by, one number for every "
+        "channel (0.286/0.353) or one per channel (0.5,0.5,0.5/0.25,0.25,0.25)",
+    )
+    parser.add_argument(
+        "--classes", default=None, help="with your own --classifier: a text file of class names, one per line"
+    )
 
 
 def classifier_from_args(args: argparse.Namespace) -> object:

@@ -189,6 +189,16 @@ def load_user_classifier(
     return classifier
 
 
+def source_arguments(source: dict) -> list[str]:
+    """The CLI words that load the classifier a ``source`` record describes (for a recorded command line)."""
+    words = ["--classifier", source.get("entry_point") or source["file"]]
+    if "weights" in source:
+        words += ["--weights", source["weights"]]
+    if "mean" in source:
+        words += ["--normalize", ",".join(map(str, source["mean"])) + "/" + ",".join(map(str, source["std"]))]
+    return words
+
+
 def check_user_classifier(classifier: Classifier, images: torch.Tensor, num_classes: int) -> None:
     """Run ``classifier`` once on the first few ``images`` (N, C, H, W) in [0, 1], in eval mode and without
     changing it, and check it returns finite logits (N, ``num_classes``) and as many class names, if it has any.
