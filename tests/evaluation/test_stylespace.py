@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from vcex.errors import InputError
-from vcex.evaluation.stylespace import StyleSpaceProbe, coordinate_names, stylespace_probe, target_log_odds
+from vcex.evaluation.stylespace import (
+    StyleSpaceProbe,
+    coordinate_names,
+    probe_summary,
+    shift_strip,
+    stylespace_probe,
+    target_log_odds,
+)
 from vcex.models.stylegan import StyleAutoencoder, StyleGeneratorConfig, StyleSpaceModel
 
 TINY = StyleGeneratorConfig(image_size=16, w_dim=16, base_channels=4, max_channels=8, mapping_layers=2)
@@ -132,6 +139,7 @@ def test_a_subset_of_coordinates_matches_the_full_table(setup: tuple) -> None:
     chosen = [3, planted_index(model)]
     part = stylespace_probe(model, oracle, images[:4], coordinates=chosen)
     assert part.names == [full.names[i] for i in chosen]
+    assert [row["index"] for row in part.rows()] == chosen
     torch.testing.assert_close(part.purity, full.purity[chosen], atol=1e-5, rtol=1e-4)
 
 
@@ -186,3 +194,23 @@ def test_target_log_odds() -> None:
     logits = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
     torch.testing.assert_close(target_log_odds(logits, 1), torch.tensor([2.0, -2.0]))
     torch.testing.assert_close(target_log_odds(torch.tensor([[0.5]]), 0), torch.tensor([0.5]))
+
+
+def test_summary_counts_the_planted_channel_and_names_it_best(setup: tuple) -> None:
+    model, oracle, images = setup
+    probe = stylespace_probe(model, oracle, images)
+    summary = probe_summary(probe)
+    assert summary["kinds"]["torgb"]["purity_at_least_0.70"] == 1
+    assert summary["kinds"]["torgb"]["purity_at_least_0.70_and_flip_at_least_0.50"] == 1
+    assert summary["kinds"]["conv"]["coordinates"] + summary["kinds"]["torgb"]["coordinates"] == model.style_dim
+    assert summary["best_per_factor"]["red"]["torgb"]["index"] == planted_index(model)
+    assert summary["best_per_factor"]["red"]["any"]["purity"] > 0.99
+
+
+def test_shift_strip_moves_only_the_shifted_colour(setup: tuple) -> None:
+    model, oracle, images = setup
+    strip = shift_strip(model, images[:3], planted_index(model), 2.0)
+    assert strip.shape == (3, 3, 3, 16, 16)
+    colour = strip.mean(dim=(3, 4))  # (3 rows, n, RGB)
+    assert (colour[2, :, 0] > colour[0, :, 0]).all() and (colour[1, :, 0] < colour[0, :, 0]).all()
+    torch.testing.assert_close(colour[1:, :, 1:], colour[:1, :, 1:].expand(2, -1, -1))

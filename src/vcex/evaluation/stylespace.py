@@ -38,15 +38,17 @@ STYLESPACE_METHODS = ("encode", "styles", "decode_styles", "style_layout")
 
 @dataclass
 class StyleSpaceProbe:
-    """The probe's per-coordinate table; S coordinates, A attributes, N images.
+    """The probe's per-coordinate table; S probed coordinates, A attributes, N images.
 
-    ``names`` (S,) ``"{layer}:{channel}"``; ``is_torgb`` (S,) bool; ``style_std`` (S,) the std over the images
-    (the shift is ``k * style_std``); ``attribute_change`` (S, A) mean |delta p| over images and signs;
-    ``attribute_shift`` (S, 2, A) mean signed delta p under -k (index 0) and +k (index 1); ``top_attribute``
-    (S,) int64; ``purity`` (S,) in [0, 1]; ``flip_share`` (S,) in [0, 1]; ``logit_change`` (S, 2) or None.
+    ``coordinates`` (S,) int64 indices into the style vector; ``names`` (S,) ``"{layer}:{channel}"``;
+    ``is_torgb`` (S,) bool; ``style_std`` (S,) the std over the images (the shift is ``k * style_std``);
+    ``attribute_change`` (S, A) mean |delta p| over images and signs; ``attribute_shift`` (S, 2, A) mean signed
+    delta p under -k (index 0) and +k (index 1); ``top_attribute`` (S,) int64; ``purity`` (S,) in [0, 1];
+    ``flip_share`` (S,) in [0, 1]; ``logit_change`` (S, 2) or None.
     """
 
     attribute_names: tuple[str, ...]
+    coordinates: Tensor
     names: list[str]
     is_torgb: Tensor
     style_std: Tensor
@@ -66,7 +68,7 @@ class StyleSpaceProbe:
             top = int(self.top_attribute[index])
             row = {
                 "coordinate": name,
-                "index": index,
+                "index": int(self.coordinates[index]),
                 "kind": "torgb" if bool(self.is_torgb[index]) else "conv",
                 "style_std": round(float(self.style_std[index]), 5),
                 "factor": self.attribute_names[top],
@@ -83,9 +85,9 @@ class StyleSpaceProbe:
         return rows
 
     def best_per_factor(self, torgb: bool | None = None) -> dict[str, int | None]:
-        """Per attribute, the coordinate (index) whose top attribute it is with the largest purity x flip share
-        (pure and effective), or None where no coordinate moves it most. ``torgb``: True/False keeps only
-        toRGB/conv coordinates, None all."""
+        """Per attribute, the row (a position in this table) of the coordinate whose top attribute it is with the
+        largest purity x flip share (pure and effective), or None where no coordinate moves it most. ``torgb``:
+        True/False keeps only toRGB/conv coordinates, None all."""
         score = self.purity * self.flip_share
         keep = torch.ones_like(self.is_torgb) if torgb is None else self.is_torgb == torgb
         best: dict[str, int | None] = {}
@@ -182,7 +184,7 @@ def stylespace_probe(
             coordinates, k, batch_size,
         )  # fmt: skip
     labels = [all_names[int(c)] for c in coordinates]
-    return _table(sums, names, labels, all_torgb[coordinates], style_std[coordinates], k, len(images))
+    return _table(sums, names, coordinates, labels, all_torgb[coordinates], style_std[coordinates], k, len(images))
 
 
 def _checked_coordinates(coordinates: Tensor | Sequence[int] | None, size: int) -> Tensor:
@@ -254,6 +256,7 @@ def _shift_and_read(
 def _table(
     sums: dict[str, Tensor],
     attribute_names: tuple[str, ...],
+    coordinates: Tensor,
     names: list[str],
     is_torgb: Tensor,
     style_std: Tensor,
@@ -269,6 +272,7 @@ def _table(
     flip_share = flips.gather(1, top[:, None]).squeeze(1)
     return StyleSpaceProbe(
         attribute_names=attribute_names,
+        coordinates=coordinates,
         names=names,
         is_torgb=is_torgb,
         style_std=style_std,
@@ -281,3 +285,44 @@ def _table(
         k=float(k),
         num_images=num_images,
     )
+
+
+# a coordinate at least this pure counts as a disentangled channel (issue 27's bar for the new generator)
+PURE = 0.70
+
+
+def probe_summary(probe: StyleSpaceProbe, pure: float = PURE) -> dict:
+    """Per kind (``conv``, ``torgb``): coordinate count, purity quantiles (min, 10%, median, 90%, max), how many
+    reach ``pure``, and how many of those also flip their factor on >= half the images; and per factor its best
+    coordinate (:meth:`StyleSpaceProbe.best_per_factor`) among conv, toRGB and all coordinates, as table rows."""
+    rows = probe.rows()
+    kinds = {}
+    for kind, mask in (("conv", ~probe.is_torgb), ("torgb", probe.is_torgb)):
+        purity, flips = probe.purity[mask], probe.flip_share[mask]
+        quantiles = torch.quantile(purity, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])).tolist() if len(purity) else []
+        kinds[kind] = {
+            "coordinates": int(mask.sum()),
+            "purity_quantiles": dict(zip(("min", "p10", "median", "p90", "max"), (round(q, 4) for q in quantiles))),
+            f"purity_at_least_{pure:.2f}": int((purity >= pure).sum()),
+            f"purity_at_least_{pure:.2f}_and_flip_at_least_0.50": int(((purity >= pure) & (flips >= 0.5)).sum()),
+        }
+    best = {}
+    for scope, torgb in (("conv", False), ("torgb", True), ("any", None)):
+        for factor, index in probe.best_per_factor(torgb).items():
+            best.setdefault(factor, {})[scope] = None if index is None else rows[index]
+    return {"kinds": kinds, "best_per_factor": best}
+
+
+@torch.no_grad()
+def shift_strip(latent_model: object, images: Tensor, index: int, shift: float) -> Tensor:
+    """Before/after strips of one style coordinate: (3, n, C, H, W) in [0, 1], the decodes of ``images``
+    (n, C, H, W) unshifted, shifted by ``-shift`` and by ``+shift`` (the probe's ``k * style_std``)."""
+    model = stylespace_model(latent_model)
+    with evaluating(model):
+        styles = model.styles(model.encode(images))
+        rows = []
+        for sign in (0.0, -1.0, 1.0):
+            shifted = styles.clone()
+            shifted[:, index] += sign * shift
+            rows.append(model.decode_styles(shifted))
+    return torch.stack(rows)
