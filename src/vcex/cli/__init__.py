@@ -9,10 +9,10 @@ import argparse
 import os
 import sys
 
-from vcex.cli import benchmark, datasets, demo, explain, global_, models
+from vcex.cli import benchmark, datasets, demo, explain, global_, models, stylespace
 from vcex.errors import VcexError
 
-SUBCOMMANDS = (demo, explain, global_, benchmark, datasets, models)  # in the order --help lists them
+SUBCOMMANDS = (demo, explain, global_, benchmark, datasets, models, stylespace)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

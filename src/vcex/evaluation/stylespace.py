@@ -1,0 +1,328 @@
+"""StyleSpace purity probe: which attribute each StyleSpace coordinate of a style generator moves, and how purely.
+
+For every coordinate c of the StyleSpace (Wu et al., CVPR'21, arXiv 2011.12799; the space StylEx's AttFind
+searches, Lang et al., ICCV'21), the probe shifts c by ``-k`` and ``+k`` standard deviations (the std of c over
+the N encoded images) on each of the N images, decodes, and reads a multi-label attribute oracle
+(images -> (N, A) logits, read as sigmoid probabilities) against its reading of the unshifted decode. Per
+coordinate it reports
+
+- ``attribute_change`` (A,): the mean |p_after - p_before| over images and both signs, per attribute;
+- ``top_attribute``: the attribute it moves most, and ``purity``: that attribute's share of the total change
+  (1 = it moves one attribute alone; 1/A = it moves all alike; 0 where it moves nothing);
+- ``flip_share``: the share of images whose reading of the top attribute crosses 0.5 under either sign;
+- with a classifier, ``logit_change`` (2,): the mean change of its target log-odds under -k and +k.
+
+Conv and toRGB coordinates are told apart by ``is_torgb``. The decodes run in chunks of ``batch_size``
+(coordinate, sign, image) triples, so memory is bounded by the chunk and the (S, N, A) flip table.
+
+>>> probe = stylespace_probe(autoencoder, oracle, images, k=3.0, classifier=smiling, target=1)
+>>> probe.purity[~probe.is_torgb].max(), probe.names[int(probe.purity.argmax())]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vcex.checks import check_positive_finite
+from vcex.errors import InputError
+from vcex.models.state import evaluating
+
+Tensor = torch.Tensor
+
+# what a latent model must have for the probe (StyleAutoencoder and StyleGenerator have them)
+STYLESPACE_METHODS = ("encode", "styles", "decode_styles", "style_layout")
+
+
+@dataclass
+class StyleSpaceProbe:
+    """The probe's per-coordinate table; S probed coordinates, A attributes, N images.
+
+    ``coordinates`` (S,) int64 indices into the style vector; ``names`` (S,) ``"{layer}:{channel}"``;
+    ``is_torgb`` (S,) bool; ``style_std`` (S,) the std over the images (the shift is ``k * style_std``);
+    ``attribute_change`` (S, A) mean |delta p| over images and signs; ``attribute_shift`` (S, 2, A) mean signed
+    delta p under -k (index 0) and +k (index 1); ``top_attribute`` (S,) int64; ``purity`` (S,) in [0, 1];
+    ``flip_share`` (S,) in [0, 1]; ``logit_change`` (S, 2) or None.
+    """
+
+    attribute_names: tuple[str, ...]
+    coordinates: Tensor
+    names: list[str]
+    is_torgb: Tensor
+    style_std: Tensor
+    attribute_change: Tensor
+    attribute_shift: Tensor
+    top_attribute: Tensor
+    purity: Tensor
+    flip_share: Tensor
+    logit_change: Tensor | None
+    k: float
+    num_images: int
+
+    def rows(self) -> list[dict]:
+        """One JSON-ready dict per coordinate (the probe.json table)."""
+        rows = []
+        for index, name in enumerate(self.names):
+            top = int(self.top_attribute[index])
+            row = {
+                "coordinate": name,
+                "index": int(self.coordinates[index]),
+                "kind": "torgb" if bool(self.is_torgb[index]) else "conv",
+                "style_std": round(float(self.style_std[index]), 5),
+                "factor": self.attribute_names[top],
+                "purity": round(float(self.purity[index]), 4),
+                "flip_share": round(float(self.flip_share[index]), 4),
+                "factor_shift_minus": round(float(self.attribute_shift[index, 0, top]), 4),
+                "factor_shift_plus": round(float(self.attribute_shift[index, 1, top]), 4),
+                "total_change": round(float(self.attribute_change[index].sum()), 4),
+            }
+            if self.logit_change is not None:
+                row["logit_change_minus"] = round(float(self.logit_change[index, 0]), 4)
+                row["logit_change_plus"] = round(float(self.logit_change[index, 1]), 4)
+            rows.append(row)
+        return rows
+
+    def best_per_factor(self, torgb: bool | None = None) -> dict[str, int | None]:
+        """Per attribute, the row (a position in this table) of the coordinate whose top attribute it is with the
+        largest purity x flip share (pure and effective), or None where no coordinate moves it most. ``torgb``:
+        True/False keeps only toRGB/conv coordinates, None all."""
+        score = self.purity * self.flip_share
+        keep = torch.ones_like(self.is_torgb) if torgb is None else self.is_torgb == torgb
+        best: dict[str, int | None] = {}
+        for a, name in enumerate(self.attribute_names):
+            candidates = torch.nonzero(keep & (self.top_attribute == a) & (self.attribute_change.sum(1) > 0))
+            candidates = candidates.flatten()
+            best[name] = int(candidates[score[candidates].argmax()]) if len(candidates) else None
+        return best
+
+
+def stylespace_model(latent_model: object) -> object:
+    """The style generator behind ``latent_model`` (a :class:`~vcex.models.stylegan.StyleSpaceModel` is unwrapped);
+    a model without a StyleSpace raises :class:`InputError` naming the methods it lacks."""
+    model = getattr(latent_model, "autoencoder", latent_model)
+    missing = [name for name in STYLESPACE_METHODS if not callable(getattr(model, name, None))]
+    if missing:
+        raise InputError(
+            f"the StyleSpace probe needs a style generator, but {type(latent_model).__name__} has no StyleSpace: it "
+            f"lacks {', '.join(f'{name}()' for name in missing)}; use a style-based latent model such as faces-style"
+        )
+    return model
+
+
+def coordinate_names(model: object) -> tuple[list[str], Tensor]:
+    """``("{layer}:{channel}", ...)`` for every style coordinate in layout order, and (S,) bool: toRGB or not."""
+    names, torgb = [], []
+    for layer, _, length in model.style_layout():
+        names += [f"{layer}:{channel}" for channel in range(length)]
+        torgb += [layer.endswith("torgb")] * length
+    return names, torch.tensor(torgb, dtype=torch.bool)
+
+
+def target_log_odds(logits: Tensor, target: int) -> Tensor:
+    """(N, K) logits -> (N,) log-odds of class ``target``: logit_t - logsumexp(other logits); a single-logit
+    classifier (K = 1) is read as its logit."""
+    if logits.shape[1] == 1:
+        return logits[:, 0]
+    others = torch.cat([logits[:, :target], logits[:, target + 1 :]], dim=1)
+    return logits[:, target] - torch.logsumexp(others, dim=1)
+
+
+def _check_inputs(images: Tensor, k: float, batch_size: int, target: int, classifier: object) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise InputError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if len(images) < 2:
+        raise InputError(f"the probe needs at least 2 images (a std over them sets the shift), got {len(images)}")
+    check_positive_finite("k", k)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if classifier is not None and target < 0:
+        raise InputError(f"target must be a class index >= 0, got {target}")
+
+
+@torch.no_grad()
+def stylespace_probe(
+    latent_model: object,
+    attribute_oracle: Callable[[Tensor], Tensor],
+    images: Tensor,
+    *,
+    k: float = 3.0,
+    classifier: Callable[[Tensor], Tensor] | None = None,
+    target: int = 1,
+    batch_size: int = 512,
+    attribute_names: Sequence[str] | None = None,
+    coordinates: Tensor | Sequence[int] | None = None,
+) -> StyleSpaceProbe:
+    """Probe every StyleSpace coordinate of ``latent_model`` on ``images`` (N, C, H, W) in [0, 1].
+
+    ``attribute_oracle``: images -> (N, A) logits of binary attributes (read through a sigmoid), named by
+    ``attribute_names`` (default: its ``attribute_names``). ``classifier``: images -> (N, K) logits; its
+    ``target`` class's log-odds change is reported (optional). ``k``: the shift in stds (3). ``batch_size``:
+    (coordinate, sign, image) triples per decode. ``coordinates``: (S',) indices to probe (default all). The
+    models are run in eval mode and put back as they were. Returns a :class:`StyleSpaceProbe`.
+    """
+    model = stylespace_model(latent_model)
+    _check_inputs(images, k, batch_size, target, classifier)
+    names = tuple(attribute_names if attribute_names is not None else getattr(attribute_oracle, "attribute_names", ()))
+    all_names, all_torgb = coordinate_names(model)
+    coordinates = _checked_coordinates(coordinates, len(all_names))
+    with evaluating(model, attribute_oracle, classifier):
+        styles = torch.cat([model.styles(model.encode(chunk)) for chunk in images.split(batch_size)])
+        style_std = styles.std(dim=0)
+        before = torch.cat([model.decode_styles(chunk) for chunk in styles.split(batch_size)])
+        p_before = torch.cat([torch.sigmoid(attribute_oracle(chunk)) for chunk in before.split(batch_size)])
+        if not names:
+            names = tuple(f"attribute {a}" for a in range(p_before.shape[1]))
+        if len(names) != p_before.shape[1]:
+            raise InputError(f"{len(names)} attribute names for an oracle with {p_before.shape[1]} outputs")
+        odds_before = None
+        if classifier is not None:
+            odds_before = torch.cat([_odds(classifier, chunk, target) for chunk in before.split(batch_size)])
+        sums = _shift_and_read(
+            model, attribute_oracle, classifier, target, styles, style_std, p_before, odds_before,
+            coordinates, k, batch_size,
+        )  # fmt: skip
+    labels = [all_names[int(c)] for c in coordinates]
+    return _table(sums, names, coordinates, labels, all_torgb[coordinates], style_std[coordinates], k, len(images))
+
+
+def _checked_coordinates(coordinates: Tensor | Sequence[int] | None, size: int) -> Tensor:
+    """(S',) int64 indices into the style vector (default: all ``size``); empty or out-of-range ones are refused."""
+    if coordinates is None:
+        return torch.arange(size)
+    coordinates = torch.as_tensor(coordinates, dtype=torch.long).flatten()
+    if not len(coordinates) or int(coordinates.min()) < 0 or int(coordinates.max()) >= size:
+        raise InputError(f"coordinates must be indices in [0, {size}) of the style vector, at least one")
+    return coordinates
+
+
+def _odds(classifier: Callable[[Tensor], Tensor], images: Tensor, target: int) -> Tensor:
+    logits = classifier(images)
+    if target >= logits.shape[1] and logits.shape[1] > 1:
+        raise InputError(f"target {target} is not a class of a classifier with {logits.shape[1]} outputs")
+    return target_log_odds(logits, target)
+
+
+def _shift_and_read(
+    model: object,
+    attribute_oracle: Callable[[Tensor], Tensor],
+    classifier: Callable[[Tensor], Tensor] | None,
+    target: int,
+    styles: Tensor,
+    style_std: Tensor,
+    p_before: Tensor,
+    odds_before: Tensor | None,
+    coordinates: Tensor,
+    k: float,
+    batch_size: int,
+) -> dict[str, Tensor]:
+    """Decode every (coordinate, sign, image) triple in chunks and accumulate per (coordinate, sign) sums of
+    |delta p| and delta p (S', 2, A), of the classifier's delta log-odds (S', 2), and per (coordinate, image,
+    attribute) whether the reading crossed 0.5 under either sign (S', N, A)."""
+    n, attributes = p_before.shape
+    count = len(coordinates)
+    absolute = torch.zeros(count * 2, attributes)
+    signed = torch.zeros(count * 2, attributes)
+    odds = torch.zeros(count * 2)
+    flips = torch.zeros(count * n, attributes, dtype=torch.uint8)  # 0, 1 or 2 signs that flip the reading
+    above_before = p_before > 0.5
+    signs = torch.tensor([-k, k])
+    # triple t -> (coordinate t // 2n, sign (t // n) % 2, image t % n): coordinate-major, so a chunk decodes
+    # few coordinates on many images
+    for triples in torch.arange(count * 2 * n).split(batch_size):
+        image, pair = triples % n, triples // n  # pair = (coordinate slot, sign) as 2 * slot + sign
+        slot = pair // 2
+        column = coordinates[slot]
+        shifted = styles[image].clone()
+        shifted[torch.arange(len(triples)), column] += signs[pair % 2] * style_std[column]
+        after = model.decode_styles(shifted)
+        p_after = torch.sigmoid(attribute_oracle(after))
+        delta = p_after - p_before[image]
+        absolute.index_add_(0, pair, delta.abs())
+        signed.index_add_(0, pair, delta)
+        # a chunk can hold both signs of one (coordinate, image): accumulate, as `|=` would keep one of them
+        flips.index_put_((slot * n + image,), ((p_after > 0.5) != above_before[image]).to(torch.uint8), accumulate=True)
+        if classifier is not None:
+            odds.index_add_(0, pair, _odds(classifier, after, target) - odds_before[image])
+    return {
+        "absolute": absolute.view(count, 2, attributes) / n,
+        "signed": signed.view(count, 2, attributes) / n,
+        "odds": odds.view(count, 2) / n if classifier is not None else None,
+        "flipped": flips.view(count, n, attributes) > 0,
+    }
+
+
+def _table(
+    sums: dict[str, Tensor],
+    attribute_names: tuple[str, ...],
+    coordinates: Tensor,
+    names: list[str],
+    is_torgb: Tensor,
+    style_std: Tensor,
+    k: float,
+    num_images: int,
+) -> StyleSpaceProbe:
+    """Purity, top attribute and flip share from the accumulated sums."""
+    change = sums["absolute"].mean(dim=1)  # (S', A): over both signs
+    total = change.sum(dim=1)
+    top_share, top = change.max(dim=1)
+    purity = torch.where(total > 0, top_share / total.clamp_min(1e-12), torch.zeros_like(total))
+    flips = sums["flipped"].float().mean(dim=1)  # (S', A)
+    flip_share = flips.gather(1, top[:, None]).squeeze(1)
+    return StyleSpaceProbe(
+        attribute_names=attribute_names,
+        coordinates=coordinates,
+        names=names,
+        is_torgb=is_torgb,
+        style_std=style_std,
+        attribute_change=change,
+        attribute_shift=sums["signed"],
+        top_attribute=top,
+        purity=purity,
+        flip_share=flip_share,
+        logit_change=sums["odds"],
+        k=float(k),
+        num_images=num_images,
+    )
+
+
+# a coordinate at least this pure counts as a disentangled channel (issue 27's bar for the new generator)
+PURE = 0.70
+
+
+def probe_summary(probe: StyleSpaceProbe, pure: float = PURE) -> dict:
+    """Per kind (``conv``, ``torgb``): coordinate count, purity quantiles (min, 10%, median, 90%, max), how many
+    reach ``pure``, and how many of those also flip their factor on >= half the images; and per factor its best
+    coordinate (:meth:`StyleSpaceProbe.best_per_factor`) among conv, toRGB and all coordinates, as table rows."""
+    rows = probe.rows()
+    kinds = {}
+    for kind, mask in (("conv", ~probe.is_torgb), ("torgb", probe.is_torgb)):
+        purity, flips = probe.purity[mask], probe.flip_share[mask]
+        quantiles = torch.quantile(purity, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])).tolist() if len(purity) else []
+        kinds[kind] = {
+            "coordinates": int(mask.sum()),
+            "purity_quantiles": dict(zip(("min", "p10", "median", "p90", "max"), (round(q, 4) for q in quantiles))),
+            f"purity_at_least_{pure:.2f}": int((purity >= pure).sum()),
+            f"purity_at_least_{pure:.2f}_and_flip_at_least_0.50": int(((purity >= pure) & (flips >= 0.5)).sum()),
+        }
+    best = {}
+    for scope, torgb in (("conv", False), ("torgb", True), ("any", None)):
+        for factor, index in probe.best_per_factor(torgb).items():
+            best.setdefault(factor, {})[scope] = None if index is None else rows[index]
+    return {"kinds": kinds, "best_per_factor": best}
+
+
+@torch.no_grad()
+def shift_strip(latent_model: object, images: Tensor, index: int, shift: float) -> Tensor:
+    """Before/after strips of one style coordinate: (3, n, C, H, W) in [0, 1], the decodes of ``images``
+    (n, C, H, W) unshifted, shifted by ``-shift`` and by ``+shift`` (the probe's ``k * style_std``)."""
+    model = stylespace_model(latent_model)
+    with evaluating(model):
+        styles = model.styles(model.encode(images))
+        rows = []
+        for sign in (0.0, -1.0, 1.0):
+            shifted = styles.clone()
+            shifted[:, index] += sign * shift
+            rows.append(model.decode_styles(shifted))
+    return torch.stack(rows)

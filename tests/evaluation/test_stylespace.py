@@ -1,0 +1,216 @@
+"""Tests for the StyleSpace purity probe: a planted pure channel is found, batching does not change the table,
+models come back as they were, and a latent model without a StyleSpace is refused by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vcex.errors import InputError
+from vcex.evaluation.stylespace import (
+    StyleSpaceProbe,
+    coordinate_names,
+    probe_summary,
+    shift_strip,
+    stylespace_probe,
+    target_log_odds,
+)
+from vcex.models.stylegan import StyleAutoencoder, StyleGeneratorConfig, StyleSpaceModel
+
+TINY = StyleGeneratorConfig(image_size=16, w_dim=16, base_channels=4, max_channels=8, mapping_layers=2)
+PLANTED_CHANNEL = 1  # of the last toRGB layer
+
+
+class ColourOracle(nn.Module):
+    """Reads 'red', 'green', 'blue': each channel's mean minus its reference, as logits (N, 3)."""
+
+    attribute_names = ("red", "green", "blue")
+
+    def __init__(self, reference: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("reference", reference)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return 10 * (images.mean(dim=(2, 3)) - self.reference)
+
+
+def planted_model(images: torch.Tensor) -> StyleAutoencoder:
+    """A tiny style autoencoder whose image colour is made by the last toRGB layer alone, where one channel
+    writes red only and every other channel writes grey (all colours alike); the planted style is centred
+    on ``images`` so their red sits mid-range."""
+    torch.manual_seed(0)
+    model = StyleAutoencoder(TINY).eval()
+    layers = model.generator.layers
+    with torch.no_grad():
+        for name, layer in layers.items():
+            if name.endswith("torgb") and name != "16_torgb":
+                layer.conv.weight.zero_()
+        last = layers["16_torgb"].conv.weight  # (3, C, 1, 1)
+        last.copy_(torch.ones_like(last) * 0.5)
+        last[:, PLANTED_CHANNEL] = torch.tensor([0.2, 0.0, 0.0])[:, None, None]
+        # a large bias keeps the planted channel's features positive, so its style moves red one way
+        layers["16_conv1"].bias[PLANTED_CHANNEL] = 4.0
+        # a random encoder maps every image to nearly one w; a steep affine row makes the planted style differ
+        # between images more than the features it scales do, so its +-k std shifts cross the mean colour
+        affine = layers["16_torgb"].affine
+        affine.weight[PLANTED_CHANNEL] *= 300
+        affine.bias[PLANTED_CHANNEL] = -(affine.effective_weight()[PLANTED_CHANNEL] @ model.encode(images).mean(0))
+    return model
+
+
+def planted_index(model: StyleAutoencoder) -> int:
+    offset = dict((name, offset) for name, offset, _ in model.style_layout())["16.torgb"]
+    return offset + PLANTED_CHANNEL
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[StyleAutoencoder, ColourOracle, torch.Tensor]:
+    images = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    model = planted_model(images)
+    with torch.no_grad():
+        decoded = model.decode_styles(model.styles(model.encode(images)))
+    # the mean decoded colour is the threshold, so shifts can flip the readings (a median would put one image on it)
+    return model, ColourOracle(decoded.mean(dim=(2, 3)).mean(dim=0)), images
+
+
+def test_finds_the_planted_pure_channel(setup: tuple) -> None:
+    model, oracle, images = setup
+    probe = stylespace_probe(model, oracle, images, k=3.0)
+    planted = planted_index(model)
+    assert probe.names[planted] == f"16.torgb:{PLANTED_CHANNEL}"
+    assert bool(probe.is_torgb[planted])
+    assert probe.attribute_names[int(probe.top_attribute[planted])] == "red"
+    assert float(probe.purity[planted]) > 0.99
+    assert float(probe.flip_share[planted]) >= 0.5
+    assert int(probe.purity.argmax()) == planted
+    # every other coordinate that moves anything moves green and blue too
+    others = torch.ones(len(probe.names), dtype=torch.bool)
+    others[planted] = False
+    assert float(probe.purity[others].max()) < 0.9
+    assert probe.best_per_factor()["red"] == planted
+    assert probe.best_per_factor(torgb=False)["red"] != planted
+
+
+def test_table_shapes_and_rows(setup: tuple) -> None:
+    model, oracle, images = setup
+    classifier = nn.Linear(3 * 16 * 16, 2)
+    probe = stylespace_probe(model, oracle, images[:4], classifier=lambda x: classifier(x.flatten(1)))
+    s = model.style_dim
+    assert isinstance(probe, StyleSpaceProbe)
+    assert len(probe.names) == s and probe.is_torgb.shape == (s,)
+    assert probe.attribute_change.shape == (s, 3) and probe.attribute_shift.shape == (s, 2, 3)
+    assert probe.logit_change.shape == (s, 2)
+    assert int((~probe.is_torgb).sum()) == int(model.conv_style_mask().sum())
+    assert ((probe.purity >= 0) & (probe.purity <= 1)).all()
+    assert ((probe.flip_share >= 0) & (probe.flip_share <= 1)).all()
+    rows = probe.rows()
+    assert len(rows) == s
+    assert {"coordinate", "kind", "factor", "purity", "flip_share", "logit_change_plus"} <= set(rows[0])
+
+
+def test_batching_does_not_change_the_table(setup: tuple) -> None:
+    model, oracle, images = setup
+    classifier = nn.Linear(3 * 16 * 16, 2)
+    coordinates = torch.cat([torch.arange(0, model.style_dim, 3), torch.tensor([planted_index(model)])])
+    tables = [
+        stylespace_probe(
+            model, oracle, images[:5], classifier=lambda x: classifier(x.flatten(1)), batch_size=size,
+            coordinates=coordinates,
+        )
+        for size in (1, 7, 100_000)
+    ]  # fmt: skip
+    # purity is a ratio: where a coordinate moves the readings by float noise alone (~1e-7), so is its purity
+    clear = tables[0].attribute_change.sum(1) > 1e-4
+    assert clear.any()
+    for other in tables[1:]:
+        assert other.names == tables[0].names
+        torch.testing.assert_close(other.attribute_shift, tables[0].attribute_shift, atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(other.attribute_change, tables[0].attribute_change, atol=1e-6, rtol=1e-4)
+        assert torch.equal(other.top_attribute[clear], tables[0].top_attribute[clear])
+        torch.testing.assert_close(other.purity[clear], tables[0].purity[clear], atol=1e-3, rtol=0)
+        torch.testing.assert_close(other.flip_share, tables[0].flip_share)
+        torch.testing.assert_close(other.logit_change, tables[0].logit_change, atol=1e-4, rtol=1e-4)
+
+
+def test_a_subset_of_coordinates_matches_the_full_table(setup: tuple) -> None:
+    model, oracle, images = setup
+    full = stylespace_probe(model, oracle, images[:4])
+    chosen = [3, planted_index(model)]
+    part = stylespace_probe(model, oracle, images[:4], coordinates=chosen)
+    assert part.names == [full.names[i] for i in chosen]
+    assert [row["index"] for row in part.rows()] == chosen
+    torch.testing.assert_close(part.purity, full.purity[chosen], atol=1e-5, rtol=1e-4)
+
+
+def test_style_space_model_is_unwrapped_and_models_come_back_unchanged(setup: tuple) -> None:
+    model, oracle, images = setup
+    model.encoder.train()  # a user's mixed modes must survive
+    oracle.train()
+    try:
+        probe = stylespace_probe(StyleSpaceModel(model), oracle, images[:3], coordinates=[0])
+    finally:
+        modes = (model.encoder.training, model.generator.training, oracle.training)
+        model.encoder.eval()
+        oracle.eval()
+    assert modes == (True, False, True)
+    assert probe.names == [coordinate_names(model)[0][0]]
+
+
+def test_a_latent_model_without_stylespace_is_refused_by_name() -> None:
+    class PlainAutoencoder(nn.Module):
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            return z.view(-1, 3, 16, 16)
+
+    with pytest.raises(InputError, match=r"PlainAutoencoder has no StyleSpace: it lacks styles\(\), decode_styles\(\)"):
+        stylespace_probe(PlainAutoencoder(), ColourOracle(torch.zeros(3)), torch.rand(4, 3, 16, 16))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0.0}, "k"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"coordinates": [10_000]}, "coordinates"),
+        ({"attribute_names": ["a"]}, "1 attribute names for an oracle with 3 outputs"),
+    ],
+)
+def test_bad_arguments_are_refused(setup: tuple, kwargs: dict, message: str) -> None:
+    model, oracle, images = setup
+    with pytest.raises(InputError, match=message):
+        stylespace_probe(model, oracle, images[:3], **kwargs)
+
+
+def test_one_image_is_refused(setup: tuple) -> None:
+    model, oracle, images = setup
+    with pytest.raises(InputError, match="at least 2 images"):
+        stylespace_probe(model, oracle, images[:1])
+
+
+def test_target_log_odds() -> None:
+    logits = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    torch.testing.assert_close(target_log_odds(logits, 1), torch.tensor([2.0, -2.0]))
+    torch.testing.assert_close(target_log_odds(torch.tensor([[0.5]]), 0), torch.tensor([0.5]))
+
+
+def test_summary_counts_the_planted_channel_and_names_it_best(setup: tuple) -> None:
+    model, oracle, images = setup
+    probe = stylespace_probe(model, oracle, images)
+    summary = probe_summary(probe)
+    assert summary["kinds"]["torgb"]["purity_at_least_0.70"] == 1
+    assert summary["kinds"]["torgb"]["purity_at_least_0.70_and_flip_at_least_0.50"] == 1
+    assert summary["kinds"]["conv"]["coordinates"] + summary["kinds"]["torgb"]["coordinates"] == model.style_dim
+    assert summary["best_per_factor"]["red"]["torgb"]["index"] == planted_index(model)
+    assert summary["best_per_factor"]["red"]["any"]["purity"] > 0.99
+
+
+def test_shift_strip_moves_only_the_shifted_colour(setup: tuple) -> None:
+    model, oracle, images = setup
+    strip = shift_strip(model, images[:3], planted_index(model), 2.0)
+    assert strip.shape == (3, 3, 3, 16, 16)
+    colour = strip.mean(dim=(3, 4))  # (3 rows, n, RGB)
+    assert (colour[2, :, 0] > colour[0, :, 0]).all() and (colour[1, :, 0] < colour[0, :, 0]).all()
+    torch.testing.assert_close(colour[1:, :, 1:], colour[:1, :, 1:].expand(2, -1, -1))

@@ -1,0 +1,37 @@
+"""The StyleSpace probe's page: tables from the summary, one strip per factor, 'none' where a factor has no channel."""
+
+import torch
+
+from vcex.report.stylespace import write_probe_page
+
+
+def row(name: str, kind: str) -> dict:
+    return {
+        "coordinate": name, "kind": kind, "purity": 0.8, "flip_share": 0.6,
+        "factor_shift_minus": -0.3, "factor_shift_plus": 0.4,
+    }  # fmt: skip
+
+
+def test_page_has_both_tables_and_one_strip_per_factor(tmp_path):
+    kinds = {
+        kind: {
+            "coordinates": 4,
+            "purity_quantiles": {"min": 0.1, "p10": 0.2, "median": 0.3, "p90": 0.5, "max": 0.8},
+            "purity_at_least_0.70": 1,
+        }
+        for kind in ("conv", "torgb")
+    }
+    best = {
+        "red": {"conv": row("8.conv0:3", "conv"), "torgb": None, "any": row("8.conv0:3", "conv")},
+        "blue": {"conv": None, "torgb": None, "any": None},
+    }
+    record = {
+        "latent_model": "tiny", "dataset": "colours", "k": 3.0, "n": 5, "attribute_oracle": "colour oracle",
+        "attribute_names": ["red", "blue"], "summary": {"kinds": kinds, "best_per_factor": best},
+    }  # fmt: skip
+    strips = {"red": (best["red"]["any"], torch.rand(3, 2, 3, 8, 8))}
+    page = write_probe_page(tmp_path / "probe.html", record, strips).read_text()
+    assert page.count("data:image/png") == 1
+    assert "8.conv0:3" in page and "-0.30 / +0.40" in page
+    assert page.count("<td>none</td>") == 3  # red's toRGB, blue's conv and toRGB
+    assert "purity at least 0.70" in page
