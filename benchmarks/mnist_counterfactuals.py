@@ -554,6 +554,9 @@ QUESTIONS = [
     ("How faithful is the faces' style generator; how do attacks in W and StyleSpace compare (MNAC)?", [
         "benchmarks/faces.md"
     ]),
+    ("How pure is the faces generator's StyleSpace: does any coordinate move one factor alone?", [
+        "benchmarks/stylespace-probe.md"
+    ]),
     ("What does the style generator's small config reach on a 15-minute CPU budget?", [
         "benchmarks/faces-style-budget.md"
     ]),

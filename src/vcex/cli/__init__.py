@@ -1,4 +1,4 @@
-"""The ``vcex`` command: ``demo``, ``explain``, ``global``, ``benchmark``, ``datasets`` and ``models``.
+"""The ``vcex`` command: ``demo``, ``explain``, ``global``, ``benchmark``, ``datasets``, ``models`` and ``stylespace``.
 
 One module per subcommand (its parser and its run), over the option groups they share (:mod:`vcex.cli.options`).
 """
