@@ -327,48 +327,17 @@ def run_explain(
     out = Path(out)
     # only the amortized explainer's one-off fit gets a bar; explaining is tracked per chunk below
     explainer = build_explainer(method, bench, preset=preset, progress=progress and method == "amortized", **options)
-    fingerprint = hashlib.sha1(
-        json.dumps(
-            {
-                "method": method,
-                "preset": preset,
-                "target": _target_key(target),
-                "settings": explainer.settings(),
-                "dataset": bench.dataset,
-                "space": str(options.get("space") or "latent"),
-                "whiten": bool(options.get("whiten")),
-                "invert_steps": int(options.get("invert_steps") or 0),
-                "images": hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest(),
-                # a user's classifier by its file's hash or entry point: another model never reuses these chunks
-                **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
-            },
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:12]
-    chunk_dir = out / "chunks" / fingerprint
+    chunk_dir = out / "chunks" / explain_fingerprint(bench, method, preset, target, explainer, images, options)
     # chunks are copied into tensors preallocated for all n images as they come: one copy of the result is
     # resident, not every chunk plus their join
     builder, seconds, reused = ResultBuilder(n), 0.0, 0
     started = time.perf_counter()
     starts = range(0, n, chunk_size)
     for start in track(starts, desc=f"{method} on {n} images", enabled=progress, total=len(starts)):
-        path = chunk_dir / f"{start:08d}.safetensors"
-        if path.exists():
-            try:
-                part = CounterfactualResult.load(path)
-                if len(part) == min(chunk_size, n - start):
-                    builder.add(part)
-                    seconds += part.seconds
-                    reused += 1
-                    continue
-            except CacheError:
-                pass  # a chunk cut short by an interruption is simply recomputed
-        chunk_target = target[start : start + chunk_size] if isinstance(target, torch.Tensor) else target
-        part = explainer.explain(images[start : start + chunk_size], target=chunk_target)
-        part.save(path)
+        part, was_reused = explain_chunk(explainer, images, target, start, chunk_size, chunk_dir)
         builder.add(part)
         seconds += part.seconds
+        reused += was_reused
         del part
     result = builder.result(seconds)
     if isinstance(explainer.latent_model, WhitenedLatentModel):
@@ -389,6 +358,64 @@ def run_explain(
         metrics["refine_steps"] = explainer.refine_steps
     write_outputs(out, result, metrics)
     return result, metrics
+
+
+def explain_fingerprint(
+    bench: Workbench,
+    method: str,
+    preset: str,
+    target: TargetSpec,
+    explainer: Explainer,
+    images: torch.Tensor,
+    options: Mapping[str, object],
+) -> str:
+    """12 hex digits naming one explain job's chunk folder (``out/chunks/<fingerprint>``): the method, its
+    settings, the target rule, the dataset, the images' bytes and a user's classifier. Any change gives a new
+    folder, so a rerun never reuses another job's chunks."""
+    record = {
+        "method": method,
+        "preset": preset,
+        "target": _target_key(target),
+        "settings": explainer.settings(),
+        "dataset": bench.dataset,
+        "space": str(options.get("space") or "latent"),
+        "whiten": bool(options.get("whiten")),
+        "invert_steps": int(options.get("invert_steps") or 0),
+        "images": hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest(),
+        # a user's classifier by its file's hash or entry point: another model never reuses these chunks
+        **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
+    }
+    return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def chunk_path(chunk_dir: Path, start: int) -> Path:
+    """The file of the chunk that begins at image ``start``."""
+    return chunk_dir / f"{start:08d}.safetensors"
+
+
+def explain_chunk(
+    explainer: Explainer,
+    images: torch.Tensor,
+    target: TargetSpec,
+    start: int,
+    chunk_size: int,
+    chunk_dir: Path,
+) -> tuple[CounterfactualResult, bool]:
+    """Images ``start`` to ``start + chunk_size`` of ``images`` (N, C, H, W) explained, or read back from their
+    chunk file when a finished one is there. Returns the chunk's result and whether it was read back."""
+    n = len(images)
+    path = chunk_path(chunk_dir, start)
+    if path.exists():
+        try:
+            part = CounterfactualResult.load(path)
+            if len(part) == min(chunk_size, n - start):
+                return part, True
+        except CacheError:
+            pass  # a chunk cut short by an interruption is simply recomputed
+    chunk_target = target[start : start + chunk_size] if isinstance(target, torch.Tensor) else target
+    part = explainer.explain(images[start : start + chunk_size], target=chunk_target)
+    part.save(path)
+    return part, False
 
 
 def _target_key(target: TargetSpec) -> str:
