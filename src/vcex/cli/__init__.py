@@ -6,19 +6,42 @@ One module per subcommand (its parser and its run), over the option groups they 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+from typing import NoReturn
 
 from vcex.cli import benchmark, datasets, demo, explain, global_, models, stylespace
 from vcex.errors import VcexError
 
 SUBCOMMANDS = (demo, explain, global_, benchmark, datasets, models, stylespace)  # in the order --help lists them
+# what to do about an OSError the system raised while vcex read or wrote a file, by errno
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space and run the same command again: finished chunks are kept and the rerun resumes "
+    "from them",
+    errno.EACCES: "give an --out folder you may write in",
+    errno.EPERM: "give an --out folder you may write in",
+    errno.EROFS: "give an --out folder on a writable disk",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as vcex's own are (argparse prints its whole usage first,
+    a dozen lines for ``vcex explain``, above the one that says what is wrong)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
+def os_error_line(error: OSError) -> str:
+    """An OSError (a full disk, a folder one may not write in) as one line: what failed, where, what to do."""
+    where = f": {error.filename}" if error.filename else ""
+    hint = OS_ERROR_HINTS.get(error.errno)
+    return f"{error.strerror or error}{where}" + (f"; {hint}" if hint else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vcex", description="Visual counterfactual explanations for image classifiers."
-    )
+    parser = OneLineParser(prog="vcex", description="Visual counterfactual explanations for image classifiers.")
     commands = parser.add_subparsers(dest="command", required=True)
     for subcommand in SUBCOMMANDS:
         subcommand.add_parser(commands)
@@ -39,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `vcex global ... | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:  # the system's refusal (a full disk, permissions), not a bug: one line, no traceback
+        print(f"vcex: error: {os_error_line(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vcex: interrupted; finished chunks are kept and a rerun resumes from them", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
     preview = datasets_commands.add_parser("preview", help="write a labelled grid of a dataset's images")
     preview.add_argument("name", help="faces | mnist | fashion | folder:PATH (one subfolder of images per class)")
-    add_out(preview, "PNG file to write")
+    add_out(preview, "PNG file to write", folder=False)
     # 32: four rows of the grid's eight columns, a grid that fits a screen
     add_n(preview, 32, "images in the grid (default 32)")
     preview.add_argument("--size", type=int, default=64, help="faces: 64 or 32 pixels")

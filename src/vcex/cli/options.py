@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 FOLDER_HELP = (
     "folder:PATH, your images with one subfolder per class (folder:PATH@32 resizes them to 32x32); the zoo's "
@@ -72,10 +73,22 @@ def out_path(text: str) -> str:
     return text
 
 
+def out_folder(text: str) -> str:
+    """--out of the commands that write a folder: not empty, and neither a file nor inside one (checked before any
+    work; otherwise the first chunk's write would fail after the models are loaded)."""
+    text = out_path(text)
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise argparse.ArgumentTypeError(f"{text} {where}: give a folder for the outputs (created if missing)")
+    return text
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     """What every subcommand takes: --quiet and --threads."""
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--threads", type=positive_count, default=None, help="CPU threads for torch (default: torch's)")
 
 
 def add_dataset(parser: argparse.ArgumentParser, help: str, *, classifier: bool = True) -> None:
@@ -127,9 +140,10 @@ def classifier_from_args(args: argparse.Namespace) -> object:
     return load_user_classifier(args.classifier, weights=args.weights, mean=mean, std=std, classes=args.classes)
 
 
-def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
-    """--out: required unless the command has a default folder (the demo's)."""
-    parser.add_argument("--out", type=out_path, default=default, required=default is None, help=help)
+def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None, folder: bool = True) -> None:
+    """--out: a folder (``folder=False``: a file), required unless the command has a default (the demo's)."""
+    kind = out_folder if folder else out_path
+    parser.add_argument("--out", type=kind, default=default, required=default is None, help=help)
 
 
 def add_n(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
