@@ -75,6 +75,17 @@ def device_of(model: object) -> torch.device:
     return torch.device("cpu")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, refused unless torch knows its kind and, for CUDA, sees a CUDA device."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:1, mps ...") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {parsed} was asked for, but torch sees no CUDA device here; use cpu")
+    return parsed
+
+
 def check_positive_finite(name: str, value: object) -> float:
     """``value`` as a float, refused unless it is a finite number > 0 (a learning rate, a step size)."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from vcex.cache import cache_dir
+from vcex.checks import check_device
 from vcex.data import ImageDataset, canonical_dataset_name, dataset_file_stem, load_dataset
 from vcex.data.folder import FOLDER_PREFIX
 from vcex.data.profiles import profile_for
@@ -265,9 +266,7 @@ def _build(method: str, bench: Workbench, preset: str, progress: bool, options: 
         latent_model = refined
     if "device" in options:
         # the workbench's models stay on the CPU for evaluation; the explainer gets its own copies
-        device = torch.device(options["device"])
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"--device {device} was asked for, but torch sees no CUDA device here; use --device cpu")
+        device = check_device(options["device"])
         classifier, latent_model = copy.deepcopy(classifier).to(device), copy.deepcopy(latent_model).to(device)
     request = BuildRequest(classifier, latent_model, bench.dataset, bench.train.images, preset, progress, options)
     return REGISTRY[method].build(request)

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vcex.checks import check_count, short_list
+from vcex.checks import check_count, check_device, short_list
 from vcex.errors import InputError, ModelError
 from vcex.explainers.result import CounterfactualResult, ResultBuilder
 from vcex.explainers.thresholds import AUTO, explained_thresholds
@@ -182,7 +182,7 @@ class Explainer:
         # why the threshold is what it is, where the caller decided it (e.g. from training images); recorded
         self.threshold_reason: str | None = None
         self.batch_size = check_count("batch_size", batch_size, 1)
-        self.device = torch.device(device) if device is not None else self.classifier.device
+        self.device = check_device(device) if device is not None else self.classifier.device
         self.progress = progress
 
     def settings(self) -> dict:
