@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import re
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,7 +71,14 @@ def read_class_names(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--classes file {path} does not exist: give a text file with one class name per line")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"--classes file {path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#x}); "
+            "save it as UTF-8"
+        ) from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise InputError(f"--classes file {path} is empty: write one class name per line")
     return names
@@ -84,9 +92,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_pickle(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.save`` file: a zip archive with a pickle but no TorchScript code, or a bare
+    pickle (older torch). Only the archive's names and the first byte are read."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return not any(name.endswith("constants.pkl") or "/code/" in name for name in names)
+    with path.open("rb") as file:
+        return file.read(1) == b"\x80"  # pickle's PROTO opcode
+
+
 def _load_script(path: Path, map_location: str | torch.device) -> nn.Module:
     if not path.is_file():
         raise InputError(f"--classifier file {path} does not exist")
+    if is_pickle(path):
+        raise ModelError(
+            f"--classifier {path} is not a TorchScript file: it was saved with torch.save, a pickle, which vcex "
+            "never loads (unpickling runs code from the file); save the model with "
+            "torch.jit.save(torch.jit.script(model), PATH), or its state_dict as safetensors and give "
+            "--classifier package.module:factory --weights FILE.safetensors"
+        )
     try:
         with warnings.catch_warnings():
             # recent torch marks TorchScript deprecated in favour of torch.export; the files it wrote still load
