@@ -32,6 +32,8 @@ from vcex.models.state import evaluating
 SCRIPT_SUFFIXES = (".pt", ".pth", ".ts")
 # package.module:factory, each part a Python identifier
 ENTRY_POINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# how a file of torch.save's legacy (pre-1.6) format begins: pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 # images the one check runs the model on: enough to see its output shape, few enough to cost nothing
 CHECK_IMAGES = 8
 
@@ -100,7 +102,9 @@ def is_pickle(path: Path) -> bool:
             names = archive.namelist()
         return not any(name.endswith("constants.pkl") or "/code/" in name for name in names)
     with path.open("rb") as file:
-        return file.read(1) == b"\x80"  # pickle's PROTO opcode
+        data = file.read()
+    # a bare pickle: PROTO first and STOP last; or torch's legacy format, which opens with its pickled magic number
+    return (data[:1] == b"\x80" and data[-1:] == b".") or data.startswith(LEGACY_TORCH_MAGIC)
 
 
 def _load_script(path: Path, map_location: str | torch.device) -> nn.Module:
@@ -155,6 +159,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
+        if is_pickle(path):
+            raise InputError(
+                f"--weights {path} is not a safetensors file: it was saved with torch.save, a pickle, which vcex "
+                "never loads (unpickling runs code from the file); save the state dict with "
+                "safetensors.torch.save_file(model.state_dict(), 'FILE.safetensors')"
+            ) from None
         raise InputError(f"--weights {path} is not a readable safetensors file ({error})") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
