@@ -183,10 +183,12 @@ class _Touch:
         return (Path.touch, (self.path,))
 
 
-def pickled(folder: Path) -> str:
-    """A torch.save'd (pickled) state dict that would create PICKLE_MARKER if it were ever unpickled."""
+def pickled(folder: Path, legacy: bool = False) -> str:
+    """A torch.save'd (pickled) state dict that would create PICKLE_MARKER if it were ever unpickled (``legacy``:
+    in torch's pre-1.6 format, a bare pickle stream rather than a zip archive)."""
     path = folder / "weights.pt"
-    torch.save({"linear.weight": torch.zeros(10, 784), "trap": _Touch(folder / PICKLE_MARKER)}, str(path))
+    state = {"linear.weight": torch.zeros(10, 784), "trap": _Touch(folder / PICKLE_MARKER)}
+    torch.save(state, str(path), _use_new_zipfile_serialization=not legacy)
     return str(path)
 
 
@@ -511,7 +513,7 @@ CASES: list[Case] = [
          argv=_cli("explain", "--out", "{d}/o", "--n", "0")),
     Case("cli-n-text", "--n ten", r"--n: expected a whole number",
          argv=_cli("explain", "--out", "{d}/o", "--n", "ten")),
-    Case("cli-n-too-many", "--n 999999 (MNIST's test split has 500)", r"--n must lie in \[1, ",
+    Case("cli-n-too-many", "--n 999999 (MNIST's test split has 1,000)", r"--n must lie in \[1, ",
          argv=_cli("explain", "--out", "{d}/o", "--n", "999999")),
     Case("cli-lr-negative", "--lr -1", r"--lr: expected a positive finite number", argv=_explain_cli("--lr", "-1")),
     Case("cli-lr-nan", "--lr nan", r"--lr: expected a positive finite number", argv=_explain_cli("--lr", "nan")),
@@ -560,8 +562,12 @@ CASES: list[Case] = [
          r"not a TorchScript file: it was saved with torch.save, a pickle, which vcex never loads",
          argv=_with(pickled, lambda d, f: ["explain", "--classifier", f, "--out", f"{d}/o"]),
          after=never_unpickled),
+    Case("cli-classifier-legacy-pickle", "--classifier a torch.save file of the legacy (pre-1.6) format",
+         r"not a TorchScript file: it was saved with torch.save",
+         argv=_with(lambda d: pickled(d, legacy=True), lambda d, f: ["explain", "--classifier", f, "--out", f"{d}/o"]),
+         after=never_unpickled),
     Case("cli-weights-pickled", "--weights a pickled .pt for an entry point (refused, never unpickled)",
-         r"not a readable safetensors file",
+         r"not a safetensors file: it was saved with torch.save, a pickle, which vcex never loads",
          argv=_with(pickled, lambda d, f: ["explain", "--classifier", "user_model_factory:make", "--weights", f,
                                            "--out", f"{d}/o"]),
          after=never_unpickled),
