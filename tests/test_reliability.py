@@ -21,7 +21,7 @@ from reliability_cases import CASES, attempt, failing_writes, problems
 import vcex
 from vcex import pipeline
 from vcex.cli import main
-from vcex.explainers import CounterfactualAttack
+from vcex.explainers import CounterfactualAttack, CounterfactualResult
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -139,6 +139,27 @@ def test_full_disk_gives_one_line_keeps_finished_chunks_and_a_rerun_completes(re
     assert chunks[0].read_bytes() == saved_bytes(reference)[first]
 
     assert main([*EXPLAIN, "--out", str(out)]) == 0  # space again: the half chunk is recomputed
+    assert json.loads((out / "metrics.json").read_text())["resumed_chunks"] == 1
+    assert saved_bytes(out) == saved_bytes(reference)
+
+
+def test_ctrl_c_mid_job_says_so_in_one_line_and_a_rerun_resumes(reference, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "interrupted"
+    small_chunks(monkeypatch)
+    save, saves = CounterfactualResult.save, []
+
+    def save_then_interrupt(self, path):
+        if len(saves) == 1:
+            raise KeyboardInterrupt  # the user's Ctrl-C, as the second chunk is about to be written
+        saves.append(path)
+        return save(self, path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CounterfactualResult, "save", save_then_interrupt)
+        assert main([*EXPLAIN, "--out", str(out)]) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["vcex: interrupted; finished chunks are kept and a rerun resumes from them"]
+    assert main([*EXPLAIN, "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["resumed_chunks"] == 1
     assert saved_bytes(out) == saved_bytes(reference)
 
