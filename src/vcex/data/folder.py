@@ -73,7 +73,8 @@ def read_images(
             if shape != first:
                 raise InputError(
                     f"{path} is {shape[1]}x{shape[0]} pixels but {paths[0]} is {first[1]}x{first[0]} (width x "
-                    "height); images read together must share a size: pass size=(H, W) to resize them"
+                    "height); images read together must share a size: pass size=(H, W) to resize them (on the "
+                    "command line: --dataset folder:PATH@SIZE)"
                 )
         target_size = first
     out = torch.empty(len(paths), channels, *target_size)
