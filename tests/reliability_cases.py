@@ -221,8 +221,15 @@ def text_file(folder: Path, name: str, data: bytes) -> str:
     return str(path)
 
 
-def bar_folder(folder: Path, classes: tuple[str, ...] = ("horizontal", "vertical"), per_class: int = 6) -> Path:
-    """A folder dataset of 8x8 grayscale bars, one subfolder per class."""
+def bar_folder(
+    folder: Path,
+    classes: tuple[str, ...] = ("horizontal", "vertical"),
+    per_class: int = 6,
+    bad_file: bool = False,
+    odd_size: bool = False,
+) -> Path:
+    """A folder dataset of 8x8 grayscale bars, one subfolder per class (``bad_file``: with a text file named .png;
+    ``odd_size``: with one 12x12 image)."""
     import numpy as np
     from PIL import Image
 
@@ -236,6 +243,10 @@ def bar_folder(folder: Path, classes: tuple[str, ...] = ("horizontal", "vertical
             else:
                 image[:, i % 6 : i % 6 + 2] = 255
             Image.fromarray(image).save(root / name / f"{i}.png")
+    if bad_file:
+        (root / classes[0] / "bad.png").write_bytes(b"hello")
+    if odd_size:
+        Image.fromarray(np.zeros((12, 12), np.uint8)).save(root / classes[-1] / "big.png")
     return root
 
 
@@ -484,6 +495,12 @@ CASES: list[Case] = [
          error=DatasetNotFoundError),
     Case("api-unknown-zoo-model", "zoo model 'mnist-resnet'", r"mnist-resnet",
          call=lambda d: __import__("vcex.models").models.load_model("mnist-resnet", progress=False), error=InputError),
+    Case("api-unknown-latent-model", "zoo latent model 'mnist-gan'", r"unknown model 'mnist-gan'",
+         call=lambda d: __import__("vcex.models").models.load_latent_model("mnist-gan", progress=False),
+         error=InputError),
+    Case("api-classifier-as-latent-model", "a zoo classifier asked for as a latent model", r"not a latent model",
+         call=lambda d: __import__("vcex.models").models.load_latent_model("mnist-cnn", progress=False),
+         error=InputError),
     # ---- the CLI: names --------------------------------------------------------------------------------------
     Case("cli-unknown-method", "--method nosuch", r"unknown method 'nosuch'.*attack",
          argv=_explain_cli("--method", "nosuch")),
@@ -504,6 +521,11 @@ CASES: list[Case] = [
          argv=_cli("benchmark", "--suite", "cifar", "--out", "{d}/out")),
     Case("cli-unknown-row", "vcex benchmark --methods nosuch", r"nosuch",
          argv=_cli("benchmark", "--suite", "mnist", "--methods", "nosuch", "--n", "2", "--out", "{d}/out")),
+    Case("cli-global-unknown-reader", "vcex global --reader magic", r"--reader: invalid choice: 'magic'",
+         argv=_cli("global", "--reader", "magic", "--out", "{d}/out")),
+    Case("cli-amortized-lr-without-refine", "--method amortized --lr 0.1 (its one pass takes no step)",
+         r"--lr is the step of the amortized explainer's refinement",
+         argv=_cli("explain", "--method", "amortized", "--lr", "0.1", "--out", "{d}/out")),
     Case("cli-global-rounds-digits", "vcex global --rounds 3 on MNIST", r"--rounds > 1.*faces",
          argv=_cli("global", "--rounds", "3", "--out", "{d}/out")),
     Case("cli-preview-unknown", "vcex datasets preview cifar", r"cifar",
@@ -534,6 +556,12 @@ CASES: list[Case] = [
          argv=_explain_cli("--dataset", "folder:{d}/nowhere")),
     Case("cli-folder-one-class", "--dataset folder:PATH with one class", r"(?i)class",
          argv=_with(lambda d: bar_folder(d, classes=("only",)),
+                    lambda d, root: ["explain", "--dataset", f"folder:{root}", "--out", f"{d}/o"])),
+    Case("cli-folder-bad-image", "--dataset folder:PATH holding a text file named .png", r"cannot read image .*bad.png",
+         argv=_with(lambda d: bar_folder(d, bad_file=True),
+                    lambda d, root: ["explain", "--dataset", f"folder:{root}", "--out", f"{d}/o"])),
+    Case("cli-folder-mixed-sizes", "--dataset folder:PATH of 8x8 and 12x12 images", r"must share a size.*@SIZE",
+         argv=_with(lambda d: bar_folder(d, odd_size=True),
                     lambda d, root: ["explain", "--dataset", f"folder:{root}", "--out", f"{d}/o"])),
     Case("cli-fashion-missing", "--dataset fashion where its files are not (no Debian package, VCEX_FASHION_MNIST "
          "unset)", r"not found.*apt-get install", argv=_explain_cli("--dataset", "fashion"), environment=no_fashion),
