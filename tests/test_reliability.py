@@ -66,15 +66,18 @@ def test_the_table_has_forty_inputs_or_more_through_both_doors():
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's explain jobs in chunks of CHUNK images (as DRIVER does in its own process)."""
     run_explain = pipeline.run_explain
-    monkeypatch.setattr(pipeline, "run_explain", lambda *args, **kwargs: run_explain(*args, **{**kwargs,
-                                                                                        "chunk_size": CHUNK}))
+
+    def in_small_chunks(*args, **kwargs):
+        return run_explain(*args, **{**kwargs, "chunk_size": CHUNK})
+
+    monkeypatch.setattr(pipeline, "run_explain", in_small_chunks)
 
 
 def run_driver(kill_after: int, argv: list[str]) -> subprocess.CompletedProcess:
     """``vcex argv`` in a fresh process (this worktree's vcex, this test's VCEX_HOME), killed as DRIVER says."""
     source = str(Path(vcex.__file__).parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", DRIVER, str(kill_after), str(CHUNK), *argv, "--threads", "1"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
@@ -125,8 +128,7 @@ def test_sigkill_mid_explain_then_rerun_resumes_and_loses_nothing(reference, tmp
     assert steady_metrics(out / "metrics.json") == steady_metrics(reference / "metrics.json")
 
 
-def test_full_disk_gives_one_line_keeps_finished_chunks_and_a_rerun_completes(reference, tmp_path, monkeypatch,
-                                                                              capsys):
+def test_full_disk_gives_one_line_keeps_finished_chunks_and_a_rerun_completes(reference, tmp_path, monkeypatch, capsys):
     out = tmp_path / "full"
     small_chunks(monkeypatch)
     with failing_writes(errno.ENOSPC, after=1)(tmp_path):  # the second chunk's write finds the disk full
@@ -208,4 +210,3 @@ def test_a_corrupt_cache_file_of_a_shipped_model_falls_back_to_the_shipped_weigh
     with pytest.warns(UserWarning, match="cached mnist-cnn is unusable"):
         loaded = load_model("mnist-cnn", progress=False).state_dict()
     assert all(torch.equal(loaded[key], shipped[key]) for key in shipped)
-
