@@ -60,6 +60,7 @@ class ExplorerPaths:
         local_scores: (M, A) local attribution scores s_a = p_a(cf) - p_a(original), or None;
             local_names: the A descriptor names; local_usable: (A,) bool, probes that beat chance.
         total: images in the whole run (M <= total).
+        class_names: the classifier's class names, where it has them.
     """
 
     method: str
@@ -81,6 +82,7 @@ class ExplorerPaths:
     local_scores: torch.Tensor | None = None
     local_usable: torch.Tensor | None = None
     local_names: list[str] = field(default_factory=list)
+    class_names: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -110,7 +112,7 @@ class ExplorerPaths:
         return dataclass_from_record(cls, {**scalars, **tensors}, f"the explorer's paths in {folder}")
 
 
-def _as_bytes(images: torch.Tensor) -> torch.Tensor:
+def as_bytes(images: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] (any shape) -> uint8 in [0, 255] on the CPU."""
     return (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -148,10 +150,10 @@ def compute_paths(
 ) -> ExplorerPaths:
     """The explorer's paths for the first ``max_images`` images of ``result`` (see the module's docstring).
 
-    ``classifier`` (images in [0, 1] -> logits (N, K)) scores latent and pixel paths; ``latent_model`` decodes the
-    result's latents (the latent model they live in). Decoding and scoring run ``batch_size`` images at a time,
-    under no_grad, with both models' modes and flags restored afterwards. ``local``: the run's local attributions
-    (one row per image of ``result``), kept for the same images.
+    ``classifier`` (images in [0, 1] -> logits (N, K)) scores latent and pixel paths (its ``class_names`` are kept);
+    ``latent_model`` decodes the result's latents (the latent model they live in). Decoding and scoring run
+    ``batch_size`` images at a time, under no_grad, with both models' modes and flags restored afterwards.
+    ``local``: the run's local attributions (one row per image of ``result``), kept for the same images.
 
     Raises:
         InputError: ``points`` < 2, ``max_images`` < 1, or no classifier for a latent or pixel path.
@@ -167,7 +169,7 @@ def compute_paths(
         path = torch.cat([head.originals[:, None], head.sequence], 1)
         path_prob = torch.cat([head.original_prob[:, None], head.sequence_prob], 1).float()
         position = torch.linspace(0, 1, path.shape[1])
-        path = _as_bytes(path)
+        path = as_bytes(path)
     else:
         if classifier is None:
             raise InputError(f"a {kind} path is scored by the classifier: pass classifier=")
@@ -184,8 +186,8 @@ def compute_paths(
         method=result.method,
         kind=kind,
         indices=torch.arange(count),
-        originals=_as_bytes(head.originals),
-        counterfactuals=_as_bytes(head.counterfactuals),
+        originals=as_bytes(head.originals),
+        counterfactuals=as_bytes(head.counterfactuals),
         path=path,
         path_position=position.float(),
         path_prob=path_prob.cpu().float(),
@@ -196,10 +198,11 @@ def compute_paths(
         original_prob=head.original_prob.cpu().float(),
         target_prob=head.target_prob.cpu().float(),
         total=len(result),
-        reconstructions=_as_bytes(reconstructions) if reconstructions is not None else None,
+        reconstructions=as_bytes(reconstructions) if reconstructions is not None else None,
         local_scores=scores,
         local_usable=usable,
         local_names=names,
+        class_names=list(getattr(classifier, "class_names", None) or []) or None,
     )
 
 
@@ -242,7 +245,7 @@ def _interpolated(
             images = images.clamp(low, high)  # as the explainers clamp what they decode
             target = head.target[part].to(device).repeat_interleave(points)
             prob = classifier(images).float().softmax(1).gather(1, target[:, None])[:, 0]
-            paths.append(_as_bytes(images).view(-1, points, *images.shape[1:]))
+            paths.append(as_bytes(images).view(-1, points, *images.shape[1:]))
             probs.append(prob.view(-1, points).cpu())
     return torch.cat(paths), torch.cat(probs)
 
