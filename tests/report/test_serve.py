@@ -17,6 +17,7 @@ from PIL import Image
 from vcex import CounterfactualAttack, InputError
 from vcex.attribution import Descriptors, GlobalExplanation, LatentAttributes
 from vcex.cli import main
+from vcex.errors import CacheError
 from vcex.explainers.pixel_attack import PixelAttack
 from vcex.pipeline import write_outputs
 from vcex.report.paths import PATHS_FILE, PATHS_RECORD, ExplorerPaths, write_paths
@@ -187,6 +188,35 @@ def test_a_run_without_paths_shows_its_endpoints(job, tmp_path):
     expected = [float(pixel_result.original_prob[1]), float(pixel_result.target_prob[1])]
     assert item["path_prob"] == pytest.approx(expected)
     assert Explorer(run).runs_json()["runs"][0]["shown"] == 6  # every image of the run, without the cap of 5
+
+
+def test_a_damaged_run_is_named_and_the_others_still_show(job, tmp_path):
+    shutil.copytree(job[0], tmp_path / "job")
+    (tmp_path / "job" / "attack" / PATHS_FILE).write_bytes(b"cut short")
+    explorer = Explorer(tmp_path / "job")
+    attack, pixel = explorer.runs_json()["runs"]
+    assert attack["shown"] == 0 and "cannot read the explorer's paths" in attack["error"]
+    assert pixel["shown"] == 5 and "error" not in pixel
+    assert {item["run"] for item in explorer.items_json()["items"]} == {1}
+    old = tmp_path / "old"
+    shutil.copytree(job[0] / "rows" / "pixel-key", old)
+    (old / PATHS_FILE).unlink()
+    (old / "counterfactuals.safetensors").write_bytes(b"cut short")
+    with pytest.raises(CacheError, match="cannot read the run's counterfactuals"):
+        Explorer(old).item_json(0, 0)
+
+
+def test_dropped_connections_are_not_reported_and_other_failures_in_one_line(job, capsys):
+    httpd = make_server(job[0], port=0)
+    try:
+        for error in (ConnectionResetError("reset by peer"), BrokenPipeError("broken pipe"), ValueError("odd")):
+            try:
+                raise error
+            except Exception:
+                httpd.handle_error(None, ("127.0.0.1", 5))
+    finally:
+        httpd.server_close()
+    assert capsys.readouterr().err == "vcex serve: a request from 127.0.0.1 failed: ValueError('odd')\n"
 
 
 def test_http_api_answers_json_pngs_and_404s(server):

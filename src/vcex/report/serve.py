@@ -57,7 +57,6 @@ class Run:
     name: str
     metrics: dict
     _paths: ExplorerPaths | None = field(default=None, repr=False)
-    error: str | None = None
 
     def paths(self) -> ExplorerPaths:
         """The run's explorer paths, read once (or made from its counterfactuals when it has none)."""
@@ -81,8 +80,13 @@ def endpoint_paths(folder: Path, max_images: int = PATH_IMAGES) -> ExplorerPaths
             total = int(file.get_slice("target").get_shape()[0])
             count = min(max_images, total)
             rows = {name: file.get_slice(name)[:count] for name in file.keys()}
-    except Exception as error:  # noqa: BLE001 - any damage means the same to the explorer
-        raise CacheError(f"cannot read the run's counterfactuals {path} ({error})") from error
+        return _endpoints(scalars, rows, count, total)
+    except Exception as error:  # noqa: BLE001 - any damage or missing field means the same to the explorer
+        raise CacheError(f"cannot read the run's counterfactuals {path} ({error!r})") from error
+
+
+def _endpoints(scalars: dict, rows: dict[str, torch.Tensor], count: int, total: int) -> ExplorerPaths:
+    """:func:`endpoint_paths` from a result's scalars and its first ``count`` rows of tensors."""
     threshold = scalars.get("threshold", 0.5)
     target = rows["target"].long()
     if isinstance(threshold, list):
@@ -346,18 +350,29 @@ class ExplorerHandler(BaseHTTPRequestHandler):
         """Requests are not logged: a scrubbed slider makes dozens a second."""
 
 
-def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+class ExplorerServer(ThreadingHTTPServer):
+    """The standard library's threading server, quiet about connections the browser drops."""
+
+    daemon_threads = True  # a browser's open connection does not keep the process alive
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # a scrubbed slider cancels the images it no longer needs
+            return
+        print(f"vcex serve: a request from {client_address[0]} failed: {error!r}", file=sys.stderr)
+
+
+def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0) -> ExplorerServer:
     """A server of the explorer over ``root`` on ``host:port`` (port 0: a free one), not yet serving; its address
     is ``server.server_address``. Refuses a folder without runs and a port that cannot be bound."""
     explorer = Explorer(root)
     handler = type("BoundExplorerHandler", (ExplorerHandler,), {"explorer": explorer})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = ExplorerServer((host, port), handler)
     except OSError as error:
         raise InputError(
             f"cannot listen on {host}:{port} ({error.strerror or error}): pick another --port, or 0 for a free one"
         ) from None
-    server.daemon_threads = True  # a browser's open connection does not keep the process alive
     return server
 
 
@@ -379,4 +394,4 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8765, quiet: bo
         server.server_close()
 
 
-__all__ = ["Explorer", "endpoint_paths", "find_runs", "make_server", "serve"]
+__all__ = ["Explorer", "ExplorerServer", "endpoint_paths", "find_runs", "make_server", "serve"]
