@@ -137,3 +137,10 @@ def test_bad_settings_are_refused(attack, attack_result, tiny_classifier):
         compute_paths(attack_result, tiny_classifier, attack.latent_model, max_images=0)
     with pytest.raises(InputError, match="pass classifier="):
         compute_paths(attack_result, None, attack.latent_model)
+
+
+def test_paths_keep_the_classifier_class_names(attack, attack_result, tiny_classifier, monkeypatch):
+    assert compute_paths(attack_result, tiny_classifier, attack.latent_model, points=2).class_names is None
+    names = [f"digit {k}" for k in range(10)]
+    monkeypatch.setattr(tiny_classifier, "class_names", names)
+    assert compute_paths(attack_result, tiny_classifier, attack.latent_model, points=2).class_names == names

@@ -185,7 +185,7 @@ function drawGlobal(outputs) {
       const figure = document.createElement("div");
       const title = document.createElement("h3");
       const where = output.name === "." ? "" : ` (${output.name})`;
-      title.textContent = `${output.dataset || ""} ${chart.title}${where}: n = ${chart.n}`;
+      title.textContent = `${output.dataset ? output.dataset + ": " : ""}${chart.title}${where} (n = ${chart.n})`;
       const bars = document.createElement("div");
       bars.className = "bars";
       drawBars(bars, chart.bars);
