@@ -286,6 +286,7 @@ def test_clicking_an_image_and_moving_the_slider_show_its_path(page, job):
     page, requests = page
     paths = ExplorerPaths.load(job[0] / "attack")
     assert len(_tiles(page)) == 13
+    assert "showing the first 5 of 6 images of rows/pixel-key" in page.inner_text("#root")
     page.click('.tile[data-run="0"][data-index="2"]')
     page.wait_for_selector("#detail:not([hidden])")
     assert page.get_attribute("#img-counterfactual", "src") == "/image/0/2/counterfactual.png"

@@ -201,7 +201,10 @@ async function start() {
     const listing = await getJSON("/api/runs");
     state.runs = listing.runs;
     state.items = (await getJSON("/api/items")).items;
-    $("root").textContent = listing.root;
+    const capped = listing.runs.filter((run) => !run.error && run.n > run.shown);
+    // a run stores paths for its first images only (vcex.report.paths.PATH_IMAGES): say so where it has more
+    const note = capped.map((run) => `the first ${run.shown} of ${run.n} images of ${run.name}`).join(", ");
+    $("root").textContent = listing.root + (note ? ` (showing ${note})` : "");
     const broken = listing.runs.filter((run) => run.error).map((run) => `${run.name}: ${run.error}`);
     say(broken.join("; "));
     fillSelect($("filter-method"), [...new Set(state.items.map((item) => item.method))]);
