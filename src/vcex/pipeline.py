@@ -35,6 +35,7 @@ from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
 from vcex.records import write_json
 from vcex.report import result_grid, save_png
+from vcex.report.paths import PATH_IMAGES, write_paths
 
 if TYPE_CHECKING:
     from vcex.attribution import Descriptors, ExplainAway, ImageAttributes, LatentAttributes
@@ -355,7 +356,7 @@ def run_explain(
         metrics["fit_seconds"] = 0.0 if explainer.loaded else explainer.fit_seconds
         metrics["recorded_fit_seconds"] = explainer.fit_seconds
         metrics["refine_steps"] = explainer.refine_steps
-    write_outputs(out, result, metrics)
+    write_outputs(out, result, metrics, explainer)
     return result, metrics
 
 
@@ -425,13 +426,23 @@ def _target_key(target: TargetSpec) -> str:
     return str(target)
 
 
-def write_outputs(out: str | Path, result: CounterfactualResult, metrics: dict) -> None:
-    """metrics.json, counterfactuals.safetensors (+ .json) and grid.png in ``out``."""
+def write_outputs(
+    out: str | Path,
+    result: CounterfactualResult,
+    metrics: dict,
+    explainer: Explainer | None = None,
+    *,
+    explorer_images: int = PATH_IMAGES,
+) -> None:
+    """metrics.json, counterfactuals.safetensors (+ .json) and grid.png in ``out``, and for ``vcex serve`` the
+    paths from original to counterfactual of the first ``explorer_images`` images (0: none), decoded and scored
+    by ``explainer``'s models (:func:`vcex.report.paths.write_paths`; without an explainer only DISC's)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     result.save(out / "counterfactuals.safetensors")
     save_png(result_grid(result, 16), out / "grid.png")
+    write_paths(out, result, explainer, max_images=explorer_images)
 
 
 # the descriptor readers of `vcex global --reader`: linear probes on latents (the paper's) or a CNN on images;

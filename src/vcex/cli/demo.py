@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> None:
         explainer = build_explainer(method, bench, progress=not args.quiet)
         result = explainer.explain(images, target="second")
         record = evaluate_result(result, bench, device=str(explainer.device))
-        write_outputs(out / method, result, record)
+        write_outputs(out / method, result, record, explainer)
         results.append(result)
         metrics.append(record)
         mnac = f"  MNAC {record['mnac']:.2f}" if record.get("mnac") is not None else ""

@@ -19,6 +19,13 @@ def to_rgb(image: torch.Tensor) -> torch.Tensor:
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(C, H, W) with C in {1, 3}, floats in [0, 1] (clamped) or uint8 in [0, 255] -> an RGB PIL image."""
+    if image.dtype != torch.uint8:
+        image = (image.detach().float().cpu().clamp(0, 1) * 255).round().byte()
+    return Image.fromarray(to_rgb(image.cpu()).permute(1, 2, 0).contiguous().numpy())
+
+
 def signed_difference(original: torch.Tensor, counterfactual: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """Diverging map of counterfactual - original, channel-averaged: red where it brightens, blue
     where it darkens, white where nothing changed. Returns (3, H, W) in [0, 1]."""
@@ -60,8 +67,7 @@ def grid_image(
         if row_labels:
             draw.text((2, top + r * cell_h + cell_h // 2 - 5), row_labels[r], fill="black")
         for c, image in enumerate(row):
-            pixels = (to_rgb(image.detach().float().cpu()).clamp(0, 1) * 255).round().byte()
-            tile = Image.fromarray(pixels.permute(1, 2, 0).numpy()).resize((width * zoom, height * zoom), Image.NEAREST)
+            tile = to_pil(image).resize((width * zoom, height * zoom), Image.NEAREST)
             canvas.paste(tile, (left + c * cell_w + pad, top + r * cell_h + pad))
             if r < len(wrapped) and c < len(wrapped[r]):
                 for k, line in enumerate(wrapped[r][c]):
@@ -87,8 +93,13 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     return path
 
 
-def png_data_uri(image: Image.Image) -> str:
-    """Embed a picture in HTML without a separate file."""
+def png_bytes(image: Image.Image) -> bytes:
+    """A picture as the bytes of a PNG file (for a data URI, or an HTTP response)."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def png_data_uri(image: Image.Image) -> str:
+    """Embed a picture in HTML without a separate file."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
