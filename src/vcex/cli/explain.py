@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> None:
     # every option with a flag, by build_explainer's name (--refine: refine_steps); those not given are None
     options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
     options = check_method_options(args.method, options)  # before any model is loaded or trained
+    explain_run = run_explain if args.ray is None else ray_explainer(args)
     bench = prepare(args.dataset, progress=not args.quiet, classifier=classifier_from_args(args))
     images = None
     if args.images:
@@ -133,7 +134,6 @@ def run(args: argparse.Namespace) -> None:
         files = [f for item in map(Path, args.images) for f in (image_files(item) if item.is_dir() else [item])]
         channels, height, width = bench.test.image_shape
         images = read_images(files, channels=channels, size=(height, width))
-    explain_run = run_explain if args.ray is None else ray_explainer(args)
     _, metrics = explain_run(
         bench,
         args.method,
