@@ -164,6 +164,21 @@ def test_without_ray_the_error_names_the_extra(monkeypatch, capsys):
     assert error.count("\n") == 1 and 'pip install "vcex[ray]"' in error
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"workers": 0}, "--workers must be a whole number >= 1, got 0"),
+        ({"threads": 0}, "threads per worker must be a whole number >= 1, got 0"),
+        ({"chunk_size": 2.5}, "chunk_size must be a whole number >= 1, got 2.5"),
+        ({"lrr": 0.1}, "--method attack does not use lrr"),
+    ],
+)
+def test_bad_ray_settings_are_refused_before_any_work(tmp_path, settings, message):
+    with pytest.raises(InputError, match=message):
+        run_explain_ray("mnist", "attack", 4, "second", tmp_path, progress=False, **settings)
+    assert not tmp_path.joinpath("chunks").exists()
+
+
 def test_workers_without_ray_is_refused(capsys):
     assert main(["explain", "--n", "2", "--out", "unused", "--workers", "3"]) == 2
     assert "--workers sets how many Ray workers --ray starts" in capsys.readouterr().err

@@ -253,8 +253,9 @@ def run_explain_ray(
     import_ray()  # a missing extra is said before any model is loaded
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers must be a whole number >= 1, got {workers!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads per worker must be a whole number >= 1, got {threads!r}")
+    for name, value in (("threads per worker", threads), ("chunk_size", 1 if chunk_size is None else chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
     options = check_method_options(method, options)
     started = time.perf_counter()
     if isinstance(dataset, str):
@@ -267,6 +268,8 @@ def run_explain_ray(
                 "the workbench explains your own classifier: pass classifier= a function that loads it, so each Ray "
                 "worker loads it too"
             )
+    if images is not None and len(images) != n:
+        raise InputError(f"images must hold the n = {n} images to explain, got {len(images)}")
     run_images = _test_images(bench, n) if images is None else images
     explainer = build_explainer(method, bench, preset=preset, progress=progress and method == "amortized", **options)
     chunk_dir = Path(out).resolve() / "chunks"
@@ -324,7 +327,7 @@ def run_explain_ray(
         "address": address or "local",
         "workers": actors,
         "gpus_per_worker": 1 if gpus else 0,
-        "threads_per_worker": 0 if gpus else threads,
+        "threads_per_worker": threads,
         "chunk_size": chunk_size,
         "chunks": len(starts),
         "nodes": sorted({str(row["node"]) for row in rows}),
