@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from vcex.cli.options import (
@@ -20,11 +22,14 @@ from vcex.cli.options import (
     positive_count,
     positive_number,
 )
+from vcex.distributed import DEFAULT_WORKERS
 from vcex.explainers.registry import METHODS
 
 # the first N test images when --n is not given; the default is applied in run() because --n and --images exclude
 # each other, and only a None tells "not given" apart
 DEFAULT_N = 200
+# --ray without an address: a local Ray instance for this run
+LOCAL_RAY = "local"
 # the metrics printed as one JSON line (all of them are in out/metrics.json)
 SUMMARY_KEYS = ("method", "dataset", "n", "validity", "oracle_agreement", "knn_agreement", "l1", "mnac")
 SUMMARY_KEYS += ("seconds_per_cf",)
@@ -88,6 +93,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     explain.add_argument(
         "--refine", type=count, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
     )
+    explain.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        default=None,
+        metavar="ADDRESS",
+        help='explain the chunks on Ray workers (pip install "vcex[ray]"): alone, a local Ray instance with '
+        "--workers; with a cluster's ADDRESS (HEAD:6379, or auto), its nodes, writing into --out, which every node "
+        "must share (docs/guide/cli.md, Clusters); --threads is then per worker (default 1)",
+    )
+    explain.add_argument(
+        "--workers",
+        type=positive_count,
+        default=None,
+        help=f"with --ray: Ray workers, each loading the models once (default {DEFAULT_WORKERS}; at most one per GPU)",
+    )
     add_common(explain)
     explain.set_defaults(handler=run)
 
@@ -97,11 +118,14 @@ def run(args: argparse.Namespace) -> None:
     from vcex.pipeline import OPTION_FLAGS, check_method_options, parse_target, prepare, run_explain
     from vcex.records import json_text
 
+    if args.workers is not None and args.ray is None:
+        raise InputError("--workers sets how many Ray workers --ray starts: add --ray (or --ray HEAD:6379), or drop it")
     if args.images and args.n is not None:
         raise InputError("--n counts test images; with --images every image given is explained: drop --n")
     # every option with a flag, by build_explainer's name (--refine: refine_steps); those not given are None
     options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
     options = check_method_options(args.method, options)  # before any model is loaded or trained
+    explain_run = run_explain if args.ray is None else ray_explainer(args)
     bench = prepare(args.dataset, progress=not args.quiet, classifier=classifier_from_args(args))
     images = None
     if args.images:
@@ -110,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
         files = [f for item in map(Path, args.images) for f in (image_files(item) if item.is_dir() else [item])]
         channels, height, width = bench.test.image_shape
         images = read_images(files, channels=channels, size=(height, width))
-    _, metrics = run_explain(
+    _, metrics = explain_run(
         bench,
         args.method,
         len(images) if images is not None else DEFAULT_N if args.n is None else args.n,
@@ -122,3 +146,18 @@ def run(args: argparse.Namespace) -> None:
         **options,
     )
     print(json_text({k: metrics[k] for k in SUMMARY_KEYS if k in metrics}, indent=None))
+
+
+def ray_explainer(args: argparse.Namespace) -> Callable[..., tuple]:
+    """``run_explain``'s stand-in for --ray: the same arguments, the chunks explained by Ray workers, each of which
+    loads the classifier from these arguments as this process did."""
+    from vcex.distributed import import_ray, run_explain_ray
+
+    import_ray()  # a missing extra is one line before any model is loaded
+    return functools.partial(
+        run_explain_ray,
+        address=None if args.ray == LOCAL_RAY else args.ray,
+        workers=DEFAULT_WORKERS if args.workers is None else args.workers,
+        classifier=functools.partial(classifier_from_args, args),
+        threads=args.threads or 1,
+    )
