@@ -448,7 +448,7 @@ class DiffAERecipe:
 # cores, ~35 min; docs/benchmarks/diffae.md); faces: the research note's scale for 3 x 32 x 32 with a 64-d z_sem,
 # not yet trained here (docs/guide/diffae.md)
 DIFFAE_RECIPES: dict[str, DiffAERecipe] = {
-    "mnist": DiffAERecipe(DiffAEConfig(), epochs=12, batch_size=64, lr=1e-3),
+    "mnist": DiffAERecipe(DiffAEConfig(), epochs=8, batch_size=64, lr=1e-3),
     "faces": DiffAERecipe(
         DiffAEConfig(channels=3, image_size=32, latent_dim=64, base_channels=64, encoder_channels=(64, 128, 256)),
         epochs=20,
