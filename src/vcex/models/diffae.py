@@ -101,7 +101,9 @@ def _norm(config: DiffAEConfig, channels: int) -> nn.GroupNorm:
 def timestep_embedding(timesteps: Tensor, dim: int) -> Tensor:
     """Sinusoidal embedding of integer timesteps (N,) -> (N, dim), as in the Transformer / DDPM."""
     half = dim // 2
-    frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    frequencies = torch.exp(
+        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+    )
     angles = timesteps.float()[:, None] * frequencies[None]
     embedding = torch.cat([angles.cos(), angles.sin()], 1)
     return F.pad(embedding, (0, dim % 2))
@@ -444,11 +446,14 @@ class DiffAERecipe:
         return {**self.config.record(), "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
 
 
-# the zoo's recipes per dataset family. MNIST: the largest config that fit the CPU budget of one session (2 shared
-# cores, ~35 min; docs/benchmarks/diffae.md); faces: the research note's scale for 3 x 32 x 32 with a 64-d z_sem,
-# not yet trained here (docs/guide/diffae.md)
+# the zoo's recipes per dataset family. MNIST: the largest config that fit the CPU budget of one session (2 cores
+# shared by 8 processes, ~35 min); its 378 steps reconstruct from the inverted x_T (26 dB) but z_sem alone decodes
+# to one blob for every digit (docs/benchmarks/diffae.md): it needs a GPU's 10-30 k steps. Faces: the research
+# note's scale for 3 x 32 x 32 with a 64-d z_sem, not yet trained here (docs/guide/diffae.md)
 DIFFAE_RECIPES: dict[str, DiffAERecipe] = {
-    "mnist": DiffAERecipe(DiffAEConfig(), epochs=8, batch_size=64, lr=1e-3),
+    "mnist": DiffAERecipe(
+        DiffAEConfig(base_channels=16, encoder_channels=(16, 32, 64)), epochs=6, batch_size=64, lr=2e-3
+    ),
     "faces": DiffAERecipe(
         DiffAEConfig(channels=3, image_size=32, latent_dim=64, base_channels=64, encoder_channels=(64, 128, 256)),
         epochs=20,
