@@ -48,6 +48,25 @@ def cnn_accuracy(classifier, images: torch.Tensor, labels: torch.Tensor) -> floa
         return round(float((classifier(images).argmax(1) == labels).float().mean()), 4)
 
 
+@torch.no_grad()
+def z_swap_figures(model, classifier, images: torch.Tensor, labels: torch.Tensor, steps: int = 10) -> dict:
+    """Does z_sem steer the decoder? Decode each image's inverted x_T with the *next* image's z_sem and ask the
+    CNN whose digit it sees: a z_sem that carries the digit makes it read z's digit, not x_T's."""
+    latents = model.encode(images)
+    codes = model.encode_stochastic(images, latents, steps=steps)
+    own = model.decode(latents, x_T=codes, steps=steps)
+    other = torch.roll(torch.arange(len(images)), 1)
+    swapped = model.decode(latents[other], x_T=codes, steps=steps)
+    read = classifier(swapped).argmax(1)
+    return {
+        "images": len(images),
+        "steps": steps,
+        "l1_swapped_vs_own": round(float((swapped - own).abs().mean()), 4),
+        "reads_x_T_digit": round(float((read == labels).float().mean()), 4),
+        "reads_z_digit": round(float((read == labels[other]).float().mean()), 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/diffae.json"))
@@ -59,7 +78,16 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a line about the run's conditions, kept in the JSON")
     parser.add_argument("--grid", type=Path, default=Path("docs/img/diffae-mnist.png"), help="the picture to write")
     parser.add_argument("--grid-only", action="store_true", help="only draw --grid from the cached models")
+    parser.add_argument("--z-swap-only", action="store_true", help="add the z-swap figures to --out's JSON")
     args = parser.parse_args()
+    if args.z_swap_only:
+        result = json.loads(args.out.read_text())
+        test = load_dataset("mnist", "test")
+        model, classifier = load_model("mnist-diffae", progress=False), load_classifier("mnist-cnn", progress=False)
+        result["diffae"]["z_swap"] = z_swap_figures(model, classifier, test.images[:64], test.labels[:64])
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.page.write_text(render(result))
+        return
     if args.grid_only:
         write_grid(load_model("mnist-diffae", progress=False), load_model("mnist-vae", progress=False), args)
         return
@@ -99,6 +127,7 @@ def main() -> None:
         diffae[f"steps_{steps}"] = figures
         print(steps, figures, flush=True)
 
+    diffae["z_swap"] = z_swap_figures(model, classifier, images[:64], labels[:64])
     vae = load_model("mnist-vae", progress=False)
     with torch.no_grad():
         latents = vae.encode(images)
@@ -218,6 +247,16 @@ def render(result: dict) -> str:
         "![test digits and their reconstructions](../img/diffae-mnist.png)",
         "",
     ]
+    swap = diffae.get("z_swap")
+    if swap:
+        lines += [
+            f"**Does z_sem steer the decoder?** Each of {swap['images']} test digits decoded from its own inverted x_T "
+            f"with the next digit's z_sem ({swap['steps']} steps): the CNN reads the x_T's digit on "
+            f"{swap['reads_x_T_digit']:.1%} and the z_sem's on {swap['reads_z_digit']:.1%}; the swap moves pixels by "
+            f"L1 {swap['l1_swapped_vs_own']:.4f} (in the published DiffAE, z_sem sets the content and x_T only "
+            "stochastic details).",
+            "",
+        ]
     if last["fixed_noise_cnn_accuracy"] < 0.5:
         lines += [
             "**Not usable for explanations yet.** From the fixed noise every digit decodes to the same noise-like "
