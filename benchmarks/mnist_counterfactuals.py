@@ -560,6 +560,9 @@ QUESTIONS = [
     ("What does the style generator's small config reach on a 15-minute CPU budget?", [
         "benchmarks/faces-style-budget.md"
     ]),
+    ("How well and how fast does the small diffusion autoencoder (GCD's backend) decode, beside the VAE?", [
+        "benchmarks/diffae.md"
+    ]),
     ("What does each part of DISC (model inversion, no generator) add, on MNIST and on faces?", [
         "benchmarks/disc.md", "benchmarks/disc-faces.md"
     ]),

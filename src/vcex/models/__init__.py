@@ -1,6 +1,7 @@
 """Models: the classifier wrapper, the zoo's architectures, latent backends and the train-or-load cache."""
 
 from vcex.models.classifiers import Classifier, KNNOracle, OracleNet, SmallCNN, as_classifier
+from vcex.models.diffae import DiffAEConfig, DiffusionAutoencoder
 from vcex.models.latent import VAE, ClassAutoencoders, LatentModel, as_latent_model
 from vcex.models.whitening import WhitenedLatentModel
 from vcex.models.zoo import (
@@ -17,6 +18,8 @@ __all__ = [
     "VAE",
     "ClassAutoencoders",
     "Classifier",
+    "DiffAEConfig",
+    "DiffusionAutoencoder",
     "KNNOracle",
     "LatentModel",
     "OracleNet",

@@ -26,6 +26,7 @@ from vcex.data.folder import FOLDER_PREFIX
 from vcex.data.profiles import profile_for
 from vcex.errors import CacheError, InputError
 from vcex.models.classifiers import Classifier, FaceCNN, KNNOracle, OracleNet, SmallCNN
+from vcex.models.diffae import DIFFAE_RECIPES, DiffusionAutoencoder, reconstruction_figures, train_diffae
 from vcex.models.latent import VAE, ClassAutoencoders
 from vcex.models.training import accuracy, class_autoencoder_loss, classification_loss, fit
 
@@ -222,6 +223,8 @@ def model_spec(name: str) -> ModelSpec:
     """The recipe behind a zoo name such as ``"mnist-cnn"``, ``"fashion-vae"``, ``"faces-style"``."""
     if name in FACE_MODELS:
         return _face_model_spec(name)
+    if name in DIFFAE_MODELS:
+        return _diffae_spec(name)
     spec = _dataset_model_spec(name)
     if profile_for(spec.dataset).faces:
         spec.config = {**spec.config, "image_size": FACES_MODEL_SIZE}
@@ -329,7 +332,44 @@ def model_names() -> list[str]:
     """Every name :func:`load_model` accepts."""
     from vcex.data import dataset_names
 
-    return [f"{d}-{r}" for d in dataset_names() for r in DATASET_ROLES] + list(FACE_MODELS)
+    return [f"{d}-{r}" for d in dataset_names() for r in DATASET_ROLES] + list(FACE_MODELS) + list(DIFFAE_MODELS)
+
+
+# ---------------------------------------------------------------------------------------------
+# diffusion autoencoders (vcex.models.diffae): GCD's backend as published, recipes in DIFFAE_RECIPES
+# ---------------------------------------------------------------------------------------------
+
+DIFFAE_MODELS = {"mnist-diffae": "mnist", "faces-diffae": "faces"}
+# test images the zoo's record measures reconstruction on (inversion + decoding of each is 2 x steps UNet passes)
+DIFFAE_TEST_IMAGES = 200
+
+
+def _diffae_spec(name: str) -> ModelSpec:
+    dataset = DIFFAE_MODELS[name]
+    recipe = DIFFAE_RECIPES[dataset]
+
+    def build(data: object) -> nn.Module:
+        torch.manual_seed(14)
+        return DiffusionAutoencoder(recipe.config)
+
+    def train(model: nn.Module, train: object, test: object, seed: int, progress: bool) -> dict:
+        train_diffae(
+            model,
+            train.images,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            lr=recipe.lr,
+            seed=seed,
+            progress=progress,
+        )
+        figures = reconstruction_figures(model, test.images[:DIFFAE_TEST_IMAGES])
+        return {"latent_radius": round(model.latent_radius, 4), **{f"test_{k}": v for k, v in figures.items()}}
+
+    if dataset == "faces":
+        from vcex.data.faces_tasks import load_face_table
+
+        return ModelSpec(name, "diffae", dataset, build, train, 14, recipe.record(), load_face_table)
+    return ModelSpec(name, "diffae", dataset, build, train, 14, recipe.record())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,10 +564,10 @@ def load_classifier(name: str, **kwargs) -> Classifier:
     return model
 
 
-def load_latent_model(name: str, **kwargs) -> VAE:
-    """A zoo latent model (``"mnist-vae"``) with ``encode``/``decode``."""
+def load_latent_model(name: str, **kwargs) -> VAE | DiffusionAutoencoder:
+    """A zoo latent model (``"mnist-vae"``, ``"mnist-diffae"``) with ``encode``/``decode``."""
     model = load_model(name, **kwargs)
-    if not isinstance(model, VAE):
+    if not isinstance(model, (VAE, DiffusionAutoencoder)):
         raise InputError(f"{name!r} is not a latent model")
     return model
 
