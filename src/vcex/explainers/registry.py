@@ -19,7 +19,7 @@ import torch
 from vcex.cache import cache_dir
 from vcex.data import dataset_file_stem
 from vcex.data.profiles import profile_for
-from vcex.errors import VcexError
+from vcex.errors import InputError, VcexError
 from vcex.explainers.amortized import AmortizedCounterfactual
 from vcex.explainers.base import Explainer
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
@@ -59,6 +59,9 @@ class Method:
     options: tuple[str, ...]
     build: Callable[[BuildRequest], Explainer]
     demo: bool = False  # whether ``vcex demo`` compares it
+    # whether it explains a black-box classifier (vcex.models.blackbox: queries only, no gradients, no fit that
+    # backpropagates through the classifier)
+    black_box: bool = False
 
 
 def _build_attack(request: BuildRequest) -> Explainer:
@@ -155,6 +158,8 @@ METHODS: dict[str, Method] = {
             ("threshold", "batch_size", "device", "space", "probe_c"),
             _build_linear,
             demo=True,
+            # its probe is fitted to the classifier's predictions and the edit is checked by forward passes
+            black_box=True,
         ),
         Method(
             "amortized",
@@ -174,3 +179,16 @@ METHODS: dict[str, Method] = {
     )
 }
 DEMO_METHODS = tuple(name for name, method in METHODS.items() if method.demo)
+
+
+def check_black_box(method: str, black_box: bool) -> None:
+    """Refuse, in one line naming the methods that can, to explain a black-box classifier (``black_box``:
+    :func:`vcex.models.blackbox.is_black_box`, or the CLI's --black-box) with ``method`` (a :data:`METHODS` name)
+    when it needs the classifier's gradients. Anything else passes."""
+    if black_box and method in METHODS and not METHODS[method].black_box:
+        usable = [f"{name} ({entry.explainer.__name__})" for name, entry in METHODS.items() if entry.black_box]
+        raise InputError(
+            f"--method {method} ({METHODS[method].explainer.__name__}) needs the classifier's gradients, but this "
+            f"classifier is a black box (an ONNX file, or --black-box): use --method {' | '.join(usable)}, or give "
+            "a differentiable model (a TorchScript file without --black-box, or package.module:factory)"
+        )
