@@ -11,12 +11,13 @@ from vcex.cli.options import (
     add_dataset,
     add_device,
     add_max_steps,
+    add_model_forms,
     add_n,
     add_out,
     add_threshold,
     add_whiten,
-    classifier_from_args,
     count,
+    models_from_args,
     positive_count,
     positive_number,
 )
@@ -88,6 +89,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     explain.add_argument(
         "--refine", type=count, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
     )
+    add_model_forms(explain)
     add_common(explain)
     explain.set_defaults(handler=run)
 
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
     # every option with a flag, by build_explainer's name (--refine: refine_steps); those not given are None
     options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
     options = check_method_options(args.method, options)  # before any model is loaded or trained
-    bench = prepare(args.dataset, progress=not args.quiet, classifier=classifier_from_args(args))
+    bench = prepare(args.dataset, progress=not args.quiet, **models_from_args(args, args.method))
     images = None
     if args.images:
         from vcex.data import image_files, read_images
