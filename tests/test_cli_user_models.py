@@ -337,3 +337,25 @@ def test_a_folder_says_which_latent_model_it_trains_and_how_to_pass_ones_own(
     assert main([*argv, "--out", str(tmp_path / "again")]) == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "--latent-model" in line]
     assert len(said) == 1 and "using the one trained for it earlier" in said[0]
+
+
+@pytest.mark.parametrize("form", ["onnx", "torchscript --black-box", "entry point --black-box"])
+def test_every_black_box_form_is_checked_for_class_count_and_class_names(form, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    two = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
+    if form == "onnx":
+        classifier = [str(export_onnx(two, tmp_path / "two.onnx"))]
+    elif form.startswith("torchscript"):
+        torch.jit.save(torch.jit.script(two), str(tmp_path / "two.pt"))
+        classifier = [str(tmp_path / "two.pt"), "--black-box"]
+    else:
+        classifier = ["user_model_factory:make", "--black-box"]  # 10 classes: the --classes file is what is wrong
+    classes = tmp_path / "classes.txt"
+    classes.write_text("zero\none\ntwo\n")
+    out = str(tmp_path / "out")
+    assert main(["explain", "--classifier", *classifier, "--classes", str(classes), *LINEAR, "--out", out]) == 2
+    line = one_line_error(capsys)
+    if form.startswith("entry"):
+        assert "--classes names 3 classes but the dataset and the classifier have 10" in line
+    else:
+        assert "returns 2 classes but the dataset has 10" in line

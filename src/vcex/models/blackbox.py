@@ -129,8 +129,6 @@ class BlackBoxClassifier(Classifier):
             num_classes = check_count("num_classes", num_classes, 2)
         if outputs not in OUTPUTS:
             raise InputError(f"outputs must be one of {', '.join(map(repr, OUTPUTS))}, got {outputs!r}")
-        if class_names is not None and num_classes is not None and len(class_names) != num_classes:
-            raise InputError(f"{len(class_names)} class names for a black box of {num_classes} classes")
         super().__init__(
             _Answers(fn, num_classes, outputs),
             mean=mean,

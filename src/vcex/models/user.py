@@ -203,10 +203,11 @@ def load_user_classifier(
         network = None if onnx else load_torchscript(path, map_location)
         source = {"file": str(path.resolve()), "sha256": file_sha256(path) if path.is_file() else ""}
     options = {"mean": mean, "std": std, "input_shape": input_shape, "class_names": names}
+    # a box's class count comes from its answers (or the ONNX file); check_user_classifier compares --classes with it
     if onnx:
-        classifier = BlackBoxClassifier.from_onnx(spec, len(names) if names else None, **options)
+        classifier = BlackBoxClassifier.from_onnx(spec, **options)
     elif black_box:
-        classifier = BlackBoxClassifier(network, len(names) if names else None, **options)
+        classifier = BlackBoxClassifier(network, None, **options)
     else:
         classifier = Classifier(network, **options)
     if onnx or black_box:
