@@ -171,12 +171,16 @@ def prepare(
     explained = user if user is not None else models["cnn"]
     source = getattr(user, "source", {"model": type(user).__name__}) if user is not None else None
     if black_box and not is_black_box(explained):
-        # the zoo's classifier queried as a box: its class names and input shape stay known, its gradients not
-        zoo = explained
+        # the classifier queried as a box: its class names and input shape stay known, its gradients not
+        white = explained
         explained = BlackBoxClassifier(
-            zoo, test.num_classes, input_shape=zoo.input_shape, class_names=zoo.class_names, value_range=zoo.value_range
+            white,
+            test.num_classes,
+            input_shape=getattr(white, "input_shape", None),
+            class_names=getattr(white, "class_names", None),
+            value_range=getattr(white, "value_range", (0.0, 1.0)),
         )
-        explained.training_record = getattr(zoo, "training_record", {})
+        explained.training_record = getattr(white, "training_record", {})
         source = {**(source or {"model": roles.get("cnn", "")}), "black_box": True}
     return Workbench(
         dataset=name,

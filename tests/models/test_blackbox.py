@@ -202,5 +202,37 @@ def test_a_black_box_method_explains_a_box_and_the_attack_cannot(tiny_classifier
     box.reset_queries()
     result = edit.explain(test_images[:6])
     assert box.queries > 0 and result.counterfactuals.shape == (6, 1, 28, 28)
-    with pytest.raises(ModelError, match="needs gradients"):
-        CounterfactualAttack(box, tiny_vae, max_steps=2).explain(test_images[:2])
+    box.reset_queries()
+    with pytest.raises(InputError, match=r"^CounterfactualAttack needs the classifier's gradients.*linear \(Linear"):
+        CounterfactualAttack(box, tiny_vae, max_steps=2)
+    assert box.queries == 0  # refused on construction, before any query
+
+
+def test_an_explainer_outside_the_registry_is_judged_by_its_declaration(tiny_classifier):
+    from vcex.explainers.base import Explainer
+    from vcex.explainers.registry import accepts_black_box
+
+    class QueriesOnly(Explainer):
+        needs_gradients = False
+
+    class Differentiates(Explainer):
+        pass
+
+    box = BlackBoxClassifier(tiny_classifier, 10)
+    assert accepts_black_box(QueriesOnly) and not accepts_black_box(Differentiates)
+    QueriesOnly(box)
+    with pytest.raises(InputError, match="^Differentiates needs the classifier's gradients"):
+        Differentiates(box)
+    Differentiates(tiny_classifier)  # a differentiable classifier passes
+
+
+def test_a_copy_of_an_onnx_box_shares_its_session_and_answers_alike(tiny_classifier, images, tmp_path):
+    """``--device`` gives the explainer its own copy of the classifier (copy.deepcopy); a session cannot be copied."""
+    import copy
+
+    path = tmp_path / "user.onnx"
+    torch.onnx.export(tiny_classifier.network, (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False)
+    box = BlackBoxClassifier.from_onnx(path, mean=[0.1307], std=[0.3081])
+    twin = copy.deepcopy(box)
+    assert twin.network.function.session is box.network.function.session
+    assert torch.equal(twin(images[:1]), box(images[:1])) and twin.queries == box.queries == 1
