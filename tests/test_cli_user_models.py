@@ -126,3 +126,236 @@ def test_the_documented_example_makes_a_model_that_explains(tmp_path, capsys):
     assert explain(tmp_path / "run", "--classifier", str(path), "--normalize", "0.1307/0.3081") == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n"] == 4 and metrics["classifier"]["mean"] == [0.1307]
+    # the ONNX file it writes beside (onnx, onnxscript and onnxruntime are in the test extra): the guide's command
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["user.onnx", "user.pt"]  # self-contained
+    argv = ["explain", "--classifier", str(tmp_path / "user.onnx"), *NORMALIZE, *LINEAR, "--out", str(tmp_path / "box")]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "box" / "metrics.json").read_text())["classifier"]["black_box"]
+
+
+def test_the_documented_latent_model_example_explains(tmp_path, capsys):
+    """examples/make_user_latent_model.py (two epochs), then the guide's --latent-model command on its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_user_latent_model", TESTS.parent / "examples" / "make_user_latent_model.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    path = tmp_path / "latent.pt"
+    example.main(str(path), epochs=2)
+    error = float(capsys.readouterr().out.split("reconstruction L1 ")[1].split(")")[0])
+    # measured: 0.069 after 2 epochs (0.047 after the example's 5); a blank image scores 0.131
+    assert error < 0.09
+    assert explain(tmp_path / "run", "--latent-model", str(path)) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["latent_model"]["file"] == str(path.resolve()) and metrics["validity"] >= 0.5
+
+
+# --- black boxes (ONNX files, --black-box) and --latent-model ---
+
+LINEAR = ["--method", "linear", "--n", "4", "--threshold", "0.9", "--quiet"]
+NORMALIZE = ["--normalize", "0.1307/0.3081"]
+
+
+def export_onnx(network: torch.nn.Module, path: Path) -> Path:
+    torch.onnx.export(
+        network, (torch.zeros(1, 1, 28, 28),), str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False
+    )
+    return path
+
+
+@pytest.fixture
+def onnx_file(tiny_classifier, tmp_path):
+    """The tiny classifier's network (expects normalised input) as an ONNX file."""
+    return export_onnx(tiny_classifier.network, tmp_path / "user.onnx")
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_an_onnx_file_is_explained_by_a_black_box_method_with_its_queries(onnx_file, tmp_path):
+    out = tmp_path / "run"
+    argv = ["explain", "--dataset", "mnist", "--classifier", str(onnx_file), *NORMALIZE, *LINEAR, "--out", str(out)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classifier"]["black_box"] and metrics["classifier"]["file"] == str(onnx_file.resolve())
+    # the edit queries the originals, their reconstructions and the counterfactuals: 3 to 4 images per image
+    assert 3 <= metrics["queries_per_cf"] <= 4 and metrics["queries_counted_over"] == 4
+    # a rerun reuses the chunk: no queries spent, none reported
+    assert main(argv) == 0
+    assert "queries_per_cf" not in json.loads((out / "metrics.json").read_text())
+
+
+def test_a_torchscript_file_as_a_black_box_explains_as_the_onnx_file_does(scripted, onnx_file, tmp_path):
+    options = [*NORMALIZE, *LINEAR]
+    assert main(["explain", "--classifier", str(scripted), "--black-box", *options, "--out", str(tmp_path / "ts")]) == 0
+    assert main(["explain", "--classifier", str(onnx_file), *options, "--out", str(tmp_path / "onnx")]) == 0
+    ts, onnx = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ts", "onnx"))
+    assert ts["classifier"]["black_box"] and ts["queries_per_cf"] == onnx["queries_per_cf"]
+    assert ts["validity"] == onnx["validity"]
+
+
+@pytest.mark.parametrize("method", ["attack", "pixel", "amortized", "disc"])
+def test_gradient_methods_refuse_a_black_box_before_any_work(method, onnx_file, scripted, tmp_path, capsys):
+    for classifier in (
+        ["--classifier", str(onnx_file)],
+        ["--classifier", str(scripted), "--black-box"],
+        ["--black-box"],
+    ):
+        argv = ["explain", "--method", method, *classifier, "--quiet", "--out", str(tmp_path / "out")]
+        assert main(argv) == 2
+        line = one_line_error(capsys)
+        assert f"--method {method}" in line and "needs the classifier's gradients" in line and "linear" in line
+        assert not (tmp_path / "out").exists()
+
+
+def test_global_refuses_a_black_box(onnx_file, tmp_path, capsys):
+    assert main(["global", "--classifier", str(onnx_file), *NORMALIZE, "--out", str(tmp_path / "g"), "--quiet"]) == 2
+    assert "--method attack (CounterfactualAttack) needs the classifier's gradients" in one_line_error(capsys)
+
+
+def test_the_zoo_classifier_as_a_black_box(tmp_path):
+    out = tmp_path / "zoo"
+    assert main(["explain", "--dataset", "mnist", "--black-box", *LINEAR, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classifier"] == {"model": "mnist-cnn", "black_box": True} and metrics["queries_per_cf"] >= 3
+
+
+def test_benchmark_runs_only_the_black_box_rows(onnx_file, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--suite", "mnist", "--n", "4", "--classifier", str(onnx_file), *NORMALIZE, "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    record = json.loads((out / "benchmark.json").read_text())
+    assert [row["key"] for row in record["rows"]] == ["linear", "linear-paper"]
+    assert all(row["metrics"]["queries_per_cf"] >= 3 for row in record["rows"])
+    assert main([*argv, "--methods", "pixel", "--quiet"]) == 2
+    assert "--method pixel (PixelAttack) needs the classifier's gradients" in one_line_error(capsys)
+
+
+def nan_network() -> torch.nn.Module:
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with torch.no_grad():
+        network[1].weight.fill_(float("nan"))
+    return network
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2)),
+            "returns 2 classes but the dataset has 10",
+        ),
+        (
+            lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Unflatten(1, (784, 1))),
+            "answered shape (8, 784, 1)",
+        ),
+        (nan_network, "NaN or inf"),
+    ],
+)
+def test_a_bad_onnx_model_is_refused_before_any_work(make, message, tmp_path, capsys):
+    path = export_onnx(make(), tmp_path / "bad.onnx")
+    assert main(["explain", "--classifier", str(path), *LINEAR, "--out", str(tmp_path / "out")]) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_latent_model_from_torchscript_and_entry_point(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    import user_model_factory
+
+    torch.manual_seed(0)
+    autoencoder = user_model_factory.make_latent()
+    weights = tmp_path / "latent.safetensors"
+    save_file(autoencoder.state_dict(), str(weights))
+    scripted_latent = tmp_path / "latent.pt"
+    torch.jit.save(torch.jit.script(autoencoder), str(scripted_latent))
+    runs = {
+        "script": ["--latent-model", str(scripted_latent)],
+        "entry": ["--latent-model", "user_model_factory:make_latent", "--latent-weights", str(weights)],
+    }
+    for name, options in runs.items():
+        assert explain(tmp_path / name, *options) == 0
+    script, entry = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in runs)
+    assert script["latent_model"]["file"] == str(scripted_latent.resolve())
+    assert entry["latent_model"]["entry_point"] == "user_model_factory:make_latent"
+    # the same autoencoder both ways: the same counterfactuals; the zoo's VAE gives others
+    cfs = [load_file(str(tmp_path / d / "counterfactuals.safetensors"))["counterfactuals"] for d in runs]
+    assert torch.equal(*cfs)
+    assert explain(tmp_path / "zoo") == 0
+    assert not torch.equal(cfs[0], load_file(str(tmp_path / "zoo" / "counterfactuals.safetensors"))["counterfactuals"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--latent-model", "user_model_factory:make_half_size_latent"], "failed on images of shape (8, 1, 28, 28)"),
+        (["--latent-model", "user_model_factory:make"], "has no encode or decode method"),
+        (["--latent-model", "user_model_factory:nowhere"], "has no function 'nowhere'"),
+        (["--latent-weights", "w.safetensors"], "--latent-weights goes with --latent-model"),
+    ],
+)
+def test_bad_latent_models_get_one_line(options, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    assert explain(tmp_path / "out", *options) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_latent_model_that_decodes_outside_the_image_range_is_refused(tmp_path, capsys):
+    class Tanh(torch.nn.Module):
+        @torch.jit.export
+        def encode(self, images: torch.Tensor) -> torch.Tensor:
+            return images.flatten(1)
+
+        @torch.jit.export
+        def decode(self, latents: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(latents.view(-1, 1, 28, 28) * 4 - 2)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.decode(self.encode(images))
+
+    path = tmp_path / "tanh.pt"
+    torch.jit.save(torch.jit.script(Tanh()), str(path))
+    assert explain(tmp_path / "out", "--latent-model", str(path)) == 2
+    assert "decodes to values in [-0.96" in one_line_error(capsys)
+
+
+def test_a_folder_says_which_latent_model_it_trains_and_how_to_pass_ones_own(
+    bar_folder, tmp_path, shrink_profile, capsys
+):
+    shrink_profile("folder", folder_epochs=(2, 2))
+    root = bar_folder(tmp_path / "bars", per_class=6)
+    argv = ["explain", "--dataset", f"folder:{root}", "--method", "linear", "--n", "2", "--threshold", "0.9", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "--latent-model" in line]
+    assert len(said) == 1 and "training it now (cached at" in said[0] and str(root) in said[0]
+    assert main([*argv, "--out", str(tmp_path / "again")]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "--latent-model" in line]
+    assert len(said) == 1 and "using the one trained for it earlier" in said[0]
+
+
+@pytest.mark.parametrize("form", ["onnx", "torchscript --black-box", "entry point --black-box"])
+def test_every_black_box_form_is_checked_for_class_count_and_class_names(form, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    two = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
+    if form == "onnx":
+        classifier = [str(export_onnx(two, tmp_path / "two.onnx"))]
+    elif form.startswith("torchscript"):
+        torch.jit.save(torch.jit.script(two), str(tmp_path / "two.pt"))
+        classifier = [str(tmp_path / "two.pt"), "--black-box"]
+    else:
+        classifier = ["user_model_factory:make", "--black-box"]  # 10 classes: the --classes file is what is wrong
+    classes = tmp_path / "classes.txt"
+    classes.write_text("zero\none\ntwo\n")
+    out = str(tmp_path / "out")
+    assert main(["explain", "--classifier", *classifier, "--classes", str(classes), *LINEAR, "--out", out]) == 2
+    line = one_line_error(capsys)
+    if form.startswith("entry"):
+        assert "--classes names 3 classes but the dataset and the classifier have 10" in line
+    else:
+        assert "returns 2 classes but the dataset has 10" in line

@@ -380,12 +380,19 @@ def _explained(dataset: str, data: dict) -> str:
 
 
 def _command(
-    suite: str, n: int, out: Path, methods: Sequence[str] | None, device: str | None, classifier: dict | None = None
+    suite: str,
+    n: int,
+    out: Path,
+    methods: Sequence[str] | None,
+    device: str | None,
+    classifier: dict | None = None,
+    latent_model: dict | None = None,
 ) -> str:
-    from vcex.models.user import source_arguments
+    from vcex.models.user import latent_source_arguments, source_arguments
 
     words = ["vcex", "benchmark", "--suite", suite, "--n", str(n), "--out", str(out)]
     words += source_arguments(classifier) if classifier is not None else []
+    words += latent_source_arguments(latent_model) if latent_model is not None else []
     if methods is not None:
         words += ["--methods", *methods]
     if device is not None:
@@ -426,6 +433,7 @@ def run_suite(
     progress: bool = False,
     device: str | None = None,
     classifier: torch.nn.Module | None = None,
+    latent_model: torch.nn.Module | None = None,
 ) -> dict:
     """Run every row of ``suite`` on its first ``n`` test images; write ``benchmark.json`` and ``benchmark.md``.
 
@@ -440,6 +448,7 @@ def run_suite(
         device: where the explainers run (default: the CPU); models for evaluation stay on the CPU.
         classifier: a user's classifier (vcex.models.user.load_user_classifier) explained instead of the suite's
             zoo classifier; the oracles and latent model stay the suite's.
+        latent_model: a user's latent model (vcex.models.user.load_user_latent_model) instead of the suite's.
 
     Returns:
         The ``benchmark.json`` record: suite, n, command, machine, versions, fingerprints and one entry per
@@ -456,7 +465,10 @@ def run_suite(
     out = Path(out)
     started = time.perf_counter()
     bench = prepare(
-        spec.dataset, progress=progress, classifier=classifier if classifier is not None else spec.classifier
+        spec.dataset,
+        progress=progress,
+        classifier=classifier if classifier is not None else spec.classifier,
+        latent_model=latent_model,
     )
     if n > len(bench.test):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
@@ -480,7 +492,7 @@ def run_suite(
         "suite": suite,
         "dataset": bench.dataset,
         "n": n,
-        "command": _command(suite, n, out, methods, device, bench.classifier_source),
+        "command": _command(suite, n, out, methods, device, bench.classifier_source, bench.latent_source),
         "machine": _machine(device),
         "versions": versions(),
         "data": {

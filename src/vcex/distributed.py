@@ -40,8 +40,9 @@ CHUNKS_PER_WORKER = 4
 INSTALL = 'pip install "vcex[ray]"'
 
 # a zoo task name (or None), or what gives the user's classifier in each worker: a function called there (a
-# module-level function or functools.partial, which Ray sends by reference) or a module Ray can serialise
-ClassifierSource = str | torch.nn.Module | Callable[[], "str | torch.nn.Module | None"] | None
+# module-level function or functools.partial, which Ray sends by reference) or a module Ray can serialise; the
+# function may also return prepare()'s model keywords as a dict (classifier, latent_model, black_box: the CLI's)
+ClassifierSource = str | torch.nn.Module | Callable[[], "str | torch.nn.Module | dict | None"] | None
 
 
 def import_ray() -> Any:
@@ -60,17 +61,16 @@ def default_chunk_size(n: int, workers: int) -> int:
     return max(1, min(MAX_CHUNK, math.ceil(n / (CHUNKS_PER_WORKER * workers))))
 
 
-def _classifier(source: ClassifierSource) -> str | torch.nn.Module | None:
-    """What ``prepare(classifier=...)`` takes, from a :data:`ClassifierSource` (a loader is called here)."""
-    if source is None or isinstance(source, (str, torch.nn.Module)):
-        return source
-    return source()
+def _models(source: ClassifierSource) -> dict:
+    """``prepare``'s model keywords from a :data:`ClassifierSource` (a loader is called here)."""
+    loaded = source if source is None or isinstance(source, (str, torch.nn.Module)) else source()
+    return loaded if isinstance(loaded, dict) else {"classifier": loaded}
 
 
 def _workbench(dataset: str, classifier: ClassifierSource, progress: bool) -> Workbench:
     from vcex.pipeline import prepare
 
-    return prepare(dataset, progress=progress, classifier=_classifier(classifier))
+    return prepare(dataset, progress=progress, **_models(classifier))
 
 
 def _test_images(bench: Workbench, n: int) -> torch.Tensor:

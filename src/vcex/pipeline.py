@@ -27,10 +27,11 @@ from vcex.explainers import (
 )
 from vcex.explainers.base import TargetSpec
 from vcex.explainers.registry import METHODS as REGISTRY
-from vcex.explainers.registry import BuildRequest
+from vcex.explainers.registry import BuildRequest, check_black_box
 from vcex.explainers.result import ResultBuilder
 from vcex.explainers.thresholds import training_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
+from vcex.models.blackbox import BlackBoxClassifier, is_black_box
 from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
 from vcex.records import write_json
@@ -82,6 +83,8 @@ class Workbench:
     whitened: dict[str, WhitenedLatentModel] = field(default_factory=dict)
     # a user's classifier (vcex.models.user): what was loaded, for metrics.json; None for the zoo's
     classifier_source: dict | None = None
+    # a user's latent model (--latent-model): what was loaded, for metrics.json; None for the zoo's
+    latent_source: dict | None = None
     # oracle features and labels of real training images, the reference of the diversity metric (once per run)
     _diversity_reference: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -121,28 +124,40 @@ def dataset_for(dataset: str, classifier: str | None = None) -> str:
     return name
 
 
-def prepare(dataset: str, progress: bool = True, classifier: str | torch.nn.Module | None = None) -> Workbench:
+def prepare(
+    dataset: str,
+    progress: bool = True,
+    classifier: str | torch.nn.Module | None = None,
+    *,
+    latent_model: torch.nn.Module | None = None,
+    black_box: bool = False,
+) -> Workbench:
     """Load (training on first use) the classifier, oracles, latent model and realism autoencoders.
 
     Faces (``dataset="faces"`` with ``classifier`` a task name, or ``"faces-<task>"``) use the shared
     style generator (``faces-style``) as latent model and add the attribute oracle for MNAC.
     ``classifier`` may also be a user's model (vcex.models.user.load_user_classifier): it is checked once on a
     few test images before any zoo model is loaded and explained instead of the zoo's; the oracles, latent
-    model and autoencoders stay the zoo's for the dataset.
+    model and autoencoders stay the zoo's for the dataset. ``latent_model`` (vcex.models.user.load_user_latent_model,
+    or any object with encode/decode) replaces the zoo's, checked the same way; without one, a folder dataset's
+    latent model is trained for the folder (and a line on stderr says so). ``black_box``: the zoo's classifier is
+    queried as a :class:`~vcex.models.blackbox.BlackBoxClassifier` (a user's is loaded as one already).
     """
+    from vcex.models.user import check_user_classifier, check_user_latent_model
+
     user = classifier if isinstance(classifier, torch.nn.Module) else None
     name = dataset_for(dataset, None if user is not None else classifier)
     profile = profile_for(name)
     test = load_dataset(name, "test")
     if user is not None:
-        from vcex.models.user import check_user_classifier
-
         check_user_classifier(user, test.images, test.num_classes)
-    roles = {
-        "oracle": f"{name}-oracle",
-        "latent": profile.latent_model or f"{name}-vae",
-        "im-ae": f"{name}-im-ae",
-    }
+    if latent_model is not None:
+        check_user_latent_model(latent_model, test.images)
+    roles = {"oracle": f"{name}-oracle", "im-ae": f"{name}-im-ae"}
+    if latent_model is None:
+        roles["latent"] = profile.latent_model or f"{name}-vae"
+        if name.startswith(FOLDER_PREFIX):
+            _say_folder_latent_model(name, roles["latent"])
     if user is None:
         roles = {"cnn": f"{name}-cnn", **roles}
     if profile.attribute_oracle:
@@ -155,18 +170,56 @@ def prepare(dataset: str, progress: bool = True, classifier: str | torch.nn.Modu
         from vcex.data.faces_tasks import face_task, task_attributes
 
         label_attributes = task_attributes(face_task(name.removeprefix("faces-")))
+    explained = user if user is not None else models["cnn"]
+    source = getattr(user, "source", {"model": type(user).__name__}) if user is not None else None
+    if black_box and not is_black_box(explained):
+        # the classifier queried as a box: its class names and input shape stay known, its gradients not
+        white = explained
+        explained = BlackBoxClassifier(
+            white,
+            test.num_classes,
+            input_shape=getattr(white, "input_shape", None),
+            class_names=getattr(white, "class_names", None),
+            value_range=getattr(white, "value_range", (0.0, 1.0)),
+        )
+        explained.training_record = getattr(white, "training_record", {})
+        source = {**(source or {"model": roles.get("cnn", "")}), "black_box": True}
     return Workbench(
         dataset=name,
         train=load_dataset(name, "train"),
         test=test,
-        classifier=user if user is not None else models["cnn"],
-        latent_model=models["latent"],
+        classifier=explained,
+        latent_model=latent_model if latent_model is not None else models["latent"],
         oracle=models["oracle"],
         knn=load_knn_oracle(name),
         autoencoders=models["im-ae"],
         attributes=models.get("attributes"),
         label_attributes=label_attributes,
-        classifier_source=getattr(user, "source", {"model": type(user).__name__}) if user is not None else None,
+        classifier_source=source,
+        latent_source=getattr(latent_model, "source", {"model": type(latent_model).__name__})
+        if latent_model is not None
+        else None,
+    )
+
+
+def _say_folder_latent_model(dataset: str, name: str) -> None:
+    """One line on stderr: a folder's latent model is the zoo's, trained for the folder (or loaded from the cache),
+    and how to give one's own instead."""
+    import sys
+
+    from vcex.models import model_spec
+
+    path = model_spec(name).path
+    doing = (
+        f"using the one trained for it earlier, cached at {path}"
+        if path.exists()
+        else f"training it now (cached at {path})"
+    )
+    print(
+        f"vcex: no --latent-model for {dataset.removeprefix(FOLDER_PREFIX)}, so its latent model is the zoo's "
+        f"{model_spec(name).role} for this folder, {doing}; pass your own with --latent-model FILE.pt "
+        "(TorchScript exporting encode/decode) or package.module:factory --latent-weights FILE.safetensors",
+        file=sys.stderr,
     )
 
 
@@ -215,6 +268,7 @@ def build_explainer(
     """An explainer by CLI name (:data:`METHODS`) with ``options`` overriding its defaults; the options a
     method takes are declared in :data:`METHOD_OPTIONS` (None counts as not given), any other is refused."""
     options = check_method_options(method, options)
+    check_black_box(method, is_black_box(bench.classifier))  # before the thresholds' queries and any fit
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if preset != "paper":
@@ -330,14 +384,18 @@ def run_explain(
     chunk_dir = out / "chunks" / explain_fingerprint(bench, method, preset, target, explainer, images, options)
     # chunks are copied into tensors preallocated for all n images as they come: one copy of the result is
     # resident, not every chunk plus their join
-    builder, seconds, reused = ResultBuilder(n), 0.0, 0
+    builder, seconds, reused, reused_images = ResultBuilder(n), 0.0, 0, 0
     started = time.perf_counter()
     starts = range(0, n, chunk_size)
+    black_box = explainer.classifier if isinstance(explainer.classifier, BlackBoxClassifier) else None
+    if black_box is not None:
+        black_box.reset_queries()  # the thresholds' and the fit's queries are setup, not the explanations' cost
     for start in track(starts, desc=f"{method} on {n} images", enabled=progress, total=len(starts)):
         part, was_reused = explain_chunk(explainer, images, target, start, chunk_size, chunk_dir)
         builder.add(part)
         seconds += part.seconds
         reused += was_reused
+        reused_images += len(part.target) if was_reused else 0
         del part
     result = builder.result(seconds)
     if isinstance(explainer.latent_model, WhitenedLatentModel):
@@ -352,6 +410,12 @@ def run_explain(
     metrics["resumed_chunks"] = reused
     if bench.classifier_source is not None:
         metrics["classifier"] = bench.classifier_source
+    if bench.latent_source is not None:
+        metrics["latent_model"] = bench.latent_source
+    if black_box is not None and n > reused_images:
+        # images explained in this run only: a resumed chunk's queries were spent (and not counted) in an earlier one
+        metrics["queries_per_cf"] = black_box.queries / (n - reused_images)
+        metrics["queries_counted_over"] = n - reused_images
     if isinstance(explainer, AmortizedCounterfactual):
         metrics["fit_seconds"] = 0.0 if explainer.loaded else explainer.fit_seconds
         metrics["recorded_fit_seconds"] = explainer.fit_seconds
@@ -384,6 +448,7 @@ def explain_fingerprint(
         "images": hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest(),
         # a user's classifier by its file's hash or entry point: another model never reuses these chunks
         **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
+        **({"latent_model": bench.latent_source} if bench.latent_source is not None else {}),
     }
     return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -135,3 +135,39 @@ def test_class_names_from_a_file_are_counted(scripted, tmp_path, mnist_small):
 def test_is_user_classifier(scripted):
     assert is_user_classifier(str(scripted)) and is_user_classifier("pkg.mod:factory")
     assert not is_user_classifier("smiling") and not is_user_classifier(None)
+
+
+def test_a_torchscript_vae_returning_mean_and_log_variance_is_read_by_its_mean(tmp_path, mnist_small):
+    from vcex.models.user import check_user_latent_model, load_user_latent_model
+
+    class TupleVAE(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.to_mean, self.to_logvar, self.decoder = (torch.nn.Linear(784, 4), torch.nn.Linear(784, 4),
+                                                          torch.nn.Linear(4, 784))  # fmt: skip
+
+        @torch.jit.export
+        def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.to_mean(images.flatten(1)), self.to_logvar(images.flatten(1))
+
+        @torch.jit.export
+        def decode(self, latents: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.decoder(latents)).view(-1, 1, 28, 28)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.decode(self.encode(images)[0])
+
+    vae = TupleVAE()
+    path = tmp_path / "vae.pt"
+    torch.jit.save(torch.jit.script(vae), str(path))
+    latent_model = load_user_latent_model(str(path))
+    images = mnist_small[2][:8]
+    with pytest.warns(UserWarning, match="first element is taken as the latent"):
+        check_user_latent_model(latent_model, images)
+    with torch.no_grad():
+        assert torch.allclose(latent_model.encode(images), vae.to_mean(images.flatten(1)), atol=1e-6)
+    assert latent_model.source["sha256"]
+    with pytest.raises(InputError, match="an ONNX file is a black box"):
+        load_user_latent_model("vae.onnx")
+    with pytest.raises(InputError, match="--latent-weights is for an entry point"):
+        load_user_latent_model(str(path), weights=tmp_path / "w.safetensors")

@@ -13,12 +13,13 @@ from vcex.cli.options import (
     add_dataset,
     add_device,
     add_max_steps,
+    add_model_forms,
     add_n,
     add_out,
     add_threshold,
     add_whiten,
-    classifier_from_args,
     count,
+    models_from_args,
     positive_count,
     positive_number,
 )
@@ -109,6 +110,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=None,
         help=f"with --ray: Ray workers, each loading the models once (default {DEFAULT_WORKERS}; at most one per GPU)",
     )
+    add_model_forms(explain)
     add_common(explain)
     explain.set_defaults(handler=run)
 
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> None:
     options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
     options = check_method_options(args.method, options)  # before any model is loaded or trained
     explain_run = run_explain if args.ray is None else ray_explainer(args)
-    bench = prepare(args.dataset, progress=not args.quiet, classifier=classifier_from_args(args))
+    bench = prepare(args.dataset, progress=not args.quiet, **models_from_args(args, args.method))
     images = None
     if args.images:
         from vcex.data import image_files, read_images
@@ -158,6 +160,7 @@ def ray_explainer(args: argparse.Namespace) -> Callable[..., tuple]:
         run_explain_ray,
         address=None if args.ray == LOCAL_RAY else args.ray,
         workers=DEFAULT_WORKERS if args.workers is None else args.workers,
-        classifier=functools.partial(classifier_from_args, args),
+        # every model option (--classifier, --latent-model, --black-box) loaded in each worker as here
+        classifier=functools.partial(models_from_args, args, args.method),
         threads=args.threads or 1,
     )

@@ -8,11 +8,12 @@ from vcex.cli.options import (
     add_common,
     add_dataset,
     add_max_steps,
+    add_model_forms,
     add_n,
     add_out,
     add_threshold,
     add_whiten,
-    classifier_from_args,
+    models_from_args,
     positive_count,
 )
 
@@ -72,6 +73,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "lipstick) does not win as a new route; raw takes the largest |S|; auto (default): residual, or raw "
         "with --whiten, whose first round often mixes two routes already",
     )
+    add_model_forms(global_)
     add_common(global_)
     global_.set_defaults(handler=run)
 
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> None:
 
     # before any model is trained
     check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores, args.descriptors)
-    bench = prepare(args.dataset, progress=not args.quiet, classifier=classifier_from_args(args))
+    # the global explanation's counterfactuals are the attack's, which needs the classifier's gradients
+    bench = prepare(args.dataset, progress=not args.quiet, **models_from_args(args, "attack"))
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
     record = run_global(

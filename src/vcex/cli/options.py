@@ -104,9 +104,10 @@ def add_classifier(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument(
         "--classifier",
         default=None,
-        help=help + "a TorchScript file (FILE.pt, saved with torch.jit.save) or an entry point "
-        "package.module:factory returning an nn.Module (with --weights); it takes [0, 1] images of the dataset's "
-        "shape and returns one logit per class; the oracles and latent model stay the dataset's",
+        help=help + "a TorchScript file (FILE.pt, saved with torch.jit.save), an ONNX file (FILE.onnx, run by "
+        'onnxruntime as a black box: pip install "vcex[onnx]") or an entry point package.module:factory returning '
+        "an nn.Module (with --weights); it takes [0, 1] images of the dataset's shape and returns one logit per "
+        "class; the oracles stay the dataset's",
     )
     parser.add_argument(
         "--weights", default=None, help="with --classifier package.module:factory: its state dict (.safetensors)"
@@ -122,6 +123,29 @@ def add_classifier(parser: argparse.ArgumentParser, help: str) -> None:
     )
 
 
+def add_model_forms(parser: argparse.ArgumentParser) -> None:
+    """--black-box, --latent-model and --latent-weights, for the commands that explain with them (read by
+    :func:`models_from_args`)."""
+    parser.add_argument(
+        "--black-box",
+        action="store_true",
+        help="query the classifier as a black box: no gradients, queries counted (queries_per_cf in metrics.json); "
+        "only the methods that need no gradients explain it (an ONNX file always is one)",
+    )
+    parser.add_argument(
+        "--latent-model",
+        default=None,
+        help="your own latent model instead of the dataset's: a TorchScript file whose module exports encode and "
+        "decode (@torch.jit.export), or package.module:factory returning an nn.Module with both (with "
+        "--latent-weights); decode(encode(x)) must give [0, 1] images of the dataset's shape",
+    )
+    parser.add_argument(
+        "--latent-weights",
+        default=None,
+        help="with --latent-model package.module:factory: its state dict (.safetensors)",
+    )
+
+
 def classifier_from_args(args: argparse.Namespace) -> object:
     """What ``prepare(classifier=...)`` takes from --classifier: a zoo task name (or None), or a user's model
     loaded by :func:`vcex.models.user.load_user_classifier` (checked on the dataset's images by ``prepare``)."""
@@ -132,12 +156,43 @@ def classifier_from_args(args: argparse.Namespace) -> object:
         given = [flag for flag in ("--weights", "--normalize", "--classes") if getattr(args, flag[2:]) is not None]
         if given:
             raise InputError(
-                f"{', '.join(given)} go with your own --classifier (a TorchScript file or package.module:factory); "
-                "drop them for the zoo's classifier"
+                f"{', '.join(given)} go with your own --classifier (a TorchScript or ONNX file, or "
+                "package.module:factory); drop them for the zoo's classifier"
             )
         return args.classifier
     mean, std = parse_normalize(args.normalize) if args.normalize is not None else (None, None)
-    return load_user_classifier(args.classifier, weights=args.weights, mean=mean, std=std, classes=args.classes)
+    return load_user_classifier(
+        args.classifier,
+        weights=args.weights,
+        mean=mean,
+        std=std,
+        classes=args.classes,
+        black_box=getattr(args, "black_box", False),
+    )
+
+
+def latent_model_from_args(args: argparse.Namespace) -> object:
+    """What ``prepare(latent_model=...)`` takes from --latent-model: None (the dataset's), or a user's latent model
+    loaded by :func:`vcex.models.user.load_user_latent_model` (checked on the dataset's images by ``prepare``)."""
+    from vcex.errors import InputError
+    from vcex.models.user import load_user_latent_model
+
+    if args.latent_model is None:
+        if args.latent_weights is not None:
+            raise InputError("--latent-weights goes with --latent-model package.module:factory; add it or drop this")
+        return None
+    return load_user_latent_model(args.latent_model, weights=args.latent_weights)
+
+
+def models_from_args(args: argparse.Namespace, method: str) -> dict[str, object]:
+    """``prepare``'s keywords from the model options (classifier, latent_model, black_box), loaded once and
+    refused before any work when ``method`` needs gradients the classifier does not give (a black box)."""
+    from vcex.explainers.registry import check_black_box
+    from vcex.models.blackbox import is_black_box
+
+    classifier = classifier_from_args(args)
+    check_black_box(method, args.black_box or is_black_box(classifier))
+    return {"classifier": classifier, "latent_model": latent_model_from_args(args), "black_box": args.black_box}
 
 
 def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None, folder: bool = True) -> None:

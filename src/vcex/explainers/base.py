@@ -18,6 +18,7 @@ from vcex.checks import check_count, check_device, short_list
 from vcex.errors import InputError, ModelError
 from vcex.explainers.result import CounterfactualResult, ResultBuilder
 from vcex.explainers.thresholds import AUTO, explained_thresholds
+from vcex.models.blackbox import is_black_box
 from vcex.models.classifiers import (
     Classifier,
     as_classifier,
@@ -169,6 +170,9 @@ class Explainer:
         progress: bool = False,
     ) -> None:
         self.classifier = as_classifier(classifier)
+        from vcex.explainers.registry import check_black_box  # the registry imports this module
+
+        check_black_box(type(self), is_black_box(self.classifier))
         if self.needs_latent_model:
             if latent_model is None:
                 raise InputError(f"{type(self).__name__} needs a latent model (an object with encode/decode)")

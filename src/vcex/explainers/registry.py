@@ -19,7 +19,7 @@ import torch
 from vcex.cache import cache_dir
 from vcex.data import dataset_file_stem
 from vcex.data.profiles import profile_for
-from vcex.errors import VcexError
+from vcex.errors import InputError, VcexError
 from vcex.explainers.amortized import AmortizedCounterfactual
 from vcex.explainers.base import Explainer
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
@@ -49,6 +49,15 @@ class BuildRequest:
     options: dict
 
 
+def accepts_black_box(explainer: type[Explainer]) -> bool:
+    """Whether an explainer class explains a black box: its registry entry says so, or, for a class outside the
+    registry, it declares ``needs_gradients = False`` (a property, decided per instance, counts as needing them)."""
+    entries = [entry for entry in globals().get("METHODS", {}).values() if entry.explainer is explainer]
+    if entries:
+        return any(entry.black_box for entry in entries)
+    return getattr(explainer, "needs_gradients", True) is False
+
+
 @dataclass(frozen=True)
 class Method:
     """One explainer as the CLI offers it (``vcex explain --method NAME``)."""
@@ -59,6 +68,13 @@ class Method:
     options: tuple[str, ...]
     build: Callable[[BuildRequest], Explainer]
     demo: bool = False  # whether ``vcex demo`` compares it
+    # whether it explains a black-box classifier (vcex.models.blackbox: queries only, no gradients, no fit that
+    # backpropagates through the classifier); None: from the class, whose needs_gradients is False exactly then
+    black_box: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.black_box is None:
+            object.__setattr__(self, "black_box", accepts_black_box(self.explainer))
 
 
 def _build_attack(request: BuildRequest) -> Explainer:
@@ -155,6 +171,8 @@ METHODS: dict[str, Method] = {
             ("threshold", "batch_size", "device", "space", "probe_c"),
             _build_linear,
             demo=True,
+            # its probe is fitted to the classifier's predictions and the edit is checked by forward passes
+            black_box=True,
         ),
         Method(
             "amortized",
@@ -174,3 +192,26 @@ METHODS: dict[str, Method] = {
     )
 }
 DEMO_METHODS = tuple(name for name, method in METHODS.items() if method.demo)
+
+
+def check_black_box(method: str | type[Explainer], black_box: bool) -> None:
+    """Refuse, in one line naming the methods that can, to explain a black-box classifier (``black_box``:
+    :func:`vcex.models.blackbox.is_black_box`, or the CLI's --black-box) with ``method``, a :data:`METHODS` name or an
+    explainer class, when it needs the classifier's gradients. Anything else passes. The CLI calls it before any
+    work, ``build_explainer`` before its threshold's queries and the explainer base on construction (Python)."""
+    if not black_box:
+        return
+    if isinstance(method, str):
+        if method not in METHODS or METHODS[method].black_box:
+            return
+        named = f"--method {method} ({METHODS[method].explainer.__name__})"
+    elif accepts_black_box(method):
+        return
+    else:
+        named = method.__name__
+    usable = [f"{name} ({entry.explainer.__name__})" for name, entry in METHODS.items() if entry.black_box]
+    raise InputError(
+        f"{named} needs the classifier's gradients, but this classifier is a black box (an ONNX file, --black-box "
+        f"or a BlackBoxClassifier): use --method {' | '.join(usable)}, or give a differentiable model (a TorchScript "
+        "file without --black-box, or package.module:factory)"
+    )
