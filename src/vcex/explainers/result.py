@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vcex.errors import CacheError
-from vcex.records import dataclass_from_record, write_json
+from vcex.records import atomic_path, dataclass_from_record, write_json
 
 _OPTIONAL = ("original_latents", "counterfactual_latents", "reconstructions", "sequence", "sequence_prob")
 
@@ -80,16 +80,23 @@ class CounterfactualResult:
         return CounterfactualResult(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **tensors})
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (safetensors: the tensors) and ``path`` + ``.json`` (the scalars)."""
+        """Write ``path`` (safetensors: the tensors) and ``path`` + ``.json`` (the scalars), each atomically and
+        the JSON first, so the tensors' file exists only once both are whole (a chunk's mark of completion)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.tensors().items()}
-        save_file(tensors, str(path))
-        scalars = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in tensors and f.name not in _OPTIONAL
-        }
-        write_json(path.with_name(path.name + ".json"), scalars)
+        write_json(path.with_name(path.name + ".json"), self.scalars())
+        with atomic_path(path) as temporary:
+            save_file(tensors, str(temporary))
         return path
+
+    def scalars(self) -> dict:
+        """The fields that are not tensors (method, seconds, threshold, lower, settings): the ``.json`` beside
+        the saved tensors."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not isinstance(getattr(self, f.name), torch.Tensor) and f.name not in _OPTIONAL
+        }
 
     @classmethod
     def load(cls, path: str | Path) -> CounterfactualResult:
