@@ -134,3 +134,15 @@ def test_report_of_a_folder_without_a_finished_run_is_one_line(tmp_path, capsys)
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no finished vcex explain run" in err and "rerun the same" in err
+
+
+def test_n_all_counts_every_image_of_the_split_asked_for(tmp_path, capsys):
+    from vcex.data import load_dataset
+
+    for split in ("train", "test"):
+        argv = ["explain", "--method", "linear", "--n", "all", "--split", split, "--out", str(tmp_path), "--status"]
+        assert main(argv) == 0
+        assert f"(0 of {len(load_dataset('mnist', split))} images done)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["explain", "--n", "most", "--out", str(tmp_path)])
+    assert "a whole number >= 1 or all, got 'most'" in capsys.readouterr().err

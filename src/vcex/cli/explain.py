@@ -31,7 +31,12 @@ SUMMARY_KEYS += ("seconds_per_cf",)
 
 def image_count(text: str) -> int | str:
     """--n: a whole number >= 1, or ``all`` (every image of the split)."""
-    return "all" if text == "all" else positive_count(text)
+    if text == "all":
+        return text
+    try:
+        return positive_count(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or all, got {text!r}") from None
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
