@@ -114,7 +114,9 @@ class CounterfactualResult:
                 tensors = load_file(str(path))
             else:
                 with safe_open(str(path), framework="pt") as handle:
-                    tensors = {name: handle.get_slice(name)[rows] for name in handle.keys()}
+                    # copied out of the file's memory map: a slice kept alive would keep its pages mapped, and
+                    # reading a large run block by block would map all of it
+                    tensors = {name: handle.get_slice(name)[rows].clone() for name in handle.keys()}
             scalars = json.loads(path.with_name(path.name + ".json").read_text())
             if not isinstance(scalars, dict):
                 raise ValueError(f"its JSON holds a {type(scalars).__name__}, not an object")
