@@ -420,6 +420,9 @@ def run_explain(
     # folder's are left alone, as parallel workers may be writing there)
     for stale in out.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+    # the folder's finished-run mark goes until this run's files are all written (vcex report, --from-run and
+    # --status must never pair an earlier run's record with this run's counterfactuals)
+    (out / RUN_RECORD).unlink(missing_ok=True)
     whitened = explainer.latent_model if isinstance(explainer.latent_model, WhitenedLatentModel) else None
     seconds, reused = 0.0, 0
     started = time.perf_counter()
