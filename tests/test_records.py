@@ -56,3 +56,15 @@ def test_records_from_another_version_drop_unknown_keys_and_name_missing_ones():
     assert saved == Saved("a", 1.0)
     with pytest.raises(CacheError, match=r"test record lacks value \(written by another vcex version"):
         dataclass_from_record(Saved, {"name": "a", "flag": True}, "test record")
+
+
+def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from vcex.records import atomic_path
+
+    path = write_json(tmp_path / "metrics.json", {"n": 1})
+    with pytest.raises(OSError, match="disk full"), atomic_path(path) as temporary:
+        temporary.write_text('{"n": ')
+        raise OSError("disk full")
+    assert json.loads(path.read_text()) == {"n": 1} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    write_json(path, {"n": 2})
+    assert json.loads(path.read_text()) == {"n": 2} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

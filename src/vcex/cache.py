@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vcex.errors import CacheError
+from vcex.records import atomic_path
 
 _RECORD_KEY = "vcex_record"
 
@@ -38,11 +39,9 @@ def cache_dir() -> Path:
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], record: dict) -> Path:
     """Write tensors and a JSON-serialisable record atomically (a crash never leaves half a file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
     contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-    save_file(contiguous, str(temporary), metadata={_RECORD_KEY: json.dumps(record, sort_keys=True)})
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file(contiguous, str(temporary), metadata={_RECORD_KEY: json.dumps(record, sort_keys=True)})
     return path
 
 

@@ -73,13 +73,6 @@ def _workbench(dataset: str, classifier: ClassifierSource, progress: bool) -> Wo
     return prepare(dataset, progress=progress, **_models(classifier))
 
 
-def _test_images(bench: Workbench, n: int) -> torch.Tensor:
-    """The first ``n`` test images, (n, C, H, W), as run_explain takes them."""
-    if n < 1 or n > len(bench.test):
-        raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
-    return bench.test.images[:n]
-
-
 class ChunkWorker:
     """A Ray Data actor (``map_batches(ChunkWorker, ...)``): prepares the workbench and builds the explainer once,
     then explains the chunks whose starts it is handed, writing each chunk's file as a single-process run does.
@@ -105,6 +98,7 @@ class ChunkWorker:
         cache: str,
         cwd: str,
         threads: int,
+        split: str = "test",
     ) -> None:
         torch.set_num_threads(threads)
         self.node = os.uname().nodename
@@ -118,7 +112,7 @@ class ChunkWorker:
             os.environ["VCEX_HOME"] = cache
             if Path(cwd).is_dir():
                 os.chdir(cwd)  # relative paths (a model file, folder:PATH) mean what they meant on the driver
-            self._prepare(dataset, classifier, method, n, target, chunk_dir, chunk_size, preset, options, images)
+            self._prepare(dataset, classifier, method, n, target, chunk_dir, chunk_size, preset, options, images, split)
             self.error: VcexError | None = None
         except VcexError as error:
             # said by the first call instead, as a row (see __call__)
@@ -136,15 +130,16 @@ class ChunkWorker:
         preset: str,
         options: dict[str, object],
         images: torch.Tensor | None,
+        split: str,
     ) -> None:
         """The workbench and explainer, and the check that this worker's chunk folder is the driver's."""
-        from vcex.pipeline import METHOD_OPTIONS, build_explainer, explain_fingerprint
+        from vcex.pipeline import METHOD_OPTIONS, build_explainer, explain_fingerprint, explain_images
 
         options = dict(options)
         if torch.cuda.is_available() and options.get("device") is None and "device" in METHOD_OPTIONS[method]:
             options["device"] = "cuda"  # Ray gave this actor a GPU (CUDA_VISIBLE_DEVICES holds just that one)
         bench = _workbench(dataset, classifier, progress=False)
-        self.images = images if images is not None else _test_images(bench, n)
+        self.images = explain_images(bench, n, images, split)
         self.explainer = build_explainer(method, bench, preset=preset, progress=False, **options)
         self.target, self.chunk_size, self.chunk_dir = target, chunk_size, Path(chunk_dir)
         fingerprint = explain_fingerprint(bench, method, preset, target, self.explainer, self.images, options)
@@ -222,8 +217,10 @@ def run_explain_ray(
     threads: int = 1,
     images: torch.Tensor | None = None,
     progress: bool = True,
+    split: str = "test",
+    load_result: bool = True,
     **options: object,
-) -> tuple[CounterfactualResult, dict]:
+) -> tuple[CounterfactualResult | None, dict]:
     """:func:`vcex.pipeline.run_explain` with the chunks explained by ``workers`` Ray actors.
 
     Args:
@@ -246,7 +243,7 @@ def run_explain_ray(
         the chunks found finished before this run, with a ``ray`` record: workers, chunks, nodes, seconds.
     """
     from vcex.cache import cache_dir
-    from vcex.pipeline import build_explainer, check_method_options, explain_fingerprint, run_explain
+    from vcex.pipeline import build_explainer, check_method_options, explain_fingerprint, explain_images, run_explain
     from vcex.progress import track
     from vcex.records import write_json
 
@@ -268,9 +265,7 @@ def run_explain_ray(
                 "the workbench explains your own classifier: pass classifier= a function that loads it, so each Ray "
                 "worker loads it too"
             )
-    if images is not None and len(images) != n:
-        raise InputError(f"images must hold the n = {n} images to explain, got {len(images)}")
-    run_images = _test_images(bench, n) if images is None else images
+    run_images = explain_images(bench, n, images, split)
     explainer = build_explainer(method, bench, preset=preset, progress=progress and method == "amortized", **options)
     chunk_dir = Path(out).resolve() / "chunks"
     chunk_dir /= explain_fingerprint(bench, method, preset, target, explainer, run_images, options)
@@ -291,6 +286,7 @@ def run_explain_ray(
         "cache": str(cache_dir()),
         "cwd": os.getcwd(),
         "threads": threads,
+        "split": split,
     }
     prepared = time.perf_counter()
     with ray_session(address, workers) as ray:
@@ -319,8 +315,9 @@ def run_explain_ray(
             rows.append(row)
             chunk_times.append(time.perf_counter() - prepared)
     result, metrics = run_explain(
-        bench, method, n, target, out, preset=preset, chunk_size=chunk_size, progress=False, images=images, **options
-    )
+        bench, method, n, target, out, preset=preset, chunk_size=chunk_size, progress=False, images=images,
+        split=split, load_result=load_result, **options,
+    )  # fmt: skip
     metrics["resumed_chunks"] = int(sum(bool(row["reused"]) for row in rows))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["ray"] = {

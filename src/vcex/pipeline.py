@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError
 
 from vcex.cache import cache_dir
 from vcex.checks import check_device
@@ -20,6 +23,7 @@ from vcex.data.folder import FOLDER_PREFIX
 from vcex.data.profiles import profile_for
 from vcex.errors import CacheError, InputError
 from vcex.evaluation import PenultimateFeatures, diversity_reference, evaluate, penultimate_features
+from vcex.evaluation.metrics import comparison_metrics, image_scores, scores_record
 from vcex.explainers import (
     AmortizedCounterfactual,
     CounterfactualResult,
@@ -28,13 +32,13 @@ from vcex.explainers import (
 from vcex.explainers.base import TargetSpec
 from vcex.explainers.registry import METHODS as REGISTRY
 from vcex.explainers.registry import BuildRequest, check_black_box
-from vcex.explainers.result import ResultBuilder
+from vcex.explainers.result import COUNTERFACTUALS_FILE, ResultFileWriter, load_run, run_length
 from vcex.explainers.thresholds import training_thresholds
 from vcex.models import KNNOracle, WhitenedLatentModel, load_knn_oracle, load_model
 from vcex.models.blackbox import BlackBoxClassifier, is_black_box
 from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
-from vcex.records import write_json
+from vcex.records import json_text, write_json
 from vcex.report import result_grid, save_png
 from vcex.report.paths import PATH_IMAGES, write_paths
 
@@ -350,6 +354,77 @@ def evaluate_result(result: CounterfactualResult, bench: Workbench, device: str 
     )
 
 
+# images per chunk file: about a quarter of a small run, at least 8 and at most 100, so a run no longer than one
+# chunk of 100 still resumes after a kill (vcex explain --chunk-size sets it)
+MIN_CHUNK, MAX_CHUNK = 8, 100
+# rows read at once when a run's file is evaluated (per-image metrics are exact means over these blocks)
+EVALUATION_BLOCK = 500
+# identity and diversity compare every counterfactual with every original of the run (N x N); above this many
+# images they are measured on an evenly spaced sample of this many, recorded as comparison_sample in metrics.json
+COMPARISON_SAMPLE = 2000
+# the first rows of a run kept in memory for its pictures (grid.png, report.html) and write_outputs' consumers
+PREVIEW_ROWS = 256
+RUN_RECORD = "run.json"  # a chunk folder's (and a finished run folder's) record of what the run explains
+
+
+def default_chunk_size(n: int) -> int:
+    """The chunk size of a run of ``n`` images when none is given: ceil(n / 4) within [8, 100]."""
+    return max(MIN_CHUNK, min(MAX_CHUNK, math.ceil(n / 4)))
+
+
+def explain_images(bench: Workbench, n: int, images: torch.Tensor | None = None, split: str = "test") -> torch.Tensor:
+    """The (n, C, H, W) images a run explains: ``images`` checked against the dataset's shape, or the first ``n``
+    of ``split`` (a view of the loaded split: chunks read their rows from it, nothing is copied)."""
+    if images is not None:
+        if n != len(images) or tuple(images.shape[1:]) != bench.test.image_shape:
+            raise InputError(
+                f"images must be (n, {', '.join(map(str, bench.test.image_shape))}) for {bench.dataset} with "
+                f"n = {n}, got {tuple(images.shape)}"
+            )
+        return images
+    if split not in ("train", "test"):
+        raise InputError(f"unknown split {split!r}; use train or test")
+    dataset = bench.test if split == "test" else bench.train
+    if n < 1 or n > len(dataset):
+        raise InputError(
+            f"--n must lie in [1, {len(dataset)}] for {bench.dataset}'s {split} split, got {n} (--n all: every image)"
+        )
+    return dataset.images[:n]
+
+
+def explain_request(
+    dataset: str,
+    method: str,
+    n: int,
+    target: TargetSpec,
+    *,
+    split: str | None = "test",
+    preset: str = "vcex",
+    options: Mapping[str, object] | None = None,
+    classifier: dict | None = None,
+    images: torch.Tensor | None = None,
+) -> dict:
+    """What a ``vcex explain`` command asks for, as JSON: recorded in its chunk folder's run.json when it runs,
+    and compared by ``--status`` (which loads no model) to find the folder of the same command. ``images``: the
+    images given instead of a split's first ``n`` (their hash is recorded; ``split`` is then None)."""
+    given = {key: value for key, value in (options or {}).items() if value is not None}
+    return json.loads(
+        json_text(
+            {
+                "dataset": dataset,
+                "split": None if images is not None else split,
+                "images": None if images is None else hashlib.sha1(_image_bytes(images)).hexdigest(),
+                "n": n,
+                "method": method,
+                "preset": preset,
+                "target": _target_key(target),
+                "options": dict(sorted(given.items())),
+                "classifier": classifier,
+            }
+        )
+    )
+
+
 def run_explain(
     bench: Workbench,
     method: str,
@@ -358,54 +433,70 @@ def run_explain(
     out: str | Path,
     *,
     preset: str = "vcex",
-    chunk_size: int = 100,
+    chunk_size: int | None = None,
     progress: bool = True,
     images: torch.Tensor | None = None,
+    split: str = "test",
+    load_result: bool = True,
     **options: object,
-) -> tuple[CounterfactualResult, dict]:
-    """Explain the first ``n`` test images (or ``images``, (n, C, H, W) of the dataset's shape) and write
-    metrics.json, counterfactuals.safetensors, grid.png.
+) -> tuple[CounterfactualResult | None, dict]:
+    """Explain the first ``n`` images of ``split`` (or ``images``, (n, C, H, W) of the dataset's shape) and write
+    metrics.json, counterfactuals.safetensors (+ .json), grid.png, report.html and run.json into ``out``.
 
-    Results are written chunk by chunk under ``out/chunks``; a rerun with the same settings reuses
-    finished chunks, so an interrupted long job resumes where it stopped.
+    Streams, with memory flat in ``n``: chunks of ``chunk_size`` images (default :func:`default_chunk_size`) are
+    explained into ``out/chunks/<fingerprint>/`` and copied into place in counterfactuals.safetensors as they
+    come; the metrics are then computed over that file in blocks (:func:`evaluate_run`). A rerun with the same
+    settings reuses finished chunks, so an interrupted job resumes where it stopped; every file is written
+    atomically. Returns the whole result read back from the file (None when ``load_result`` is False: the
+    CLI's way for runs too large to hold) and the metrics.
     """
-    if images is None:
-        if n < 1 or n > len(bench.test):
-            raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
-        images = bench.test.images[:n]
-    elif n != len(images) or tuple(images.shape[1:]) != bench.test.image_shape:
-        raise InputError(
-            f"images must be (n, {', '.join(map(str, bench.test.image_shape))}) for {bench.dataset} with n = {n}, "
-            f"got {tuple(images.shape)}"
-        )
+    given_images = images  # images given instead of a split's (their hash is recorded)
+    images = explain_images(bench, n, images, split)
     out = Path(out)
+    chunk_size = int(chunk_size or default_chunk_size(n))
+    if chunk_size < 1:
+        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     # only the amortized explainer's one-off fit gets a bar; explaining is tracked per chunk below
     explainer = build_explainer(method, bench, preset=preset, progress=progress and method == "amortized", **options)
-    chunk_dir = out / "chunks" / explain_fingerprint(bench, method, preset, target, explainer, images, options)
-    # chunks are copied into tensors preallocated for all n images as they come: one copy of the result is
-    # resident, not every chunk plus their join
-    builder, seconds, reused, reused_images = ResultBuilder(n), 0.0, 0, 0
+    fingerprint = explain_fingerprint(bench, method, preset, target, explainer, images, options)
+    chunk_dir = out / "chunks" / fingerprint
+    record = {
+        "fingerprint": fingerprint,
+        "chunk_size": chunk_size,
+        "chunks": math.ceil(n / chunk_size),
+        "request": explain_request(
+            bench.dataset, method, n, target, split=split, preset=preset, options=options,
+            classifier=bench.classifier_source, images=given_images,
+        ),
+    }  # fmt: skip
+    write_json(chunk_dir / RUN_RECORD, record)
+    # temporaries of the run folder's own files left by a killed run (one process assembles a folder; the chunk
+    # folder's are left alone, as parallel workers may be writing there)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    # the folder's finished-run mark goes until this run's files are all written (vcex report, --from-run and
+    # --status must never pair an earlier run's record with this run's counterfactuals)
+    (out / RUN_RECORD).unlink(missing_ok=True)
+    whitened = explainer.latent_model if isinstance(explainer.latent_model, WhitenedLatentModel) else None
+    seconds, reused, reused_images = 0.0, 0, 0
     started = time.perf_counter()
     starts = range(0, n, chunk_size)
     black_box = explainer.classifier if isinstance(explainer.classifier, BlackBoxClassifier) else None
     if black_box is not None:
         black_box.reset_queries()  # the thresholds' and the fit's queries are setup, not the explanations' cost
-    for start in track(starts, desc=f"{method} on {n} images", enabled=progress, total=len(starts)):
-        part, was_reused = explain_chunk(explainer, images, target, start, chunk_size, chunk_dir)
-        builder.add(part)
-        seconds += part.seconds
-        reused += was_reused
-        reused_images += len(part.target) if was_reused else 0
-        del part
-    result = builder.result(seconds)
-    if isinstance(explainer.latent_model, WhitenedLatentModel):
-        result = explainer.latent_model.to_base_result(result)  # saved latents are the latent model's own
-    metrics = evaluate_result(result, bench, device=str(explainer.device))
-    metrics["preset"] = preset
-    metrics["space"] = str(options.get("space") or "latent")
-    metrics["whiten"] = bool(options.get("whiten"))
-    metrics["invert_steps"] = int(options.get("invert_steps") or 0)
-    metrics["target_rule"] = str(target)
+    with ResultFileWriter(out / COUNTERFACTUALS_FILE, n) as writer:
+        for start in track(starts, desc=f"{method} on {n} images", enabled=progress, total=len(starts)):
+            part, was_reused = explain_chunk(explainer, images, target, start, chunk_size, chunk_dir)
+            if whitened is not None:
+                part = whitened.to_base_result(part)  # saved latents are the latent model's own
+            writer.add(part)
+            seconds += part.seconds
+            reused += was_reused
+            reused_images += len(part.target) if was_reused else 0
+            del part
+        writer.seconds = seconds
+    metrics = evaluate_run(bench, out, device=str(explainer.device), progress=progress)
+    metrics.update(run_settings(record, options, preset, target, None if given_images is not None else split))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["resumed_chunks"] = reused
     if bench.classifier_source is not None:
@@ -420,8 +511,184 @@ def run_explain(
         metrics["fit_seconds"] = 0.0 if explainer.loaded else explainer.fit_seconds
         metrics["recorded_fit_seconds"] = explainer.fit_seconds
         metrics["refine_steps"] = explainer.refine_steps
-    write_outputs(out, result, metrics, explainer)
-    return result, metrics
+    write_run_outputs(bench, out, metrics, record, explainer)
+    return (load_run(out) if load_result else None), metrics
+
+
+def _image_bytes(images: torch.Tensor) -> memoryview:
+    """The bytes of (N, C, H, W) images for hashing, without a copy (a 60,000-image split is 188 MB)."""
+    return memoryview(images.detach().cpu().contiguous().numpy()).cast("B")
+
+
+def run_settings(
+    record: dict, options: Mapping[str, object], preset: str, target: TargetSpec, split: str | None
+) -> dict:
+    """The entries of metrics.json that describe how a run was asked for (not measured); ``split`` None: images
+    given by the user."""
+    return {
+        "preset": preset,
+        "space": str(options.get("space") or "latent"),
+        "whiten": bool(options.get("whiten")),
+        "invert_steps": int(options.get("invert_steps") or 0),
+        "target_rule": str(target) if not isinstance(target, torch.Tensor) else _target_key(target),
+        "split": split or "images",
+        "fingerprint": record["fingerprint"],
+        "chunk_size": record["chunk_size"],
+    }
+
+
+def comparison_rows(n: int, limit: int | None = None) -> torch.Tensor:
+    """The rows identity and diversity are measured on: all ``n`` up to ``limit`` (default
+    :data:`COMPARISON_SAMPLE`), else every ceil(n / limit)-th."""
+    return torch.arange(0, n, max(1, math.ceil(n / (limit or COMPARISON_SAMPLE))))
+
+
+def evaluate_run(bench: Workbench, out: str | Path, device: str = "cpu", progress: bool = False) -> dict:
+    """metrics.json's measured entries for the run saved in ``out`` (counterfactuals.safetensors), read in blocks
+    of :data:`EVALUATION_BLOCK` rows: per-image metrics are exact means over all rows (the same as
+    :func:`evaluate_result` of the whole result); identity and diversity, which compare images with each other,
+    on the :func:`comparison_rows` (all rows up to :data:`COMPARISON_SAMPLE`), said in ``comparison_sample``."""
+    path = Path(out) / COUNTERFACTUALS_FILE
+    n = run_length(path)
+    sample = comparison_rows(n)
+    scores: list[dict[str, torch.Tensor]] = []
+    sampled: list[CounterfactualResult] = []
+    header: CounterfactualResult | None = None
+    starts = range(0, n, EVALUATION_BLOCK)
+    for start in track(starts, desc="metrics", enabled=progress and len(starts) > 1, total=len(starts)):
+        block = CounterfactualResult.load(path, rows=slice(start, start + EVALUATION_BLOCK))
+        header = header or block
+        scores.append(
+            image_scores(
+                block, oracle=bench.oracle, knn=bench.knn, autoencoders=bench.autoencoders,
+                latent_model=bench.latent_model, attributes=bench.attributes, label_attributes=bench.label_attributes,
+            )
+        )  # fmt: skip
+        rows = sample[(sample >= start) & (sample < start + len(block))] - start
+        sampled.append(block.select(rows))
+        del block
+    joined = {name: torch.cat([part[name] for part in scores]) for name in scores[0]}
+    record = scores_record(
+        joined,
+        method=header.method,
+        threshold=header.threshold,
+        lower=header.lower,
+        seconds=header.seconds,
+        settings=header.settings,
+        dataset=bench.dataset,
+        device=device,
+        attribute_names=list(bench.attributes.attribute_names) if bench.attributes is not None else None,
+        label_attributes=bench.label_attributes,
+    )
+    comparison = CounterfactualResult.concatenate(sampled, header.seconds)
+    record.update(comparison_metrics(comparison, bench.features(), bench.diversity_reference()))
+    record["comparison_sample"] = {
+        "n": len(sample),
+        "of": n,
+        "rows": "all" if len(sample) == n else f"every {int(sample[1] - sample[0])}th image from the first",
+        "metrics": ["identity_preservation", "identity_preservation_pixels", "diversity", "diversity_per_class"],
+    }
+    return record
+
+
+def write_run_outputs(
+    bench: Workbench, out: Path, metrics: dict, record: dict, explainer: Explainer | None = None
+) -> None:
+    """A streamed run's summary files: metrics.json, grid.png and the explorer's paths (:func:`write_outputs`,
+    over the run's first :data:`PREVIEW_ROWS` rows; counterfactuals.safetensors is written already), report.html
+    and, last, run.json (``record``: which chunk folder the run's files come from)."""
+    from vcex.report import write_report
+
+    preview = load_run(out, rows=slice(0, PREVIEW_ROWS))
+    write_outputs(out, preview, metrics, explainer, saved=True)
+    title = f"vcex explain: {metrics['method']} on {metrics['n']} {bench.dataset} images"
+    write_report(out / "report.html", title, [metrics], [preview], class_names=bench.test.class_names)
+    write_json(out / RUN_RECORD, record)
+
+
+def report_run(bench: Workbench, out: str | Path, progress: bool = True) -> dict:
+    """``vcex report``: metrics.json, grid.png and report.html of the finished run in ``out`` rebuilt from its
+    files (counterfactuals.safetensors, run.json), nothing explained again. Entries of an earlier metrics.json
+    that are not measured (timings, resumed chunks) are kept.
+
+    Raises:
+        InputError: ``out`` holds no finished run, or a run of another dataset than ``bench``'s.
+    """
+    out = Path(out)
+    record = read_run_record(out)
+    request = record["request"]
+    if request["dataset"] != bench.dataset:
+        raise InputError(f"{out} is a run on {request['dataset']}, not {bench.dataset}")
+    old = {}
+    if (out / "metrics.json").is_file():
+        with contextlib.suppress(ValueError, OSError):
+            old = json.loads((out / "metrics.json").read_text())
+    old = old if isinstance(old, dict) else {}
+    metrics = {**old, **evaluate_run(bench, out, progress=progress)}
+    metrics["device"] = old.get("device", metrics["device"])  # where the counterfactuals were made
+    metrics.update(run_settings(record, request["options"], request["preset"], request["target"], request["split"]))
+    if request.get("classifier") is not None:
+        metrics["classifier"] = request["classifier"]
+    write_run_outputs(bench, out, metrics, record)
+    return metrics
+
+
+def read_run_record(out: str | Path) -> dict:
+    """The run.json of a finished ``vcex explain`` run folder (what it explained, its chunk folder).
+
+    Raises:
+        InputError: no finished run in ``out`` (with what to do).
+    """
+    out = Path(out)
+    try:
+        record = json.loads((out / RUN_RECORD).read_text())
+        run_length(out / COUNTERFACTUALS_FILE)
+        if not isinstance(record, dict) or "request" not in record:
+            raise ValueError("no request in it")
+    except (OSError, ValueError, SafetensorError) as error:
+        unfinished = (
+            " (its chunks are there: rerun the same vcex explain command to finish it)"
+            if (out / "chunks").is_dir()
+            else ""
+        )
+        raise InputError(
+            f"{out} holds no finished vcex explain run (run.json and counterfactuals.safetensors){unfinished}: {error}"
+        ) from error
+    return record
+
+
+def explain_status(out: str | Path, request: dict | None = None) -> list[dict]:
+    """How far each explain run in ``out`` is, read from its chunk folders' run.json and chunk files (nothing is
+    loaded or computed): per fingerprint its ``chunks_done`` / ``chunks``, ``images_done`` / ``n``, the last write
+    time (``last_write``, UTC ISO, or None), whether out's finished files are this run's (``finished``) and
+    whether its request equals ``request`` (:func:`explain_request` of the command asking; ``matches``)."""
+    out = Path(out)
+    finished = None
+    with contextlib.suppress(OSError, ValueError):
+        finished = json.loads((out / RUN_RECORD).read_text()).get("fingerprint")
+    runs = []
+    for record_path in sorted((out / "chunks").glob(f"*/{RUN_RECORD}")):
+        try:
+            record = json.loads(record_path.read_text())
+            n, size = int(record["request"]["n"]), int(record["chunk_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a run folder this version wrote
+        done = [start for start in range(0, n, size) if chunk_path(record_path.parent, start).is_file()]
+        times = [chunk_path(record_path.parent, start).stat().st_mtime for start in done]
+        runs.append(
+            {
+                "fingerprint": record_path.parent.name,
+                "chunks_done": len(done),
+                "chunks": math.ceil(n / size),
+                "images_done": sum(min(size, n - start) for start in done),
+                "n": n,
+                "last_write": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(times))) if times else None,
+                "finished": record_path.parent.name == finished,
+                "matches": request is not None and record["request"] == request,
+                "request": record["request"],
+            }
+        )
+    return runs
 
 
 def explain_fingerprint(
@@ -445,7 +712,7 @@ def explain_fingerprint(
         "space": str(options.get("space") or "latent"),
         "whiten": bool(options.get("whiten")),
         "invert_steps": int(options.get("invert_steps") or 0),
-        "images": hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest(),
+        "images": hashlib.sha1(_image_bytes(images)).hexdigest(),
         # a user's classifier by its file's hash or entry point: another model never reuses these chunks
         **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
         **({"latent_model": bench.latent_source} if bench.latent_source is not None else {}),
@@ -497,15 +764,19 @@ def write_outputs(
     metrics: dict,
     explainer: Explainer | None = None,
     *,
+    saved: bool = False,
     explorer_images: int = PATH_IMAGES,
 ) -> None:
     """metrics.json, counterfactuals.safetensors (+ .json) and grid.png in ``out``, and for ``vcex serve`` the
     paths from original to counterfactual of the first ``explorer_images`` images (0: none), decoded and scored
-    by ``explainer``'s models (:func:`vcex.report.paths.write_paths`; without an explainer only DISC's)."""
+    by ``explainer``'s models (:func:`vcex.report.paths.write_paths`; without an explainer only DISC's).
+    ``saved``: the run's counterfactuals.safetensors is written already (a streamed run) and ``result`` holds
+    only its first rows (:data:`PREVIEW_ROWS`), for the pictures and the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
-    result.save(out / "counterfactuals.safetensors")
+    if not saved:
+        result.save(out / COUNTERFACTUALS_FILE)
     save_png(result_grid(result, 16), out / "grid.png")
     write_paths(out, result, explainer, max_images=explorer_images)
 
@@ -629,6 +900,7 @@ def run_global(
     later_rounds: str | None = None,
     round_scores: str | None = None,
     descriptors: str | Path | None = None,
+    from_run: str | Path | None = None,
     **options: object,
 ) -> dict:
     """Global explanation of the workbench's classifier: which descriptors its counterfactuals change.
@@ -657,14 +929,23 @@ def run_global(
     one bar chart per explanation and ``global.html`` into ``out``. Folders of the user's images
     (``folder:PATH``): morphometrics of grayscale images, or the descriptors of a CSV (``descriptors``, one row
     per image file, see :meth:`~vcex.attribution.Descriptors.from_csv`).
+    ``from_run``: the --out folder of a finished ``vcex explain`` run of this dataset and classifier, whose first
+    ``n`` counterfactuals are read (:func:`counterfactuals_from_run`) instead of attacking again; ``options``
+    (the attack's) are then not used.
     """
-    if n < 1 or n > len(bench.test):
+    if from_run is None and (n < 1 or n > len(bench.test)):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
+    if from_run is not None and rounds > 1:
+        raise InputError("--rounds > 1 attacks the images again in its later rounds; with --from-run use one round")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reader = check_global_options(bench.dataset, reader, rounds, later_rounds, round_scores, descriptors)
+    if from_run is not None:
+        images, result = counterfactuals_from_run(bench, from_run, n, reader)
+        n, explainer = len(result), None
     fitted = fit_global_readers(bench, reader, descriptors, progress=progress)
-    explainer, images, result = explain_for_global(bench, n, progress=progress, **options)
+    if from_run is None:
+        explainer, images, result = explain_for_global(bench, n, progress=progress, **options)
     explanations, attribution_seconds = attribute_global(bench, fitted.readers, result, resamples)
     away = None
     if rounds > 1:
@@ -684,6 +965,7 @@ def run_global(
         "descriptors": fitted.source,
         "whiten": bool(options.get("whiten")),
         "reader": reader,
+        **({"from_run": str(Path(from_run).resolve())} if from_run is not None else {}),
         **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
         "probe_fit_seconds": round(fitted.seconds, 3),
         "counterfactual_seconds": round(result.seconds, 3),
@@ -762,6 +1044,36 @@ def explain_for_global(
     if isinstance(explainer.latent_model, WhitenedLatentModel):
         result = explainer.latent_model.to_base_result(result)  # the probes read the latent model's own latents
     return explainer, images, result
+
+
+def counterfactuals_from_run(
+    bench: Workbench, run_dir: str | Path, n: int | None = None, reader: str = "latent"
+) -> tuple[torch.Tensor, CounterfactualResult]:
+    """The first ``n`` (all when None) counterfactuals of a finished ``vcex explain`` run in ``run_dir``, in place
+    of :func:`explain_for_global`: returns the (n, C, H, W) originals and the result (its latents are the latent
+    model's own: a whitened run saved them mapped back).
+
+    Raises:
+        InputError: no finished run there, a run of another dataset or classifier, or a run without latents
+            for ``reader="latent"``.
+    """
+    request = read_run_record(run_dir)["request"]
+    if request["dataset"] != bench.dataset:
+        raise InputError(
+            f"--from-run {run_dir} explained {request['dataset']}, not {bench.dataset}: give --dataset of that run, "
+            f"or a run of {bench.dataset}"
+        )
+    if request.get("classifier") != json.loads(json_text(bench.classifier_source)):
+        theirs = request.get("classifier") or "the zoo's classifier"
+        raise InputError(f"--from-run {run_dir} explained another classifier ({theirs}); give the same --classifier")
+    total = run_length(Path(run_dir) / COUNTERFACTUALS_FILE)
+    result = load_run(run_dir, rows=slice(0, total if n is None else min(n, total)))
+    if reader == "latent" and result.counterfactual_latents is None:
+        raise InputError(
+            f"--from-run {run_dir} was made by {result.method}, which saves no latents for the latent probes to "
+            "read: use --reader images, or a run of a latent method (e.g. --method attack)"
+        )
+    return result.originals, result
 
 
 def attribute_global(

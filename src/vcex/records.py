@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import numbers
-from collections.abc import Mapping
+import os
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,11 +41,46 @@ def json_text(record: object, indent: int | None = 2) -> str:
     return json.dumps(finite_json(record), indent=indent, allow_nan=False, default=str)
 
 
-def write_json(path: str | Path, record: object) -> Path:
-    """Write ``record`` to ``path`` as strict JSON (see :func:`json_text`); returns the path."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file name in ``path``'s folder to write ``path``'s new content to; when the block ends without
+    an error, the file is flushed to disk (fsync) and renamed over ``path`` (os.replace, atomic on one file
+    system), so a reader or a rerun after a kill sees the old file or the whole new one, never half of one.
+    On an error the temporary file is removed and the error goes on. Every file vcex writes goes through here.
+
+    The name is ``.<name>.<pid>.<random>.tmp`` (hidden, unique per writer: parallel workers writing one folder
+    never share a temporary); a writer killed mid-write leaves it behind, and nothing reads it.
+    """
     path = Path(path)
-    path.write_text(json_text(record), encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself made durable; not every file system opens folders
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`; returns the path."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
     return path
+
+
+def write_json(path: str | Path, record: object) -> Path:
+    """Write ``record`` to ``path`` as strict JSON (see :func:`json_text`), atomically; returns the path."""
+    return write_text_atomic(path, json_text(record))
 
 
 def dataclass_from_record(cls: type[Record], record: Mapping[str, Any], source: str) -> Record:

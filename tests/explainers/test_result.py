@@ -67,3 +67,50 @@ def test_a_saved_result_from_another_version_loads_without_its_unknown_keys(tmp_
     scalars_path.write_text("[1, 2]")
     with pytest.raises(CacheError, match="not an object"):
         CounterfactualResult.load(path)
+
+
+def test_a_result_file_written_chunk_by_chunk_is_the_saved_whole(tmp_path):
+    from safetensors.torch import load_file
+
+    from vcex.explainers.result import ResultFileWriter, load_run
+
+    parts = [part(range(0, 3)), part(range(3, 7)), part(range(7, 8))]
+    whole = CounterfactualResult.concatenate(parts, seconds=2.5)
+    whole.save(tmp_path / "whole.safetensors")
+    with ResultFileWriter(tmp_path / "counterfactuals.safetensors", 8) as writer:
+        for p in parts:
+            writer.add(p)
+        writer.seconds = 2.5
+    saved, streamed = (
+        load_file(str(tmp_path / "whole.safetensors")),
+        load_file(str(tmp_path / "counterfactuals.safetensors")),
+    )
+    assert saved.keys() == streamed.keys()
+    for name in saved:
+        assert saved[name].dtype == streamed[name].dtype and torch.equal(saved[name], streamed[name]), name
+    loaded = load_run(tmp_path)
+    assert loaded.seconds == 2.5 and loaded.settings == {"k": 1} and loaded.threshold == 0.9
+    middle = load_run(tmp_path, rows=slice(2, 5))
+    assert torch.equal(middle.steps, torch.tensor([2, 3, 4])) and torch.equal(middle.originals, whole.originals[2:5])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_result_file_writer_stopped_short_or_fed_another_layout_leaves_no_file(tmp_path):
+    from vcex.explainers.result import ResultFileWriter
+
+    path = tmp_path / "counterfactuals.safetensors"
+    with pytest.raises(RuntimeError, match="3 of 5 rows"), ResultFileWriter(path, 5) as writer:
+        writer.add(part(range(0, 3)))
+    with pytest.raises(RuntimeError, match="does not fit"), ResultFileWriter(path, 5) as writer:
+        writer.add(part(range(0, 3)))
+        writer.add(part(range(3, 5), with_latents=False))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_run_of_an_unfinished_run_says_how_to_finish_it(tmp_path):
+    from vcex.errors import CacheError
+    from vcex.explainers.result import load_run
+
+    (tmp_path / "chunks").mkdir()
+    with pytest.raises(CacheError, match="unfinished run: rerun the same vcex explain command"):
+        load_run(tmp_path)

@@ -14,10 +14,10 @@ from vcex.cli.options import (
     add_device,
     add_max_steps,
     add_model_forms,
-    add_n,
     add_out,
     add_threshold,
     add_whiten,
+    classifier_from_args,
     count,
     models_from_args,
     positive_count,
@@ -36,6 +36,16 @@ SUMMARY_KEYS = ("method", "dataset", "n", "validity", "oracle_agreement", "knn_a
 SUMMARY_KEYS += ("seconds_per_cf",)
 
 
+def image_count(text: str) -> int | str:
+    """--n: a whole number >= 1, or ``all`` (every image of the split)."""
+    if text == "all":
+        return text
+    try:
+        return positive_count(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or all, got {text!r}") from None
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser("explain", help="counterfactuals for test images with one method")
     add_dataset(explain, f"mnist | fashion | faces | {FOLDER_HELP}")
@@ -47,7 +57,28 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     explain.add_argument(
         "--space", default=None, help="faces: the attack's latent space, w (default) or style (StyleSpace)"
     )
-    add_n(explain, None, f"number of test images (the first N; default {DEFAULT_N})")
+    explain.add_argument(
+        "--n",
+        type=image_count,
+        default=None,
+        help=f"number of images of the split to explain (the first N; default {DEFAULT_N}), or all: the run streams "
+        "chunks to disk with memory flat in N (docs/benchmarks/whole-datasets.md)",
+    )
+    explain.add_argument(
+        "--split", choices=("train", "test"), default=None, help="the split the images come from (default test)"
+    )
+    explain.add_argument(
+        "--chunk-size",
+        type=positive_count,
+        default=None,
+        help="images per chunk file, the unit a killed run resumes from (default ceil(N/4) within [8, 100])",
+    )
+    explain.add_argument(
+        "--status",
+        action="store_true",
+        help="with the same arguments as the run: print how far it is (chunks and images done, last write) and "
+        "compute nothing",
+    )
     explain.add_argument(
         "--images",
         nargs="+",
@@ -124,27 +155,36 @@ def run(args: argparse.Namespace) -> None:
         raise InputError("--workers sets how many Ray workers --ray starts: add --ray (or --ray HEAD:6379), or drop it")
     if args.images and args.n is not None:
         raise InputError("--n counts test images; with --images every image given is explained: drop --n")
+    if args.images and args.split is not None:
+        raise InputError("--split chooses the dataset's images; with --images the files given are explained: drop it")
     # every option with a flag, by build_explainer's name (--refine: refine_steps); those not given are None
     options = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in OPTION_FLAGS.items()}
     options = check_method_options(args.method, options)  # before any model is loaded or trained
+    if args.status:
+        print(status_text(args, options))
+        return
     explain_run = run_explain if args.ray is None else ray_explainer(args)
     bench = prepare(args.dataset, progress=not args.quiet, **models_from_args(args, args.method))
-    images = None
-    if args.images:
-        from vcex.data import image_files, read_images
-
-        files = [f for item in map(Path, args.images) for f in (image_files(item) if item.is_dir() else [item])]
-        channels, height, width = bench.test.image_shape
-        images = read_images(files, channels=channels, size=(height, width))
+    split = args.split or "test"
+    images = _read_images(args, bench.test.image_shape) if args.images else None
+    if images is not None:
+        n = len(images)
+    elif args.n == "all":
+        n = len(bench.test if split == "test" else bench.train)
+    else:
+        n = DEFAULT_N if args.n is None else args.n
     _, metrics = explain_run(
         bench,
         args.method,
-        len(images) if images is not None else DEFAULT_N if args.n is None else args.n,
+        n,
         parse_target(args.target),
         args.out,
         preset=args.preset,
+        chunk_size=args.chunk_size,
         progress=not args.quiet,
         images=images,
+        split=split,
+        load_result=False,
         **options,
     )
     print(json_text({k: metrics[k] for k in SUMMARY_KEYS if k in metrics}, indent=None))
@@ -152,7 +192,7 @@ def run(args: argparse.Namespace) -> None:
 
 def ray_explainer(args: argparse.Namespace) -> Callable[..., tuple]:
     """``run_explain``'s stand-in for --ray: the same arguments, the chunks explained by Ray workers, each of which
-    loads the classifier from these arguments as this process did."""
+    loads the models from these arguments as this process did."""
     from vcex.distributed import import_ray, run_explain_ray
 
     import_ray()  # a missing extra is one line before any model is loaded
@@ -163,4 +203,64 @@ def ray_explainer(args: argparse.Namespace) -> Callable[..., tuple]:
         # every model option (--classifier, --latent-model, --black-box) loaded in each worker as here
         classifier=functools.partial(models_from_args, args, args.method),
         threads=args.threads or 1,
+    )
+
+
+def _read_images(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> object:
+    """The --images files (and the image files of folders given), read as the dataset's: (N, C, H, W)."""
+    from vcex.data import image_files, read_images
+
+    files = [f for item in map(Path, args.images) for f in (image_files(item) if item.is_dir() else [item])]
+    channels, height, width = image_shape
+    return read_images(files, channels=channels, size=(height, width))
+
+
+def status_text(args: argparse.Namespace, options: dict) -> str:
+    """``--status``: one line per run in --out (chunks and images done, last write), the one these arguments ask
+    for marked; only the dataset's images (for --n all, --images) and a user's model file are read."""
+    from vcex.data import load_dataset
+    from vcex.pipeline import dataset_for, explain_request, explain_status, parse_target
+
+    user = classifier_from_args(args)
+    dataset = dataset_for(args.dataset, user if isinstance(user, str) or user is None else None)
+    split = args.split or "test"
+    images = None
+    if args.images:
+        images = _read_images(args, load_dataset(dataset, "test").image_shape)
+        n = len(images)
+    elif args.n == "all":
+        n = len(load_dataset(dataset, split))
+    else:
+        n = DEFAULT_N if args.n is None else args.n
+    source = None if isinstance(user, str) or user is None else getattr(user, "source", {"model": type(user).__name__})
+    request = explain_request(
+        dataset, args.method, n, parse_target(args.target), split=split, preset=args.preset, options=options,
+        classifier=source, images=images,
+    )  # fmt: skip
+    runs = explain_status(args.out, request)
+    lines = []
+    for run in runs:
+        state = (
+            "finished"
+            if run["finished"]
+            else "done, not assembled"
+            if run["chunks_done"] == run["chunks"]
+            else ("in progress or stopped")
+        )
+        lines.append(
+            f"{run['fingerprint']}: {run['chunks_done']}/{run['chunks']} chunks, {run['images_done']}/{run['n']} "
+            f"images, last write {run['last_write'] or 'none'} ({state})"
+            + ("  <- these arguments" if run["matches"] else f"  [{_describe(run['request'])}]")
+        )
+    if not any(run["matches"] for run in runs):
+        lines.append(f"no run of these arguments in {args.out} yet (0 of {n} images done)")
+    return "\n".join(lines)
+
+
+def _describe(request: dict) -> str:
+    """A run's request in a few words, for telling several runs in one folder apart."""
+    options = ", ".join(f"{key}={value}" for key, value in request.get("options", {}).items())
+    source = request.get("split") or "images"
+    return f"{request['method']} on {request['n']} {request['dataset']} {source}, target {request['target']}" + (
+        f", {options}" if options else ""
     )

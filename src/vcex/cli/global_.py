@@ -17,6 +17,9 @@ from vcex.cli.options import (
     positive_count,
 )
 
+# 500: an average over counterfactuals, with one explanation per target class on the digits (~50 per class)
+DEFAULT_N = 500
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     global_ = commands.add_parser("global", help="global explanation: descriptors the counterfactuals change")
@@ -30,8 +33,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "relative to the folder (cat/001.png) and one numeric column per descriptor (0/1 columns are binary); "
         "rows must cover the training images, other rows are ignored",
     )
-    # 500: an average over counterfactuals, with one explanation per target class on the digits (~50 per class)
-    add_n(global_, 500, "test images to explain")
+    add_n(global_, None, f"test images to explain (default {DEFAULT_N}; --from-run: the run's first N, default all)")
+    global_.add_argument(
+        "--from-run",
+        default=None,
+        help="the --out folder of a finished vcex explain run of this dataset and classifier: its counterfactuals "
+        "are read instead of attacking again (the attack's options do not apply; one round)",
+    )
     add_out(global_, "output folder (global.json, charts, global.html)")
     add_threshold(global_)
     add_max_steps(global_, "the attack's step budget per image")
@@ -85,13 +93,32 @@ def run(args: argparse.Namespace) -> None:
 
     # before any model is trained
     check_global_options(args.dataset, args.reader, args.rounds, args.later_rounds, args.round_scores, args.descriptors)
-    # the global explanation's counterfactuals are the attack's, which needs the classifier's gradients
-    bench = prepare(args.dataset, progress=not args.quiet, **models_from_args(args, "attack"))
-    if args.n < 1:
+    # the global explanation's counterfactuals are the attack's, which needs the classifier's gradients, unless they
+    # come from a finished run (--from-run), whose method says what the classifier must give
+    method = "attack"
+    if args.from_run is not None:  # a run of another dataset is refused before that dataset's models load
+        from vcex.models.user import is_user_classifier
+        from vcex.pipeline import dataset_for, read_run_record
+
+        request = read_run_record(args.from_run)["request"]
+        ran, method = request["dataset"], request["method"]
+        asked = dataset_for(args.dataset, None if is_user_classifier(args.classifier) else args.classifier)
+        if ran != asked:
+            raise InputError(f"--from-run {args.from_run} explained {ran}, not {asked}: give --dataset of that run")
+    bench = prepare(args.dataset, progress=not args.quiet, **models_from_args(args, method))
+    if args.n is not None and args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
+    if args.from_run is not None:
+        given = [flag for flag, value in (("--threshold", args.threshold), ("--max-steps", args.max_steps)) if value]
+        if given or args.whiten:
+            raise InputError(
+                f"{', '.join(given + (['--whiten'] if args.whiten else []))} set the attack, which --from-run does "
+                "not run: drop them (the run's own settings are recorded in global.json)"
+            )
+    n = args.n if args.n is not None or args.from_run is not None else DEFAULT_N
     record = run_global(
         bench,
-        min(args.n, len(bench.test)),
+        n if args.from_run is not None else min(n, len(bench.test)),
         args.out,
         progress=not args.quiet,
         threshold=args.threshold,
@@ -102,6 +129,7 @@ def run(args: argparse.Namespace) -> None:
         later_rounds=args.later_rounds,
         round_scores=args.round_scores,
         descriptors=args.descriptors,
+        from_run=args.from_run,
     )
     summary = {name: c["ranking"][:3] for name, c in record["classes"].items()}
     if "explain_away" in record:

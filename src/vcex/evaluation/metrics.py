@@ -118,6 +118,124 @@ def _mean(values: torch.Tensor) -> float:
 
 @torch.no_grad()
 @evaluates("oracle", "knn", "autoencoders", "latent_model", "attributes")
+def image_scores(
+    result: CounterfactualResult,
+    *,
+    oracle: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    knn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    autoencoders: torch.nn.Module | None = None,
+    latent_model: object | None = None,
+    attributes: torch.nn.Module | None = None,
+    label_attributes: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor]:
+    """Every per-image score of :func:`evaluate`, each (N,) (``attribute_changed``: (N, A)), on the CPU.
+
+    Each image's scores depend on that image alone, so scores of chunks concatenated are the scores of the
+    whole run, and :func:`scores_record` of them is the record :func:`evaluate` writes (a streamed run's
+    metrics are exact, not an average of rounded chunk means). Keys present only with their model:
+    ``oracle_agreement``, ``knn_agreement``, ``latent_distance``, ``mnac``, ``mnac_vs_reconstruction``
+    (latent methods), ``attribute_changed``, ``im1`` and ``im2`` (not for a lowering run).
+    """
+    originals, counterfactuals = result.originals, result.counterfactuals
+    scores = {
+        "success": result.success,
+        "target_prob": result.target_prob,
+        "l1": l1_distance(originals, counterfactuals),
+        "l2": l2_distance(originals, counterfactuals),
+        "changed_fraction": changed_fraction(originals, counterfactuals),
+        "steps": result.steps,
+        "forward_passes": result.forward_passes,
+        "backward_passes": result.backward_passes,
+    }
+    if oracle is not None:
+        scores["oracle_agreement"] = agreement(predict_labels(oracle, counterfactuals), result.target, result.lower)
+    if knn is not None:
+        scores["knn_agreement"] = agreement(predict_labels(knn, counterfactuals), result.target, result.lower)
+    if latent_model is not None:
+        # every method's images are re-encoded, so the distance is comparable across methods
+        z_original = torch.cat([latent_model.encode(c) for c in originals.split(256)])
+        z_counterfactual = torch.cat([latent_model.encode(c) for c in counterfactuals.split(256)])
+        scores["latent_distance"] = latent_distance(z_original, z_counterfactual)
+    if attributes is not None:
+        from vcex.evaluation.attributes import mnac
+
+        names = list(attributes.attribute_names)
+        unknown = [name for name in label_attributes if name not in names]
+        if unknown:
+            raise InputError(f"label attributes {unknown} are not read by the attribute oracle ({', '.join(names)})")
+        before = torch.cat([torch.sigmoid(attributes(c)) for c in originals.split(256)])
+        after = torch.cat([torch.sigmoid(attributes(c)) for c in counterfactuals.split(256)])
+        excluded = [names.index(name) for name in label_attributes]
+        scores["mnac"] = mnac(before, after, exclude=excluded or None)
+        if result.reconstructions is not None:
+            # the edit's side effects alone: a generator's counterfactual also carries its reconstruction error
+            rebuilt = torch.cat([torch.sigmoid(attributes(c)) for c in result.reconstructions.split(256)])
+            scores["mnac_vs_reconstruction"] = mnac(rebuilt, after, exclude=excluded or None)
+        scores["attribute_changed"] = (before > 0.5) != (after > 0.5)
+    if autoencoders is not None and not result.lower:
+        scores.update(im_scores(autoencoders, counterfactuals, result.target, result.original_class))
+    return {name: values.detach().cpu() for name, values in scores.items()}
+
+
+def scores_record(
+    scores: dict[str, torch.Tensor],
+    *,
+    method: str,
+    threshold: float | tuple[float, ...],
+    lower: bool,
+    seconds: float,
+    settings: dict,
+    dataset: str = "",
+    device: str | torch.device = "cpu",
+    attribute_names: list[str] | None = None,
+    label_attributes: tuple[str, ...] = (),
+) -> dict:
+    """The ``metrics.json`` record of :func:`image_scores` (of one result, or of chunks concatenated), without
+    the entries that compare images with each other (identity, diversity: :func:`evaluate` adds them)."""
+    n = len(scores["success"])
+    record = {
+        "method": method,
+        "dataset": dataset,
+        "n": n,
+        "threshold": threshold,
+        "lower": lower,
+        "validity": _mean(scores["success"]),
+        "mean_target_prob": _mean(scores["target_prob"]),
+        "oracle_agreement": _mean(scores["oracle_agreement"]) if "oracle_agreement" in scores else None,
+        "knn_agreement": _mean(scores["knn_agreement"]) if "knn_agreement" in scores else None,
+        "l1": _mean(scores["l1"]),
+        "l2": _mean(scores["l2"]),
+        "changed_fraction": _mean(scores["changed_fraction"]),
+        "latent_distance": _mean(scores["latent_distance"]) if "latent_distance" in scores else None,
+        "realism": None,
+        "identity_preservation": None,
+        "identity_preservation_pixels": None,
+        "identity_chance": None,
+        "identity_n": None,
+        "diversity": None,
+        "diversity_per_class": None,
+        "mean_steps": _mean(scores["steps"]),
+        "seconds_per_cf": round(seconds / max(n, 1), 6),
+        "passes_per_cf": _mean(scores["forward_passes"] + scores["backward_passes"]),
+        "forward_passes_per_cf": _mean(scores["forward_passes"]),
+        "backward_passes_per_cf": _mean(scores["backward_passes"]),
+        "device": str(device),
+        "settings": settings,
+        "versions": versions(),
+    }
+    if "mnac" in scores:
+        record["mnac"] = _mean(scores["mnac"])
+        if "mnac_vs_reconstruction" in scores:
+            record["mnac_vs_reconstruction"] = _mean(scores["mnac_vs_reconstruction"])
+        changed = scores["attribute_changed"].float().mean(0)
+        record["attribute_change_rate"] = {name: round(float(v), 4) for name, v in zip(attribute_names or [], changed)}
+        record["label_attributes"] = list(label_attributes)
+    if "im1" in scores:
+        record["realism"] = {name: _mean(scores[name]) for name in ("im1", "im2")}
+    return record
+
+
+@torch.no_grad()
 def evaluate(
     result: CounterfactualResult,
     *,
@@ -145,25 +263,43 @@ def evaluate(
     ``identity_chance`` = 1/N) and, with ``diversity_reference`` = (features (M, D), labels (M,)) of real
     images (:func:`vcex.evaluation.diversity_reference`), ``diversity`` and ``diversity_per_class``
     (counterfactuals' spread per target class over real images' spread; ~0 is collapse onto a template).
+    Per-image scores: :func:`image_scores`; the record of them: :func:`scores_record`.
     """
+    scores = image_scores(
+        result,
+        oracle=oracle,
+        knn=knn,
+        autoencoders=autoencoders,
+        latent_model=latent_model,
+        attributes=attributes,
+        label_attributes=label_attributes,
+    )
+    record = scores_record(
+        scores,
+        method=result.method,
+        threshold=result.threshold,
+        lower=result.lower,
+        seconds=result.seconds,
+        settings=result.settings,
+        dataset=dataset,
+        device=device,
+        attribute_names=list(attributes.attribute_names) if attributes is not None else None,
+        label_attributes=label_attributes,
+    )
+    record.update(comparison_metrics(result, features, diversity_reference))
+    return record
+
+
+@torch.no_grad()
+def comparison_metrics(
+    result: CounterfactualResult,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    diversity_reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict:
+    """The entries of a metrics record that compare a result's images with each other, not per image:
+    ``identity_preservation_pixels`` and, with ``features``, identity and diversity (see :func:`evaluate`)."""
     originals, counterfactuals = result.originals, result.counterfactuals
-    counterfactual_class = result.target
-    record = {
-        "method": result.method,
-        "dataset": dataset,
-        "n": len(result),
-        "threshold": result.threshold,
-        "lower": result.lower,
-        "validity": _mean(result.success),
-        "mean_target_prob": _mean(result.target_prob),
-        "oracle_agreement": None,
-        "knn_agreement": None,
-        "l1": _mean(l1_distance(originals, counterfactuals)),
-        "l2": _mean(l2_distance(originals, counterfactuals)),
-        "changed_fraction": _mean(changed_fraction(originals, counterfactuals)),
-        "latent_distance": None,
-        "realism": None,
-        "identity_preservation": None,
+    record: dict = {
         # the same in pixels: an oracle's penultimate features are organised by class, so there every convincing
         # counterfactual is nearest to originals of its new class (near chance for every method,
         # docs/benchmarks/identity.md); in pixels a collapse onto a class template still shows
@@ -172,53 +308,9 @@ def evaluate(
         )
         if len(result)
         else None,
-        "identity_chance": None,
-        "identity_n": None,
-        "diversity": None,
-        "diversity_per_class": None,
-        "mean_steps": _mean(result.steps),
-        "seconds_per_cf": round(result.seconds / max(len(result), 1), 6),
-        "passes_per_cf": _mean(result.forward_passes + result.backward_passes),
-        "forward_passes_per_cf": _mean(result.forward_passes),
-        "backward_passes_per_cf": _mean(result.backward_passes),
-        "device": str(device),
-        "settings": result.settings,
-        "versions": versions(),
     }
-    if oracle is not None:
-        record["oracle_agreement"] = _mean(
-            agreement(predict_labels(oracle, counterfactuals), result.target, result.lower)
-        )
-    if knn is not None:
-        record["knn_agreement"] = _mean(agreement(predict_labels(knn, counterfactuals), result.target, result.lower))
-    if latent_model is not None:
-        # every method's images are re-encoded, so the distance is comparable across methods
-        z_original = torch.cat([latent_model.encode(c) for c in originals.split(256)])
-        z_counterfactual = torch.cat([latent_model.encode(c) for c in counterfactuals.split(256)])
-        record["latent_distance"] = _mean(latent_distance(z_original, z_counterfactual))
-    if attributes is not None:
-        from vcex.evaluation.attributes import mnac
-
-        names = list(attributes.attribute_names)
-        unknown = [name for name in label_attributes if name not in names]
-        if unknown:
-            raise InputError(f"label attributes {unknown} are not read by the attribute oracle ({', '.join(names)})")
-        before = torch.cat([torch.sigmoid(attributes(c)) for c in originals.split(256)])
-        after = torch.cat([torch.sigmoid(attributes(c)) for c in counterfactuals.split(256)])
-        excluded = [names.index(name) for name in label_attributes]
-        record["mnac"] = _mean(mnac(before, after, exclude=excluded or None))
-        if result.reconstructions is not None:
-            # the edit's side effects alone: a generator's counterfactual also carries its reconstruction error
-            rebuilt = torch.cat([torch.sigmoid(attributes(c)) for c in result.reconstructions.split(256)])
-            record["mnac_vs_reconstruction"] = _mean(mnac(rebuilt, after, exclude=excluded or None))
-        changed = ((before > 0.5) != (after > 0.5)).float().mean(0)
-        record["attribute_change_rate"] = {name: round(float(v), 4) for name, v in zip(names, changed)}
-        record["label_attributes"] = list(label_attributes)
     if features is not None:
         # diversity groups counterfactuals by the class they now claim; a lowering run claims none
         reference = None if result.lower else diversity_reference
         record.update(identity_metrics(features(originals), features(counterfactuals), result.target, reference))
-    if autoencoders is not None and not result.lower:
-        scores = im_scores(autoencoders, counterfactuals, counterfactual_class, result.original_class)
-        record["realism"] = {name: _mean(values) for name, values in scores.items()}
     return record

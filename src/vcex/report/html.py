@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 
 from vcex.explainers.result import CounterfactualResult
+from vcex.records import write_text_atomic
 from vcex.report.images import grid_image, png_data_uri, signed_difference
 
 METRIC_COLUMNS = [
@@ -146,9 +147,7 @@ differently after the change; 0 is a change of the label alone.</p>
 <h2>{html.escape(results[0].method)}: examples</h2>{strips}
 {"<h2>All methods on the same images</h2>" + comparison if comparison else ""}
 </body></html>"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
-    return path
+    return write_text_atomic(path, document)
 
 
 def result_grid(result: CounterfactualResult, count: int = 16) -> object:

@@ -87,9 +87,12 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write ``image`` to ``path`` as PNG, atomically (vcex.records.atomic_path)."""
+    from vcex.records import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")
     return path
 
 

@@ -1,0 +1,148 @@
+"""Streamed explain runs (issue 30 item 2): chunks on disk, one result file, exact metrics, resume after SIGKILL,
+--status, vcex report and vcex global --from-run. The shipped MNIST models, a few images, few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vcex import pipeline
+from vcex.cli import main
+from vcex.explainers.result import load_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SRC = Path(__file__).resolve().parents[1] / "src"
+# metrics.json fields that measure the machine or the run's history, not the explanation
+VOLATILE = {"seconds_per_cf", "wall_seconds", "versions", "device", "resumed_chunks"}
+# 12 images in chunks of 4, an attack that runs its 200 steps on most images (a chunk takes about a second)
+KILLED = ["explain", "--method", "attack", "--n", "12", "--chunk-size", "4", "--max-steps", "200"]
+KILLED += ["--threshold", "0.999", "--quiet", "--threads", "1"]
+
+
+def stable(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key not in VOLATILE}
+
+
+@pytest.mark.parametrize(("n", "size"), [(1, 8), (12, 8), (40, 10), (399, 100), (60_000, 100)])
+def test_default_chunks_are_a_quarter_of_the_run_within_8_and_100(n, size):
+    assert pipeline.default_chunk_size(n) == size
+
+
+def test_a_run_killed_after_its_first_chunk_resumes_to_the_same_bytes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    child = subprocess.Popen([sys.executable, "-m", "vcex.cli", *KILLED, "--out", str(killed)], env=env)
+    deadline = time.monotonic() + 600  # a loaded machine starts python slowly
+    while not list(killed.glob("chunks/*/00000000.safetensors")):
+        assert child.poll() is None and time.monotonic() < deadline, "the run ended before its first chunk"
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+    done = sorted(path.name for path in killed.glob("chunks/*/0*.safetensors"))
+    assert 1 <= len(done) < 3
+
+    assert main([*KILLED, "--out", str(killed)]) == 0
+    assert main([*KILLED, "--out", str(whole)]) == 0
+    resumed = json.loads((killed / "metrics.json").read_text())
+    assert resumed["resumed_chunks"] == len(done)
+    assert stable(resumed) == stable(json.loads((whole / "metrics.json").read_text()))
+    same = (killed / "counterfactuals.safetensors").read_bytes() == (whole / "counterfactuals.safetensors").read_bytes()
+    assert same
+    assert not list(killed.glob("*.tmp")), "a finished run leaves no temporary file in its folder"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return pipeline.prepare("mnist", progress=False)
+
+
+def test_a_streamed_run_has_the_metrics_of_its_whole_result(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "COMPARISON_SAMPLE", 4)
+    monkeypatch.setattr(pipeline, "EVALUATION_BLOCK", 3)
+    out = tmp_path / "run"
+    result, metrics = pipeline.run_explain(
+        bench, "attack", 10, "second", out, chunk_size=4, progress=False, threshold=0.9, max_steps=20
+    )
+    assert len(list(out.glob("chunks/*/0*.safetensors"))) == 3 and metrics["chunk_size"] == 4
+    whole = pipeline.evaluate_result(result, bench)
+    compared = {"identity_preservation", "identity_preservation_pixels", "identity_chance", "identity_n"}
+    compared |= {"diversity", "diversity_per_class"}
+    for key in set(whole) - VOLATILE - compared:
+        assert metrics[key] == whole[key], key
+    # identity and diversity on the evenly spaced sample: rows 0, 3, 6, 9
+    assert metrics["comparison_sample"]["n"] == 4 and metrics["identity_n"] == 4
+    sample = pipeline.evaluate_result(result.select(torch.tensor([0, 3, 6, 9])), bench)
+    assert metrics["identity_preservation"] == sample["identity_preservation"]
+    assert torch.equal(load_run(out, rows=slice(2, 7)).counterfactuals, result.counterfactuals[2:7])
+
+
+def test_status_says_how_far_each_run_is_and_which_one_the_arguments_ask_for(bench, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["explain", "--method", "attack", "--n", "10", "--chunk-size", "4", "--max-steps", "5", "--out", str(out)]
+    assert main([*args, "--status"]) == 0
+    assert "no run of these arguments" in capsys.readouterr().out and not out.exists()
+    assert main([*args, "--quiet"]) == 0
+    other = ["explain", "--method", "linear", "--n", "10", "--chunk-size", "4", "--out", str(out)]
+    assert main([*other, "--quiet"]) == 0
+    # a chunk of the attack's run lost: the run is no longer whole
+    (attack_run,) = [p.parent.name for p in out.glob("chunks/*/run.json") if '"attack"' in p.read_text()]
+    (out / "chunks" / attack_run / "00000004.safetensors").unlink()
+    capsys.readouterr()
+    assert main([*args, "--status"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    (mine,) = [line for line in lines if "<- these arguments" in line]
+    assert mine.startswith(f"{attack_run}: 2/3 chunks, 6/10 images, last write 20")
+    (theirs,) = [line for line in lines if line is not mine]
+    assert "3/3 chunks, 10/10 images" in theirs and "(finished)" in theirs and "linear on 10 mnist test" in theirs
+
+
+def test_report_rebuilds_a_runs_files_and_global_reads_its_counterfactuals(bench, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["explain", "--method", "attack", "--n", "24", "--threshold", "0.9", "--max-steps", "40", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    for name in ("metrics.json", "grid.png", "report.html"):
+        (out / name).unlink()
+    assert main(["report", str(out), "--quiet"]) == 0
+    rebuilt = json.loads((out / "metrics.json").read_text())
+    assert stable(rebuilt) == stable(first) and "wall_seconds" not in rebuilt
+    assert (out / "grid.png").stat().st_size > 0 and "attack" in (out / "report.html").read_text()
+
+    capsys.readouterr()
+    assert main(["global", "--dataset", "fashion", "--from-run", str(out), "--out", str(tmp_path / "g")]) == 2
+    assert "explained mnist, not fashion" in capsys.readouterr().err
+    assert main(["global", "--from-run", str(out), "--max-steps", "3", "--out", str(tmp_path / "g")]) == 2
+    assert "--max-steps" in capsys.readouterr().err
+    assert main(["global", "--from-run", str(out), "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "g" / "global.json").read_text())
+    assert record["n"] == 24 and record["valid_counterfactuals"] == round(first["validity"] * 24)
+    assert record["from_run"] == str(out.resolve()) and record["attack_settings"]["max_steps"] == 40
+
+
+def test_report_of_a_folder_without_a_finished_run_is_one_line(tmp_path, capsys):
+    (tmp_path / "chunks").mkdir()
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no finished vcex explain run" in err and "rerun the same" in err
+
+
+def test_n_all_counts_every_image_of_the_split_asked_for(tmp_path, capsys):
+    from vcex.data import load_dataset
+
+    for split in ("train", "test"):
+        argv = ["explain", "--method", "linear", "--n", "all", "--split", split, "--out", str(tmp_path), "--status"]
+        assert main(argv) == 0
+        assert f"(0 of {len(load_dataset('mnist', split))} images done)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["explain", "--n", "most", "--out", str(tmp_path)])
+    assert "a whole number >= 1 or all, got 'most'" in capsys.readouterr().err
