@@ -1,8 +1,8 @@
 """Dependencies point one way: no vcex module imports from a layer above its own.
 
 Data flows data -> models -> explainers (their results included: ``vcex.explainers.result`` is what explainers
-build, so it sits in their layer) -> evaluation / attribution -> report -> pipeline -> benchmark -> CLI, over a
-base of plain helpers; the package's ``__init__`` re-exports the public names and sits on top. Every import
+build, so it sits in their layer) -> evaluation / attribution -> report -> pipeline -> benchmark / distributed ->
+CLI, over a base of plain helpers; the package's ``__init__`` re-exports the public names and sits on top. Every import
 counts, also one under ``if TYPE_CHECKING:`` or inside a function: a lazy import still ties the lower layer to
 the upper one. Modules of one layer may import each other.
 """
@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"evaluation", "attribution"}),
     frozenset({"report"}),
     frozenset({"pipeline"}),
-    frozenset({"benchmark"}),
+    frozenset({"benchmark", "distributed"}),  # both run the pipeline: suites of rows, chunks on Ray workers
     frozenset({"cli"}),
     frozenset({"__init__"}),  # the package facade: `from vcex import X`
 )
