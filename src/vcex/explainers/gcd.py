@@ -266,7 +266,7 @@ class Discovery:
     origin, goal: (P,) the black box's class of each source and the class its directions aim for.
     fit: the proxies' held-out fit; where ``fit.usable`` is False the directions are not used.
     unit: the latent length that alpha 1 and sampling radius 1 stand for.
-    queries: (P,) black-box images queried per source (samples + line search + the source itself).
+    queries: (P,) black-box images queried per source (samples, line search, the source and its reconstruction).
     """
 
     directions: torch.Tensor
@@ -460,7 +460,10 @@ class GCD(Explainer):
             flat = latents.flatten(1)
             reconstructions = self._decode_checked(latents, images).clamp(*self.classifier.value_range)
             origin = self.query(images).argmax(1)
-        origin = torch.where(origin == target, self.query(reconstructions).argmax(1), origin)
+            reconstruction_probs = self.query(reconstructions).softmax(1)
+        # an image the black box already puts in the target class (the base refuses that for the original, yet a
+        # caller may pass one whose prediction is ambiguous): aim from its reconstruction's class instead
+        origin = torch.where(origin == target, reconstruction_probs.argmax(1), origin)
         dim = flat.shape[1]
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         # z + r * u: u uniform on the unit sphere, r ~ U[0, radius] (the public code's "uniform_norm")
@@ -504,10 +507,9 @@ class GCD(Explainer):
         cf_latents = torch.where(usable[:, None], cf_latents, flat)
         counterfactuals = self._decode(cf_latents, latent_shape)
         success = reached[picked, choice]
-        cf_prob = torch.where(
-            usable, target_prob[picked, choice], self.query(reconstructions).softmax(1)[picked, target]
-        )
-        queries = 1 + self.samples + per_image
+        cf_prob = torch.where(usable, target_prob[picked, choice], reconstruction_probs[picked, target])
+        # the base's check of the originals, the origin class, the reconstruction, the samples and the line search
+        queries = 3 + self.samples + per_image
         if not bool(proxies.fit.usable.all()):
             bad = (~proxies.fit.usable).nonzero().flatten().tolist()
             warnings.warn(
