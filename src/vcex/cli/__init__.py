@@ -1,4 +1,5 @@
-"""The ``vcex`` command: ``demo``, ``explain``, ``global``, ``benchmark``, ``datasets``, ``models`` and ``stylespace``.
+"""The ``vcex`` command: ``demo``, ``explain``, ``global``, ``gcd``, ``benchmark``, ``datasets``, ``models`` and
+``stylespace``.
 
 One module per subcommand (its parser and its run), over the option groups they share (:mod:`vcex.cli.options`).
 """
@@ -9,10 +10,10 @@ import argparse
 import os
 import sys
 
-from vcex.cli import benchmark, datasets, demo, explain, global_, models, stylespace
+from vcex.cli import benchmark, datasets, demo, explain, gcd, global_, models, stylespace
 from vcex.errors import VcexError
 
-SUBCOMMANDS = (demo, explain, global_, benchmark, datasets, models, stylespace)  # in the order --help lists them
+SUBCOMMANDS = (demo, explain, global_, gcd, benchmark, datasets, models, stylespace)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
