@@ -94,7 +94,7 @@ def test_transfer_flips_with_the_true_direction_and_reports_one_that_flips_nothi
     assert len(transfer.result) == 8 and bool(transfer.result.success.all())
     predicted = reader(transfer.result.counterfactuals).argmax(1)
     assert torch.equal(predicted, transfer.result.target)
-    assert transfer.queries_per_image == 129
+    assert transfer.queries_per_image == 130
     magnitudes, rate = transfer.flip_curve()
     assert bool((rate[1:] >= rate[:-1]).all()) and float(rate[-1]) == 1.0
     # quadrant 3 is invisible to the black box: moving along it flips nothing, and says so

@@ -48,7 +48,7 @@ class LatentPath:
     origin, goal: (N,) the black box's class of the image and the class the path goes to.
     found: (N,) bool, a baseline was reached within the coarse search (else the path is empty: all zero).
     baseline_alpha: (N,) the alpha of the baseline (NaN where none), in the explainer's units.
-    queries_per_image: black-box images queried to find the baseline (the coarse search and the original).
+    queries_per_image: black-box images queried to find the baseline (the reconstruction and the coarse search).
     """
 
     images: torch.Tensor
@@ -113,7 +113,8 @@ def latent_path(
     """Each image's decoded path along ``direction`` (D,) from its reconstruction to the first coarse point (alpha in
     [0, alpha_max], ``coarse_steps`` points) where the black box gives its own class < 0.01, resampled at
     ``path_steps`` points. Images in ``source_class`` go along +d to ``goal_class``, images in ``goal_class`` along
-    -d to ``source_class`` (as :func:`vcex.explainers.gcd.transfer_direction`); images in other classes are refused.
+    -d to ``source_class`` (as :func:`vcex.explainers.gcd.transfer_direction`), by the black box's class of their
+    reconstruction (the path's start); images whose reconstruction is in another class are refused.
     """
     images = check_classifier_images(explainer.classifier, images)
     if len(images) == 0:
@@ -133,12 +134,13 @@ def latent_path(
                 f"the direction has {direction.numel()} numbers, the latent model's latents {flat.shape[1]}; use a "
                 "direction found with this latent model"
             )
-        origin = explainer.query(images).argmax(1)
+        # the path starts at the reconstruction (the public code's x^1), so its class is the one the path leaves
+        origin = explainer.query(explainer._decode(flat, shape)).argmax(1)
         outside = ((origin != source_class) & (origin != goal_class)).nonzero().flatten().tolist()
         if outside:
             raise InputError(
-                f"images {outside[:5]} are in neither the source class {source_class} nor the goal class {goal_class}; "
-                "BB-LIG walks from one to the other: pass only images of these two classes"
+                f"the reconstructions of images {outside[:5]} are in neither the source class {source_class} nor the "
+                f"goal class {goal_class}; BB-LIG walks from one to the other: pass only images of these two classes"
             )
         sign = torch.where(origin == goal_class, -1.0, 1.0)
         goal = torch.where(origin == goal_class, source_class, goal_class)

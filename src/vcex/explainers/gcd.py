@@ -619,7 +619,10 @@ class Transfer:
     flipped: (N, A) bool, the black box's class is the image's goal class at that alpha.
     goal_prob: (N, A) the black box's probability of the image's goal class.
     alpha: (N,) the smallest-|alpha| flip (signed), NaN where none.
-    eligible: (N,) bool, the black box puts the image in the source or the goal class (others are not counted).
+    eligible: (N,) bool, the black box puts the image and its reconstruction in the same class, the source or the
+        goal (others are not counted: an image whose reconstruction already changes the class would "flip" at
+        alpha ~0 because of the latent model, not of the direction).
+    reconstruction_flips: images of the source or goal class whose reconstruction the black box reads otherwise.
     result: the counterfactuals as a :class:`CounterfactualResult` of the eligible images (success: flipped).
     queries_per_image: black-box images queried per image (the original and the sweep).
     """
@@ -632,6 +635,7 @@ class Transfer:
     result: CounterfactualResult
     queries_per_image: int
     unit: float
+    reconstruction_flips: int = 0
 
     @property
     def flip_rate(self) -> float:
@@ -654,6 +658,7 @@ class Transfer:
         return {
             "images": int(len(self.alpha)),
             "eligible": int(self.eligible.sum()),
+            "reconstruction_flips": self.reconstruction_flips,
             "flip_rate": self.flip_rate,
             "flipped": int(len(flipped)),
             "flips_nothing": bool(len(flipped) == 0),
@@ -679,7 +684,8 @@ def transfer_direction(
     alphas in [-alpha_max, alpha_max] and keep per image the smallest |alpha| where the black box gives the goal.
 
     An image the black box puts in ``source_class`` aims for ``goal_class`` (sign +1); one in ``goal_class`` aims for
-    ``source_class`` along ``-d`` (the public code's rule); images in any other class are not eligible. The whole
+    ``source_class`` along ``-d`` (the public code's rule); images in any other class, or whose reconstruction the
+    black box puts in another class than the image, are not eligible. The whole
     sweep is queried (as the public code renders it), in chunks of the explainer's ``batch_size``.
 
     Args:
@@ -721,7 +727,10 @@ def transfer_direction(
         if source_class == goal_class:
             raise InputError("source_class and goal_class are the same class; a flip needs two")
         predicted = logits.argmax(1)
-        eligible = (predicted == source_class) | (predicted == goal_class)
+        reconstructions = explainer._decode(flat, latent_shape)
+        reconstruction_class = explainer.query(reconstructions).argmax(1)
+        in_pair = (predicted == source_class) | (predicted == goal_class)
+        eligible = in_pair & (reconstruction_class == predicted)
         sign = torch.where(predicted == goal_class, -1.0, 1.0)
         goal = torch.where(predicted == goal_class, source_class, goal_class)
         alphas = torch.linspace(-alpha_max, alpha_max, steps, device=explainer.device)
@@ -746,9 +755,8 @@ def transfer_direction(
         picked = torch.arange(count, device=explainer.device)
         cf_latents = swept[picked, choice]
         counterfactuals = explainer._decode(cf_latents, latent_shape)
-        reconstructions = explainer._decode(flat, latent_shape)
     own_probs = logits.softmax(1)
-    queries = 1 + steps
+    queries = 2 + steps  # the image, its reconstruction and the sweep
     keep = eligible.nonzero().flatten()
     result = CounterfactualResult(
         method="gcd-transfer",
@@ -785,6 +793,7 @@ def transfer_direction(
         result=result.to("cpu"),
         queries_per_image=queries,
         unit=float(unit),
+        reconstruction_flips=int((in_pair & ~eligible).sum()),
     )
     if transfer.summary()["flips_nothing"]:
         warnings.warn(
