@@ -278,7 +278,7 @@ def main() -> None:
         runs = [json.loads(Path(path).read_text()) for path in args.render_from]
         records = [record for run in runs for record in run["records"]]
         command = "; ".join(run["command"] for run in runs)
-        machine = runs[0].get("machine", "CPU")
+        machine = runs[0].get("machine", f"{platform.processor() or platform.machine()}, {args.threads} thread(s), CPU")
         out = Path(args.out)
         out.with_suffix(".json").write_text(json.dumps({"command": command, "records": records}, indent=1))
         out.with_suffix(".md").write_text(render(records, command, machine))

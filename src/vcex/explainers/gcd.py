@@ -18,7 +18,7 @@ from torch import nn
 
 from vcex.checks import check_count, check_positive_finite
 from vcex.errors import InputError, ModelError
-from vcex.explainers.base import Explainer, ThresholdSpec
+from vcex.explainers.base import Explainer, TargetSpec, ThresholdSpec
 from vcex.explainers.result import CounterfactualResult
 from vcex.explainers.thresholds import AUTO
 from vcex.models.latent import LatentModel
@@ -132,7 +132,8 @@ def fit_proxies(
     seed: int = 0,
 ) -> Proxies:
     """Fit P proxies at once, each on its own samples, with the public code's recipe (AdamW, lr 1e-3, batch 128,
-    loss 1 * MSE(logits) + 3 * MSE(similarity), early stop when the held-out loss exceeds the mean of the last 5).
+    loss 1 * MSE(logits) + 3 * MSE(similarity), early stop when the held-out loss exceeds the mean of the last 5),
+    the early stop armed after ``PROXY_MIN_STEPS`` optimiser steps; logits are standardised per proxy for the fit.
 
     Args:
         inputs: (P, S, D) centred latents (z - z_source) in the explainer's units.
@@ -556,7 +557,9 @@ class GCD(Explainer):
         fit = ProxyFit(*(torch.cat([getattr(old.fit, n), getattr(part.fit, n)]) for n in ProxyFit.__dataclass_fields__))
         self.discovery = Discovery(**joined, direction_names=old.direction_names, fit=fit, unit=old.unit)
 
-    def explain(self, images: torch.Tensor, target="second", *, lower: bool = False) -> CounterfactualResult:
+    def explain(
+        self, images: torch.Tensor, target: TargetSpec = "second", *, lower: bool = False
+    ) -> CounterfactualResult:
         """Counterfactuals for ``images`` (N, C, H, W); the directions, proxy fits and queries of the call are in
         :attr:`discovery` afterwards. ``target``: as :meth:`Explainer.explain`."""
         self._chunk_start = True
@@ -572,7 +575,7 @@ class GCD(Explainer):
                 self.discovery.settings["black_box_queries"] = after - before
         return result
 
-    def discover(self, image: torch.Tensor, target="second") -> Discovery:
+    def discover(self, image: torch.Tensor, target: TargetSpec = "second") -> Discovery:
         """The directions of one source image (1, C, H, W) or (C, H, W): :meth:`explain` on it, its discovery."""
         if image.dim() == 3:
             image = image[None]
