@@ -244,6 +244,34 @@ def render(records: list[dict], command: str, machine: str) -> str:
         *markdown_table(lig_header, lig_rows),
         "",
     ]
+    target_rows = []
+    for r in records:
+        d = r["directions"].get("g0")
+        if d is None:
+            continue
+        mnac = d["metrics"].get("mnac")
+        completeness = r["bblig"]["min_norm"]["relative_completeness_error_median"]
+        paper = r["bblig"]["paper"]["relative_completeness_error_median"]
+        target_rows.append(
+            [
+                r["backend"],
+                f"{d['flip_rate']:.2f} ({'met' if d['flip_rate'] >= TARGETS['flip_rate'] else 'not met'})",
+                "-" if mnac is None else f"{mnac:.2f} ({'met' if mnac <= TARGETS['mnac'] else 'not met'})",
+                "-"
+                if completeness is None
+                else f"{completeness:.2f} / paper {paper:.2f} "
+                f"({'met' if min(completeness, paper) <= TARGETS['completeness'] else 'not met'})",
+            ]
+        )
+    lines += [
+        "## The issue's targets (g0, from one source image)",
+        "",
+        *markdown_table(
+            ["backend", "flip rate within abs(alpha) <= 3 (>= 0.80)", "MNAC (<= 1.5)", "BB-LIG compl. err. (<= 0.05)"],
+            target_rows,
+        ),
+        "",
+    ]
     if attack_rows:
         lines += [
             "## White-box CounterfactualAttack on the same classifier (first 100 test images, vcex defaults)",

@@ -739,13 +739,17 @@ def transfer_direction(
         alphas = torch.linspace(-alpha_max, alpha_max, steps, device=explainer.device)
         count = len(images)
         swept = flat[:, None] + (sign[:, None, None] * alphas[None, :, None] * unit) * direction  # (N, A, D)
-        sweep_logits = torch.cat(
-            [
-                explainer.query(explainer._decode(chunk, latent_shape))
-                for chunk in swept.reshape(-1, flat.shape[1]).split(explainer.batch_size)
-            ]
-        )
-        probs = sweep_logits.softmax(1).view(count, steps, classes)
+        # only eligible images are swept (on MNIST 4 -> 9, 8 of 10 images are in neither class)
+        keep = eligible.nonzero().flatten()
+        probs = torch.zeros(count, steps, classes, device=explainer.device)
+        if len(keep):
+            sweep_logits = torch.cat(
+                [
+                    explainer.query(explainer._decode(chunk, latent_shape))
+                    for chunk in swept[keep].reshape(-1, flat.shape[1]).split(explainer.batch_size)
+                ]
+            )
+            probs[keep] = sweep_logits.softmax(1).view(len(keep), steps, classes)
         goal_prob = probs.gather(2, goal[:, None, None].expand(-1, steps, 1))[..., 0]
         flipped = (probs.argmax(2) == goal[:, None]) & eligible[:, None]
         # the smallest |alpha| that flips; ties (+a and -a) go to the direction's own side
@@ -757,14 +761,13 @@ def transfer_direction(
         alpha = torch.where(any_flip, alphas[choice], torch.nan)
         picked = torch.arange(count, device=explainer.device)
         cf_latents = swept[picked, choice]
-        counterfactuals = explainer._decode(cf_latents, latent_shape)
+        counterfactuals = explainer._decode(cf_latents[keep], latent_shape)
     own_probs = logits.softmax(1)
-    queries = 2 + steps  # the image, its reconstruction and the sweep
-    keep = eligible.nonzero().flatten()
+    queries = 2 + steps  # the image, its reconstruction and the sweep (only the first two for ineligible images)
     result = CounterfactualResult(
         method="gcd-transfer",
         originals=images[keep],
-        counterfactuals=counterfactuals[keep],
+        counterfactuals=counterfactuals,
         target=goal[keep],
         original_class=predicted[keep],
         original_prob=own_probs[keep, goal[keep]],
