@@ -108,10 +108,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
             "curve": {"alpha": magnitudes.tolist(), "flip_rate": rate.tolist()},
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))},
         }
-    with torch.no_grad():
-        classes = bench.classifier(bench.test.images[:1000]).argmax(1)
-    eligible = torch.isin(classes, torch.tensor([source_class, goal_class])).nonzero().flatten()
-    lig_images = bench.test.images[eligible[: args.lig]]
+    # the images whose reconstruction the black box reads as the image (the transfer's eligible ones)
+    lig_images = test[transfer.eligible][: args.lig]
     started = time.perf_counter()
     maps, path = bb_lig(gcd, discovery.direction("g0"), lig_images, source_class=source_class, goal_class=goal_class)
     lig_seconds = time.perf_counter() - started
@@ -135,7 +133,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     }
     if args.attack:
         # the same pair, white box: images of either class, each to the other
-        chosen = eligible[:100]
+        chosen = transfer.eligible.nonzero().flatten()[:100]
         images, classes = bench.test.images[chosen], bench.classifier(bench.test.images[chosen]).argmax(1)
         targets = torch.where(classes == source_class, goal_class, source_class)
         result = build_explainer("attack", bench).explain(images, target=targets)

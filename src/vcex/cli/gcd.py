@@ -147,9 +147,8 @@ def run(args: argparse.Namespace) -> None:
             result.save(out / "counterfactuals.safetensors")
     lig = None
     if args.lig > 0:
-        with torch.no_grad():
-            classes = bench.classifier(images).argmax(1)
-        chosen = images[torch.isin(classes, torch.tensor([source_class, goal]))][: args.lig]
+        # the images whose reconstruction the black box reads as the image (the transfer's eligible ones)
+        chosen = images[transfer.eligible][: args.lig]
         if len(chosen):
             say(args, f"BB-LIG along g0 on {len(chosen)} test images")
             maps, path = bb_lig(gcd, discovery.direction("g0"), chosen, source_class=source_class, goal_class=goal)
