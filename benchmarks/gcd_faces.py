@@ -78,6 +78,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     local = gcd.explain(bench.test.images[source_index : source_index + 1], target=goal_class)
     discovery_seconds = time.perf_counter() - started
     discovery = gcd.discovery
+    if (args.radius, args.samples) != (1.0, 512):
+        name += f" (radius {args.radius:g}, {args.samples} samples)"
     record = {
         "backend": name,
         "source_index": source_index,
@@ -93,6 +95,11 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         "h_eigenvalues": discovery.h_eigenvalues[0].tolist(),
         "directions": {},
     }
+    if not record["proxy_usable"]:
+        # the library refuses its directions (GCD.explain warns and fails the image); so does the benchmark
+        record["bblig"] = None
+        print(json.dumps(record, indent=1), flush=True)
+        return record
     for direction_name in args.directions:
         direction = discovery.direction(direction_name)
         started = time.perf_counter()
@@ -209,6 +216,7 @@ def render(records: list[dict], command: str, machine: str) -> str:
             f"{r['bblig']['min_norm']['queries_per_image']}",
         ]
         for r in records
+        if r["bblig"]
     ]
     lig_header = [
         "backend",
@@ -236,6 +244,13 @@ def render(records: list[dict], command: str, machine: str) -> str:
         "MNAC: non-target attributes the attribute oracle reads differently (faces only).",
         "",
         *markdown_table(header, rows),
+        "",
+        *(
+            f"- {r['backend']}: the proxy's held-out R^2 {r['proxy_r2']:.2f} is under 0.5, so its directions were "
+            "refused (not transferred)."
+            for r in records
+            if not r["proxy_usable"]
+        ),
         "",
         "## BB-LIG (along g0; relative completeness error = |sum of map - logit change| / |logit change|)",
         "",
