@@ -517,7 +517,7 @@ class GCD(Explainer):
                 f"GCD: the proxy of {len(bad)} of {count} images did not fit the black box (held-out R^2 "
                 f"{_r2_text(proxies.fit.logit_r2[bad])} < {self.min_proxy_r2}); their directions are not used and "
                 "their counterfactuals are their reconstructions, marked failed: raise samples or lower radius",
-                stacklevel=3,
+                stacklevel=4,  # the caller of GCD.explain (through the base explain)
             )
         self._record(
             Discovery(
