@@ -18,7 +18,7 @@ from vcex.models.state import modules_of
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # small budgets so each method runs in seconds; a method gets the ones it takes
-FAST = {"max_steps": 5, "threshold": 0.9}
+FAST = {"max_steps": 5, "threshold": 0.9, "samples": 32, "max_epochs": 20, "h_directions": 1}
 AMORTIZED_FIT = {"epochs": 1, "batch_size": 64, "lr": 3e-3, "seed": 0}
 
 
@@ -68,7 +68,7 @@ def assert_same(before: list, after: list) -> None:
 
 
 def test_the_registry_declares_each_cli_method_once():
-    assert list(METHODS) == ["attack", "pixel", "linear", "amortized", "disc"]
+    assert list(METHODS) == ["attack", "pixel", "linear", "amortized", "disc", "gcd"]
     assert DEMO_METHODS == ("attack", "pixel", "linear", "disc")
     for name, method in METHODS.items():
         assert method.name == name and issubclass(method.explainer, Explainer)

@@ -24,6 +24,7 @@ from vcex.explainers.amortized import AmortizedCounterfactual
 from vcex.explainers.base import Explainer
 from vcex.explainers.counterfactual_attack import CounterfactualAttack
 from vcex.explainers.disc import DISC
+from vcex.explainers.gcd import GCD
 from vcex.explainers.linear_edit import LinearLatentEdit
 from vcex.explainers.pixel_attack import PixelAttack
 
@@ -142,6 +143,12 @@ def _build_amortized(request: BuildRequest) -> Explainer:
     return explainer
 
 
+def _build_gcd(request: BuildRequest) -> Explainer:
+    """GCD over the classifier's outputs alone; alpha's unit measured on (up to) 1,000 training encodings."""
+    explainer = GCD(request.classifier, request.latent_model, progress=request.progress, **_paper_threshold(request))
+    return explainer.fit(request.train_images[:1000])
+
+
 _COMMON = ("threshold", "lr", "max_steps", "batch_size", "device")
 _LATENT = ("space", "objective", "residual", "whiten", "invert_steps", "precision")
 # in the CLI's order: `vcex explain --method` lists them so, and the demo compares its methods in it
@@ -188,6 +195,13 @@ METHODS: dict[str, Method] = {
             ("threshold", "lr", "max_steps", "batch_size", "device", "consistency"),
             _build_disc,
             demo=True,
+        ),
+        Method(
+            "gcd",
+            GCD,
+            "black box only: a proxy MLP fitted around each image gives latent directions, searched for a flip (GCD)",
+            ("threshold", "batch_size", "device", "space", "samples", "radius", "h_directions", "max_epochs"),
+            _build_gcd,
         ),
     )
 }

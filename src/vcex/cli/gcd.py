@@ -1,0 +1,168 @@
+"""``vcex gcd``: Global Counterfactual Directions from one source image, their transfer to the test set, BB-LIG."""
+
+from __future__ import annotations
+
+import argparse
+
+from vcex.cli.options import add_common, add_dataset, add_n, add_out, classifier_from_args, positive_count, say
+
+EXAMPLES = 8  # transfer examples per direction on the page
+LIG_IMAGES = 8  # BB-LIG maps on the page
+
+
+class CountingBlackBox:
+    """A classifier as a black box: logits under no_grad, and how many images it was asked about."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.queries = 0
+
+    def __call__(self, images):
+        import torch
+
+        with torch.no_grad():
+            self.queries += len(images)
+            return self.model(images)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "gcd",
+        help="black-box counterfactual directions (GCD) from one source image, their transfer and BB-LIG maps",
+    )
+    add_dataset(parser, "faces | mnist | fashion (the dataset's latent model: faces W, the VAEs)")
+    parser.add_argument(
+        "--black-box",
+        action="store_true",
+        help="use the classifier's outputs only, and skip the white-box LIG comparison that needs its gradients",
+    )
+    parser.add_argument("--source-index", type=int, default=0, help="test image the directions are found from")
+    parser.add_argument(
+        "--target", default="second", help="the class to reach from the source: an index, 'second' or 'flip'"
+    )
+    add_n(parser, 500, "test images the directions are transferred to (default 500)")
+    parser.add_argument("--samples", type=positive_count, default=512, help="perturbed latents around the source")
+    parser.add_argument("--radius", type=float, default=1.0, help="sampling radius in units of the latent's spread")
+    parser.add_argument("--h-directions", type=int, default=3, help="Hessian eigen-directions to keep (default 3)")
+    parser.add_argument("--lig", type=int, default=20, help="test images with BB-LIG maps (default 20, 0: none)")
+    add_out(parser, "output folder (directions.safetensors/.json, transfer.json, metrics.json, gcd.html)")
+    add_common(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import time
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from vcex.attribution.bblig import bb_lig, white_box_lig
+    from vcex.errors import InputError
+    from vcex.evaluation.metrics import versions
+    from vcex.explainers.base import resolve_targets
+    from vcex.explainers.gcd import GCD, feature_distance
+    from vcex.pipeline import evaluate_result, parse_target, prepare
+    from vcex.records import json_text, write_json
+    from vcex.report.gcd import write_gcd_page
+
+    progress = not args.quiet
+    bench = prepare(args.dataset, progress=progress, classifier=classifier_from_args(args))
+    test = bench.test.images
+    if not 0 <= args.source_index < len(test):
+        raise InputError(
+            f"--source-index {args.source_index} is outside the {len(test)} test images (0..{len(test) - 1})"
+        )
+    black_box = CountingBlackBox(bench.classifier)
+    source = test[args.source_index : args.source_index + 1]
+    with torch.no_grad():
+        goal = int(resolve_targets(parse_target(args.target), bench.classifier(source).softmax(1))[0])
+        source_class = int(bench.classifier(source).argmax(1)[0])
+    gcd = GCD(
+        black_box,
+        bench.latent_model,
+        threshold=0.5,
+        samples=args.samples,
+        radius=args.radius,
+        h_directions=args.h_directions,
+        distance=feature_distance(bench.features()),
+    ).fit(bench.train.images[:1000])
+    say(args, f"GCD discovery from test image {args.source_index} (class {source_class} -> {goal})")
+    started = time.perf_counter()
+    discovery = gcd.discover(source, target=goal)
+    discovery_seconds = time.perf_counter() - started
+    discovery_queries = black_box.queries
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {"directions": discovery.directions[0].contiguous(), "h_eigenvalues": discovery.h_eigenvalues[0].contiguous()},
+        str(out / "directions.safetensors"),
+    )
+    record = {
+        "dataset": bench.dataset,
+        "classifier": bench.classifier_source or f"{bench.dataset}-cnn",
+        "black_box": bool(args.black_box),
+        "latent_model": type(bench.latent_model).__name__,
+        "source_index": args.source_index,
+        "source_class": source_class,
+        "goal_class": goal,
+        "unit": discovery.unit,
+        "direction_names": list(discovery.direction_names),
+        "h_eigenvalues": discovery.h_eigenvalues[0].tolist(),
+        "proxy": {
+            "logit_r2": float(discovery.fit.logit_r2[0]),
+            "distance_rmse": float(discovery.fit.distance_rmse[0]),
+            "epochs": int(discovery.fit.epochs[0]),
+            "usable": bool(discovery.fit.usable[0]),
+            "min_r2": gcd.min_proxy_r2,
+        },
+        "discovery_seconds": round(discovery_seconds, 1),
+        "discovery_queries": discovery_queries,
+        "settings": discovery.settings,
+        "versions": versions(),
+        "n": min(args.n, len(test)),
+        "directions": {},
+    }
+    write_json(out / "directions.json", {k: v for k, v in record.items() if k != "directions"})
+    if not discovery.fit.usable[0]:
+        raise InputError(
+            f"the proxy did not fit the black box around test image {args.source_index} (held-out R^2 "
+            f"{record['proxy']['logit_r2']:.2f} < {gcd.min_proxy_r2}); its directions are saved but not transferred: "
+            "raise --samples or lower --radius"
+        )
+    images = test[: args.n]
+    examples, metrics = {}, {}
+    for name in ("g0", "g20"):
+        say(args, f"transferring {name} to {len(images)} test images")
+        transfer = gcd.transfer(discovery.direction(name), images, source_class=source_class, goal_class=goal)
+        magnitudes, rate = transfer.flip_curve()
+        record["directions"][name] = {
+            **transfer.summary(),
+            "curve": {"alpha": magnitudes.tolist(), "flip_rate": rate.tolist()},
+        }
+        result = transfer.result
+        examples[name] = (result.originals[:EXAMPLES], result.counterfactuals[:EXAMPLES])
+        if name == "g0" and len(result):
+            metrics = evaluate_result(result, bench)
+            result.save(out / "counterfactuals.safetensors")
+    lig = None
+    if args.lig > 0:
+        # the images whose reconstruction the black box reads as the image (the transfer's eligible ones)
+        chosen = images[transfer.eligible][: args.lig]
+        if len(chosen):
+            say(args, f"BB-LIG along g0 on {len(chosen)} test images")
+            maps, path = bb_lig(gcd, discovery.direction("g0"), chosen, source_class=source_class, goal_class=goal)
+            record["bblig"] = maps.summary()
+            white = None
+            if not args.black_box:
+                white = white_box_lig(gcd, path, bench.classifier)
+                record["bblig"]["white_box_relative_completeness_error_median"] = white.summary()[
+                    "relative_completeness_error_median"
+                ]
+            keep = slice(0, LIG_IMAGES)
+            lig = (path.images[keep, 0], maps.maps[keep], None if white is None else white.maps[keep])
+    write_json(out / "transfer.json", record)
+    write_json(out / "metrics.json", {**metrics, "method": "gcd"})
+    write_gcd_page(out / "gcd.html", record, examples, lig)
+    summary = {name: d["flip_rate"] for name, d in record["directions"].items()}
+    print(json_text({"out": args.out, "flip_rate": summary, "queries": black_box.queries}, indent=None))

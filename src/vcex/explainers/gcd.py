@@ -1,0 +1,810 @@
+"""Global Counterfactual Directions (Sobieski & Biecek, ECCV 2024): directions in a latent space found from a
+black box's answers alone, through a proxy MLP fitted around one source image, and their transfer to a data set.
+
+Constants follow the public code (research note gcd-diffae-metrics.md section A); where vcex departs from it
+the comment says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vcex.checks import check_count, check_positive_finite
+from vcex.errors import InputError, ModelError
+from vcex.explainers.base import Explainer, TargetSpec, ThresholdSpec
+from vcex.explainers.result import CounterfactualResult
+from vcex.explainers.thresholds import AUTO
+from vcex.models.latent import LatentModel
+from vcex.models.state import evaluating
+
+# Sobieski & Biecek 2024, public code (research note A1.4): the proxy's hidden widths, loss weights and training
+PROXY_HIDDEN = (256, 128, 64)
+LOGIT_LOSS_WEIGHT, SIMILARITY_LOSS_WEIGHT = 1.0, 3.0
+PROXY_LR, PROXY_BATCH, PROXY_MAX_EPOCHS, PROXY_PATIENCE = 1e-3, 128, 1024, 5
+# (w_cls, w_sim) of the two g-directions: lambda = 0 and lambda = 20 (research note A2)
+G_WEIGHTS = {"g0": (1.0, 0.0), "g20": (0.05, 1.0)}
+LINE_STEPS, LINE_ALPHA_MAX = 16, 4.0  # the local line search (A1.5)
+TRANSFER_STEPS, TRANSFER_ALPHA_MAX = 128, 3.0  # the global sweep (A3)
+# vcex: the early stop waits for this many optimiser steps. The public code's epoch is 32 batches (4096 samples);
+# with 512 samples an epoch is 4 batches and its rule stopped MNIST proxies after 10-15 epochs at held-out R^2 ~0,
+# against 0.95 after 400 epochs (1,600 steps; mnist-vae, 4 -> 9)
+PROXY_MIN_STEPS = 1600
+HELD_OUT = 0.2  # share of the samples the proxy is scored on, never trained on
+MIN_PROXY_R2 = 0.5  # below this held-out R^2 of the black box's logits a proxy's directions are not used
+
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def pyramid_distance(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference over a 3-level average-pooled pyramid, images and references (N, C, H, W) in
+    [0, 1] -> (N,) in [0, 1]: the default similarity of a GCD proxy where no feature extractor is given (coarse
+    levels weigh shape changes over pixel noise; LPIPS weights cannot be downloaded here)."""
+    total = images.new_zeros(images.shape[0])
+    a, b = images, references
+    for _ in range(3):
+        total = total + (a - b).abs().flatten(1).mean(1)
+        if min(a.shape[-2:]) < 4:
+            break
+        a, b = nn.functional.avg_pool2d(a, 2), nn.functional.avg_pool2d(b, 2)
+    return total / 3
+
+
+def feature_distance(features: Callable[[torch.Tensor], torch.Tensor]) -> Distance:
+    """A perceptual distance from a feature extractor (e.g. an oracle's penultimate features): ``1 - cos`` of the
+    features of images and references (N, C, H, W) -> (N,) in [0, 2]."""
+
+    def distance(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        return 1 - nn.functional.cosine_similarity(features(images), features(references), dim=1)
+
+    return distance
+
+
+class ProxyEnsemble(nn.Module):
+    """P independent proxy MLPs evaluated together: inputs (P, S, D) -> outputs (P, S, K + 1).
+
+    Each is D -> 256 -> 128 -> 64 -> K + 1 with sigmoid activations (the public code's proxy); outputs [..., :K]
+    are the (standardised) logits of the black box, output K is the similarity head (sigmoid, a distance in
+    [0, 1] after scaling)."""
+
+    def __init__(self, count: int, inputs: int, outputs: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        dims = (inputs, *PROXY_HIDDEN, outputs)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(count, a, b, generator=generator) / math.sqrt(a)) for a, b in zip(dims, dims[1:])
+        )
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(count, 1, b)) for b in dims[1:])
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = inputs
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            hidden = torch.baddbmm(bias, hidden, weight)
+            if i < last:
+                hidden = torch.sigmoid(hidden)
+        return hidden
+
+
+@dataclass
+class ProxyFit:
+    """How well each of P proxies fits its held-out samples.
+
+    logit_r2: (P,) 1 - SSE / SST of the black box's logits (all classes); NaN where they do not vary.
+    distance_rmse: (P,) root mean squared error of the similarity head (distances scaled to [0, 1]).
+    epochs: (P,) epochs trained before the early stop.
+    usable: (P,) bool, logit_r2 >= the explainer's ``min_proxy_r2``.
+    """
+
+    logit_r2: torch.Tensor
+    distance_rmse: torch.Tensor
+    epochs: torch.Tensor
+    usable: torch.Tensor
+
+
+@dataclass
+class Proxies:
+    """Fitted proxies and what turns their outputs back into the black box's units: logits = out * std + mean."""
+
+    network: ProxyEnsemble
+    logit_mean: torch.Tensor  # (P, 1, K)
+    logit_std: torch.Tensor  # (P, 1, K)
+    fit: ProxyFit
+
+    def logits_and_distance(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (P, S, D) centred and scaled latents -> logits (P, S, K) and scaled distance (P, S)."""
+        out = self.network(inputs)
+        return out[..., :-1] * self.logit_std + self.logit_mean, torch.sigmoid(out[..., -1])
+
+
+def fit_proxies(
+    inputs: torch.Tensor,
+    logits: torch.Tensor,
+    distances: torch.Tensor,
+    *,
+    min_r2: float = MIN_PROXY_R2,
+    max_epochs: int = PROXY_MAX_EPOCHS,
+    seed: int = 0,
+) -> Proxies:
+    """Fit P proxies at once, each on its own samples, with the public code's recipe (AdamW, lr 1e-3, batch 128,
+    loss 1 * MSE(logits) + 3 * MSE(similarity), early stop when the held-out loss exceeds the mean of the last 5),
+    the early stop armed after ``PROXY_MIN_STEPS`` optimiser steps; logits are standardised per proxy for the fit.
+
+    Args:
+        inputs: (P, S, D) centred latents (z - z_source) in the explainer's units.
+        logits: (P, S, K) the black box's logits on their decodes.
+        distances: (P, S) their distance to the source, scaled to [0, 1].
+    Returns:
+        the proxies; each one's weights are those of its stopping epoch.
+    """
+    count, samples, dim = inputs.shape
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(samples, generator=generator)
+    held = max(1, int(round(samples * HELD_OUT)))
+    train_rows, held_rows = order[held:], order[:held]
+    if len(train_rows) < 2:
+        raise InputError(f"a GCD proxy needs at least 3 samples per source image, got {samples}")
+    mean = logits[:, train_rows].mean(1, keepdim=True)
+    std = logits[:, train_rows].std(1, keepdim=True).clamp_min(1e-6)
+    targets = torch.cat([(logits - mean) / std, distances[..., None]], dim=2).to(inputs.dtype)
+    network = ProxyEnsemble(count, dim, logits.shape[2] + 1, generator).to(inputs.device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=PROXY_LR)
+    weights = torch.tensor([LOGIT_LOSS_WEIGHT] * logits.shape[2] + [SIMILARITY_LOSS_WEIGHT], device=inputs.device)
+
+    def losses(rows: torch.Tensor) -> torch.Tensor:
+        out = network(inputs[:, rows])
+        out = torch.cat([out[..., :-1], torch.sigmoid(out[..., -1:])], dim=2)
+        return ((out - targets[:, rows]).pow(2).mean(1) * weights).sum(1) / weights.sum()  # (P,)
+
+    min_epochs = math.ceil(PROXY_MIN_STEPS / math.ceil(len(train_rows) / PROXY_BATCH))
+    history: list[torch.Tensor] = []
+    stopped = torch.zeros(count, dtype=torch.bool, device=inputs.device)
+    epochs = torch.full((count,), max_epochs, dtype=torch.long)
+    final = [p.detach().clone() for p in network.parameters()]
+    for epoch in range(max_epochs):
+        for rows in train_rows[torch.randperm(len(train_rows), generator=generator)].split(PROXY_BATCH):
+            optimizer.zero_grad(set_to_none=True)
+            losses(rows).sum().backward()  # the proxies are independent: the sum's gradient is each one's own
+            optimizer.step()
+        with torch.no_grad():
+            held_loss = losses(held_rows)
+            stop = ~stopped
+            if len(history) >= max(PROXY_PATIENCE, min_epochs):
+                stop &= held_loss > torch.stack(history[-PROXY_PATIENCE:]).mean(0)
+            else:
+                stop &= False
+            if epoch == max_epochs - 1:
+                stop = ~stopped
+            for kept, current in zip(final, network.parameters()):
+                kept[stop] = current[stop]
+            epochs[stop.cpu()] = epoch + 1
+            stopped |= stop
+            history.append(held_loss)
+        if bool(stopped.all()):
+            break
+    with torch.no_grad():
+        for kept, current in zip(final, network.parameters()):
+            current.copy_(kept)
+        out = network(inputs[:, held_rows])
+        predicted = out[..., :-1] * std + mean
+        actual = logits[:, held_rows]
+        sse = (predicted - actual).pow(2).sum((1, 2))
+        sst = (actual - actual.mean(1, keepdim=True)).pow(2).sum((1, 2))
+        r2 = torch.where(sst > 1e-8 * actual.numel() / count, 1 - sse / sst.clamp_min(1e-12), torch.nan)
+        distance_rmse = (torch.sigmoid(out[..., -1]) - distances[:, held_rows]).pow(2).mean(1).sqrt()
+    network.requires_grad_(False)
+    fit = ProxyFit(r2.cpu(), distance_rmse.cpu(), epochs, (r2 >= min_r2).cpu())  # NaN compares False
+    return Proxies(network, mean, std, fit)
+
+
+def proxy_directions(
+    proxies: Proxies, origin: torch.Tensor, goal: torch.Tensor, h_directions: int
+) -> dict[str, torch.Tensor]:
+    """The g- and h-directions of P proxies at their centre (input 0), in the proxies' input units.
+
+    The score the directions raise is the proxy's margin ``logit[goal] - logit[origin]`` (for a binary classifier
+    the public code's ``s * logit``, with its sign turned so a step ``+alpha * d`` moves towards the flip).
+
+    Args:
+        origin, goal: (P,) the class each source image is in and the class to reach.
+        h_directions: how many top Hessian eigenvectors to keep.
+    Returns:
+        ``{"g0": (P, D), "g20": (P, D), "h": (P, k, D), "h_eigenvalues": (P, k)}``, unit vectors.
+    """
+    count = origin.shape[0]
+    dim = proxies.network.weights[0].shape[1]
+    rows = torch.arange(count, device=origin.device)
+
+    def scores(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # inputs (P, D) -> margin, distance (P,)
+        logits, distance = proxies.logits_and_distance(inputs[:, None])
+        logits = logits[:, 0]
+        return logits[rows, goal] - logits[rows, origin], distance[:, 0]
+
+    centre = torch.zeros(count, dim, device=origin.device, requires_grad=True)
+    with torch.enable_grad():
+        margin, distance = scores(centre)
+        margin_grad = torch.autograd.grad(margin.sum(), centre, create_graph=True)[0]
+        distance_grad = torch.autograd.grad(distance.sum(), centre, retain_graph=True)[0]
+        directions: dict[str, torch.Tensor] = {}
+        for name, (w_cls, w_sim) in G_WEIGHTS.items():
+            # raise the margin, lower the distance to the source (the public code descends w_cls*s*f + w_sim*lpips)
+            directions[name] = nn.functional.normalize(w_cls * margin_grad - w_sim * distance_grad, dim=1).detach()
+        k = min(h_directions, dim)
+        if k > 0:
+            # the Hessian of the margin, one row per basis vector, all P proxies at once (D double-backward passes)
+            hessian = torch.stack(
+                [torch.autograd.grad(margin_grad[:, j].sum(), centre, retain_graph=True)[0] for j in range(dim)], 1
+            )
+    if k > 0:
+        hessian = (hessian + hessian.transpose(1, 2)) / 2  # symmetric up to rounding: eigh is exact where eig is not
+        eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
+        top = eigenvalues.abs().topk(k, dim=1).indices  # largest |lambda| first (the public code's order)
+        values = eigenvalues.gather(1, top)
+        vectors = eigenvectors.transpose(1, 2).gather(1, top[..., None].expand(-1, -1, dim))
+        # an eigenvector's sign is arbitrary: vcex points each one up the margin's gradient (the public code negates
+        # those of positive eigenvalues and searches one side)
+        sign = torch.where((vectors * margin_grad.detach()[:, None]).sum(2) < 0, -1.0, 1.0)
+        directions["h"] = vectors * sign[..., None]
+        directions["h_eigenvalues"] = values
+    else:
+        directions["h"] = torch.zeros(count, 0, dim, device=origin.device)
+        directions["h_eigenvalues"] = torch.zeros(count, 0, device=origin.device)
+    return directions
+
+
+@dataclass
+class Discovery:
+    """What GCD found around P source images (the latest :meth:`GCD.explain` or :meth:`GCD.discover`).
+
+    directions: (P, 2 + k, D) unit directions in the flattened latent: g (lambda 0), g (lambda 20), h_1..h_k.
+    direction_names: their names, e.g. ``("g0", "g20", "h1", ...)``.
+    h_eigenvalues: (P, k) the proxy Hessian's eigenvalues of the h-directions.
+    origin, goal: (P,) the black box's class of each source and the class its directions aim for.
+    fit: the proxies' held-out fit; where ``fit.usable`` is False the directions are not used.
+    unit: the latent length that alpha 1 and sampling radius 1 stand for.
+    queries: (P,) black-box images queried per source (samples, line search, the source and its reconstruction).
+    """
+
+    directions: torch.Tensor
+    direction_names: tuple[str, ...]
+    h_eigenvalues: torch.Tensor
+    origin: torch.Tensor
+    goal: torch.Tensor
+    fit: ProxyFit
+    unit: float
+    queries: torch.Tensor
+    settings: dict = field(default_factory=dict)
+
+    def direction(self, name: str = "g0", source: int = 0) -> torch.Tensor:
+        """One direction (D,) by name, of source ``source``."""
+        if name not in self.direction_names:
+            raise InputError(f"unknown direction {name!r}; this discovery has {', '.join(self.direction_names)}")
+        return self.directions[source, self.direction_names.index(name)]
+
+
+class GCD(Explainer):
+    """Global Counterfactual Directions (Sobieski & Biecek, ECCV 2024): black-box counterfactuals from a proxy.
+
+    Per source image x (all images of a chunk at once): z = encode(x); sample ``samples`` latents
+    z + r * unit * u (u a random unit vector, r ~ U[0, radius]), decode them, label each with the black box's
+    logits and its distance to the reconstruction of x (``distance``), fit a proxy MLP (logits + similarity heads)
+    on 80% and score it on 20%; its g-directions (normalised gradient of the target margin, lambda 0 and 20) and
+    h-directions (top-|eigenvalue| eigenvectors of its Hessian) are searched with ``16`` steps alpha in
+    (0, 4] * unit each; the counterfactual is the closest (by ``distance``) decode the black box puts in the target
+    class, else the one with the highest target probability (not a success). A proxy whose held-out R^2 of the logits
+    is under ``min_proxy_r2`` is reported (a warning, :attr:`discovery`) and its image's counterfactual is its
+    reconstruction, not a success. Only the black box's outputs are used: no gradient of the classifier.
+
+    Args:
+        classifier: the black box: any callable images (N, C, H, W) in [0, 1] -> logits (N, K); its ``queries``
+            counter, where it has one, is read before and after.
+        latent_model: any latent model (the VAE's z, the style generator's W, ...).
+        samples: perturbed latents per source image (the public code: 4096 per outer iteration, 50 iterations).
+        radius: the largest sampling radius, in ``unit``s.
+        h_directions: Hessian eigenvectors to keep (the public code: 30 at 128 px, 6 at 256 px).
+        unit: the latent length alpha 1 stands for; ``"auto"``: the root mean square over latent coordinates of
+            the spread of the encodings (of the images given to :meth:`fit`, else of each ``explain`` call).
+        distance: images, references (N, C, H, W) -> (N,); default :func:`pyramid_distance`.
+        min_proxy_r2: the held-out R^2 a proxy needs for its directions to be used.
+        seed: seeds the sampling and the proxies' initialisation.
+
+    Example:
+        >>> gcd = GCD(black_box, vae, threshold=0.5)
+        >>> result = gcd.explain(images, target="flip")
+        >>> direction = gcd.discovery.direction("g0")
+        >>> transfer = gcd.transfer(direction, test_images, source_class=0, goal_class=1)
+    """
+
+    name = "gcd"
+    needs_gradients = False
+    needs_latent_model = True
+
+    def __init__(
+        self,
+        classifier: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        latent_model: LatentModel,
+        *,
+        threshold: ThresholdSpec = AUTO,
+        samples: int = 512,
+        radius: float = 1.0,
+        h_directions: int = 3,
+        unit: float | str = "auto",
+        distance: Distance | None = None,
+        min_proxy_r2: float = MIN_PROXY_R2,
+        max_epochs: int = PROXY_MAX_EPOCHS,
+        seed: int = 0,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.black_box = classifier
+        super().__init__(
+            classifier, latent_model, threshold=threshold, batch_size=batch_size, device=device, progress=progress
+        )
+        self.samples = check_count("samples", samples, 3)
+        self.radius = check_positive_finite("radius", radius)
+        self.h_directions = check_count("h_directions", h_directions, 0)
+        if unit != "auto":
+            unit = check_positive_finite("unit", unit)
+        self.unit: float | str = unit
+        self._fitted_unit: float | None = None
+        self._call_unit: float | None = None
+        self.distance = distance or pyramid_distance
+        self.min_proxy_r2 = float(min_proxy_r2)
+        self.max_epochs = check_count("max_epochs", max_epochs, 1)
+        self.seed = int(seed)
+        self.discovery: Discovery | None = None
+        self._chunk_start = True  # the next chunk starts a new discovery (set by each explain call)
+
+    def settings(self) -> dict:
+        return {
+            **super().settings(),
+            "samples": self.samples,
+            "radius": self.radius,
+            "h_directions": self.h_directions,
+            "unit": self.unit if self._active_unit() is None else self._active_unit(),
+            "min_proxy_r2": self.min_proxy_r2,
+            "max_epochs": self.max_epochs,
+            "seed": self.seed,
+        }
+
+    # --- units ---------------------------------------------------------------------------------------------------
+
+    def fit(self, images: torch.Tensor) -> GCD:
+        """Measure ``unit`` on ``images`` (N, C, H, W) (e.g. training images) when it is ``"auto"``."""
+        with evaluating(*self._models()), torch.no_grad():
+            self._fitted_unit = self._spread(images.to(self.device))
+        return self
+
+    def _spread(self, images: torch.Tensor) -> float:
+        latents = torch.cat([self.latent_model.encode(c).flatten(1) for c in images.split(self.batch_size)])
+        if len(latents) < 2:
+            return float(latents.abs().mean().clamp_min(1e-6))  # one image: its own scale, all there is
+        return float(latents.var(0).mean().sqrt().clamp_min(1e-6))
+
+    def _active_unit(self) -> float | None:
+        if isinstance(self.unit, float):
+            return self.unit
+        return self._fitted_unit if self._fitted_unit is not None else self._call_unit
+
+    def _prepare(self, images: torch.Tensor) -> None:
+        if self.unit == "auto" and self._fitted_unit is None:
+            self._call_unit = self._spread(images)
+
+    # --- the black box -------------------------------------------------------------------------------------------
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        """The black box's logits (N, K) for images (N, C, H, W), in chunks of ``batch_size``; every chunk is
+        checked (shape, finite), as a black box may fail on some inputs only."""
+        outputs = []
+        with torch.no_grad():
+            for chunk in images.split(self.batch_size):
+                logits = self.classifier(chunk)
+                if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(chunk):
+                    got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                    raise ModelError(
+                        f"the black box must return logits of shape (N, classes) = ({len(chunk)}, K), got {got}"
+                    )
+                if outputs and logits.shape[1] != outputs[0].shape[1]:
+                    raise ModelError(
+                        f"the black box returned {outputs[0].shape[1]} classes, then {logits.shape[1]}; it must "
+                        "return the same classes for every image"
+                    )
+                if not bool(torch.isfinite(logits).all()):
+                    raise ModelError(
+                        "the black box returned NaN or inf logits on decoded latents; check it on images in [0, 1] "
+                        "(or lower radius / alpha so the decodes stay like data)"
+                    )
+                outputs.append(logits.float())
+        return torch.cat(outputs)
+
+    def _decode(self, flat: torch.Tensor, latent_shape: torch.Size) -> torch.Tensor:
+        """Images (M, C, H, W) of flat latents (M, D), decoded in chunks of ``batch_size``, clamped to the range."""
+        low, high = self.classifier.value_range
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    self.latent_model.decode(c.view(-1, *latent_shape)).clamp(low, high)
+                    for c in flat.split(self.batch_size)
+                ]
+            )
+
+    def _label(
+        self, flat: torch.Tensor, latent_shape: torch.Size, references: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode flat latents (M, D), query the black box and measure each decode's distance to its reference
+        ``references[rows]``, in chunks (no more than ``batch_size`` images held at once): logits (M, K) and
+        distances (M,)."""
+        logits, distances = [], []
+        for chunk, chunk_rows in zip(flat.split(self.batch_size), rows.split(self.batch_size)):
+            images = self._decode(chunk, latent_shape)
+            logits.append(self.query(images))
+            with torch.no_grad():
+                distances.append(self.distance(images, references[chunk_rows]).float())
+        return torch.cat(logits), torch.cat(distances)
+
+    # --- discovery -----------------------------------------------------------------------------------------------
+
+    def _explain_batch(self, images: torch.Tensor, target: torch.Tensor, lower: bool) -> dict[str, torch.Tensor]:
+        if lower:
+            raise InputError("GCD raises a target class; to lower class k, raise another class")
+        count = len(images)
+        unit = self._active_unit()
+        with torch.no_grad():
+            latents = self.latent_model.encode(images)
+            latent_shape = latents.shape[1:]
+            flat = latents.flatten(1)
+            reconstructions = self._decode_checked(latents, images).clamp(*self.classifier.value_range)
+            origin = self.query(images).argmax(1)
+            reconstruction_probs = self.query(reconstructions).softmax(1)
+        # an image the black box already puts in the target class (the base refuses that for the original, yet a
+        # caller may pass one whose prediction is ambiguous): aim from its reconstruction's class instead
+        origin = torch.where(origin == target, reconstruction_probs.argmax(1), origin)
+        dim = flat.shape[1]
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        # z + r * u: u uniform on the unit sphere, r ~ U[0, radius] (the public code's "uniform_norm")
+        steps = nn.functional.normalize(torch.randn(count, self.samples, dim, generator=generator), dim=2)
+        steps = (steps * torch.rand(count, self.samples, 1, generator=generator) * self.radius).to(self.device)
+        rows = torch.arange(count, device=self.device).repeat_interleave(self.samples)
+        sample_latents = (flat[:, None] + steps * unit).reshape(-1, dim)
+        logits, distances = self._label(sample_latents, latent_shape, reconstructions, rows)
+        logits, distances = logits.view(count, self.samples, -1), distances.view(count, self.samples)
+        scale = distances.amax(1, keepdim=True).clamp_min(1e-8)
+        with torch.enable_grad():
+            proxies = fit_proxies(
+                steps, logits, distances / scale, min_r2=self.min_proxy_r2, max_epochs=self.max_epochs, seed=self.seed
+            )
+        found = proxy_directions(proxies, origin, target, self.h_directions)
+        directions = torch.cat([found["g0"][:, None], found["g20"][:, None], found["h"]], dim=1)  # (B, 2 + k, D)
+        names = ("g0", "g20", *(f"h{i + 1}" for i in range(found["h"].shape[1])))
+        # the local line search: every direction, LINE_STEPS alphas in (0, LINE_ALPHA_MAX] (public code: 1e-4 .. 4)
+        alphas = torch.linspace(1e-4, LINE_ALPHA_MAX, LINE_STEPS, device=self.device)
+        candidates = flat[:, None, None] + alphas[None, None, :, None] * unit * directions[:, :, None]
+        per_image = candidates.shape[1] * LINE_STEPS
+        rows = torch.arange(count, device=self.device).repeat_interleave(per_image)
+        line_logits, line_distances = self._label(candidates.reshape(-1, dim), latent_shape, reconstructions, rows)
+        target_prob = (
+            line_logits.softmax(1)
+            .view(count, per_image, -1)
+            .gather(2, target[:, None, None].expand(-1, per_image, 1))[..., 0]
+        )
+        line_distances = line_distances.view(count, per_image)
+        reached = self.reached(target_prob, target[:, None].expand(-1, per_image))
+        usable = proxies.fit.usable.to(self.device)
+        reached &= usable[:, None]
+        # the closest decode that reaches the target; where none does, the most confident one
+        choice = torch.where(
+            reached.any(1),
+            torch.where(reached, line_distances, torch.inf).argmin(1),
+            target_prob.argmax(1),
+        )
+        picked = torch.arange(count, device=self.device)
+        cf_latents = candidates.reshape(count, per_image, dim)[picked, choice]
+        cf_latents = torch.where(usable[:, None], cf_latents, flat)
+        counterfactuals = self._decode(cf_latents, latent_shape)
+        success = reached[picked, choice]
+        cf_prob = torch.where(usable, target_prob[picked, choice], reconstruction_probs[picked, target])
+        # the base's check of the originals, the origin class, the reconstruction, the samples and the line search
+        queries = 3 + self.samples + per_image
+        if not bool(proxies.fit.usable.all()):
+            bad = (~proxies.fit.usable).nonzero().flatten().tolist()
+            warnings.warn(
+                f"GCD: the proxy of {len(bad)} of {count} images did not fit the black box (held-out R^2 "
+                f"{_r2_text(proxies.fit.logit_r2[bad])} < {self.min_proxy_r2}); their directions are not used and "
+                "their counterfactuals are their reconstructions, marked failed: raise samples or lower radius",
+                stacklevel=4,  # the caller of GCD.explain (through the base explain)
+            )
+        self._record(
+            Discovery(
+                directions=directions.cpu(),
+                direction_names=names,
+                h_eigenvalues=found["h_eigenvalues"].cpu(),
+                origin=origin.cpu(),
+                goal=target.cpu(),
+                fit=proxies.fit,
+                unit=float(unit),
+                queries=torch.full((count,), queries, dtype=torch.long),
+            )
+        )
+        return {
+            "counterfactuals": counterfactuals,
+            "target_prob": cf_prob,
+            "success": success,
+            "steps": torch.zeros_like(target),
+            "forward_passes": torch.full_like(target, queries),
+            "backward_passes": torch.zeros_like(target),
+            "original_latents": latents,
+            "counterfactual_latents": cf_latents.view_as(latents),
+            "reconstructions": reconstructions,
+        }
+
+    def _record(self, part: Discovery) -> None:
+        """Append one chunk's discovery to the call's (the first chunk of a call starts a new one)."""
+        if self._chunk_start or self.discovery is None:
+            self.discovery = part
+            self._chunk_start = False
+            return
+        old = self.discovery
+        joined = {
+            name: torch.cat([getattr(old, name), getattr(part, name)])
+            for name in ("directions", "h_eigenvalues", "origin", "goal", "queries")
+        }
+        fit = ProxyFit(*(torch.cat([getattr(old.fit, n), getattr(part.fit, n)]) for n in ProxyFit.__dataclass_fields__))
+        self.discovery = Discovery(**joined, direction_names=old.direction_names, fit=fit, unit=old.unit)
+
+    def explain(
+        self, images: torch.Tensor, target: TargetSpec = "second", *, lower: bool = False
+    ) -> CounterfactualResult:
+        """Counterfactuals for ``images`` (N, C, H, W); the directions, proxy fits and queries of the call are in
+        :attr:`discovery` afterwards. ``target``: as :meth:`Explainer.explain`."""
+        self._chunk_start = True
+        before = getattr(self.black_box, "queries", None)
+        try:
+            result = super().explain(images, target, lower=lower)
+        finally:
+            self._call_unit = None if self._fitted_unit is None or self.unit != "auto" else self._call_unit
+        after = getattr(self.black_box, "queries", None)
+        if self.discovery is not None:
+            self.discovery.settings = {**result.settings, "unit": self.discovery.unit}
+            if isinstance(before, int) and isinstance(after, int):
+                self.discovery.settings["black_box_queries"] = after - before
+        return result
+
+    def discover(self, image: torch.Tensor, target: TargetSpec = "second") -> Discovery:
+        """The directions of one source image (1, C, H, W) or (C, H, W): :meth:`explain` on it, its discovery."""
+        if image.dim() == 3:
+            image = image[None]
+        self.explain(image, target)
+        assert self.discovery is not None
+        return self.discovery
+
+    # --- transfer ------------------------------------------------------------------------------------------------
+
+    def transfer(
+        self,
+        direction: torch.Tensor,
+        images: torch.Tensor,
+        *,
+        source_class: int,
+        goal_class: int,
+        steps: int = TRANSFER_STEPS,
+        alpha_max: float = TRANSFER_ALPHA_MAX,
+        unit: float | None = None,
+    ) -> Transfer:
+        """Apply one direction to every image: see :func:`transfer_direction`."""
+        return transfer_direction(
+            self,
+            direction,
+            images,
+            source_class=source_class,
+            goal_class=goal_class,
+            steps=steps,
+            alpha_max=alpha_max,
+            unit=unit,
+        )
+
+
+def _r2_text(values: torch.Tensor) -> str:
+    shown = ", ".join("nan" if math.isnan(v) else f"{v:.2f}" for v in values[:5].tolist())
+    return shown + (", ..." if len(values) > 5 else "")
+
+
+@dataclass
+class Transfer:
+    """One direction applied to a set of images with a sweep over alpha (:func:`transfer_direction`).
+
+    alphas: (A,) the sweep, in units of ``unit`` along the direction (per image turned towards its goal).
+    flipped: (N, A) bool, the black box's class is the image's goal class at that alpha.
+    goal_prob: (N, A) the black box's probability of the image's goal class.
+    alpha: (N,) the smallest-|alpha| flip (signed), NaN where none.
+    eligible: (N,) bool, the black box puts the image and its reconstruction in the same class, the source or the
+        goal (others are not counted: an image whose reconstruction already changes the class would "flip" at
+        alpha ~0 because of the latent model, not of the direction).
+    reconstruction_flips: images of the source or goal class whose reconstruction the black box reads otherwise.
+    result: the counterfactuals as a :class:`CounterfactualResult` of the eligible images (success: flipped).
+    queries_per_image: black-box images queried per image (the original and the sweep).
+    """
+
+    alphas: torch.Tensor
+    flipped: torch.Tensor
+    goal_prob: torch.Tensor
+    alpha: torch.Tensor
+    eligible: torch.Tensor
+    result: CounterfactualResult
+    queries_per_image: int
+    unit: float
+    reconstruction_flips: int = 0
+
+    @property
+    def flip_rate(self) -> float:
+        """Share of eligible images that flip within the sweep."""
+        chosen = self.alpha[self.eligible]
+        return float((~chosen.isnan()).float().mean()) if len(chosen) else 0.0
+
+    def flip_curve(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flip rate against the largest |alpha| allowed: (|alpha| values (A/2,), share flipped by then (A/2,))."""
+        magnitudes = self.alphas.abs().unique()
+        chosen = self.alpha[self.eligible].abs()
+        rate = torch.stack([(chosen <= m).float().mean() if len(chosen) else torch.tensor(0.0) for m in magnitudes])
+        return magnitudes, rate
+
+    def summary(self) -> dict:
+        """Flip rate, the alpha distribution and the counts, for a record."""
+        chosen = self.alpha[self.eligible]
+        flipped = chosen[~chosen.isnan()]
+        quantiles = flipped.abs().quantile(torch.tensor([0.1, 0.5, 0.9])).tolist() if len(flipped) else []
+        return {
+            "images": int(len(self.alpha)),
+            "eligible": int(self.eligible.sum()),
+            "reconstruction_flips": self.reconstruction_flips,
+            "flip_rate": self.flip_rate,
+            "flipped": int(len(flipped)),
+            "flips_nothing": bool(len(flipped) == 0),
+            "alpha_abs_quantiles_10_50_90": quantiles,
+            "share_flipped_on_the_direction_side": float((flipped > 0).float().mean()) if len(flipped) else 0.0,
+            "queries_per_image": self.queries_per_image,
+            "unit": self.unit,
+        }
+
+
+def transfer_direction(
+    explainer: GCD,
+    direction: torch.Tensor,
+    images: torch.Tensor,
+    *,
+    source_class: int,
+    goal_class: int,
+    steps: int = TRANSFER_STEPS,
+    alpha_max: float = TRANSFER_ALPHA_MAX,
+    unit: float | None = None,
+) -> Transfer:
+    """One direction applied to every image (research note A3): decode ``z + alpha * unit * sign * d`` for ``steps``
+    alphas in [-alpha_max, alpha_max] and keep per image the smallest |alpha| where the black box gives the goal.
+
+    An image the black box puts in ``source_class`` aims for ``goal_class`` (sign +1); one in ``goal_class`` aims for
+    ``source_class`` along ``-d`` (the public code's rule); images in any other class, or whose reconstruction the
+    black box puts in another class than the image, are not eligible. The whole
+    sweep is queried (as the public code renders it), in chunks of the explainer's ``batch_size``.
+
+    Args:
+        direction: (D,) a direction of the flattened latent (e.g. ``discovery.direction("g0")``).
+        images: (N, C, H, W) in the classifier's range.
+        unit: the latent length of alpha 1 (default: the explainer's, measured on ``images`` if "auto" and unfitted).
+    Returns:
+        the :class:`Transfer`; a direction that flips nothing says so (``summary()["flips_nothing"]``, a warning).
+    """
+    from vcex.models.classifiers import check_classifier_images
+
+    images = check_classifier_images(explainer.classifier, images)
+    if len(images) == 0:
+        raise InputError("transfer needs at least one image, got an empty batch")
+    steps = check_count("steps", steps, 2)
+    alpha_max = check_positive_finite("alpha_max", alpha_max)
+    direction = torch.as_tensor(direction, dtype=torch.float32).flatten().to(explainer.device)
+    if not bool(torch.isfinite(direction).all()) or float(direction.norm()) == 0:
+        raise InputError("the direction must be a finite, non-zero vector")
+    direction = direction / direction.norm()
+    started = time.perf_counter()
+    with evaluating(*explainer._models()):
+        images = images.to(explainer.device)
+        if unit is None:
+            unit = explainer._active_unit() or explainer._spread(images)
+        with torch.no_grad():
+            latents = explainer.latent_model.encode(images)
+        latent_shape, flat = latents.shape[1:], latents.flatten(1)
+        if flat.shape[1] != direction.numel():
+            raise InputError(
+                f"the direction has {direction.numel()} numbers, the latent model's latents {flat.shape[1]}; use a "
+                "direction found with this latent model"
+            )
+        logits = explainer.query(images)
+        classes = logits.shape[1]
+        for name, value in (("source_class", source_class), ("goal_class", goal_class)):
+            if not 0 <= value < classes:
+                raise InputError(f"{name} {value} is out of range for a black box with {classes} classes")
+        if source_class == goal_class:
+            raise InputError("source_class and goal_class are the same class; a flip needs two")
+        predicted = logits.argmax(1)
+        reconstructions = explainer._decode(flat, latent_shape)
+        reconstruction_class = explainer.query(reconstructions).argmax(1)
+        in_pair = (predicted == source_class) | (predicted == goal_class)
+        eligible = in_pair & (reconstruction_class == predicted)
+        sign = torch.where(predicted == goal_class, -1.0, 1.0)
+        goal = torch.where(predicted == goal_class, source_class, goal_class)
+        alphas = torch.linspace(-alpha_max, alpha_max, steps, device=explainer.device)
+        count = len(images)
+        swept = flat[:, None] + (sign[:, None, None] * alphas[None, :, None] * unit) * direction  # (N, A, D)
+        # only eligible images are swept (on MNIST 4 -> 9, 8 of 10 images are in neither class)
+        keep = eligible.nonzero().flatten()
+        probs = torch.zeros(count, steps, classes, device=explainer.device)
+        if len(keep):
+            sweep_logits = torch.cat(
+                [
+                    explainer.query(explainer._decode(chunk, latent_shape))
+                    for chunk in swept[keep].reshape(-1, flat.shape[1]).split(explainer.batch_size)
+                ]
+            )
+            probs[keep] = sweep_logits.softmax(1).view(len(keep), steps, classes)
+        goal_prob = probs.gather(2, goal[:, None, None].expand(-1, steps, 1))[..., 0]
+        flipped = (probs.argmax(2) == goal[:, None]) & eligible[:, None]
+        # the smallest |alpha| that flips; ties (+a and -a) go to the direction's own side
+        order = alphas.abs() - 1e-6 * alphas.sign()
+        cost = torch.where(flipped, order[None], torch.inf)
+        best = cost.argmin(1)
+        any_flip = flipped.any(1)
+        choice = torch.where(any_flip, best, goal_prob.argmax(1))
+        alpha = torch.where(any_flip, alphas[choice], torch.nan)
+        picked = torch.arange(count, device=explainer.device)
+        cf_latents = swept[picked, choice]
+        counterfactuals = explainer._decode(cf_latents[keep], latent_shape)
+    own_probs = logits.softmax(1)
+    queries = 2 + steps  # the image, its reconstruction and the sweep (only the first two for ineligible images)
+    result = CounterfactualResult(
+        method="gcd-transfer",
+        originals=images[keep],
+        counterfactuals=counterfactuals,
+        target=goal[keep],
+        original_class=predicted[keep],
+        original_prob=own_probs[keep, goal[keep]],
+        target_prob=goal_prob[keep, choice[keep]],
+        success=any_flip[keep],
+        steps=torch.zeros_like(keep),
+        forward_passes=torch.full_like(keep, queries),
+        backward_passes=torch.zeros_like(keep),
+        seconds=time.perf_counter() - started,
+        threshold=0.5,
+        original_latents=latents[keep],
+        counterfactual_latents=cf_latents[keep].view(-1, *latent_shape),
+        reconstructions=reconstructions[keep],
+        settings={
+            "source_class": int(source_class),
+            "goal_class": int(goal_class),
+            "steps": steps,
+            "alpha_max": alpha_max,
+            "unit": float(unit),
+            "success": "the black box's top class is the goal",
+        },
+    )
+    transfer = Transfer(
+        alphas=alphas.cpu(),
+        flipped=flipped.cpu(),
+        goal_prob=goal_prob.cpu(),
+        alpha=alpha.cpu(),
+        eligible=eligible.cpu(),
+        result=result.to("cpu"),
+        queries_per_image=queries,
+        unit=float(unit),
+        reconstruction_flips=int((in_pair & ~eligible).sum()),
+    )
+    if transfer.summary()["flips_nothing"]:
+        warnings.warn(
+            f"GCD transfer: the direction flips none of the {int(eligible.sum())} eligible images within "
+            f"|alpha| <= {alpha_max}; it is no counterfactual direction for them",
+            stacklevel=2,
+        )
+    return transfer

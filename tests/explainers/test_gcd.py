@@ -1,0 +1,154 @@
+"""GCD on a toy whose truth is known (tests/gcd_toy.py): four latent coordinates each set one quadrant of an 8x8 image,
+and the black box reads quadrants 0 and 1 only, so the true direction of its margin in the latent is known exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gcd_toy import BlackBox, Quadrants, faces, reader
+from torch import nn
+
+from vcex.errors import InputError, ModelError
+from vcex.explainers.gcd import GCD, ProxyEnsemble, feature_distance, fit_proxies, pyramid_distance
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = {"samples": 96, "max_epochs": 300, "h_directions": 2, "threshold": 0.5}
+
+
+@pytest.fixture
+def sources() -> torch.Tensor:
+    return faces([[-1.0, -0.5, 0.3, 0.0], [-0.5, -1.0, -0.2, 0.4], [-1.5, 0.0, 0.0, -0.3]])  # all in class 0
+
+
+def true_direction(latents: torch.Tensor) -> torch.Tensor:
+    """The unit gradient of the margin in the latent at ``latents`` (N, 4)."""
+    latents = latents.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(reader(Quadrants().decode(latents))[:, 1].sum(), latents)
+    return nn.functional.normalize(grad, dim=1)
+
+
+def test_the_g_direction_is_the_black_boxs_own_and_queries_are_counted(sources):
+    black_box = BlackBox()
+    gcd = GCD(black_box, Quadrants(), unit=1.0, **FAST)
+    result = gcd.explain(sources, target=1)
+    discovery = gcd.discovery
+    assert bool(discovery.fit.usable.all()) and float(discovery.fit.logit_r2.min()) > 0.9
+    truth = true_direction(Quadrants().encode(sources))
+    cosine = (discovery.directions[:, 0] * truth).sum(1)
+    assert float(cosine.min()) > 0.95
+    # quadrants 2 and 3 are invisible to the black box: the g-direction leaves them (almost) alone
+    assert float(discovery.directions[:, 0, 2:].abs().max()) < 0.2
+    assert discovery.direction_names == ("g0", "g20", "h1", "h2")
+    assert discovery.directions.shape == (3, 4, 4) and discovery.h_eigenvalues.shape == (3, 2)
+    # every query the black box saw is accounted for, per image and in total
+    assert discovery.settings["black_box_queries"] == black_box.queries == int(result.forward_passes.sum())
+    assert bool((result.backward_passes == 0).all())
+    assert bool(result.success.all()) and bool((result.target_prob > 0.5).all())
+    assert torch.equal(result.target, torch.ones(3, dtype=torch.long))
+
+
+def test_a_batch_is_the_same_as_its_images_one_by_one(sources):
+    both = GCD(BlackBox(), Quadrants(), unit=1.0, **FAST).explain(sources[:2], target=1)
+    first = GCD(BlackBox(), Quadrants(), unit=1.0, **FAST).explain(sources[:1], target=1)
+    assert torch.equal(both.success[:1], first.success)
+    # the proxies are fitted together but independently: same samples and same seed give the same direction
+    assert torch.allclose(both.counterfactual_latents[0], first.counterfactual_latents[0], atol=0.3)
+
+
+def test_a_black_box_returning_the_wrong_shape_or_nan_is_refused(sources):
+    for function, message in (
+        (lambda images: reader(images)[:, :1].T, "shape"),
+        (lambda images: reader(images) * torch.nan, "NaN"),
+        (lambda images: reader(images)[:, 1], "shape"),
+    ):
+        with pytest.raises(ModelError, match=message):
+            GCD(BlackBox(function), Quadrants(), unit=1.0, **FAST).explain(sources, target=1)
+
+
+def test_a_proxy_that_fails_to_fit_is_reported_and_its_directions_not_used(sources):
+    generator = torch.Generator().manual_seed(0)
+
+    def noise(images: torch.Tensor) -> torch.Tensor:  # answers unrelated to the image: nothing to fit
+        logits = reader(images)
+        return logits + torch.randn(logits.shape, generator=generator) * 5
+
+    gcd = GCD(BlackBox(noise), Quadrants(), unit=1.0, **FAST)
+    with pytest.warns(UserWarning, match="did not fit"):
+        result = gcd.explain(sources, target="flip")
+    assert not bool(gcd.discovery.fit.usable.any())
+    assert float(gcd.discovery.fit.logit_r2.max()) < 0.5
+    assert not bool(result.success.any())
+    assert torch.allclose(result.counterfactuals, result.reconstructions)
+
+
+def test_transfer_flips_with_the_true_direction_and_reports_one_that_flips_nothing(sources):
+    gcd = GCD(BlackBox(), Quadrants(), unit=1.0, **FAST)
+    direction = gcd.discover(sources[0], target=1).direction("g0")
+    test = faces([[a, b, 0.0, 0.0] for a in (-1.0, -0.3, 0.4, 1.2) for b in (-0.5, 0.5)])
+    transfer = gcd.transfer(direction, test, source_class=0, goal_class=1)
+    summary = transfer.summary()
+    assert summary["flip_rate"] == 1.0 and summary["eligible"] == 8
+    # images already in class 1 move along -d, so every flip lies on the direction's own side
+    assert summary["share_flipped_on_the_direction_side"] == 1.0
+    assert len(transfer.result) == 8 and bool(transfer.result.success.all())
+    predicted = reader(transfer.result.counterfactuals).argmax(1)
+    assert torch.equal(predicted, transfer.result.target)
+    assert transfer.queries_per_image == 130
+    magnitudes, rate = transfer.flip_curve()
+    assert bool((rate[1:] >= rate[:-1]).all()) and float(rate[-1]) == 1.0
+    # quadrant 3 is invisible to the black box: moving along it flips nothing, and says so
+    with pytest.warns(UserWarning, match="flips none"):
+        blind = gcd.transfer(torch.tensor([0.0, 0.0, 0.0, 1.0]), test, source_class=0, goal_class=1)
+    assert blind.summary()["flips_nothing"] and blind.flip_rate == 0.0
+    assert bool(blind.alpha.isnan().all())
+
+
+def test_transfer_refuses_bad_input(sources):
+    gcd = GCD(BlackBox(), Quadrants(), unit=1.0, **FAST)
+    with pytest.raises(InputError, match="numbers"):
+        gcd.transfer(torch.ones(5), sources, source_class=0, goal_class=1)
+    with pytest.raises(InputError, match="non-zero"):
+        gcd.transfer(torch.zeros(4), sources, source_class=0, goal_class=1)
+    with pytest.raises(InputError, match="same class"):
+        gcd.transfer(torch.ones(4), sources, source_class=1, goal_class=1)
+    with pytest.raises(InputError, match="out of range"):
+        gcd.transfer(torch.ones(4), sources, source_class=0, goal_class=2)
+    with pytest.raises(InputError, match="empty|at least one"):
+        gcd.transfer(torch.ones(4), sources[:0], source_class=0, goal_class=1)
+
+
+def test_settings_and_options_are_checked():
+    with pytest.raises(InputError, match="samples"):
+        GCD(BlackBox(), Quadrants(), samples=2)
+    with pytest.raises(InputError, match="radius"):
+        GCD(BlackBox(), Quadrants(), radius=-1.0)
+    with pytest.raises(InputError, match="latent model"):
+        GCD(BlackBox(), None)
+    gcd = GCD(BlackBox(), Quadrants(), **FAST).fit(faces([[0.0] * 4, [1.0, -1.0, 2.0, 0.0]]))
+    assert gcd.settings()["unit"] == pytest.approx(
+        float(torch.tensor([[0.0] * 4, [1.0, -1.0, 2.0, 0.0]]).var(0).mean().sqrt()), rel=1e-3
+    )
+
+
+def test_proxy_ensemble_fits_each_proxy_on_its_own_samples():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.rand(2, 200, 3, generator=generator) * 2 - 1
+    # proxy 0's logit follows coordinate 0, proxy 1's coordinate 2
+    logits = torch.stack(
+        [torch.stack([-inputs[0, :, 0], inputs[0, :, 0]], 1), torch.stack([-inputs[1, :, 2], inputs[1, :, 2]], 1)]
+    )
+    proxies = fit_proxies(inputs, 3 * logits, inputs.norm(dim=2) / 2, max_epochs=400)
+    assert bool(proxies.fit.usable.all())
+    probe = torch.zeros(2, 1, 3)
+    probe[:, 0, 0] = 0.5
+    predicted, _ = proxies.logits_and_distance(probe)
+    assert float(predicted[0, 0, 1]) > 1.0 and abs(float(predicted[1, 0, 1])) < 0.5
+    assert ProxyEnsemble(3, 4, 5)(torch.zeros(3, 7, 4)).shape == (3, 7, 5)
+
+
+def test_distances_are_zero_for_the_same_image_and_grow_with_change(sources):
+    assert torch.allclose(pyramid_distance(sources, sources), torch.zeros(3))
+    assert bool((pyramid_distance(sources, 1 - sources) > pyramid_distance(sources, sources * 0.9)).all())
+    features = feature_distance(lambda images: images.flatten(1) + 0.1)
+    assert float(features(sources, sources).abs().max()) < 1e-5

@@ -1,0 +1,34 @@
+"""``vcex gcd`` on the shipped MNIST models: its files, the page, and its one-line errors."""
+
+import json
+
+import pytest
+
+from vcex.cli import main
+
+
+def test_a_source_index_outside_the_test_set_gets_one_line(capsys, tmp_path):
+    code = main(["gcd", "--dataset", "mnist", "--source-index", "99999", "--out", str(tmp_path / "out"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and "--source-index 99999 is outside" in error and "Traceback" not in error
+
+
+# a small discovery (64 samples), a transfer to 30 test images and BB-LIG on 2: a minute on one CPU thread
+@pytest.mark.slow
+def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
+    out = tmp_path / "gcd"
+    options = ["--samples", "128", "--n", "30", "--lig", "2", "--h-directions", "1", "--threads", "1", "--quiet"]
+    assert main(["gcd", "--dataset", "mnist", "--target", "9", "--out", str(out), *options]) == 0
+    directions = json.loads((out / "directions.json").read_text())
+    assert directions["direction_names"] == ["g0", "g20", "h1"] and directions["discovery_queries"] > 128
+    record = json.loads((out / "transfer.json").read_text())
+    for name in ("g0", "g20"):
+        curve = record["directions"][name]["curve"]
+        assert len(curve["alpha"]) == len(curve["flip_rate"]) == 64
+        assert record["directions"][name]["queries_per_image"] == 130
+    assert "relative_completeness_error_median" in record["bblig"]
+    page = (out / "gcd.html").read_text()
+    assert page.count("<polyline") == 2 and "BB-LIG" in page
+    assert (out / "directions.safetensors").exists()
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["flip_rate"]) == {"g0", "g20"}
