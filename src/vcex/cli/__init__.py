@@ -1,4 +1,5 @@
-"""The ``vcex`` command: ``demo``, ``explain``, ``global``, ``benchmark``, ``datasets``, ``models`` and ``stylespace``.
+"""The ``vcex`` command: ``demo``, ``explain``, ``global``, ``benchmark``, ``datasets``, ``models``, ``stylespace`` and
+``train-style``.
 
 One module per subcommand (its parser and its run), over the option groups they share (:mod:`vcex.cli.options`).
 """
@@ -9,10 +10,11 @@ import argparse
 import os
 import sys
 
-from vcex.cli import benchmark, datasets, demo, explain, global_, models, stylespace
+from vcex.cli import benchmark, datasets, demo, explain, global_, models, stylespace, train_style
 from vcex.errors import VcexError
 
-SUBCOMMANDS = (demo, explain, global_, benchmark, datasets, models, stylespace)  # in the order --help lists them
+# in the order --help lists them
+SUBCOMMANDS = (demo, explain, global_, benchmark, datasets, models, stylespace, train_style)
 
 
 def build_parser() -> argparse.ArgumentParser:
