@@ -197,3 +197,17 @@ def test_cli_trains_conditioned_digits_and_resumes(tmp_path, capsys):
     assert json.loads((out / "recipe.json").read_text())["epochs_done"] == 2
     loaded = load_stylex(out)  # its classifier comes back from the zoo by the recipe's name
     assert loaded.conditioned and loaded.encode(torch.zeros(2, 1, 28, 28)).shape == (2, 16 + 10)
+
+
+@pytest.mark.parametrize("space", ["w", "style"])
+def test_the_attack_runs_in_w_and_stylespace_of_a_conditioned_model(space):
+    from vcex import CounterfactualAttack
+
+    classifier = TwoClassNet().eval()
+    model = tiny_model(label_dim=2, classifier=classifier)
+    train_stylex(model, faces_like(16), epochs=1, recipe=RECIPE, progress=False)
+    latent_model = model if space == "w" else StyleSpaceModel(model)
+    attack = CounterfactualAttack(classifier, latent_model, threshold=0.6, max_steps=3, latent_bound=None)
+    result = attack.explain(faces_like(4), target="second")
+    assert result.counterfactuals.shape == (4, 3, 32, 32) and result.success.shape == (4,)
+    assert bool(torch.isfinite(result.target_prob).all())

@@ -301,7 +301,8 @@ class StyleGenerator(nn.Module):
         """``[(layer_name, A (length, w_dim), b (length,)), ...]`` in layout order, with s_layer = A w + b.
 
         ``A`` includes the equalised-learning-rate scale, so it is the matrix that acts on w (EigenFind
-        stacks the conv layers' A and takes its SVD).
+        stacks the conv layers' A and takes its SVD). A conditioned generator's A is (length, w_dim + label_dim):
+        its last ``label_dim`` columns act on the label.
         """
         out = []
         for (name, _, _), layer in zip(self._layout, self.layers.values()):
