@@ -12,7 +12,7 @@ from torch import nn
 
 from vcex.cli import main
 from vcex.cli.stylespace import load_style_model
-from vcex.cli.train_style import classifier_name
+from vcex.cli.train_style import classifier_name, recipe_from
 from vcex.errors import InputError
 from vcex.evaluation.stylespace import stylespace_probe
 from vcex.models.latent import LatentModel
@@ -181,6 +181,11 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     code = main(["train-style", "--dataset", "mnist", "--resume", "--out", str(tmp_path / "none"), "--quiet"])
     assert code == 2 and "holds no training run to continue" in capsys.readouterr().err
+    assert recipe_from(["r1_gamma=1", "r1_interval=4"], 16) == StylExRecipe(batch_size=16, r1_gamma=1.0, r1_interval=4)
+    with pytest.raises(InputError, match="NAME one of batch_size, lr"):
+        recipe_from(["gamma=1"], 16)
+    with pytest.raises(InputError, match="'x' is not a number"):
+        recipe_from(["lr=x"], 16)
 
 
 def test_cli_trains_conditioned_digits_and_resumes(tmp_path, capsys):

@@ -36,6 +36,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--max-minutes", type=positive_number, default=None, help="stop after the epoch that passes this budget"
     )
     train.add_argument("--out", type=out_path, required=True, help="folder for weights, recipe.json and samples.png")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a hyperparameter of vcex.models.stylex.StylExRecipe, e.g. --set r1_gamma=1 (repeatable)",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     add_common(train)
     train.set_defaults(handler=run)
@@ -65,6 +72,27 @@ def classifier_name(dataset: str, name: str) -> str:
             f"{_own(dataset)}"
         )
     return name
+
+
+def recipe_from(settings: list[str], batch_size: int) -> object:
+    """A :class:`~vcex.models.stylex.StylExRecipe` with ``batch_size`` and the ``NAME=VALUE`` overrides; an unknown
+    name or a value that is no number is refused naming the known ones."""
+    from dataclasses import fields
+
+    from vcex.errors import InputError
+    from vcex.models.stylex import StylExRecipe
+
+    types = {field.name: field.type for field in fields(StylExRecipe)}
+    values: dict = {"batch_size": batch_size}
+    for setting in settings:
+        name, _, text = setting.partition("=")
+        if name not in types or not text:
+            raise InputError(f"--set {setting!r}: expected NAME=VALUE with NAME one of {', '.join(types)}")
+        try:
+            values[name] = int(text) if types[name] in (int, "int") else float(text)
+        except ValueError:
+            raise InputError(f"--set {setting!r}: {text!r} is not a number") from None
+    return StylExRecipe(**values)
 
 
 def _own(dataset: str) -> str:
@@ -119,6 +147,7 @@ def command_line(args: argparse.Namespace) -> str:
     for flag in ("classifier", "batch_size", "n_train", "max_minutes"):
         if getattr(args, flag) is not None:
             parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    parts += [f"--set {setting}" for setting in args.set]
     parts += [f"--seed {args.seed}", f"--out {args.out}"] + (["--resume"] if args.resume else [])
     return " ".join(parts)
 
@@ -138,7 +167,6 @@ def run(args: argparse.Namespace) -> None:
         CONFIGS,
         RECIPE_FILE,
         StylExAutoencoder,
-        StylExRecipe,
         load_stylex,
         stylex_config,
         train_stylex,
@@ -156,7 +184,7 @@ def run(args: argparse.Namespace) -> None:
     size, pad = _generator_size(side)
     label_dim = 0 if classifier is None else int(classifier(images[:1]).shape[1])
     config = stylex_config(args.config, image_size=size, channels=images.shape[1], label_dim=label_dim)
-    recipe = StylExRecipe(batch_size=args.batch_size or CONFIGS[args.config]["batch_size"])
+    recipe = recipe_from(args.set, args.batch_size or CONFIGS[args.config]["batch_size"])
     record = {
         "dataset": args.dataset,
         "classifier": name,
