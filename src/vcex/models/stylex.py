@@ -92,6 +92,9 @@ class StylExRecipe:
     # StyleGAN2: Adam lr 0.002, betas (0, 0.99) for G and D; the mapping network's lr multiplier 0.01
     lr: float = 2e-3
     encoder_lr: float = 2e-3
+    # D's plain layers learn ~sqrt(fan-in) times faster under Adam than G's equalised-lr ones (see stylegan.py's
+    # train_style_autoencoder), so a short CPU run may need G's lr above D's
+    discriminator_lr: float = 2e-3
     mapping_lr_scale: float = 0.01
     beta1: float = 0.0
     beta2: float = 0.99
@@ -113,7 +116,7 @@ class StylExRecipe:
         for name in ("batch_size", "r1_interval"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "encoder_lr", "mapping_lr_scale"):
+        for name in ("lr", "encoder_lr", "discriminator_lr", "mapping_lr_scale"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.mixing_prob <= 1:
@@ -293,7 +296,7 @@ class StylExState:
 
 def new_state(model: StylExAutoencoder, recipe: StylExRecipe, seed: int) -> StylExState:
     """A fresh discriminator (initialised from ``seed``) and Adam optimisers: E at ``encoder_lr``, the mapping
-    network at ``lr * mapping_lr_scale``, the synthesis network and D at ``lr``."""
+    network at ``lr * mapping_lr_scale``, the synthesis network at ``lr`` and D at ``discriminator_lr``."""
     torch.manual_seed(seed)
     discriminator = ConditionalDiscriminator(model.config)
     mapping = list(model.generator.mapping_net.parameters())
@@ -308,7 +311,7 @@ def new_state(model: StylExAutoencoder, recipe: StylExRecipe, seed: int) -> Styl
         ],
         betas=betas,
     )
-    d_optimiser = torch.optim.Adam(discriminator.parameters(), lr=recipe.lr, betas=betas)
+    d_optimiser = torch.optim.Adam(discriminator.parameters(), lr=recipe.discriminator_lr, betas=betas)
     return StylExState(model, discriminator, optimiser, d_optimiser, torch.Generator().manual_seed(seed))
 
 
