@@ -560,6 +560,9 @@ QUESTIONS = [
     ("What does the style generator's small config reach on a 15-minute CPU budget?", [
         "benchmarks/faces-style-budget.md"
     ]),
+    ("What does StylEx training (GAN + encoder, classifier-conditioned) reach on a CPU, and is its StyleSpace purer?", [
+        "benchmarks/stylex-training.md"
+    ]),
     ("What does each part of DISC (model inversion, no generator) add, on MNIST and on faces?", [
         "benchmarks/disc.md", "benchmarks/disc-faces.md"
     ]),
