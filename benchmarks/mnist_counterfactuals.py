@@ -563,6 +563,9 @@ QUESTIONS = [
     ("How well and how fast does the small diffusion autoencoder (GCD's backend) decode, beside the VAE?", [
         "benchmarks/diffae.md"
     ]),
+    ("What does StylEx training (GAN + encoder, classifier-conditioned) reach on a CPU, and is its StyleSpace purer?", [
+        "benchmarks/stylex-training.md"
+    ]),
     ("What does each part of DISC (model inversion, no generator) add, on MNIST and on faces?", [
         "benchmarks/disc.md", "benchmarks/disc-faces.md"
     ]),

@@ -1,5 +1,5 @@
 """The ``vcex`` command: ``demo``, ``explain``, ``report``, ``run``, ``global``, ``gcd``, ``benchmark``, ``serve``,
-``datasets``, ``models`` and ``stylespace``.
+``datasets``, ``models``, ``stylespace`` and ``train-style``.
 
 One module per subcommand (its parser and its run), over the option groups they share (:mod:`vcex.cli.options`).
 """
@@ -12,11 +12,24 @@ import os
 import sys
 from typing import NoReturn
 
-from vcex.cli import benchmark, datasets, demo, explain, gcd, global_, models, report, run, serve, stylespace
+from vcex.cli import (
+    benchmark,
+    datasets,
+    demo,
+    explain,
+    gcd,
+    global_,
+    models,
+    report,
+    run,
+    serve,
+    stylespace,
+    train_style,
+)
 from vcex.errors import VcexError
 
 # in the order --help lists them
-SUBCOMMANDS = (demo, explain, report, run, global_, gcd, benchmark, serve, datasets, models, stylespace)
+SUBCOMMANDS = (demo, explain, report, run, global_, gcd, benchmark, serve, datasets, models, stylespace, train_style)
 # what to do about an OSError the system raised while vcex read or wrote a file, by errno
 OS_ERROR_HINTS = {
     errno.ENOSPC: "free some space and run the same command again: finished chunks are kept and the rerun resumes "

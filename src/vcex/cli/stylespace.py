@@ -20,7 +20,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_dataset(probe, "faces (the probe reads its attribute oracle)")
     probe.add_argument(
-        "--latent-model", default=None, help="zoo name of the style generator (default: the dataset's, faces-style)"
+        "--latent-model",
+        default=None,
+        help="zoo name of the style generator (default: the dataset's, faces-style), or the --out folder of "
+        "vcex train-style",
     )
     # 200: the issue's baseline size; the std per coordinate and the flip shares are over these images
     add_n(probe, 200, "encoded test images (default 200)")
@@ -31,6 +34,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_out(probe, "output folder (probe.json, probe.html)")
     add_common(probe)
     probe.set_defaults(handler=run)
+
+
+def load_style_model(name_or_path: str, progress: bool = True) -> object:
+    """A zoo model by name, or the model in a folder written by ``vcex train-style`` (or its weights file)."""
+    from vcex.models import load_model
+    from vcex.models.stylex import is_stylex_folder, load_stylex
+
+    if is_stylex_folder(name_or_path):
+        return load_stylex(name_or_path)
+    return load_model(name_or_path, progress=progress)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -54,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     latent_name = args.latent_model or profile.latent_model or f"{name}-vae"
     progress = not args.quiet
     say(args, f"loading {latent_name}, {profile.attribute_oracle} and {name}-cnn")
-    latent_model = load_model(latent_name, progress=progress)
+    latent_model = load_style_model(latent_name, progress=progress)
     oracle = load_model(profile.attribute_oracle, progress=progress)
     classifier = load_model(f"{name}-cnn", progress=progress)
     images = load_dataset(name, "test").images[: args.n]

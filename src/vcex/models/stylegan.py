@@ -82,7 +82,9 @@ class StyleGeneratorConfig:
     ``fused_modconv=True`` runs modulated convolution as one grouped convolution with per-sample weights
     (StyleGAN2's fused form); the default ``False`` scales the activations by the style before a shared
     convolution and the outputs by the demodulation factor after it: the same function, 2-4x faster on CPUs.
-    ``w_plus`` makes the autoencoder's encoder return one w per styled layer.
+    ``w_plus`` makes the autoencoder's encoder return one w per styled layer. ``label_dim`` > 0 conditions the
+    generator as StylEx does (Lang et al., ICCV'21): its style input is ``[w ; label]`` (``w_dim + label_dim``),
+    the label being a classifier's softmax; the mapping network still maps z to w alone.
     """
 
     image_size: int = 64
@@ -94,6 +96,7 @@ class StyleGeneratorConfig:
     noise: bool = False
     fused_modconv: bool = False
     w_plus: bool = False
+    label_dim: int = 0
 
     def __post_init__(self) -> None:
         size = self.image_size
@@ -102,6 +105,8 @@ class StyleGeneratorConfig:
         for name in ("channels", "w_dim", "base_channels", "max_channels", "mapping_layers"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.label_dim < 0:
+            raise InputError(f"label_dim must be >= 0, got {self.label_dim}")
 
     @classmethod
     def small(cls, image_size: int = 64, **overrides: object) -> StyleGeneratorConfig:
@@ -120,6 +125,11 @@ class StyleGeneratorConfig:
 
     def channels_at(self, resolution: int) -> int:
         return min(self.max_channels, self.base_channels * self.image_size // resolution)
+
+    @property
+    def style_input_dim(self) -> int:
+        """What the affine layers read: w (``w_dim``), followed by the label (``label_dim``) when conditioned."""
+        return self.w_dim + self.label_dim
 
     @property
     def num_ws(self) -> int:
@@ -245,9 +255,10 @@ class StyleGenerator(nn.Module):
         previous = first
         for resolution in config.resolutions:
             width = config.channels_at(resolution)
-            self.layers[f"{resolution}_conv0"] = StyledConv(config.w_dim, previous, width, config.noise)
-            self.layers[f"{resolution}_conv1"] = StyledConv(config.w_dim, width, width, config.noise)
-            self.layers[f"{resolution}_torgb"] = ToRGB(config.w_dim, width, config.channels)
+            style_input = config.style_input_dim
+            self.layers[f"{resolution}_conv0"] = StyledConv(style_input, previous, width, config.noise)
+            self.layers[f"{resolution}_conv1"] = StyledConv(style_input, width, width, config.noise)
+            self.layers[f"{resolution}_torgb"] = ToRGB(style_input, width, config.channels)
             previous = width
         for module in self.modules():
             if isinstance(module, ModulatedConv2d):
@@ -290,7 +301,8 @@ class StyleGenerator(nn.Module):
         """``[(layer_name, A (length, w_dim), b (length,)), ...]`` in layout order, with s_layer = A w + b.
 
         ``A`` includes the equalised-learning-rate scale, so it is the matrix that acts on w (EigenFind
-        stacks the conv layers' A and takes its SVD).
+        stacks the conv layers' A and takes its SVD). A conditioned generator's A is (length, w_dim + label_dim):
+        its last ``label_dim`` columns act on the label.
         """
         out = []
         for (name, _, _), layer in zip(self._layout, self.layers.values()):
@@ -299,8 +311,8 @@ class StyleGenerator(nn.Module):
         return out
 
     def _check_w(self, w: Tensor) -> Tensor:
-        """Return W+ (N, num_ws, w_dim) from W (N, w_dim) or W+; refuse other shapes."""
-        dim = self.config.w_dim
+        """Return W+ (N, num_ws, dim) from W (N, dim) or W+, dim = ``style_input_dim``; refuse other shapes."""
+        dim = self.config.style_input_dim
         if w.dim() == 2 and w.shape[1] == dim:
             return w.unsqueeze(1).expand(-1, self.num_ws, -1)
         if w.dim() == 3 and w.shape[1:] == (self.num_ws, dim):

@@ -1,0 +1,295 @@
+"""``vcex train-style``: train a style generator by StylEx (GAN + encoder, optionally classifier-conditioned)."""
+
+from __future__ import annotations
+
+import argparse
+
+from vcex.cli.options import add_common, out_path, positive_count, positive_number
+
+DATASETS = ("faces", "mnist", "fashion")
+# images in the sample grid: 8 x 8
+GRID_SIDE = 8
+# samples and real test images the attribute oracle reads to judge the samples (faces)
+JUDGED_IMAGES = 500
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    from vcex.models.stylex import CONFIGS
+
+    train = commands.add_parser(
+        "train-style",
+        help="train a style generator by StylEx (GAN with encoder; with --classifier, conditioned on it) into --out",
+    )
+    train.add_argument("--dataset", default="faces", choices=DATASETS, help="training images (default faces)")
+    train.add_argument(
+        "--classifier",
+        default=None,
+        help="condition the generator on this zoo classifier's softmax (StylEx): a faces task (smiling, eyeglasses, "
+        "young, smiling-spurious) or a zoo name of the dataset (mnist-cnn, faces-smiling-cnn...); default: none",
+    )
+    train.add_argument("--config", default="small", choices=tuple(CONFIGS), help="generator size (default small)")
+    train.add_argument("--epochs", type=positive_count, default=10, help="epochs in all, resumed ones included")
+    train.add_argument("--batch-size", type=positive_count, default=None, help="default: the config's")
+    train.add_argument("--n-train", type=positive_count, default=None, help="train on the first N images only")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--max-minutes", type=positive_number, default=None, help="stop after the epoch that passes this budget"
+    )
+    train.add_argument("--out", type=out_path, required=True, help="folder for weights, recipe.json and samples.png")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a hyperparameter of vcex.models.stylex.StylExRecipe, e.g. --set r1_gamma=1 (repeatable)",
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    add_common(train)
+    train.set_defaults(handler=run)
+
+
+def classifier_name(dataset: str, name: str) -> str:
+    """The zoo name of the conditioning classifier ``name`` given for ``dataset``; one of another dataset, or a
+    zoo model that is no classifier, is refused in one line."""
+    from vcex.data.faces_tasks import FACE_TASKS
+    from vcex.data.profiles import family_of
+    from vcex.errors import InputError
+    from vcex.models import model_spec
+
+    if dataset == "faces" and name in FACE_TASKS:
+        return f"faces-{name}-cnn"
+    if dataset != "faces" and name in ("cnn", "oracle"):
+        return f"{dataset}-{name}"
+    try:
+        spec = model_spec(name)
+    except InputError:
+        spec = None
+    if spec is None or spec.role not in ("cnn", "oracle"):
+        raise InputError(f"--classifier {name!r} is no zoo classifier; for --dataset {dataset} use {_own(dataset)}")
+    if family_of(spec.dataset) != dataset:
+        raise InputError(
+            f"--classifier {name} classifies {spec.dataset} images, not {dataset}: for --dataset {dataset} use "
+            f"{_own(dataset)}"
+        )
+    return name
+
+
+def recipe_from(settings: list[str], batch_size: int) -> object:
+    """A :class:`~vcex.models.stylex.StylExRecipe` with ``batch_size`` and the ``NAME=VALUE`` overrides; an unknown
+    name or a value that is no number is refused naming the known ones."""
+    from dataclasses import fields
+
+    from vcex.errors import InputError
+    from vcex.models.stylex import StylExRecipe
+
+    types = {field.name: field.type for field in fields(StylExRecipe)}
+    values: dict = {"batch_size": batch_size}
+    for setting in settings:
+        name, _, text = setting.partition("=")
+        if name not in types or not text:
+            raise InputError(f"--set {setting!r}: expected NAME=VALUE with NAME one of {', '.join(types)}")
+        try:
+            values[name] = int(text) if types[name] in (int, "int") else float(text)
+        except ValueError:
+            raise InputError(f"--set {setting!r}: {text!r} is not a number") from None
+    return StylExRecipe(**values)
+
+
+def _own(dataset: str) -> str:
+    from vcex.data.faces_tasks import FACE_TASKS
+
+    return " | ".join(FACE_TASKS) if dataset == "faces" else f"{dataset}-cnn"
+
+
+def _training_data(dataset: str, n_train: int | None) -> tuple[object, object, object]:
+    """Training images (N, C, H, W), their L1 pixel weights (faces: mouth and eyes boosted, as the shipped
+    faces-style; else None) and test images."""
+    from vcex.data import load_dataset
+    from vcex.data.faces_tasks import load_face_table
+    from vcex.data.profiles import profile_for
+    from vcex.models.faces import detail_weights
+
+    if dataset == "faces":
+        train, test = load_face_table("train"), load_face_table("test")
+        boost = float(profile_for("faces").style_recipe["detail_boost"])
+        weights = detail_weights(train, train.images.shape[-1], boost)
+        images = train.images
+    else:
+        images, test, weights = load_dataset(dataset, "train").images, load_dataset(dataset, "test"), None
+    if n_train is not None:
+        images = images[:n_train]
+        weights = None if weights is None else weights[:n_train]
+    return images, weights, test.images
+
+
+def _perceptual(dataset: str, progress: bool) -> object:
+    """Features of our own network for the perceptual term: the faces' factor regressor, or the digits' CNN's
+    convolutional stages (research note B.4: classifier features in place of LPIPS)."""
+    from vcex.models import load_model
+
+    if dataset == "faces":
+        return load_model("faces-factors", progress=progress).features
+    cnn = load_model(f"{dataset}-cnn", progress=progress)
+    return lambda images: cnn.network.features((images - cnn.mean) / cnn.std).flatten(1)
+
+
+def _generator_size(side: int) -> tuple[int, int]:
+    """(generator image size, padding per side): the power of two >= ``side`` (28 -> 32, pad 2)."""
+    size = 4
+    while size < side:
+        size *= 2
+    return size, (size - side) // 2
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``vcex train-style`` command that ``args`` stand for, every option spelt out (for the recipe)."""
+    parts = ["vcex train-style", f"--dataset {args.dataset}", f"--config {args.config}", f"--epochs {args.epochs}"]
+    for flag in ("classifier", "batch_size", "n_train", "max_minutes"):
+        if getattr(args, flag) is not None:
+            parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    parts += [f"--set {setting}" for setting in args.set]
+    parts += [f"--seed {args.seed}", f"--out {args.out}"] + (["--resume"] if args.resume else [])
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> None:
+    import json
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from vcex.errors import InputError
+    from vcex.evaluation.metrics import versions
+    from vcex.models import load_model
+    from vcex.models.state import evaluating
+    from vcex.models.stylex import (
+        CONFIGS,
+        RECIPE_FILE,
+        StylExAutoencoder,
+        load_stylex,
+        stylex_config,
+        train_stylex,
+    )
+    from vcex.records import json_text, write_json
+
+    progress = not args.quiet
+    out = Path(args.out)
+    if (out / RECIPE_FILE).exists() and not args.resume:
+        raise InputError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
+    name = classifier_name(args.dataset, args.classifier) if args.classifier else None
+    classifier = load_model(name, progress=progress) if name else None
+    images, weights, test_images = _training_data(args.dataset, args.n_train)
+    side = images.shape[-1]
+    size, pad = _generator_size(side)
+    label_dim = 0 if classifier is None else int(classifier(images[:1]).shape[1])
+    config = stylex_config(args.config, image_size=size, channels=images.shape[1], label_dim=label_dim)
+    recipe = recipe_from(args.set, args.batch_size or CONFIGS[args.config]["batch_size"])
+    record = {
+        "dataset": args.dataset,
+        "classifier": name,
+        "config": args.config,
+        "train_images": len(images),
+        "command": command_line(args),
+        "versions": versions(),
+    }
+    if args.resume:
+        _check_resumable(out, record)
+    torch.manual_seed(args.seed)
+    model = StylExAutoencoder(config, pad=pad, classifier=classifier)
+    started = time.perf_counter()
+    state = train_stylex(
+        model, images, epochs=args.epochs, recipe=recipe, perceptual=_perceptual(args.dataset, progress),
+        pixel_weights=weights, seed=args.seed, checkpoint=out, resume=args.resume, record=record, progress=progress,
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    model = load_stylex(out, classifier=classifier)
+    with torch.no_grad(), evaluating(model):
+        figures = _figures(model, args.dataset, images, test_images, progress, args.seed)
+    _write_grids(model, images, test_images, out, args.seed)
+    recipe_record = json.loads((out / RECIPE_FILE).read_text())
+    recipe_record.update({"wall_seconds_this_call": round(wall, 1), "figures": figures})
+    write_json(out / RECIPE_FILE, recipe_record)
+    print(json_text({"out": str(out), "epochs": state.epoch, "train_seconds": round(state.seconds, 1), **figures}))
+
+
+def _check_resumable(out: object, record: dict) -> None:
+    """A resumed run must have the dataset, classifier and config it started with."""
+    import json
+
+    from vcex.errors import InputError
+    from vcex.models.stylex import RECIPE_FILE
+
+    path = out / RECIPE_FILE
+    if not path.exists():
+        raise InputError(f"--resume: {out} holds no training run to continue (no {RECIPE_FILE})")
+    stored = json.loads(path.read_text())
+    for key in ("dataset", "classifier", "config", "train_images"):
+        if stored.get(key) != record[key]:
+            raise InputError(
+                f"--resume: the run in {out} was trained with {key} {stored.get(key)!r}, not {record[key]!r}"
+            )
+
+
+def _figures(model: object, dataset: str, images: object, test_images: object, progress: bool, seed: int) -> dict:
+    """Held-out reconstruction PSNR and (faces) the attribute oracle's mean confidence per attribute on samples
+    against real test faces."""
+    import torch
+
+    from vcex.data.profiles import profile_for
+    from vcex.models import load_model
+    from vcex.models.stylegan import reconstruction_psnr
+    from vcex.models.stylex import attribute_confidence
+
+    figures = {"test_psnr": round(reconstruction_psnr(model, test_images[:1000]), 2)}
+    oracle_name = profile_for(dataset).attribute_oracle
+    if oracle_name is None:
+        return figures
+    oracle = load_model(oracle_name, progress=progress)
+    samples = _samples(model, images, JUDGED_IMAGES, seed)
+    real = attribute_confidence(oracle, test_images[:JUDGED_IMAGES])
+    fake = attribute_confidence(oracle, samples)
+    reconstructed = attribute_confidence(oracle, torch.cat([model(c) for c in test_images[:JUDGED_IMAGES].split(250)]))
+    names = oracle.attribute_names
+    figures["oracle_confidence"] = {
+        "real": {n: round(float(v), 4) for n, v in zip(names, real)},
+        "samples": {n: round(float(v), 4) for n, v in zip(names, fake)},
+        "reconstructions": {n: round(float(v), 4) for n, v in zip(names, reconstructed)},
+        "mean": {"real": round(float(real.mean()), 4), "samples": round(float(fake.mean()), 4),
+                 "reconstructions": round(float(reconstructed.mean()), 4)},
+    }  # fmt: skip
+    return figures
+
+
+def _samples(model: object, images: object, n: int, seed: int) -> object:
+    """``n`` samples from z; a conditioned model takes the classifier's softmax on training images."""
+    import torch
+
+    rng = torch.Generator().manual_seed(seed + 1)
+    z = torch.randn(n, model.config.w_dim, generator=rng)
+    # the first n training images, repeated when there are fewer
+    labels = model.labels(images[torch.arange(n) % len(images)]) if model.conditioned else None
+    return torch.cat([model.sample(zc, None if labels is None else lc) for zc, lc in _paired(z, labels)])
+
+
+def _paired(z: object, labels: object) -> list:
+    chunks = z.split(250)
+    return list(zip(chunks, labels.split(250) if labels is not None else [None] * len(chunks)))
+
+
+def _write_grids(model: object, images: object, test_images: object, out: object, seed: int) -> None:
+    """samples.png (8 x 8 samples from z) and reconstructions.png (test images over their reconstructions)."""
+    import torch
+
+    from vcex.report.images import grid_image
+
+    with torch.no_grad():
+        samples = _samples(model, images, GRID_SIDE * GRID_SIDE, seed)
+        rows = [list(samples[r * GRID_SIDE : (r + 1) * GRID_SIDE]) for r in range(GRID_SIDE)]
+        grid_image(rows, zoom=3).save(out / "samples.png")
+        originals = test_images[: 2 * GRID_SIDE]
+        reconstructions = model(originals)
+        pairs = [list(originals[:GRID_SIDE]), list(reconstructions[:GRID_SIDE])]
+        pairs += [list(originals[GRID_SIDE:]), list(reconstructions[GRID_SIDE:])]
+        grid_image(pairs, zoom=3).save(out / "reconstructions.png")

@@ -1,0 +1,612 @@
+"""StylEx training of the style generator: a GAN with an encoder, optionally conditioned on a classifier.
+
+Lang et al., "Explaining in Style" (ICCV'21, arXiv 2104.13369), in miniature (research note
+disc-stylex-eigenfind.md, B.1a and B.4). The networks are :mod:`vcex.models.stylegan`'s: a generator G with its
+mapping network (z -> w), the encoder E, and a discriminator D. Training alternates two kinds of batch:
+
+- **GAN batches**: w from z through the mapping network, with style mixing regularisation (StyleGAN, Sec. 3.1:
+  with probability ``mixing_prob`` the layers after a random cut take a second z's w); G gets the
+  non-saturating loss softplus(-D(G(w))).
+- **Encoder batches**: x' = G(E(x)); E and G get ``L1(x, x') + perceptual (features of our own network) +
+  latent L1 |E(x') - E(x)| + KL(C(x) || C(x'))`` (the classifier term, as the re-implementations compute it)
+  plus the non-saturating loss on x'.
+
+After either, D takes a logistic step on reals against those fakes, with the R1 penalty ``r1_gamma / 2 *
+|grad D(x)|^2`` every ``r1_interval`` steps, scaled by the interval (lazy regularisation, StyleGAN2 Sec. B).
+
+With a classifier (the StylEx variant) the generator's style input is ``[w ; softmax C(x)]``: on encoder
+batches C reads the image being reconstructed, on GAN batches the real image of the same batch position (so the
+conditioning vectors follow the data's), and D scores ``sum_c p_c D_c(x)`` with one head per class (the
+re-implementation's "new" variant). The classifier is never trained nor changed.
+
+Images whose side is not a power of two (MNIST's 28) are padded with zeros to the generator's size (32, as in
+B.4); :class:`StylExAutoencoder` takes and returns images of the dataset's shape.
+
+>>> model = StylExAutoencoder(stylex_config("tiny", image_size=32, channels=3))
+>>> state = train_stylex(model, images, epochs=1, recipe=StylExRecipe(batch_size=8))
+>>> samples = model.sample(torch.randn(8, model.config.w_dim))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vcex.cache import load_state_into, load_weights, save_weights
+from vcex.errors import CacheError, InputError
+from vcex.models.state import evaluating
+from vcex.models.stylegan import (
+    StyleAutoencoder,
+    StyleGeneratorConfig,
+    _DownTrunk,
+    _l1_loss,
+    _perceptual_loss,
+    _stylex_loss,
+)
+from vcex.progress import progress_bar
+
+Tensor = torch.Tensor
+
+# generator sizes by name; every config mirrors its generator in the encoder and the discriminator
+CONFIGS: dict[str, dict] = {
+    # trains a few steps in seconds: for tests
+    "tiny": {"w_dim": 16, "base_channels": 2, "max_channels": 16, "mapping_layers": 2, "batch_size": 8},
+    # a CPU run of tens of minutes on the 32x32 faces
+    "small": {"w_dim": 64, "base_channels": 8, "max_channels": 64, "mapping_layers": 4, "batch_size": 32},
+    # the size of the shipped faces-style (StyleGeneratorConfig.small)
+    "medium": {"w_dim": 128, "base_channels": 16, "max_channels": 128, "mapping_layers": 4, "batch_size": 32},
+    # for a GPU (StyleGeneratorConfig.large)
+    "large": {"w_dim": 512, "base_channels": 64, "max_channels": 512, "mapping_layers": 8, "batch_size": 32},
+}
+WEIGHTS_FILE, DISCRIMINATOR_FILE, OPTIMISER_FILE, RECIPE_FILE = (
+    "weights.safetensors",
+    "discriminator.safetensors",
+    "optimisers.pt",
+    "recipe.json",
+)
+
+
+def stylex_config(name: str, *, image_size: int, channels: int, label_dim: int = 0) -> StyleGeneratorConfig:
+    """The generator configuration called ``name`` (see ``CONFIGS``) for images (channels, image_size, image_size)
+    and a style input conditioned on ``label_dim`` class probabilities (0: unconditioned)."""
+    if name not in CONFIGS:
+        raise InputError(f"unknown StylEx config {name!r}; known configs: {', '.join(CONFIGS)}")
+    sizes = {key: value for key, value in CONFIGS[name].items() if key != "batch_size"}
+    return StyleGeneratorConfig(image_size=image_size, channels=channels, label_dim=label_dim, **sizes)
+
+
+@dataclass(frozen=True)
+class StylExRecipe:
+    """Training hyperparameters of :func:`train_stylex` (defaults: StyleGAN2's where it has one)."""
+
+    batch_size: int = 32
+    # StyleGAN2: Adam lr 0.002, betas (0, 0.99) for G and D; the mapping network's lr multiplier 0.01
+    lr: float = 2e-3
+    encoder_lr: float = 2e-3
+    # D's plain layers learn ~sqrt(fan-in) times faster under Adam than G's equalised-lr ones (see stylegan.py's
+    # train_style_autoencoder), so a short CPU run may need G's lr above D's
+    discriminator_lr: float = 2e-3
+    mapping_lr_scale: float = 0.01
+    beta1: float = 0.0
+    beta2: float = 0.99
+    # R1 gamma: StyleGAN2-ADA uses 0.01 on 32x32 CIFAR and 1 at 256x256; lazy R1 every 16 D steps
+    r1_gamma: float = 0.1
+    r1_interval: int = 16
+    mixing_prob: float = 0.9
+    # encoder batches: research note B.1a (1 L1, 0.1 latent L1, KL x1); the perceptual features are pre-scaled
+    # (FactorRegressor.features), so their weight is the shipped faces-style's 1.0
+    perceptual_weight: float = 1.0
+    latent_weight: float = 0.1
+    kl_weight: float = 1.0
+    # the non-saturating loss on GAN batches' samples, and on encoder batches' reconstructions: at 1 on the
+    # 32x32 faces the latter outweighed the reconstruction (L1 0.25 -> 0.29 over 80 steps; at 0.1, 0.25 -> 0.23)
+    adversarial_weight: float = 1.0
+    reconstruction_adversarial_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "r1_interval"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "encoder_lr", "discriminator_lr", "mapping_lr_scale"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.mixing_prob <= 1:
+            raise InputError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
+
+
+# --------------------------------------------------------------------------------------------
+# networks
+# --------------------------------------------------------------------------------------------
+
+
+class ConditionalDiscriminator(nn.Module):
+    """``forward(images (N, C, S, S) in [0, 1], labels (N, K) or None) -> realness logits (N,)``.
+
+    Unconditioned (``config.label_dim == 0``): one head. Conditioned: one head per class, read as
+    ``sum_c labels_c * D_c(x)`` (research note B.1a, the re-implementation's "new" variant).
+    """
+
+    def __init__(self, config: StyleGeneratorConfig) -> None:
+        super().__init__()
+        self.trunk = _DownTrunk(config)
+        hidden = config.channels_at(4)
+        self.head = nn.Sequential(nn.Linear(self.trunk.out_features, hidden), nn.LeakyReLU(0.2))
+        self.out = nn.Linear(hidden, max(1, config.label_dim))
+        self.label_dim = config.label_dim
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        heads = self.out(self.head(self.trunk(images)))
+        if self.label_dim == 0:
+            return heads[:, 0]
+        return (heads * labels).sum(1)
+
+
+class StylExAutoencoder(StyleAutoencoder):
+    """A StylEx-trained encoder + generator behind the :class:`~vcex.models.latent.LatentModel` protocol.
+
+    ``encode(images (N, C, H, W) in [0, 1]) -> latents (N, w_dim + label_dim)``: E's w, followed (when
+    conditioned) by the classifier's softmax on the images; ``decode(latents) -> images (N, C, H, W)``.
+    H = W = ``config.image_size - 2 * pad``: images are padded with zeros to the generator's size on the way in
+    and cropped on the way out. The StyleSpace methods are the generator's (``decode_styles`` crops too).
+    The classifier is held but not registered as a submodule: the model's ``train()``/``eval()``/``to()`` and
+    state dict never touch it, and it is always run in eval mode with its state restored.
+    """
+
+    def __init__(
+        self,
+        config: StyleGeneratorConfig,
+        pad: int = 0,
+        classifier: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if config.w_plus and config.label_dim:
+            raise InputError("a conditioned StylEx generator takes one w per image: use w_plus=False")
+        if pad < 0 or 2 * pad >= config.image_size:
+            raise InputError(f"pad must be in [0, {config.image_size // 2}), got {pad}")
+        super().__init__(config)
+        self.pad = pad
+        object.__setattr__(self, "classifier", None)
+        if config.label_dim:
+            if classifier is None:
+                raise InputError(f"this generator is conditioned on {config.label_dim} classes: give its classifier")
+            self.set_classifier(classifier)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        side = self.config.image_size - 2 * self.pad
+        return (self.config.channels, side, side)
+
+    @property
+    def conditioned(self) -> bool:
+        return self.config.label_dim > 0
+
+    def set_classifier(self, classifier: Callable[[Tensor], Tensor]) -> None:
+        """Hold ``classifier`` (images (N, C, H, W) -> logits (N, label_dim)) after checking it on blank images;
+        one of another input shape or class count is refused with both numbers."""
+        probe = torch.full((2, *self.image_shape), 0.5)
+        try:
+            with torch.no_grad(), evaluating(classifier):
+                logits = classifier(probe)
+        except (RuntimeError, ValueError, InputError) as error:
+            raise InputError(
+                f"the conditioning classifier does not take this generator's images {self.image_shape}: {error}"
+            ) from None
+        if logits.dim() != 2 or logits.shape[1] != self.config.label_dim:
+            raise InputError(
+                f"the generator is conditioned on {self.config.label_dim} classes, and the classifier returns "
+                f"{tuple(logits.shape[1:])} outputs per image: use the classifier it was trained with"
+            )
+        object.__setattr__(self, "classifier", classifier)
+
+    def to_generator_space(self, images: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, S, S): zero-padded to the generator's size."""
+        return F.pad(images, [self.pad] * 4) if self.pad else images
+
+    def crop(self, images: Tensor) -> Tensor:
+        """(N, C, S, S) -> (N, C, H, W): the generator's output cut to the dataset's size."""
+        if not self.pad:
+            return images
+        return images[..., self.pad : -self.pad, self.pad : -self.pad]
+
+    def labels(self, images: Tensor) -> Tensor | None:
+        """softmax C(images) (N, label_dim), constant (no gradient); None when unconditioned."""
+        if not self.conditioned:
+            return None
+        with torch.no_grad(), evaluating(self.classifier):
+            return F.softmax(self.classifier(images), dim=1)
+
+    def latent(self, w: Tensor, labels: Tensor | None) -> Tensor:
+        """The generator's style input: w (N, w_dim), or [w ; labels] (N, w_dim + label_dim) when conditioned."""
+        return w if labels is None else torch.cat([w, labels], dim=1)
+
+    def encode(self, images: Tensor) -> Tensor:
+        self.check_images(images)
+        return self.latent(self.encoder(self.to_generator_space(images)), self.labels(images))
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.crop(self.generator.decode(latents))
+
+    def decode_styles(self, s: Tensor) -> Tensor:
+        return self.crop(self.generator.decode_styles(s))
+
+    def sample(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images (N, C, H, W) from z (N, w_dim) (and, when conditioned, class probabilities (N, label_dim))."""
+        if self.conditioned and (labels is None or labels.shape != (len(z), self.config.label_dim)):
+            raise InputError(f"a conditioned generator samples from z and labels of shape (N, {self.config.label_dim})")
+        return self.decode(self.latent(self.generator.mapping(z), labels if self.conditioned else None))
+
+    def record(self) -> dict:
+        return {"architecture": "StylExAutoencoder", **asdict(self.config), "pad": self.pad}
+
+
+# --------------------------------------------------------------------------------------------
+# losses (StyleGAN2's adversarial terms; the reconstruction terms are vcex.models.stylegan's)
+# --------------------------------------------------------------------------------------------
+
+
+def _nonsaturating_loss(fake_logits: Tensor) -> Tensor:
+    """The generator's non-saturating loss softplus(-D(fakes)), averaged: a scalar."""
+    return F.softplus(-fake_logits).mean()
+
+
+def _logistic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The discriminator's logistic loss softplus(D(fakes)) + softplus(-D(reals)), averaged: a scalar."""
+    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+
+
+def _r1_penalty(discriminator: ConditionalDiscriminator, reals: Tensor, labels: Tensor | None) -> Tensor:
+    """|grad_x D(x)|^2 on the reals (summed over pixels, averaged over the batch): a scalar."""
+    reals = reals.detach().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(discriminator(reals, labels).sum(), reals, create_graph=True)
+    return gradient.pow(2).flatten(1).sum(1).mean()
+
+
+def _latent_loss(model: StylExAutoencoder, reconstruction: Tensor, w: Tensor) -> Tensor:
+    """|E(x') - E(x)|_1 averaged, E(x) held constant: the reconstruction must encode back to its latent."""
+    return (model.encoder(reconstruction) - w.detach()).abs().mean()
+
+
+# --------------------------------------------------------------------------------------------
+# training state and checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StylExState:
+    """Everything a resumed run needs: the model, D, both optimisers, the random stream and the counters."""
+
+    model: StylExAutoencoder
+    discriminator: ConditionalDiscriminator
+    optimiser: torch.optim.Adam
+    discriminator_optimiser: torch.optim.Adam
+    rng: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def new_state(model: StylExAutoencoder, recipe: StylExRecipe, seed: int) -> StylExState:
+    """A fresh discriminator (initialised from ``seed``) and Adam optimisers: E at ``encoder_lr``, the mapping
+    network at ``lr * mapping_lr_scale``, the synthesis network at ``lr`` and D at ``discriminator_lr``."""
+    torch.manual_seed(seed)
+    discriminator = ConditionalDiscriminator(model.config)
+    mapping = list(model.generator.mapping_net.parameters())
+    mapping_ids = {id(p) for p in mapping}
+    synthesis = [p for p in model.generator.parameters() if id(p) not in mapping_ids]
+    betas = (recipe.beta1, recipe.beta2)
+    optimiser = torch.optim.Adam(
+        [
+            {"params": list(model.encoder.parameters()), "lr": recipe.encoder_lr},
+            {"params": mapping, "lr": recipe.lr * recipe.mapping_lr_scale},
+            {"params": synthesis, "lr": recipe.lr},
+        ],
+        betas=betas,
+    )
+    d_optimiser = torch.optim.Adam(discriminator.parameters(), lr=recipe.discriminator_lr, betas=betas)
+    return StylExState(model, discriminator, optimiser, d_optimiser, torch.Generator().manual_seed(seed))
+
+
+def save_checkpoint(state: StylExState, folder: str | Path, record: dict) -> None:
+    """Write ``folder``/weights.safetensors (the model, with ``record``), discriminator.safetensors,
+    optimisers.pt (optimiser states, random stream, counters: plain tensors and numbers) and recipe.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {**record, "epochs_done": state.epoch, "steps_done": state.step, "train_seconds": round(state.seconds, 1)}
+    save_weights(folder / WEIGHTS_FILE, state.model.state_dict(), record)
+    save_weights(folder / DISCRIMINATOR_FILE, state.discriminator.state_dict(), {"role": "discriminator"})
+    training = {
+        "optimiser": state.optimiser.state_dict(),
+        "discriminator_optimiser": state.discriminator_optimiser.state_dict(),
+        "rng": state.rng.get_state(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "seconds": state.seconds,
+        "history": state.history,
+    }
+    temporary = folder / (OPTIMISER_FILE + ".tmp")
+    torch.save(training, temporary)
+    os.replace(temporary, folder / OPTIMISER_FILE)
+    (folder / RECIPE_FILE).write_text(json.dumps({**record, "history": state.history}, indent=2) + "\n")
+
+
+def load_checkpoint(state: StylExState, folder: str | Path) -> None:
+    """Fill ``state`` from a folder written by :func:`save_checkpoint` (never unpickling: ``weights_only``)."""
+    folder = Path(folder)
+    missing = [name for name in (WEIGHTS_FILE, DISCRIMINATOR_FILE, OPTIMISER_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise InputError(f"cannot resume from {folder}: it lacks {', '.join(missing)}; train without --resume")
+    for module, name in ((state.model, WEIGHTS_FILE), (state.discriminator, DISCRIMINATOR_FILE)):
+        tensors, _ = load_weights(folder / name)
+        load_state_into(module, tensors, str(folder / name))
+    try:
+        training = torch.load(folder / OPTIMISER_FILE, weights_only=True)
+        state.optimiser.load_state_dict(training["optimiser"])
+        state.discriminator_optimiser.load_state_dict(training["discriminator_optimiser"])
+    except (RuntimeError, KeyError, ValueError, OSError) as error:
+        raise CacheError(f"{folder / OPTIMISER_FILE} is not a usable vcex optimiser checkpoint ({error})") from None
+    state.rng.set_state(training["rng"])
+    state.epoch, state.step = int(training["epoch"]), int(training["step"])
+    state.seconds, state.history = float(training["seconds"]), list(training["history"])
+
+
+# --------------------------------------------------------------------------------------------
+# training steps
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """``module``'s parameters take no gradient inside the block (D while G and E step)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def mixed_latents(
+    model: StylExAutoencoder, labels: Tensor | None, n: int, mixing_prob: float, rng: torch.Generator
+) -> Tensor:
+    """W+ style inputs (n, num_ws, style_input_dim) from two z per image: with probability ``mixing_prob`` the
+    layers from a random cut on take the second z's w (style mixing regularisation), else all take the first."""
+    config = model.config
+    z = torch.randn(2 * n, config.w_dim, generator=rng)
+    w = model.generator.mapping(z).view(2, n, config.w_dim)
+    cut = torch.randint(1, config.num_ws, (n,), generator=rng)
+    mix = torch.rand(n, generator=rng) < mixing_prob
+    cut = torch.where(mix, cut, torch.full_like(cut, config.num_ws))
+    first = (torch.arange(config.num_ws)[None, :] < cut[:, None]).unsqueeze(2)  # (n, num_ws, 1)
+    w_plus = torch.where(first, w[0].unsqueeze(1), w[1].unsqueeze(1))
+    if labels is None:
+        return w_plus
+    return torch.cat([w_plus, labels.unsqueeze(1).expand(-1, config.num_ws, -1)], dim=2)
+
+
+def _gan_losses(state: StylExState, labels: Tensor | None, n: int, recipe: StylExRecipe) -> tuple[Tensor, Tensor, dict]:
+    """A z-sampled batch: the generator's loss, the fakes (n, C, S, S) and the logged terms."""
+    fakes = state.model.generator.decode(mixed_latents(state.model, labels, n, recipe.mixing_prob, state.rng))
+    adversarial = _nonsaturating_loss(state.discriminator(fakes, labels))
+    return recipe.adversarial_weight * adversarial, fakes, {"g_adv": float(adversarial.detach())}
+
+
+def _encoder_losses(
+    state: StylExState, reals: Tensor, labels: Tensor | None, weights: Tensor | None,
+    perceptual: Callable[[Tensor], Tensor] | None, recipe: StylExRecipe,
+) -> tuple[Tensor, Tensor, dict]:  # fmt: skip
+    """An encoder batch on ``reals`` (n, C, S, S): reconstruction, latent, classifier and adversarial terms, the
+    reconstructions (the fakes D then sees) and the logged terms."""
+    model = state.model
+    w = model.encoder(reals)
+    reconstruction = model.generator.decode(model.latent(w, labels))
+    pixel = _l1_loss(reconstruction, reals, weights)
+    latent = _latent_loss(model, reconstruction, w)
+    adversarial = _nonsaturating_loss(state.discriminator(reconstruction, labels))
+    loss = pixel + recipe.latent_weight * latent + recipe.reconstruction_adversarial_weight * adversarial
+    terms = {"l1": float(pixel.detach()), "latent": float(latent.detach()), "e_adv": float(adversarial.detach())}
+    seen, seen_reals = model.crop(reconstruction), model.crop(reals)  # the feature networks take dataset images
+    if perceptual is not None:
+        feature_loss = _perceptual_loss(perceptual, seen, seen_reals)
+        loss = loss + recipe.perceptual_weight * feature_loss
+        terms["perceptual"] = float(feature_loss.detach())
+    if model.conditioned:
+        kl = _stylex_loss(model.classifier, seen, seen_reals)
+        loss = loss + recipe.kl_weight * kl
+        terms["kl"] = float(kl.detach())
+    return loss, reconstruction, terms
+
+
+def _discriminator_step(
+    state: StylExState, reals: Tensor, fakes: Tensor, labels: Tensor | None, recipe: StylExRecipe
+) -> dict:
+    """One logistic step of D on ``reals`` against detached ``fakes``, with the lazy R1 penalty on every
+    ``r1_interval``-th step."""
+    discriminator = state.discriminator
+    loss = _logistic_loss(discriminator(reals, labels), discriminator(fakes.detach(), labels))
+    terms = {"d_loss": float(loss.detach())}
+    if recipe.r1_gamma > 0 and state.step % recipe.r1_interval == 0:
+        r1 = _r1_penalty(discriminator, reals, labels)
+        loss = loss + recipe.r1_gamma / 2 * recipe.r1_interval * r1
+        terms["r1"] = float(r1.detach())
+    state.discriminator_optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    state.discriminator_optimiser.step()
+    return terms
+
+
+def _train_step(
+    state: StylExState,
+    reals: Tensor,
+    weights: Tensor | None,
+    perceptual: Callable[[Tensor], Tensor] | None,
+    recipe: StylExRecipe,
+) -> dict:
+    """One step: a GAN batch on even steps, an encoder batch on odd ones; then D. Returns the logged terms."""
+    model = state.model
+    labels = model.labels(model.crop(reals))
+    with _frozen(state.discriminator):
+        if state.step % 2 == 0:
+            loss, fakes, terms = _gan_losses(state, labels, len(reals), recipe)
+        else:
+            loss, fakes, terms = _encoder_losses(state, reals, labels, weights, perceptual, recipe)
+        state.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimiser.step()
+    terms.update(_discriminator_step(state, reals, fakes, labels, recipe))
+    state.step += 1
+    return terms
+
+
+def _check_training_inputs(model: StylExAutoencoder, images: Tensor, pixel_weights: Tensor | None, epochs: int) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise InputError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    model.check_images(images)
+    if len(images) < 2:
+        raise InputError(f"StylEx training needs at least 2 images, got {len(images)}")
+    if epochs < 1:
+        raise InputError(f"epochs must be >= 1, got {epochs}")
+    if pixel_weights is not None and tuple(pixel_weights.shape) != (len(images), 1, *images.shape[2:]):
+        raise InputError(
+            f"pixel_weights must have shape {(len(images), 1, *images.shape[2:])}, got {tuple(pixel_weights.shape)}"
+        )
+
+
+def train_stylex(
+    model: StylExAutoencoder,
+    images: Tensor,
+    *,
+    epochs: int,
+    recipe: StylExRecipe | None = None,
+    perceptual: Callable[[Tensor], Tensor] | None = None,
+    pixel_weights: Tensor | None = None,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    record: dict | None = None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> StylExState:
+    """Train ``model`` by StylEx on ``images`` (N, C, H, W) in [0, 1] until ``epochs`` epochs are done.
+
+    ``perceptual``: images -> features (our own network; LPIPS weights cannot be downloaded), optional.
+    ``pixel_weights`` (N, 1, H, W): per-pixel weights of the L1 term (normalised to mean 1). With
+    ``checkpoint`` (a folder) the state is saved after every epoch (:func:`save_checkpoint`, ``record`` added to
+    recipe.json), and ``resume=True`` continues from it: the continued run is bit-identical to an
+    uninterrupted one of the same seed. ``max_seconds``: stop after the epoch in which this call's training time
+    passes it (a CPU budget; resume later to go on). The model (and D) are left in eval mode. Deterministic for a
+    seed.
+    """
+    recipe = recipe or StylExRecipe()
+    _check_training_inputs(model, images, pixel_weights, epochs)
+    reals_all = model.to_generator_space(images)
+    if pixel_weights is not None:
+        pixel_weights = model.to_generator_space(pixel_weights / pixel_weights.mean().clamp_min(1e-8))
+    state = new_state(model, recipe, seed)
+    if resume:
+        if checkpoint is None:
+            raise InputError("resume=True needs the checkpoint folder to resume from")
+        load_checkpoint(state, checkpoint)
+    full_record = {**(record or {}), "model": model.record(), "recipe": asdict(recipe), "seed": seed}
+    batches = -(-len(images) // recipe.batch_size)
+    bar = progress_bar(total=max(0, epochs - state.epoch) * batches, desc="StylEx training", enabled=progress)
+    model.train()
+    state.discriminator.train()
+    call_started = time.perf_counter()
+    with evaluating(model.classifier, perceptual):
+        while state.epoch < epochs:
+            if max_seconds is not None and time.perf_counter() - call_started >= max_seconds:
+                break
+            started = time.perf_counter()
+            totals: dict[str, list[float]] = {}
+            for batch in torch.randperm(len(images), generator=state.rng).split(recipe.batch_size):
+                weights = None if pixel_weights is None else pixel_weights[batch]
+                terms = _train_step(state, reals_all[batch], weights, perceptual, recipe)
+                for key, value in terms.items():
+                    totals.setdefault(key, []).append(value)
+                bar.update(1)
+                bar.set_postfix(d=f"{terms['d_loss']:.3g}", **({"l1": f"{terms['l1']:.3g}"} if "l1" in terms else {}))
+            state.epoch += 1
+            state.seconds += time.perf_counter() - started
+            state.history.append({key: round(sum(v) / len(v), 5) for key, v in totals.items()})
+            if checkpoint is not None:
+                save_checkpoint(state, checkpoint, full_record)
+    bar.close()
+    model.eval()
+    state.discriminator.eval()
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# loading and judging a trained model
+# --------------------------------------------------------------------------------------------
+
+
+def is_stylex_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by :func:`train_stylex` (or its weights file)."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    return (folder / WEIGHTS_FILE).is_file() and (folder / RECIPE_FILE).is_file()
+
+
+def load_stylex(path: str | Path, classifier: Callable[[Tensor], Tensor] | None = None) -> StylExAutoencoder:
+    """The model in a folder written by ``vcex train-style`` (or its weights.safetensors), in eval mode. A
+    conditioned one needs its classifier: ``classifier``, or the zoo model its recipe names."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    if not is_stylex_folder(folder):
+        raise InputError(f"{path} is not a vcex train-style folder: it needs {WEIGHTS_FILE} and {RECIPE_FILE}")
+    tensors, record = load_weights(folder / WEIGHTS_FILE)
+    settings = dict(record.get("model", {}))
+    if settings.pop("architecture", None) != "StylExAutoencoder":
+        raise CacheError(f"{folder / WEIGHTS_FILE} holds no StylEx model record")
+    pad = settings.pop("pad", 0)
+    config = StyleGeneratorConfig(**settings)
+    if config.label_dim and classifier is None:
+        from vcex.models.zoo import load_model
+
+        name = record.get("classifier")
+        if not name:
+            raise InputError(f"{folder} holds a conditioned generator whose classifier is not named: pass it")
+        classifier = load_model(name)
+    model = StylExAutoencoder(config, pad=pad, classifier=classifier)
+    load_state_into(model, tensors, str(folder / WEIGHTS_FILE))
+    model.training_record = record
+    return model.eval()
+
+
+@torch.no_grad()
+def attribute_confidence(attribute_oracle: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 256) -> Tensor:
+    """Per attribute, the oracle's mean confidence max(p, 1 - p) on ``images`` (N, C, H, W): (A,) in [0.5, 1].
+    Samples that look like the data are read about as confidently as real images."""
+    with evaluating(attribute_oracle):
+        probs = torch.cat([torch.sigmoid(attribute_oracle(chunk)) for chunk in images.split(batch_size)])
+    return torch.maximum(probs, 1 - probs).mean(0)
+
+
+__all__ = [
+    "CONFIGS",
+    "ConditionalDiscriminator",
+    "StylExAutoencoder",
+    "StylExRecipe",
+    "StylExState",
+    "attribute_confidence",
+    "is_stylex_folder",
+    "load_checkpoint",
+    "load_stylex",
+    "mixed_latents",
+    "new_state",
+    "save_checkpoint",
+    "stylex_config",
+    "train_stylex",
+]
