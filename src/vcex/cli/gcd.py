@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from vcex.cli.options import add_common, add_dataset, add_n, add_out, classifier_from_args, positive_count, say
+from vcex.cli.options import (
+    add_common,
+    add_dataset,
+    add_model_forms,
+    add_n,
+    add_out,
+    models_from_args,
+    positive_count,
+    say,
+)
 
 EXAMPLES = 8  # transfer examples per direction on the page
 LIG_IMAGES = 8  # BB-LIG maps on the page
-
-
-class CountingBlackBox:
-    """A classifier as a black box: logits under no_grad, and how many images it was asked about."""
-
-    def __init__(self, model: object) -> None:
-        self.model = model
-        self.queries = 0
-
-    def __call__(self, images):
-        import torch
-
-        with torch.no_grad():
-            self.queries += len(images)
-            return self.model(images)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -31,11 +25,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="black-box counterfactual directions (GCD) from one source image, their transfer and BB-LIG maps",
     )
     add_dataset(parser, "faces | mnist | fashion (the dataset's latent model: faces W, the VAEs)")
-    parser.add_argument(
-        "--black-box",
-        action="store_true",
-        help="use the classifier's outputs only, and skip the white-box LIG comparison that needs its gradients",
-    )
     parser.add_argument("--source-index", type=int, default=0, help="test image the directions are found from")
     parser.add_argument(
         "--target", default="second", help="the class to reach from the source: an index, 'second' or 'flip'"
@@ -46,6 +35,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--h-directions", type=int, default=3, help="Hessian eigen-directions to keep (default 3)")
     parser.add_argument("--lig", type=int, default=20, help="test images with BB-LIG maps (default 20, 0: none)")
     add_out(parser, "output folder (directions.safetensors/.json, transfer.json, metrics.json, gcd.html)")
+    # --black-box (outputs only; the white-box LIG comparison, which needs gradients, is then skipped),
+    # --latent-model, and --classifier's file forms (an ONNX file is always a black box)
+    add_model_forms(parser)
     add_common(parser)
     parser.set_defaults(handler=run)
 
@@ -62,18 +54,21 @@ def run(args: argparse.Namespace) -> None:
     from vcex.evaluation.metrics import versions
     from vcex.explainers.base import resolve_targets
     from vcex.explainers.gcd import GCD, feature_distance
+    from vcex.models.blackbox import BlackBoxClassifier, is_black_box
     from vcex.pipeline import evaluate_result, parse_target, prepare
     from vcex.records import json_text, write_json
     from vcex.report.gcd import write_gcd_page
 
     progress = not args.quiet
-    bench = prepare(args.dataset, progress=progress, classifier=classifier_from_args(args))
+    bench = prepare(args.dataset, progress=progress, **models_from_args(args, "gcd"))
     test = bench.test.images
     if not 0 <= args.source_index < len(test):
         raise InputError(
             f"--source-index {args.source_index} is outside the {len(test)} test images (0..{len(test) - 1})"
         )
-    black_box = CountingBlackBox(bench.classifier)
+    opaque = is_black_box(bench.classifier)
+    # GCD queries outputs only: a white-box classifier is queried through the same counting wrapper
+    black_box = bench.classifier if opaque else BlackBoxClassifier(bench.classifier, bench.test.num_classes)
     source = test[args.source_index : args.source_index + 1]
     with torch.no_grad():
         goal = int(resolve_targets(parse_target(args.target), bench.classifier(source).softmax(1))[0])
@@ -88,6 +83,7 @@ def run(args: argparse.Namespace) -> None:
         distance=feature_distance(bench.features()),
     ).fit(bench.train.images[:1000])
     say(args, f"GCD discovery from test image {args.source_index} (class {source_class} -> {goal})")
+    black_box.reset_queries()  # the queries of the discovery and after, not the source's class above
     started = time.perf_counter()
     discovery = gcd.discover(source, target=goal)
     discovery_seconds = time.perf_counter() - started
@@ -101,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
     record = {
         "dataset": bench.dataset,
         "classifier": bench.classifier_source or f"{bench.dataset}-cnn",
-        "black_box": bool(args.black_box),
+        "black_box": opaque,
         "latent_model": type(bench.latent_model).__name__,
         "source_index": args.source_index,
         "source_class": source_class,
@@ -154,7 +150,7 @@ def run(args: argparse.Namespace) -> None:
             maps, path = bb_lig(gcd, discovery.direction("g0"), chosen, source_class=source_class, goal_class=goal)
             record["bblig"] = maps.summary()
             white = None
-            if not args.black_box:
+            if not opaque:
                 white = white_box_lig(gcd, path, bench.classifier)
                 record["bblig"]["white_box_relative_completeness_error_median"] = white.summary()[
                     "relative_completeness_error_median"
