@@ -68,3 +68,18 @@ def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(t
     assert json.loads(path.read_text()) == {"n": 1} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     write_json(path, {"n": 2})
     assert json.loads(path.read_text()) == {"n": 2} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_an_atomic_write_gets_an_ordinary_files_mode_even_from_a_private_writer(tmp_path):
+    import os
+    import stat
+
+    from vcex.records import atomic_path
+
+    target = tmp_path / "weights.bin"
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(b"x")
+        os.chmod(temporary, 0o600)  # as safetensors creates its files
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

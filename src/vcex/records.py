@@ -41,6 +41,13 @@ def json_text(record: object, indent: int | None = 2) -> str:
     return json.dumps(finite_json(record), indent=indent, allow_nan=False, default=str)
 
 
+def _file_mode() -> int:
+    """The mode a new file gets from this process's umask (0o644 under the usual 022); read by setting it back."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary file name in ``path``'s folder to write ``path``'s new content to; when the block ends without
@@ -58,6 +65,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
+        # some writers create their file private (safetensors: 0600); the result gets an ordinary file's mode
+        os.chmod(temporary, _file_mode())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
