@@ -9,6 +9,7 @@ from vcex.cli import main
 from vcex.data import faces_tasks
 from vcex.data.profiles import profile_for
 from vcex.models import zoo
+from vcex.report.paths import ExplorerPaths
 
 # each test trains its own tiny face models (tens of seconds to minutes on one CPU thread): `pytest -m "not slow"` skips
 pytestmark = pytest.mark.slow
@@ -118,6 +119,9 @@ def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(ti
     for row in record["classes"]["attack"]["descriptors"]:
         assert row["ci_low"] <= row["score"] <= row["ci_high"]
     assert (out / "global.html").exists() and list(out.glob("global-*.png"))
+    # for vcex serve: round 1's images with their local attributions as the image readers see them
+    paths = ExplorerPaths.load(out / "explained")
+    assert len(paths) == 30 and paths.kind == "latent" and {"smiling", "smile"} <= set(paths.local_names)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import torch
 from vcex import pipeline
 from vcex.cli import main
 from vcex.explainers.result import load_run
+from vcex.report.paths import ExplorerPaths
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -127,6 +128,9 @@ def test_report_rebuilds_a_runs_files_and_global_reads_its_counterfactuals(bench
     record = json.loads((tmp_path / "g" / "global.json").read_text())
     assert record["n"] == 24 and record["valid_counterfactuals"] == round(first["validity"] * 24)
     assert record["from_run"] == str(out.resolve()) and record["attack_settings"]["max_steps"] == 40
+    # the run's images for vcex serve, their paths decoded by the command's models, with their local attributions
+    paths = ExplorerPaths.load(tmp_path / "g" / "explained")
+    assert (paths.kind, len(paths), paths.local_scores.shape[1]) == ("latent", 24, len(record["probes"]))
 
 
 def test_report_of_a_folder_without_a_finished_run_is_one_line(tmp_path, capsys):

@@ -43,7 +43,7 @@ from vcex.report import result_grid, save_png
 from vcex.report.paths import PATH_IMAGES, write_paths
 
 if TYPE_CHECKING:
-    from vcex.attribution import Descriptors, ExplainAway, ImageAttributes, LatentAttributes
+    from vcex.attribution import Descriptors, ExplainAway, ImageAttributes, LatentAttributes, LocalAttribution
 
 # the options each method takes (build_explainer's keywords), from the registry: the CLI refuses any other before
 # any work, and build_explainer passes exactly these on (a preset sets the threshold and the attack's objective itself)
@@ -766,10 +766,12 @@ def write_outputs(
     *,
     saved: bool = False,
     explorer_images: int = PATH_IMAGES,
+    local: LocalAttribution | None = None,
 ) -> None:
     """metrics.json, counterfactuals.safetensors (+ .json) and grid.png in ``out``, and for ``vcex serve`` the
     paths from original to counterfactual of the first ``explorer_images`` images (0: none), decoded and scored
-    by ``explainer``'s models (:func:`vcex.report.paths.write_paths`; without an explainer only DISC's).
+    by ``explainer``'s models (:func:`vcex.report.paths.write_paths`; without an explainer only DISC's), with
+    ``local`` (one row per image of ``result``), the local attributions, where given.
     ``saved``: the run's counterfactuals.safetensors is written already (a streamed run) and ``result`` holds
     only its first rows (:data:`PREVIEW_ROWS`), for the pictures and the paths."""
     out = Path(out)
@@ -778,7 +780,7 @@ def write_outputs(
     if not saved:
         result.save(out / COUNTERFACTUALS_FILE)
     save_png(result_grid(result, 16), out / "grid.png")
-    write_paths(out, result, explainer, max_images=explorer_images)
+    write_paths(out, result, explainer, max_images=explorer_images, local=local)
 
 
 # the descriptor readers of `vcex global --reader`: linear probes on latents (the paper's) or a CNN on images;
@@ -987,6 +989,9 @@ def run_global(
             "seconds": round(sum(r.seconds for r in away.results[1:]), 3),
         }
     write_global(bench, explanations, record, out)
+    # rounds > 1: the explorer shows round 1's counterfactuals, those the first explanation averages
+    method = "attack" if from_run is None else read_run_record(from_run)["request"]["method"]
+    write_global_run(bench, explainer, fitted.readers, result, out, method)
     return record
 
 
@@ -1143,6 +1148,42 @@ def _linear_baseline(bench: Workbench, probes: LatentAttributes, images: torch.T
     with torch.no_grad():
         latents = torch.cat([bench.latent_model.encode(c) for c in images.split(256)])
     return linear_direction_scores(probes, latents, beta, resamples=resamples)
+
+
+GLOBAL_RUN_FOLDER = "explained"  # vcex global's explained images as a run, in a subfolder of its --out
+
+
+def write_global_run(
+    bench: Workbench,
+    explainer: Explainer | None,
+    readers: LatentAttributes | ImageAttributes,
+    result: CounterfactualResult,
+    out: Path,
+    method: str,
+    max_images: int = PATH_IMAGES,
+) -> Path:
+    """Step 5 of :func:`run_global`: the first ``max_images`` explained images as a run that ``vcex serve OUT``
+    shows beside the global bars, in ``out/explained`` (:func:`write_outputs`: metrics.json, their
+    counterfactuals.safetensors, grid.png and the explorer's paths), with each image's local attributions: how
+    ``readers`` see each descriptor change from its start to its counterfactual, the rows the global scores average
+    (over the valid ones). ``explainer`` None (``--from-run``): the paths are decoded and scored by the workbench's
+    models. ``method``: the run's CLI method name, for the explorer's filter. Returns the run's folder."""
+    head = result.select(torch.arange(min(max_images, len(result))))
+    if explainer is None:  # write_paths reads only an explainer's classifier and latent model (and batch size)
+        from types import SimpleNamespace
+
+        explainer = SimpleNamespace(classifier=bench.classifier, latent_model=bench.latent_model)
+    metrics = {
+        "method": method,
+        "dataset": bench.dataset,
+        "n": len(result),
+        "validity": result.validity,
+        "shown": len(head),  # the first images of the run, not all of them
+        "made_by": "vcex global",
+    }
+    run = out / GLOBAL_RUN_FOLDER
+    write_outputs(run, head, metrics, explainer, local=readers.local(head))
+    return run
 
 
 READER_TEXT = {

@@ -1,5 +1,6 @@
 """vcex serve: the explorer's JSON API over a job folder, and the page end to end in headless Chromium."""
 
+import contextlib
 import io
 import json
 import re
@@ -17,6 +18,8 @@ from PIL import Image
 from vcex import CounterfactualAttack, InputError
 from vcex.attribution import Descriptors, GlobalExplanation, LatentAttributes
 from vcex.cli import main
+from vcex.data import load_dataset
+from vcex.data.profiles import override_profile
 from vcex.errors import CacheError
 from vcex.explainers.pixel_attack import PixelAttack
 from vcex.pipeline import write_outputs
@@ -90,13 +93,8 @@ def job(tmp_path_factory, tiny_classifier, tiny_vae, mnist_small):
 @pytest.fixture(scope="module")
 def server(job):
     """The explorer over the job on a free port, serving from a thread."""
-    httpd = make_server(job[0], port=0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    host, port = httpd.server_address[:2]
-    yield f"http://{host}:{port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(job[0]) as url:
+        yield url
 
 
 def _get(url):
@@ -260,20 +258,50 @@ def test_serve_refuses_an_empty_folder_and_a_busy_port(tmp_path, job, server, ca
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    """A headless Chromium page (Playwright) on the explorer; fails, never skips, without them (CI installs both)."""
+def browser():
+    """Headless Chromium (Playwright); fails, never skips, without them (CI installs both)."""
     from playwright.sync_api import sync_playwright  # the test extra; an ImportError fails the test
 
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (Debian's build)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        requests = []
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(server + "/")
+        yield browser
+        browser.close()
+
+
+@contextlib.contextmanager
+def explorer_page(browser, url):
+    """A new page of ``browser`` on the explorer at ``url``, its grid shown, and the URLs it requests."""
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(url + "/")
         page.wait_for_selector(".tile")
         yield page, requests
-        browser.close()
+    finally:
+        page.close()
+
+
+@contextlib.contextmanager
+def serving(root):
+    """The explorer over ``root`` on a free port, serving from a thread; yields its URL."""
+    httpd = make_server(root, port=0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    host, port = httpd.server_address[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    """A headless Chromium page on the job's explorer."""
+    with explorer_page(browser, server) as opened:
+        yield opened
 
 
 def _tiles(page):
@@ -334,3 +362,62 @@ def test_filters_hide_what_does_not_match(page, job):
     expected = (attack_result.target == target).sum() + (pixel_result.target[:5] == target).sum()
     assert len(_tiles(page)) == int(expected)
     assert page.inner_text("#count") == f"{int(expected)} of 13 images"
+
+
+# --- a vcex global output: its explained images with their local attributions, beside the global bars ---
+
+
+@pytest.fixture(scope="module")
+def global_out(tmp_path_factory):
+    """`vcex global` on 12 MNIST digits with tiny zoo models (trained here, in this session's VCEX_HOME)."""
+    out = tmp_path_factory.mktemp("global") / "global"
+    tiny = {"cnn": 2, "oracle": 1, "vae": 3, "im-ae": 2, "duq": 1}
+    with override_profile("mnist", zoo_epochs=tiny):
+        assert main(["global", "--n", "12", "--threshold", "0.9", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_a_global_output_shows_each_images_local_attributions_and_the_global_bars(global_out):
+    record = json.loads((global_out / "global.json").read_text())
+    explorer = Explorer(global_out)
+    listing = explorer.runs_json()
+    (run,) = listing["runs"]
+    assert (run["name"], run["method"], run["kind"], run["shown"]) == ("explained", "attack", "latent", 12)
+    assert run["local"] and listing["global"][0]["charts"]
+    paths = ExplorerPaths.load(global_out / "explained")
+    assert set(paths.local_names) == {row["name"] for row in next(iter(record["classes"].values()))["descriptors"]}
+    # each class's global score is the mean of the local rows of its valid counterfactuals: the same rows are shown
+    for name, explanation in record["classes"].items():
+        target = load_dataset("mnist", "test").class_names.index(name)
+        rows = paths.local_scores[paths.success & (paths.target == target)]
+        scores = {row["name"]: row["score"] for row in explanation["descriptors"]}
+        assert rows.mean(0).tolist() == pytest.approx([scores[n] for n in paths.local_names], abs=1e-5)
+    picked = int(paths.success.nonzero()[0, 0])
+    item = explorer.item_json(0, picked)
+    usable = {name for name, keep in zip(paths.local_names, paths.local_usable.tolist()) if keep}
+    assert item["valid"] and {row["name"] for row in item["local"]} == usable
+    expected = {name: float(score) for name, score in zip(paths.local_names, paths.local_scores[picked])}
+    assert [row["score"] for row in item["local"]] == pytest.approx([expected[row["name"]] for row in item["local"]])
+
+
+@pytest.mark.slow
+def test_the_page_of_a_global_output_shows_a_picked_images_local_bars_and_the_global_bars(global_out, browser):
+    paths = ExplorerPaths.load(global_out / "explained")
+    picked = int(paths.success.nonzero()[0, 0])
+    usable = {name for name, keep in zip(paths.local_names, paths.local_usable.tolist()) if keep}
+    with serving(global_out) as url, explorer_page(browser, url) as (page, requests):
+        assert len(_tiles(page)) == 12
+        page.click(f'.tile[data-run="0"][data-index="{picked}"]')
+        page.wait_for_selector("#detail:not([hidden])")
+        assert page.is_visible("#local-section")
+        names = page.eval_on_selector_all("#local > span:nth-child(3n+1)", "spans => spans.map(s => s.textContent)")
+        assert names and set(names) <= usable
+        page.focus("#slider")
+        page.keyboard.press("Home")
+        assert page.get_attribute("#path-image", "src") == f"/image/0/{picked}/path-0.png"
+        assert page.inner_text("#path-prob") == f"{float(paths.path_prob[picked, 0]):.3f}"
+        assert page.is_visible("#global")
+        charts = page.inner_text("#global-charts")
+        assert any(name in charts for name in usable)
+        assert all(request.startswith(url) for request in requests), "the page fetched from elsewhere"

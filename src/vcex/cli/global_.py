@@ -40,7 +40,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="the --out folder of a finished vcex explain run of this dataset and classifier: its counterfactuals "
         "are read instead of attacking again (the attack's options do not apply; one round)",
     )
-    add_out(global_, "output folder (global.json, charts, global.html)")
+    add_out(global_, "output folder (global.json, charts, global.html; explained/: the images for vcex serve)")
     add_threshold(global_)
     add_max_steps(global_, "the attack's step budget per image")
     add_whiten(
