@@ -203,7 +203,7 @@ def test_a_job_without_ray_runs_here_once_per_target(tmp_path, capsys):
         ('output = "o"\n[options]\nlrr = 0.1\n', "unknown key 'lrr' in [options]; known: threshold, lr, max_steps"),
         ('output = "o"\n[ray]\nnodes = 2\n', "unknown key 'nodes' in [ray]; known: address, workers"),
         ('output = "o"\n[options]\nmax_steps = "x"\n', "key max_steps: expected a whole number >= 0, got 'x'"),
-        ('output = "o"\nn = 0\n', "key n: expected a whole number >= 1, got 0"),
+        ('output = "o"\nn = 0\n', "key n: expected a whole number >= 1 or all, got '0'"),
         ('output = "o"\n[options]\nwhiten = 1\n', "whiten must be true or false, got 1"),
         ('output = "o"\nn = [1, 2]\n', "n takes one value, got the list [1, 2]"),
         ('output = "o"\nmethod = true\n', "method must be text or a number, got True"),
