@@ -206,9 +206,8 @@ def test_a_damaged_cache_file_is_retrained_to_the_same_weights(damage, tmp_path,
 
 
 def test_a_corrupt_cache_file_of_a_shipped_model_falls_back_to_the_shipped_weights():
-    from vcex.models import load_model, model_spec
-
     from vcex.cache import load_weights
+    from vcex.models import load_model, model_spec
 
     # the shipped file itself: an earlier test may have cached a model of its own under this name
     shipped = load_weights(model_spec("mnist-cnn").shipped_path)[0]
