@@ -15,6 +15,7 @@ from vcex.explainers import (
     Explainer,
     LinearLatentEdit,
     PixelAttack,
+    StyleSpaceDirection,
     class_thresholds,
 )
 from vcex.models import (
@@ -45,6 +46,7 @@ __all__ = [
     "LinearLatentEdit",
     "ModelError",
     "PixelAttack",
+    "StyleSpaceDirection",
     "VcexError",
     "WhitenedLatentModel",
     "__version__",

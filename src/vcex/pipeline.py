@@ -55,6 +55,7 @@ OPTION_FLAGS = {
     **{key: "--" + key.replace("_", "-") for key in ("space", "residual", "whiten", "invert_steps", "precision")},
     "consistency": "--consistency",
     "refine_steps": "--refine",
+    **{key: "--" + key.replace("_", "-") for key in ("mode", "sparsity", "alpha_max")},
 }
 # latent spaces an attack can run in: the latent model's own (a VAE's z, the style generator's W) and,
 # for the style generator, its StyleSpace

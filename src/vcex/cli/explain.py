@@ -126,6 +126,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--refine", type=count, default=None, help="amortized only: attack steps after the one-pass prediction (0)"
     )
     explain.add_argument(
+        "--mode", default=None, help="stylespace-direction only: mean (class mean difference, default) | learned"
+    )
+    explain.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        help="stylespace-direction only: share of StyleSpace coordinates kept, in (0, 1] (e.g. 0.05; default all)",
+    )
+    explain.add_argument(
+        "--alpha-max", type=float, default=None, help="stylespace-direction only: the sweep's largest step (3.0)"
+    )
+    explain.add_argument(
         "--ray",
         nargs="?",
         const=LOCAL_RAY,

@@ -8,6 +8,7 @@ from vcex.explainers.linear_edit import LinearLatentEdit
 from vcex.explainers.loop import LoopOutput, optimise_until_confident
 from vcex.explainers.pixel_attack import PixelAttack
 from vcex.explainers.result import CounterfactualResult
+from vcex.explainers.stylespace_direction import StyleSpaceDirection
 from vcex.explainers.thresholds import DEFAULT_THRESHOLD, class_thresholds, explained_thresholds
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "LinearLatentEdit",
     "LoopOutput",
     "PixelAttack",
+    "StyleSpaceDirection",
     "class_thresholds",
     "explained_thresholds",
     "optimise_until_confident",

@@ -27,6 +27,7 @@ from vcex.explainers.disc import DISC
 from vcex.explainers.gcd import GCD
 from vcex.explainers.linear_edit import LinearLatentEdit
 from vcex.explainers.pixel_attack import PixelAttack
+from vcex.explainers.stylespace_direction import StyleSpaceDirection
 
 PAPER_PRESET_THRESHOLD = 0.75  # the paper preset's threshold for the methods without a paper() of their own
 DISC_CONSISTENCY = "energy"  # the CLI's DISC manifold-consistency term: none | energy | duq (the zoo's DUQ model)
@@ -149,6 +150,15 @@ def _build_gcd(request: BuildRequest) -> Explainer:
     return explainer.fit(request.train_images[:1000])
 
 
+def _build_stylespace_direction(request: BuildRequest) -> Explainer:
+    """A StyleSpace direction per class pair, fitted on (up to) 2,000 training codes when first needed."""
+    options = _paper_threshold(request)
+    explainer = StyleSpaceDirection(request.classifier, request.latent_model, progress=request.progress, **options)
+    return explainer.fit(request.train_images[:STYLESPACE_FIT_IMAGES])
+
+
+# training images a StyleSpace direction is fitted on: class means and the learned fit's batches come from them
+STYLESPACE_FIT_IMAGES = 2000
 _COMMON = ("threshold", "lr", "max_steps", "batch_size", "device")
 _LATENT = ("space", "objective", "residual", "whiten", "invert_steps", "precision")
 # in the CLI's order: `vcex explain --method` lists them so, and the demo compares its methods in it
@@ -202,6 +212,14 @@ METHODS: dict[str, Method] = {
             "black box only: a proxy MLP fitted around each image gives latent directions, searched for a flip (GCD)",
             ("threshold", "batch_size", "device", "space", "samples", "radius", "h_directions", "max_epochs"),
             _build_gcd,
+        ),
+        Method(
+            "stylespace-direction",
+            StyleSpaceDirection,
+            "one global StyleSpace offset per class pair (mean difference or learned, optionally sparse), swept "
+            "by its step size until the classifier is confident (StyleDomain)",
+            (*_COMMON, "mode", "sparsity", "alpha_max", "alpha_steps", "proximity"),
+            _build_stylespace_direction,
         ),
     )
 }
