@@ -78,14 +78,19 @@ class Suite:
     description: str
 
 
-def _every_method(rows: tuple[Row, ...]) -> tuple[Row, ...]:
+def _every_method(rows: tuple[Row, ...], stylespace: bool = False) -> tuple[Row, ...]:
     """``rows`` plus one row at its defaults for each registered method (vcex.explainers.registry) that has none,
-    so a new method is benchmarked without an edit here; a row naming no registered method is a bug."""
+    so a new method is benchmarked without an edit here; a row naming no registered method is a bug. Methods that
+    need a StyleSpace get a row only where the suite's latent model has one (``stylespace``)."""
     unknown = sorted({row.method for row in rows} - set(METHODS))
     if unknown:
         raise AssertionError(f"benchmark rows name unregistered methods: {', '.join(unknown)}")
     covered = {row.method for row in rows}
-    extra = [Row(name, method.explainer.__name__, name) for name, method in METHODS.items() if name not in covered]
+    extra = [
+        Row(name, method.explainer.__name__, name)
+        for name, method in METHODS.items()
+        if name not in covered and (stylespace or not method.needs_stylespace)
+    ]
     return (*rows, *extra)
 
 
@@ -121,12 +126,22 @@ _FACE_ROWS = (
     Row("linear", "Linear latent edit in W (InterFaceGAN rule)", "linear"),
     Row("disc", "DISC (energy consistency)", "disc"),
     Row("amortized", "Amortized in W (one pass)", "amortized"),
+    Row(
+        "stylespace-direction",
+        "StyleSpace direction (learned, top 5% of coordinates)",
+        "stylespace-direction",
+        options={"mode": "learned", "sparsity": 0.05},
+    ),
 )
 SUITES: dict[str, Suite] = {
     "mnist": Suite("mnist", None, "second", _every_method(_DIGIT_ROWS), "vcex's MNIST test split"),
     "fashion": Suite("fashion", None, "second", _every_method(_DIGIT_ROWS), "vcex's Fashion-MNIST test split"),
     "faces": Suite(
-        "faces", "smiling", "flip", _every_method(_FACE_ROWS), "the synthetic faces' test split (smiling task)"
+        "faces",
+        "smiling",
+        "flip",
+        _every_method(_FACE_ROWS, stylespace=True),
+        "the synthetic faces' test split (smiling task)",
     ),
 }
 _TARGET_TEXT = {"second": "the explained classifier's runner-up class", "flip": "the other class"}

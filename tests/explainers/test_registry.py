@@ -32,9 +32,35 @@ def test_images(mnist_small) -> torch.Tensor:
     return mnist_small[2][:6]
 
 
+class VAEStyles(nn.Module):
+    """A VAE seen as a one-layer style generator whose StyleSpace is its latent, for the methods that need one."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images)
+
+    def styles(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def decode_styles(self, styles: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(styles)
+
+    def style_layout(self, include_torgb: bool = True) -> list[tuple[str, int, int]]:
+        return [("conv", 0, self.vae.latent_dim)]
+
+
+STYLESPACE_METHODS = ("stylespace-direction",)
+
+
 def build(name: str, classifier: nn.Module, latent_model: nn.Module, train_images: torch.Tensor) -> Explainer:
-    """The registered method ``name`` built as the CLI builds it (mnist's profile), with small budgets."""
+    """The registered method ``name`` built as the CLI builds it (mnist's profile), with small budgets; a method
+    that needs a StyleSpace gets the VAE seen as a style generator."""
     options = {key: value for key, value in FAST.items() if key in METHODS[name].options}
+    if name in STYLESPACE_METHODS:
+        latent_model = VAEStyles(latent_model)
     request = BuildRequest(classifier, latent_model, "mnist", train_images, "vcex", False, options)
     return METHODS[name].build(request)
 
@@ -68,7 +94,7 @@ def assert_same(before: list, after: list) -> None:
 
 
 def test_the_registry_declares_each_cli_method_once():
-    assert list(METHODS) == ["attack", "pixel", "linear", "amortized", "disc", "gcd"]
+    assert list(METHODS) == ["attack", "pixel", "linear", "amortized", "disc", "gcd", "stylespace-direction"]
     assert DEMO_METHODS == ("attack", "pixel", "linear", "disc")
     for name, method in METHODS.items():
         assert method.name == name and issubclass(method.explainer, Explainer)

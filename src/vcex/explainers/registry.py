@@ -73,6 +73,8 @@ class Method:
     # whether it explains a black-box classifier (vcex.models.blackbox: queries only, no gradients, no fit that
     # backpropagates through the classifier); None: from the class, whose needs_gradients is False exactly then
     black_box: bool | None = None
+    # whether it needs a style generator's StyleSpace (the faces' latent model): a suite without one leaves it out
+    needs_stylespace: bool = False
 
     def __post_init__(self) -> None:
         if self.black_box is None:
@@ -220,6 +222,7 @@ METHODS: dict[str, Method] = {
             "by its step size until the classifier is confident (StyleDomain)",
             (*_COMMON, "mode", "sparsity", "alpha_max", "alpha_steps", "proximity"),
             _build_stylespace_direction,
+            needs_stylespace=True,
         ),
     )
 }
