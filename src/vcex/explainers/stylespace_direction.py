@@ -58,8 +58,7 @@ class StyleSpaceDirection(Explainer):
       coordinate in its own units.
 
     With ``sparsity`` p in (0, 1] only the p share of coordinates largest in ``|ds| / std`` is kept (StyleSpaceSparse:
-    magnitude pruning; ranked in spread units, since raw |ds| would favour coordinates that merely vary more); a
-    learned direction's kept coordinates are then learned again for ``max_steps``, from their pruned values.
+    magnitude pruning; ranked in spread units, since raw |ds| would favour coordinates that merely vary more).
     Directions are fitted per class pair when first needed and kept. Per image, the explainer decodes
     ``s + alpha * ds`` for alpha on ``alpha_steps + 1`` evenly spaced values in [0, ``alpha_max``] and returns the
     smallest alpha whose decode passes the threshold (a failed image: ``alpha_max``); the whole sweep is the
@@ -197,25 +196,15 @@ class StyleSpaceDirection(Explainer):
         else:
             direction = self._learn(from_source, target)
         if self.sparsity is not None:
-            unit = keep_top(direction / self.style_std, self.sparsity)
-            if self.mode == "learned":
-                # pruning alone cost a third of the validity on faces (0.85 -> 0.60, docs/benchmarks/
-                # stylespace-directions.md): the kept coordinates are learned again, from where they were
-                unit = self._learn(from_source, target, start=unit, keep=unit != 0) / self.style_std
-            direction = unit * self.style_std
+            # pruning alone; learning the kept coordinates again from their pruned values did not help on faces
+            # (validity 0.60 -> 0.61 at twice the fit, docs/benchmarks/stylespace-directions.md)
+            direction = keep_top(direction / self.style_std, self.sparsity) * self.style_std
         return direction.detach()
 
-    def _learn(
-        self,
-        from_source: torch.Tensor,
-        target: int,
-        start: torch.Tensor | None = None,
-        keep: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Adam on u (ds = std * u): mean target cross-entropy over a batch of source codes + proximity * |u|^2,
-        from ``start`` (S,) (default 0); with ``keep`` (S,) bool only those coordinates move. Returns ds (S,)."""
+    def _learn(self, from_source: torch.Tensor, target: int) -> torch.Tensor:
+        """Adam on u (ds = std * u): mean target cross-entropy over a batch of source codes + proximity * |u|^2."""
         low, high = self.classifier.value_range
-        unit = (torch.zeros_like(self.style_std) if start is None else start.clone()).requires_grad_(True)
+        unit = torch.zeros_like(self.style_std, requires_grad=True)
         optimizer = torch.optim.Adam([unit], lr=self.lr)
         generator = torch.Generator().manual_seed(self.seed)
         batch = min(self.fit_batch_size, len(from_source))
@@ -226,8 +215,6 @@ class StyleSpaceDirection(Explainer):
             loss = F.cross_entropy(self.classifier(images), labels) + self.proximity * unit.pow(2).sum()
             optimizer.zero_grad()
             loss.backward()
-            if keep is not None:
-                unit.grad *= keep
             optimizer.step()
         return self.style_std * unit.detach()
 
