@@ -423,3 +423,24 @@ def eigenfind(
         explained |= p_after[s * count + k] > 0.5
         directions.append(EigenDirection(k, 1 if s else -1, effect, float(explained.float().mean())))
     return EigenFindResult(directions, vectors, float(alpha), float(explained.float().mean()), len(styles))
+
+
+@torch.no_grad()
+def decode_with_offset(latent_model: object, images: Tensor, offset: Tensor, batch_size: int = 256) -> Tensor:
+    """Decodes (N, C, H, W) of ``images`` with ``offset`` (S,) added to their styles (an EigenFind step:
+    ``sign * alpha * offsets[k]`` from :func:`eigen_directions`)."""
+    model = stylespace_model(latent_model)
+    with evaluating(model):
+        styles = torch.cat([model.styles(model.encode(chunk)) for chunk in images.split(batch_size)])
+        return torch.cat([model.decode_styles(chunk + offset) for chunk in styles.split(batch_size)])
+
+
+@torch.no_grad()
+def oracle_reading(attribute_oracle: Callable[[Tensor], Tensor], before: Tensor, after: Tensor) -> tuple[int, float]:
+    """The attribute an edit moves most and its purity, as the StyleSpace probe reads them: the mean |delta p| of
+    the oracle's sigmoid readings per attribute between ``before`` and ``after`` (N, C, H, W); purity is the top
+    attribute's share of the total (0 where nothing moves)."""
+    with evaluating(attribute_oracle):
+        change = (torch.sigmoid(attribute_oracle(after)) - torch.sigmoid(attribute_oracle(before))).abs().mean(dim=0)
+    total = float(change.sum())
+    return int(change.argmax()), float(change.max()) / total if total > 0 else 0.0
