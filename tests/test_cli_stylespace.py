@@ -36,3 +36,51 @@ def test_probe_writes_the_table_and_the_page(tmp_path, capsys):
     page = (out / "probe.html").read_text()
     assert "Best channel per factor" in page and page.count("data:image/png") >= 1
     assert json.loads(capsys.readouterr().out)["out"] == str(out)
+
+
+# 2 x 592 conv coordinates on three faces, then the probe on the found ones: seconds on one CPU thread
+def oracle_names() -> set[str]:
+    """The attribute oracle's names: the factors an attribute can be labelled with."""
+    from vcex.models import load_model
+
+    return set(load_model("faces-attributes", progress=False).attribute_names)
+
+
+@pytest.mark.slow
+def test_attfind_writes_ranked_attributes_with_factor_and_purity(tmp_path, capsys):
+    out = tmp_path / "attfind"
+    argv = ["stylespace", "attfind", "--dataset", "faces", "--n", "3", "--top", "2", "--out", str(out), "--quiet"]
+    assert main([*argv, "--resume-dir", str(tmp_path / "resume")]) == 0
+    record = json.loads((out / "attributes.json").read_text())
+    assert record["method"] == "attfind" and record["coordinates_searched"] == 592  # toRGB left out
+    explained = set(record["attributes"]) | set(record["unexplained"])
+    assert explained == {"0", "1"}  # every class is either explained or says why not
+    for target, rows in record["attributes"].items():
+        assert 1 <= len(rows) <= 2 and ".torgb" not in rows[0]["coordinate"]
+        assert rows[0]["factor"] in oracle_names()
+        assert 0 < rows[0]["purity"] <= 1
+        assert len(record["sufficiency"][target]) == len(rows)
+    assert "data:image/png" in (out / "attributes.html").read_text()
+    assert json.loads(capsys.readouterr().out)["out"] == str(out)
+
+
+@pytest.mark.slow
+def test_eigenfind_writes_directions_with_explained_share(tmp_path, capsys):
+    out = tmp_path / "eigenfind"
+    argv = ["stylespace", "eigenfind", "--dataset", "faces", "--n", "6", "--directions", "4", "--top", "2"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "attributes.json").read_text())
+    assert record["method"] == "eigenfind"
+    for target, rows in record["attributes"].items():
+        assert 1 <= len(rows) <= 2 and {"eigenvector", "sign", "factor", "purity"} <= set(rows[0])
+        assert 0 <= record["explained_share"][target] <= 1
+    assert "Toward class" in (out / "attributes.html").read_text()
+    capsys.readouterr()
+
+
+def test_attfind_without_stylespace_gets_one_line(capsys):
+    code = main(
+        ["stylespace", "attfind", "--dataset", "faces", "--latent-model", "mnist-vae", "--n", "4", "--out", "x"]
+    )
+    error = capsys.readouterr().err
+    assert code == 2 and "has no StyleSpace" in error and "Traceback" not in error

@@ -35,3 +35,21 @@ def test_page_has_both_tables_and_one_strip_per_factor(tmp_path):
     assert "8.conv0:3" in page and "-0.30 / +0.40" in page
     assert page.count("<td>none</td>") == 3  # red's toRGB, blue's conv and toRGB
     assert "purity at least 0.70" in page
+
+
+def test_attributes_page_has_a_table_per_class_the_strips_and_the_unexplained_reason(tmp_path):
+    from vcex.report.stylespace import write_attributes_page
+
+    rows = [{"coordinate": "8.conv0:3", "direction": "max", "effect": 1.5, "factor": "red", "purity": 0.8}]
+    record = {
+        "method": "attfind", "classifier": "colour-cnn", "latent_model": "tiny", "n": 5,
+        "attribute_oracle": "colour oracle", "attributes": {"1": rows}, "sufficiency": {"1": [0.4]},
+        "unexplained": {"0": "no stable image is outside class 0: AttFind has nothing to move toward it"},
+    }  # fmt: skip
+    strip = torch.rand(2, 3, 3, 8, 8)
+    page = write_attributes_page(
+        tmp_path / "a.html", record, [("class 1, #1", strip, [["p=0.1"] * 3, ["p=0.9"] * 3])]
+    ).read_text()
+    assert "Toward class 1" in page and "8.conv0:3" in page and "[0.4]" in page
+    assert "nothing to move toward it" in page
+    assert page.count("data:image/png") == 1

@@ -1,4 +1,5 @@
-"""``vcex stylespace probe``: how purely each StyleSpace coordinate of a style generator moves one attribute."""
+"""``vcex stylespace probe|attfind|eigenfind``: how purely each StyleSpace coordinate of a style generator moves one
+attribute, and which coordinates (AttFind) or eigen-directions (EigenFind) drive a classifier."""
 
 from __future__ import annotations
 
@@ -34,6 +35,43 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_out(probe, "output folder (probe.json, probe.html)")
     add_common(probe)
     probe.set_defaults(handler=run)
+    attfind = stylespace_commands.add_parser(
+        "attfind",
+        help="StylEx AttFind: set every StyleSpace coordinate of N test images to its min and max, rank the ones "
+        "that move the classifier (per class, greedy top-M), label each with the factor it moves and its purity",
+    )
+    eigenfind = stylespace_commands.add_parser(
+        "eigenfind",
+        help="EigenFind: step w along the top eigen-directions of the stacked affine weights, rank the ones that "
+        "move the classifier, with the share of images they explain",
+    )
+    for command, handler in ((attfind, run_attfind), (eigenfind, run_eigenfind)):
+        add_dataset(command, "faces (the attributes are labelled by its attribute oracle)")
+        command.add_argument(
+            "--latent-model", default=None, help="zoo name of the style generator (default: faces-style) or a "
+            "vcex train-style folder"
+        )  # fmt: skip
+        # 250: the official colab's image count
+        add_n(command, 250, "encoded test images (default 250)")
+        command.add_argument(
+            "--top", type=positive_count, default=8, help="attributes kept per class (default 8, as published)"
+        )
+        command.add_argument("--batch-size", type=positive_count, default=1024, help="decodes per batch")
+        add_out(command, "output folder (attributes.json, attributes.html)")
+        add_common(command)
+        command.set_defaults(handler=handler)
+    attfind.add_argument(
+        "--include-torgb", action="store_true", help="also search the toRGB coordinates (left out as published)"
+    )
+    attfind.add_argument(
+        "--resume-dir", default=None, help="folder of the partial table a rerun resumes from (default: the cache)"
+    )
+    eigenfind.add_argument(
+        "--directions", type=positive_count, default=20, help="eigen-directions searched (default 20, as published)"
+    )
+    eigenfind.add_argument(
+        "--alpha", type=positive_number, default=5.0, help="step along each direction in W (default 5, as published)"
+    )
 
 
 def load_style_model(name_or_path: str, progress: bool = True) -> object:
@@ -46,24 +84,18 @@ def load_style_model(name_or_path: str, progress: bool = True) -> object:
     return load_model(name_or_path, progress=progress)
 
 
-def run(args: argparse.Namespace) -> None:
-    import time
-    from pathlib import Path
-
+def _load(args: argparse.Namespace) -> tuple:
+    """(dataset name, latent model name, oracle name, style model, attribute oracle, classifier, test images)."""
     from vcex.data import load_dataset
     from vcex.data.profiles import profile_for
     from vcex.errors import InputError
-    from vcex.evaluation.metrics import versions
-    from vcex.evaluation.stylespace import probe_summary, shift_strip, stylespace_probe
     from vcex.models import load_model
     from vcex.pipeline import dataset_for
-    from vcex.records import json_text, write_json
-    from vcex.report.stylespace import write_probe_page
 
     name = dataset_for(args.dataset, args.classifier)
     profile = profile_for(name)
     if profile.attribute_oracle is None:
-        raise InputError(f"the probe reads an attribute oracle, and --dataset {args.dataset} has none: use faces")
+        raise InputError(f"vcex stylespace reads an attribute oracle, and --dataset {args.dataset} has none: use faces")
     latent_name = args.latent_model or profile.latent_model or f"{name}-vae"
     progress = not args.quiet
     say(args, f"loading {latent_name}, {profile.attribute_oracle} and {name}-cnn")
@@ -71,6 +103,19 @@ def run(args: argparse.Namespace) -> None:
     oracle = load_model(profile.attribute_oracle, progress=progress)
     classifier = load_model(f"{name}-cnn", progress=progress)
     images = load_dataset(name, "test").images[: args.n]
+    return name, latent_name, profile.attribute_oracle, latent_model, oracle, classifier, images
+
+
+def run(args: argparse.Namespace) -> None:
+    import time
+    from pathlib import Path
+
+    from vcex.evaluation.metrics import versions
+    from vcex.evaluation.stylespace import probe_summary, shift_strip, stylespace_probe
+    from vcex.records import json_text, write_json
+    from vcex.report.stylespace import write_probe_page
+
+    name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
     say(args, f"probing every StyleSpace coordinate on {len(images)} images")
     started = time.perf_counter()
     # the positive class of the face task (1): its log-odds change is reported per coordinate
@@ -82,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     record = {
         "dataset": name,
         "latent_model": latent_name,
-        "attribute_oracle": profile.attribute_oracle,
+        "attribute_oracle": oracle_name,
         "classifier": f"{name}-cnn",
         "classifier_target": 1,
         "n": len(images),
@@ -104,3 +149,192 @@ def run(args: argparse.Namespace) -> None:
             strips[factor] = (rows[position], strip)
     write_probe_page(out / "probe.html", record, strips)
     print(json_text({"out": args.out, "seconds": record["seconds"], "kinds": summary["kinds"]}, indent=None))
+
+
+# strips per class: the published figures show the top 4 attributes of each classifier
+STRIP_ATTRIBUTES = 4
+
+
+def _probabilities(classifier: object, images: object, target: int) -> list[float]:
+    import torch
+
+    with torch.no_grad():
+        return classifier(images).softmax(dim=1)[:, target].tolist()
+
+
+def _classes(classifier: object, images: object) -> int:
+    """How many logits the classifier gives (one image is read)."""
+    import torch
+
+    with torch.no_grad():
+        return int(classifier(images[:1]).shape[1])
+
+
+def _strip(classifier: object, before: object, after: object, target: int) -> tuple[object, list[list[str]]]:
+    """(2, n, C, H, W) decodes before/after an edit and their captions: the classifier's p(target)."""
+    import torch
+
+    captions = [[f"p={p:.2f}" for p in _probabilities(classifier, images, target)] for images in (before, after)]
+    return torch.stack([before, after]), captions
+
+
+def _write(args: argparse.Namespace, record: dict, strips: list, seconds: float) -> None:
+    from pathlib import Path
+
+    from vcex.records import json_text, write_json
+    from vcex.report.stylespace import write_attributes_page
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "attributes.json", record)
+    write_attributes_page(out / "attributes.html", record, strips)
+    summary = {str(target): rows[:STRIP_ATTRIBUTES] for target, rows in record["attributes"].items()}
+    print(json_text({"out": args.out, "seconds": round(seconds, 1), "top": summary}, indent=None))
+
+
+def run_attfind(args: argparse.Namespace) -> None:
+    import time
+
+    from vcex.attribution.stylespace_attributes import (
+        apply_attributes,
+        attfind,
+        merge_binary,
+        stylespace_effects,
+        sufficiency,
+    )
+    from vcex.errors import InputError
+    from vcex.evaluation.metrics import versions
+    from vcex.evaluation.stylespace import stylespace_probe
+
+    name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
+    say(args, f"AttFind: 2 x K x {len(images)} decodes")
+    started = time.perf_counter()
+    effects = stylespace_effects(
+        latent_model, classifier, images, include_torgb=args.include_torgb, batch_size=args.batch_size,
+        resume_dir=args.resume_dir, progress=not args.quiet,
+    )  # fmt: skip
+    search_seconds = time.perf_counter() - started
+    found, unexplained = {}, {}
+    for target in range(effects.logits.shape[1]):
+        try:
+            found[target] = attfind(effects, target, num_attributes=args.top)
+        except InputError as error:  # a class no image moves toward is reported, not listed empty
+            unexplained[str(target)] = str(error)
+    # every found coordinate labelled by the probe's reading (k = 3 std, the probe's default)
+    coordinates = sorted({a.coordinate for attributes in found.values() for a in attributes})
+    reading = {}
+    if coordinates:
+        probe = stylespace_probe(latent_model, oracle, images, batch_size=args.batch_size, coordinates=coordinates)
+        reading = {int(c): row for c, row in zip(probe.coordinates, probe.rows())}
+    slot_of = {int(c): s for s, c in enumerate(effects.coordinates)}
+    rows, sufficient, strips = {}, {}, []
+    for target, attributes in found.items():
+        rows[str(target)] = [
+            a.row() | {key: reading[a.coordinate][key] for key in ("factor", "purity", "flip_share")}
+            for a in attributes
+        ]
+        sufficient[str(target)] = [round(s, 4) for s in sufficiency(
+            latent_model, classifier, images, effects, attributes, target, args.batch_size
+        )]  # fmt: skip
+        for rank, (a, row) in enumerate(zip(attributes[:STRIP_ATTRIBUTES], rows[str(target)]), start=1):
+            chosen = (
+                effects.effects[:, a.direction, slot_of[a.coordinate], target]
+                .topk(min(STRIP_IMAGES, len(images)))
+                .indices
+            )
+            value = float(effects.extremes[slot_of[a.coordinate], a.direction])
+            before = apply_attributes(latent_model, images[chosen], {})
+            after = apply_attributes(latent_model, images[chosen], {a.coordinate: value})
+            caption = (
+                f"class {target}, #{rank}: {row['coordinate']} to its {row['direction']} = {row['factor']} "
+                f"(purity {row['purity']:.2f}), mean logit effect {row['effect']:+.2f}"
+            )
+            strips.append((caption, *_strip(classifier, before, after, target)))
+    merged = []
+    if len(found) == 2:
+        merged = [a.row() | {"factor": reading[a.coordinate]["factor"], "purity": reading[a.coordinate]["purity"]}
+                  for a in merge_binary(effects, found[0], found[1])]  # fmt: skip
+    record = {
+        "method": "attfind",
+        "dataset": name,
+        "latent_model": latent_name,
+        "attribute_oracle": oracle_name,
+        "classifier": f"{name}-cnn",
+        "n": len(images),
+        "stable_images": int(effects.stable.sum()),
+        "coordinates_searched": len(effects.coordinates),
+        "include_torgb": bool(args.include_torgb),
+        "search_seconds": round(search_seconds, 1),
+        "versions": versions(),
+        "attributes": rows,
+        "unexplained": unexplained,
+        "sufficiency": sufficient,
+        "merged_toward_0": merged,
+    }
+    _write(args, record, strips, time.perf_counter() - started)
+
+
+def run_eigenfind(args: argparse.Namespace) -> None:
+    import time
+
+    from vcex.attribution.stylespace_attributes import (
+        apply_attributes,
+        decode_with_offset,
+        eigen_directions,
+        eigenfind,
+        oracle_reading,
+    )
+    from vcex.errors import InputError
+    from vcex.evaluation.metrics import versions
+
+    name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
+    started = time.perf_counter()
+    results, unexplained = {}, {}
+    for target in range(_classes(classifier, images)):
+        try:
+            results[target] = eigenfind(
+                latent_model, classifier, images, target, top=args.directions, alpha=args.alpha, keep=args.top,
+                batch_size=args.batch_size,
+            )  # fmt: skip
+        except InputError as error:
+            unexplained[str(target)] = str(error)
+    search_seconds = time.perf_counter() - started
+    _, offsets = eigen_directions(latent_model, args.directions)
+    before_all = apply_attributes(latent_model, images, {}, args.batch_size)
+    names = getattr(oracle, "attribute_names", None)
+    rows, shares, strips = {}, {}, []
+    for target, result in results.items():
+        rows[str(target)] = []
+        for rank, direction in enumerate(result.directions, start=1):
+            step = direction.sign * args.alpha * offsets[direction.index]
+            after_all = decode_with_offset(latent_model, images, step, args.batch_size)
+            factor, purity = oracle_reading(oracle, before_all, after_all)
+            row = direction.row() | {
+                "factor": names[factor] if names else f"attribute {factor}", "purity": round(purity, 4)
+            }  # fmt: skip
+            rows[str(target)].append(row)
+            if rank <= STRIP_ATTRIBUTES:
+                caption = (
+                    f"class {target}, #{rank}: eigenvector {direction.index} x {direction.sign:+d} = {row['factor']} "
+                    f"(purity {purity:.2f}), mean p change {direction.effect:+.2f}"
+                )
+                strips.append((caption, *_strip(
+                    classifier, before_all[:STRIP_IMAGES], after_all[:STRIP_IMAGES], target
+                )))  # fmt: skip
+        shares[str(target)] = round(result.explained_share, 4)
+    record = {
+        "method": "eigenfind",
+        "dataset": name,
+        "latent_model": latent_name,
+        "attribute_oracle": oracle_name,
+        "classifier": f"{name}-cnn",
+        "n": len(images),
+        "directions_searched": args.directions,
+        "alpha": args.alpha,
+        "search_seconds": round(search_seconds, 1),
+        "versions": versions(),
+        "attributes": rows,
+        "unexplained": unexplained,
+        "explained_share": shares,
+    }
+    _write(args, record, strips, time.perf_counter() - started)

@@ -21,7 +21,7 @@ Conv and toRGB coordinates are told apart by ``is_torgb``. The decodes run in ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -227,16 +227,9 @@ def _shift_and_read(
     odds = torch.zeros(count * 2)
     flips = torch.zeros(count * n, attributes, dtype=torch.uint8)  # 0, 1 or 2 signs that flip the reading
     above_before = p_before > 0.5
-    signs = torch.tensor([-k, k])
-    # triple t -> (coordinate t // 2n, sign (t // n) % 2, image t % n): coordinate-major, so a chunk decodes
-    # few coordinates on many images
-    for triples in torch.arange(count * 2 * n).split(batch_size):
-        image, pair = triples % n, triples // n  # pair = (coordinate slot, sign) as 2 * slot + sign
+    offsets = torch.stack([-k * style_std[coordinates], k * style_std[coordinates]], dim=1)  # (S', 2)
+    for image, pair, after in decode_coordinate_shifts(model, styles, coordinates, offsets, batch_size=batch_size):
         slot = pair // 2
-        column = coordinates[slot]
-        shifted = styles[image].clone()
-        shifted[torch.arange(len(triples)), column] += signs[pair % 2] * style_std[column]
-        after = model.decode_styles(shifted)
         p_after = torch.sigmoid(attribute_oracle(after))
         delta = p_after - p_before[image]
         absolute.index_add_(0, pair, delta.abs())
@@ -251,6 +244,54 @@ def _shift_and_read(
         "odds": odds.view(count, 2) / n if classifier is not None else None,
         "flipped": flips.view(count, n, attributes) > 0,
     }
+
+
+def decode_edits(
+    model: object,
+    styles: Tensor,
+    edit: Callable[[Tensor, Tensor], Tensor],
+    num_edits: int,
+    *,
+    batch_size: int,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Decode every (edit, image) pair of ``num_edits`` edits of the N ``styles`` (N, S) in chunks of ``batch_size``.
+
+    Pair t is edit ``t // N`` on image ``t % N`` (edit-major, so a chunk decodes few edits on many images);
+    ``edit(styles (B, S), edit_index (B,)) -> edited styles (B, S)`` edits a chunk (it may write in place: it gets
+    a copy). ``start``/``stop`` bound the pairs (resuming a long run). Yields ``(image (B,), edit_index (B,),
+    decodes (B, C, H, W))`` per chunk; the StyleSpace probe, AttFind and EigenFind all decode through here.
+    """
+    n = len(styles)
+    stop = num_edits * n if stop is None else stop
+    for pairs in torch.arange(start, stop).split(batch_size):
+        image, edit_index = pairs % n, pairs // n
+        yield image, edit_index, model.decode_styles(edit(styles[image].clone(), edit_index))
+
+
+def decode_coordinate_shifts(
+    model: object,
+    styles: Tensor,
+    coordinates: Tensor,
+    values: Tensor,
+    *,
+    batch_size: int,
+    replace: bool = False,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """:func:`decode_edits` with edit ``2 * slot + sign`` moving coordinate ``coordinates[slot]`` by ``values[slot,
+    sign]`` (``values`` (S', 2)), or setting it to that value with ``replace`` (AttFind's jump to the min/max)."""
+
+    def shift(chunk: Tensor, pair: Tensor) -> Tensor:
+        rows = torch.arange(len(chunk))
+        column = coordinates[pair // 2]
+        value = values[pair // 2, pair % 2].to(chunk.dtype)
+        chunk[rows, column] = value if replace else chunk[rows, column] + value
+        return chunk
+
+    yield from decode_edits(model, styles, shift, 2 * len(coordinates), batch_size=batch_size, start=start, stop=stop)
 
 
 def _table(

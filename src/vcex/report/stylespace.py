@@ -80,3 +80,48 @@ Shift: the factor's mean change in probability under -k and +k.</p>
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document, encoding="utf-8")
     return path
+
+
+def write_attributes_page(
+    path: str | Path, record: dict, strips: list[tuple[str, torch.Tensor, list[list[str]]]]
+) -> Path:
+    """Write AttFind's or EigenFind's page from its JSON ``record`` (``method``, ``attributes`` per class...) and
+    ``strips``: (caption, (2, n, C, H, W) decodes before/after, per image its caption)."""
+    path = Path(path)
+    title = f"{record['method']}: {record['classifier']} through {record['latent_model']}"
+    tables = ""
+    for target, rows in record["attributes"].items():
+        keys = list(rows[0]) if rows else []
+        head = "<tr>" + "".join(f"<th>{html.escape(key.replace('_', ' '))}</th>" for key in keys) + "</tr>"
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(_format(row[key])))}</td>" for key in keys) + "</tr>"
+            for row in rows
+        )
+        extra = ""
+        if "sufficiency" in record:
+            extra = (
+                f"<p>sufficiency (share flipped by the top-k together, k = 1..): {record['sufficiency'][target]}</p>"
+            )
+        if "explained_share" in record:
+            extra = f"<p>share of images explained by the kept directions: {record['explained_share'][target]}</p>"
+        tables += f"<h2>Toward class {html.escape(target)}</h2><table>{head}{body}</table>{extra}"
+    for target, reason in record.get("unexplained", {}).items():
+        tables += f"<h2>Toward class {html.escape(target)}</h2><p>{html.escape(reason)}</p>"
+    figures = ""
+    for caption, strip, captions in strips:
+        picture = grid_image([list(images) for images in strip], row_labels=["before", "after"], captions=captions)
+        figures += f'<div class="example"><img src="{png_data_uri(picture)}" alt="{html.escape(caption)}"><br>'
+        figures += f"{html.escape(caption)}</div>"
+    document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="note">{record["n"]} test images. Each attribute is labelled with the factor the attribute oracle
+({html.escape(record["attribute_oracle"])}) says it moves most and its purity (that factor's share of the total
+change of the oracle's readings). Strips: the images it affects most, before and after, with the classifier's
+probability of the class.</p>
+{tables}
+<h2>Strips</h2>{figures or "<p>none</p>"}
+</body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+    return path

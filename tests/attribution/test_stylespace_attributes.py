@@ -1,0 +1,197 @@
+"""Tests for AttFind and EigenFind on a tiny linear style generator with planted coordinates and a planted
+eigen-direction: the planted ones come first, toRGB is left out unless asked, batching does not change the
+table, an interrupted run resumes from its saved partial table, and bad input gets one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vcex.attribution.stylespace_attributes import (
+    attfind,
+    eigenfind,
+    merge_binary,
+    per_image,
+    stylespace_effects,
+    sufficiency,
+)
+from vcex.errors import InputError
+
+W_DIM = 4
+CONV = 8  # conv style coordinates 0..7, then toRGB 8..9
+PLANTED = 5  # the conv coordinate that drives the classifier most
+SECOND = 6  # a weaker one
+TORGB_PLANTED = 8  # a toRGB coordinate stronger than both: found only with include_torgb
+
+
+class LinearStyleModel(nn.Module):
+    """A style generator whose StyleSpace coordinate j paints pixel column j: encode(images (N, 1, 4, 10)) -> w
+    (N, 4), the first pixels; styles(w) = A w + b (N, 10); decode_styles(s) -> sigmoid(s) per column. The conv
+    affine's singular values are (10, 3, 2, 1) on coordinates 0-3, so its top eigen-direction in W moves
+    coordinate 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = type("Config", (), {"w_dim": W_DIM})()
+        generator = torch.Generator().manual_seed(0)
+        conv = torch.zeros(CONV, W_DIM)
+        conv[:W_DIM] = torch.diag(torch.tensor([10.0, 3.0, 2.0, 1.0]))
+        conv[W_DIM:] = torch.eye(W_DIM)  # coordinates 4-7 follow w_0..w_3 too, so they differ between images
+        torgb = 0.5 * torch.randn(2, W_DIM, generator=generator)
+        self.register_buffer("conv_weight", conv)
+        self.register_buffer("torgb_weight", torgb)
+        self.register_buffer("bias", torch.zeros(CONV + 2))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)[:, :W_DIM] - 0.5
+
+    def affine_weights(self, include_torgb: bool = True) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        layers = [("4_conv0", self.conv_weight, self.bias[:CONV])]
+        if include_torgb:
+            layers.append(("4_torgb", self.torgb_weight, self.bias[CONV:]))
+        return layers
+
+    def styles(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.cat([w @ a.T + b for _, a, b in self.affine_weights()], dim=1)
+
+    def style_layout(self, include_torgb: bool = True) -> list[tuple[str, int, int]]:
+        return [("4_conv0", 0, CONV), ("4_torgb", CONV, 2)][: 2 if include_torgb else 1]
+
+    def decode_styles(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(s)[:, None, None, :].expand(-1, 1, 4, -1).contiguous()
+
+
+class ColumnClassifier(nn.Module):
+    """Two logits (-score / 2, score / 2), score a weighted read of pixel columns minus a bias: most images start
+    in class 0."""
+
+    def __init__(self, weights: dict[int, float], bias: float = 3.0) -> None:
+        super().__init__()
+        reader = torch.zeros(CONV + 2)
+        for column, weight in weights.items():
+            reader[column] = weight
+        self.register_buffer("reader", reader)
+        self.bias = bias
+        self.calls = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        score = (images.mean(dim=(1, 2)) - 0.5) @ self.reader - self.bias
+        return torch.stack([-score / 2, score / 2], dim=1)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.rand(24, 1, 4, CONV + 2, generator=torch.Generator().manual_seed(1))
+
+
+def planted_classifier() -> ColumnClassifier:
+    return ColumnClassifier({PLANTED: 10.0, SECOND: 4.0, TORGB_PLANTED: 40.0})
+
+
+def test_attfind_top_attribute_is_the_planted_conv_coordinate(images: torch.Tensor, tmp_path: Path) -> None:
+    model, classifier = LinearStyleModel(), planted_classifier()
+    effects = stylespace_effects(model, classifier, images, resume_dir=tmp_path, progress=False)
+    assert effects.effects.shape == (len(images), 2, CONV, 2)
+    found = attfind(effects, target=1, num_attributes=3)
+    assert [a.coordinate for a in found[:2]] == [PLANTED, SECOND]
+    assert found[0].direction == 1  # the max raises class 1's logit: the classifier reads the column with + sign
+    assert found[0].effect > found[1].effect > 0
+    # the toRGB coordinate is stronger, and found first only when toRGB is included
+    with_torgb = stylespace_effects(model, classifier, images, include_torgb=True, resume_dir=tmp_path, progress=False)
+    assert attfind(with_torgb, target=1)[0].coordinate == TORGB_PLANTED
+
+
+def test_attfind_pushed_images_drop_out_and_reject_vetoes(images: torch.Tensor, tmp_path: Path) -> None:
+    model, classifier = LinearStyleModel(), planted_classifier()
+    effects = stylespace_effects(model, classifier, images, resume_dir=tmp_path, progress=False)
+    # once every image is pushed past a tiny bar, the greedy search stops instead of listing more coordinates
+    assert len(attfind(effects, target=1, max_image_effect=1e-6)) == 1
+    vetoed = attfind(effects, target=1, reject=lambda direction, slot, affected: slot == PLANTED)
+    assert PLANTED not in [a.coordinate for a in vetoed] and vetoed[0].coordinate == SECOND
+
+
+def test_binary_merge_and_per_image(images: torch.Tensor, tmp_path: Path) -> None:
+    model, classifier = LinearStyleModel(), ColumnClassifier({PLANTED: 10.0, SECOND: 4.0}, bias=0.0)
+    effects = stylespace_effects(model, classifier, images, resume_dir=tmp_path, progress=False)
+    toward_0, toward_1 = attfind(effects, target=0), attfind(effects, target=1)
+    merged = merge_binary(effects, toward_0, toward_1)
+    assert merged[0].coordinate == PLANTED and merged[0].direction == 0  # toward class 0: its min
+    assert len({a.coordinate for a in merged}) == len(merged)
+    image = int(torch.nonzero(effects.logits.argmax(1) == 0)[0])
+    ranked = per_image(effects, image, target=1, top=3)
+    assert ranked[0].coordinate == PLANTED and ranked[0].effect >= ranked[1].effect
+
+
+def test_effects_do_not_depend_on_batch_size(images: torch.Tensor, tmp_path: Path) -> None:
+    model, classifier = LinearStyleModel(), planted_classifier()
+    small = stylespace_effects(model, classifier, images, batch_size=7, resume_dir=tmp_path, progress=False)
+    large = stylespace_effects(model, classifier, images, batch_size=4096, resume_dir=tmp_path, progress=False)
+    torch.testing.assert_close(small.effects, large.effects)
+    assert small.effects.abs().sum() > 0
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_its_partial_table(images: torch.Tensor, tmp_path: Path) -> None:
+    model, classifier = LinearStyleModel(), planted_classifier()
+    complete = stylespace_effects(model, classifier, images, batch_size=16, resume_dir=tmp_path, progress=False)
+    chunks = 2 * CONV * len(images) // 16
+    stopping = planted_classifier()
+    forward = stopping.forward
+
+    def stop_after_ten(batch: torch.Tensor) -> torch.Tensor:
+        if stopping.calls >= 12:  # 2 unshifted-decode calls (24 images in chunks of 16), then 10 chunks
+            raise Interrupt
+        return forward(batch)
+
+    stopping.forward = stop_after_ten
+    with pytest.raises(Interrupt):
+        stylespace_effects(model, stopping, images, batch_size=16, resume_dir=tmp_path, save_every=4, progress=False)
+    assert len(list(tmp_path.glob("attfind-*.pt"))) == 1  # saved after chunk 8
+    resumed_classifier = planted_classifier()
+    resumed = stylespace_effects(
+        model, resumed_classifier, images, batch_size=16, resume_dir=tmp_path, save_every=4, progress=False
+    )
+    torch.testing.assert_close(resumed.effects, complete.effects)
+    assert resumed_classifier.calls == 2 + chunks - 8  # the first 8 chunks were not redone
+    assert not list(tmp_path.glob("attfind-*.pt"))  # a complete table leaves no partial file
+
+
+def test_sufficiency_grows_with_the_planted_attributes(images: torch.Tensor, tmp_path: Path) -> None:
+    model, classifier = LinearStyleModel(), planted_classifier()
+    effects = stylespace_effects(model, classifier, images, resume_dir=tmp_path, progress=False)
+    found = attfind(effects, target=1, num_attributes=2)
+    shares = sufficiency(model, classifier, images, effects, found, target=1)
+    assert len(shares) == 2 and 0 <= shares[0] <= shares[1] <= 1 and shares[1] > 0
+
+
+def test_eigenfind_finds_the_planted_direction(images: torch.Tensor) -> None:
+    # the classifier reads coordinate 0 only: the top eigen-direction (singular value 10) moves it
+    model, classifier = LinearStyleModel(), ColumnClassifier({0: 10.0}, bias=2.0)
+    result = eigenfind(model, classifier, images, target=1, top=4, alpha=1.0)
+    top = result.directions[0]
+    assert top.index == 0
+    # the chosen sign moves w along the eigenvector so that coordinate 0 (w_0 scaled by 10) rises
+    assert top.sign * float(result.eigenvectors[0, 0]) > 0
+    assert 0 < result.explained_share <= 1
+    assert [d.explained for d in result.directions] == sorted(d.explained for d in result.directions)
+
+
+def test_bad_input_is_one_clear_error(images: torch.Tensor, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no StyleSpace"):
+        stylespace_effects(nn.Linear(2, 2), planted_classifier(), images, progress=False)
+    model = LinearStyleModel()
+    # a classifier that reads nothing: no coordinate moves class 1
+    effects = stylespace_effects(model, ColumnClassifier({}, bias=3.0), images, resume_dir=tmp_path, progress=False)
+    with pytest.raises(InputError, match="no StyleSpace coordinate raises class 1"):
+        attfind(effects, target=1)
+    with pytest.raises(InputError, match="target 5"):
+        attfind(effects, target=5)
+    with pytest.raises(InputError, match="at least 2 images"):
+        stylespace_effects(model, planted_classifier(), images[:1], progress=False)
