@@ -455,8 +455,8 @@ def test_an_empty_out_is_refused_for_every_command_before_any_work(tmp_path, cap
         (
             ["explain", "--method", "linear", "--lr", "0.5", "--max-steps", "5"],
             [
-                "--method linear does not use --lr (for attack, pixel, amortized, disc) or --max-steps "
-                "(for attack, pixel, disc): drop them",
+                "--method linear does not use --lr (for attack, pixel, amortized, disc, stylespace-direction) or "
+                "--max-steps (for attack, pixel, disc, stylespace-direction): drop them",
                 "--method linear takes --threshold, --batch-size, --device, --space (and probe_c= from Python)",
             ],
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,18 +150,29 @@ class StyleSpaceDirection(Explainer):
     def fit(self, images: torch.Tensor) -> StyleSpaceDirection:
         """Encode ``images`` (N, C, H, W) to StyleSpace codes and read the classifier's class of each code's decode
         (what the direction edits is the decode: on faces, whose encoder drops half the smiles, the images' own
-        classes gave a mean difference that flipped none of 100 faces, the decodes' 14). Clears fitted directions."""
+        classes gave a mean difference that flipped none of 100 faces, the decodes' 14). Where every decode falls in
+        one class (a generator that draws the others poorly), the images' own classes are used, with a warning.
+        Clears fitted directions."""
         images = check_images(images, value_range=self.classifier.value_range)
         if len(images) < 2:
             raise InputError(f"StyleSpaceDirection.fit needs at least 2 training images, got {len(images)}")
         low, high = self.classifier.value_range
         with evaluating(*self._models()), torch.no_grad():
-            styles, labels = [], []
+            styles, labels, own = [], [], []
             for chunk in images.to(self.device).split(self.batch_size):
                 codes = self.latent_model.encode(chunk)
                 styles.append(codes)
                 labels.append(self.predict_proba(self._decode_checked(codes, chunk).clamp(low, high)).argmax(1))
+                own.append(self.predict_proba(chunk).argmax(1))
         self.styles, self.labels = torch.cat(styles), torch.cat(labels)
+        own_labels = torch.cat(own)
+        if len(self.labels.unique()) < 2 <= len(own_labels.unique()):
+            warnings.warn(
+                f"StyleSpaceDirection: the classifier puts every decode of the {len(images)} training images in "
+                f"class {int(self.labels[0])}; the directions are fitted on the images' own classes instead",
+                stacklevel=2,
+            )
+            self.labels = own_labels
         self.style_std = self.styles.std(0).clamp_min(1e-8)
         self.directions = {}
         return self
