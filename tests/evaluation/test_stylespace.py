@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from planted_style import PLANTED_CHANNEL, planted_index, planted_model
 from torch import nn
 
 from vcex.errors import InputError
@@ -16,10 +17,7 @@ from vcex.evaluation.stylespace import (
     stylespace_probe,
     target_log_odds,
 )
-from vcex.models.stylegan import StyleAutoencoder, StyleGeneratorConfig, StyleSpaceModel
-
-TINY = StyleGeneratorConfig(image_size=16, w_dim=16, base_channels=4, max_channels=8, mapping_layers=2)
-PLANTED_CHANNEL = 1  # of the last toRGB layer
+from vcex.models.stylegan import StyleAutoencoder, StyleSpaceModel
 
 
 class ColourOracle(nn.Module):
@@ -33,35 +31,6 @@ class ColourOracle(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return 10 * (images.mean(dim=(2, 3)) - self.reference)
-
-
-def planted_model(images: torch.Tensor) -> StyleAutoencoder:
-    """A tiny style autoencoder whose image colour is made by the last toRGB layer alone, where one channel
-    writes red only and every other channel writes grey (all colours alike); the planted style is centred
-    on ``images`` so their red sits mid-range."""
-    torch.manual_seed(0)
-    model = StyleAutoencoder(TINY).eval()
-    layers = model.generator.layers
-    with torch.no_grad():
-        for name, layer in layers.items():
-            if name.endswith("torgb") and name != "16_torgb":
-                layer.conv.weight.zero_()
-        last = layers["16_torgb"].conv.weight  # (3, C, 1, 1)
-        last.copy_(torch.ones_like(last) * 0.5)
-        last[:, PLANTED_CHANNEL] = torch.tensor([0.2, 0.0, 0.0])[:, None, None]
-        # a large bias keeps the planted channel's features positive, so its style moves red one way
-        layers["16_conv1"].bias[PLANTED_CHANNEL] = 4.0
-        # a random encoder maps every image to nearly one w; a steep affine row makes the planted style differ
-        # between images more than the features it scales do, so its +-k std shifts cross the mean colour
-        affine = layers["16_torgb"].affine
-        affine.weight[PLANTED_CHANNEL] *= 300
-        affine.bias[PLANTED_CHANNEL] = -(affine.effective_weight()[PLANTED_CHANNEL] @ model.encode(images).mean(0))
-    return model
-
-
-def planted_index(model: StyleAutoencoder) -> int:
-    offset = dict((name, offset) for name, offset, _ in model.style_layout())["16.torgb"]
-    return offset + PLANTED_CHANNEL
 
 
 @pytest.fixture(scope="module")

@@ -8,42 +8,14 @@ import copy
 
 import pytest
 import torch
+from planted_style import planted_index, planted_model
 from torch import nn
 
 from vcex import StyleSpaceDirection
 from vcex.errors import InputError
-from vcex.models.stylegan import StyleAutoencoder, StyleGeneratorConfig, StyleSpaceModel
+from vcex.models.stylegan import StyleAutoencoder, StyleSpaceModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = StyleGeneratorConfig(image_size=16, w_dim=16, base_channels=4, max_channels=8, mapping_layers=2)
-PLANTED_CHANNEL = 1  # of the last toRGB layer
-
-
-def planted_model(images: torch.Tensor) -> StyleAutoencoder:
-    """A tiny style autoencoder whose redness is written by one channel of the last toRGB layer alone (every other
-    channel writes grey, the other toRGB layers nothing); its style varies steeply between images, centred on
-    ``images`` so about half of them decode red."""
-    torch.manual_seed(0)
-    model = StyleAutoencoder(TINY).eval()
-    layers = model.generator.layers
-    with torch.no_grad():
-        for name, layer in layers.items():
-            if name.endswith("torgb") and name != "16_torgb":
-                layer.conv.weight.zero_()
-        last = layers["16_torgb"].conv.weight  # (3, C, 1, 1)
-        last.copy_(torch.ones_like(last) * 0.5)
-        last[:, PLANTED_CHANNEL] = torch.tensor([0.2, 0.0, 0.0])[:, None, None]
-        layers["16_conv1"].bias[PLANTED_CHANNEL] = 4.0  # its features stay positive: the style moves red one way
-        affine = layers["16_torgb"].affine
-        affine.weight[PLANTED_CHANNEL] *= 300
-        affine.bias[PLANTED_CHANNEL] = -(affine.effective_weight()[PLANTED_CHANNEL] @ model.encode(images).mean(0))
-    return model
-
-
-def planted_index(model: StyleAutoencoder) -> int:
-    return dict((name, offset) for name, offset, _ in model.style_layout())["16.torgb"] + PLANTED_CHANNEL
-
 
 class Redness(nn.Module):
     """Two classes: 1 = redder than ``reference`` (red minus the mean of green and blue), as logits (N, 2)."""
