@@ -123,3 +123,15 @@ def test_a_class_no_training_image_reaches_is_reported_as_such(toy):
     fitted = StyleSpaceDirection(ThreeClasses(), model, threshold=0.9).fit(train)
     with pytest.raises(InputError, match="class 2 cannot be moved toward: the classifier puts no training"):
         fitted.explain(test[:2], target=2)
+
+
+def test_decodes_all_of_one_class_fall_back_to_the_images_own_classes(toy, monkeypatch):
+    model, classifier, train, _ = toy
+    direction = StyleSpaceDirection(classifier, model, threshold=0.9)
+    # a generator that draws one grey image whatever the code: every decode is "not red"
+    monkeypatch.setattr(direction.latent_model, "decode", lambda codes: torch.full((len(codes), 3, 16, 16), 0.5))
+    with pytest.warns(UserWarning, match="images' own classes"):
+        direction.fit(train)
+    with torch.no_grad():
+        own = classifier(train).argmax(1)
+    assert len(own.unique()) == 2 and torch.equal(direction.labels, own)

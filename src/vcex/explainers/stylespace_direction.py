@@ -158,15 +158,16 @@ class StyleSpaceDirection(Explainer):
             raise InputError(f"StyleSpaceDirection.fit needs at least 2 training images, got {len(images)}")
         low, high = self.classifier.value_range
         with evaluating(*self._models()), torch.no_grad():
-            styles, labels, own = [], [], []
+            styles, labels = [], []
             for chunk in images.to(self.device).split(self.batch_size):
                 codes = self.latent_model.encode(chunk)
                 styles.append(codes)
                 labels.append(self.predict_proba(self._decode_checked(codes, chunk).clamp(low, high)).argmax(1))
-                own.append(self.predict_proba(chunk).argmax(1))
-        self.styles, self.labels = torch.cat(styles), torch.cat(labels)
-        own_labels = torch.cat(own)
-        if len(self.labels.unique()) < 2 <= len(own_labels.unique()):
+            self.styles, self.labels = torch.cat(styles), torch.cat(labels)
+            # the images' own classes are read only when the decodes' cannot serve
+            one_class = len(self.labels.unique()) < 2
+            own_labels = self.predict_proba(images.to(self.device)).argmax(1) if one_class else self.labels
+        if one_class and len(own_labels.unique()) >= 2:
             warnings.warn(
                 f"StyleSpaceDirection: the classifier puts every decode of the {len(images)} training images in "
                 f"class {int(self.labels[0])}; the directions are fitted on the images' own classes instead",
