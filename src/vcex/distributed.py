@@ -82,24 +82,9 @@ class ChunkWorker:
     otherwise fill the folder with chunks of another run.
     """
 
-    def __init__(
-        self,
-        *,
-        dataset: str,
-        classifier: ClassifierSource,
-        method: str,
-        n: int,
-        target: TargetSpec,
-        chunk_dir: str,
-        chunk_size: int,
-        preset: str,
-        options: dict[str, object],
-        images: torch.Tensor | None,
-        cache: str,
-        cwd: str,
-        threads: int,
-        split: str = "test",
-    ) -> None:
+    def __init__(self, *, cache: str, cwd: str, threads: int, **job: object) -> None:
+        """``job``: :meth:`_prepare`'s arguments (the driver's run); ``cache``, ``cwd``: the driver's model cache and
+        working folder; ``threads``: torch threads in this worker."""
         torch.set_num_threads(threads)
         self.node = os.uname().nodename
         try:
@@ -112,7 +97,7 @@ class ChunkWorker:
             os.environ["VCEX_HOME"] = cache
             if Path(cwd).is_dir():
                 os.chdir(cwd)  # relative paths (a model file, folder:PATH) mean what they meant on the driver
-            self._prepare(dataset, classifier, method, n, target, chunk_dir, chunk_size, preset, options, images, split)
+            self._prepare(**job)
             self.error: VcexError | None = None
         except VcexError as error:
             # said by the first call instead, as a row (see __call__)
@@ -130,7 +115,7 @@ class ChunkWorker:
         preset: str,
         options: dict[str, object],
         images: torch.Tensor | None,
-        split: str,
+        split: str = "test",
     ) -> None:
         """The workbench and explainer, and the check that this worker's chunk folder is the driver's."""
         from vcex.pipeline import METHOD_OPTIONS, build_explainer, explain_fingerprint, explain_images
