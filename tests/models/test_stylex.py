@@ -16,14 +16,18 @@ from vcex.cli.train_style import classifier_name, recipe_from
 from vcex.errors import InputError
 from vcex.evaluation.stylespace import stylespace_probe
 from vcex.models.latent import LatentModel
-from vcex.models.stylegan import StyleSpaceModel
+from vcex.models.stylegan import StyleAutoencoder, StyleSpaceModel
 from vcex.models.stylex import (
     StylExAutoencoder,
     StylExRecipe,
+    fit_mapping,
     load_stylex,
     mixed_latents,
+    new_state,
+    set_phase,
     stylex_config,
     train_stylex,
+    warm_start,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -216,3 +220,115 @@ def test_the_attack_runs_in_w_and_stylespace_of_a_conditioned_model(space):
     result = attack.explain(faces_like(4), target="second")
     assert result.counterfactuals.shape == (4, 3, 32, 32) and result.success.shape == (4,)
     assert bool(torch.isfinite(result.target_prob).all())
+
+
+def test_warm_start_copies_an_autoencoder_and_a_conditioned_copy_starts_as_its_function():
+    torch.manual_seed(1)
+    source = StyleAutoencoder(stylex_config("tiny", image_size=32, channels=3))
+    images = faces_like(6)
+    with torch.no_grad():
+        expected = source(images)
+    for label_dim, classifier in ((0, None), (2, TwoClassNet().eval())):
+        model = tiny_model(label_dim=label_dim, classifier=classifier)
+        warm_start(model, source)
+        with torch.no_grad():
+            assert torch.allclose(model(images), expected, atol=1e-5), label_dim  # the labels start ignored
+    conditioned = tiny_model(label_dim=2, classifier=TwoClassNet().eval())
+    warm_start(conditioned, source)
+    affine = conditioned.generator.layers["4_conv0"].affine.weight
+    assert torch.equal(affine[:, 16:], torch.zeros_like(affine[:, 16:]))
+    other = StyleAutoencoder(stylex_config("small", image_size=32, channels=3))
+    with pytest.raises(InputError, match="w_dim 16 vs 64.*--config of the same size"):
+        warm_start(tiny_model(), other)
+
+
+class GaussianLatents(nn.Module):
+    """An encoder stand-in whose latents (one per image, in order) follow N(mean, L L^T): the fit's target."""
+
+    def __init__(self, n: int, w_dim: int = 16) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        self.mean = torch.linspace(-1.0, 1.0, w_dim)
+        self.mix = torch.randn(w_dim, w_dim, generator=g) / w_dim**0.5
+        self.latents = self.mean + torch.randn(n, w_dim, generator=g) @ self.mix.T
+        self.seen = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.latents[self.seen : self.seen + len(images)]
+        self.seen += len(images)
+        return out
+
+
+def test_fit_mapping_brings_samples_to_the_encoded_latents_distribution():
+    model = tiny_model()
+    model.encoder = GaussianLatents(2000)
+    target = model.encoder.latents
+    fitted = fit_mapping(model, torch.zeros(2000, 3, 32, 32), steps=400, rng=torch.Generator().manual_seed(0))
+    assert fitted["mapping_fit_relative_mse"] < 0.3 and fitted["mapping_fit_steps"] == 400
+    with torch.no_grad():
+        samples = model.generator.mapping(torch.randn(4000, 16, generator=torch.Generator().manual_seed(1)))
+    spread = target.std(0)
+    assert float(((samples.mean(0) - target.mean(0)).abs() / spread).max()) < 0.3  # centred where E puts images
+    assert 0.7 < float((samples.std(0) / spread).mean()) < 1.3
+    with torch.no_grad():
+        untrained = tiny_model().generator.mapping(torch.randn(4000, 16, generator=torch.Generator().manual_seed(1)))
+    assert float(((untrained.mean(0) - target.mean(0)).abs() / spread).max()) > 0.3  # the fit did the work
+
+
+def test_warm_up_epochs_are_an_autoencoder_and_leave_the_discriminator_alone():
+    images = faces_like()
+    recipe = StylExRecipe(batch_size=8, r1_interval=2, warmup_epochs=1, mapping_fit_steps=20)
+    model = tiny_model()
+    state = new_state(model, recipe, seed=0)
+    d_before = {k: v.clone() for k, v in state.discriminator.state_dict().items()}
+    set_phase(state, recipe)
+    assert [g["lr"] for g in state.optimiser.param_groups] == [2e-3, 2e-5, 1.5e-2]
+    assert state.optimiser.param_groups[0]["betas"] == (0.9, 0.99)
+    state.epoch = 1
+    set_phase(state, recipe)
+    assert [g["lr"] for g in state.optimiser.param_groups] == [2e-3, 2e-5, 2e-3]
+    assert state.optimiser.param_groups[2]["betas"] == (0.0, 0.99)
+    # one warm-up epoch alone: encoder terms only, D unchanged
+    state = train_stylex(tiny_model(), images, epochs=1, recipe=recipe, seed=0, progress=False)
+    assert set(state.history[0]) == {"l1", "latent"} and all_finite(state.history)
+    fresh = new_state(tiny_model(), recipe, seed=0).discriminator.state_dict()
+    assert all(torch.equal(fresh[k], v) for k, v in state.discriminator.state_dict().items())
+    assert all(torch.equal(d_before[k], v) for k, v in fresh.items())
+    # the next epoch fits the mapping network, then trains as a GAN (with the anchor term when asked)
+    anchored = StylExRecipe(batch_size=8, r1_interval=2, warmup_epochs=1, mapping_fit_steps=20, anchor_weight=0.1)
+    state = train_stylex(tiny_model(), images, epochs=2, recipe=anchored, seed=0, progress=False)
+    assert {"mapping_fit_relative_mse", "g_adv", "anchor", "d_loss", "e_adv"} <= set(state.history[1])
+    assert all_finite(state.history)
+
+
+def test_resume_across_the_warm_up_is_bit_identical(tmp_path):
+    images = faces_like()
+    recipe = StylExRecipe(batch_size=8, r1_interval=2, warmup_epochs=1, mapping_fit_steps=10, anchor_weight=0.1)
+    straight = tiny_model()
+    reference = train_stylex(straight, images, epochs=2, recipe=recipe, seed=5, progress=False)
+    train_stylex(tiny_model(), images, epochs=1, recipe=recipe, seed=5, checkpoint=tmp_path, progress=False)
+    resumed_model = tiny_model()
+    resumed = train_stylex(
+        resumed_model, images, epochs=2, recipe=recipe, seed=5, checkpoint=tmp_path, resume=True, progress=False
+    )
+    assert resumed.history == reference.history
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
+
+
+def test_cli_warm_starts_from_a_train_style_folder(tmp_path, capsys):
+    common = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--quiet"]
+    assert main([*common, "--epochs", "1", "--out", str(tmp_path / "plain")]) == 0
+    source = load_stylex(tmp_path / "plain")
+    out = tmp_path / "conditioned"
+    args = [*common, "--classifier", "mnist-cnn", "--epochs", "1", "--set", "warmup_epochs=1"]
+    assert main([*args, "--init-from", str(tmp_path / "plain"), "--out", str(out)]) == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["init_from"] == str(tmp_path / "plain") and "--init-from" in recipe["command"]
+    assert recipe["recipe"]["warmup_epochs"] == 1
+    trained = load_stylex(out)
+    assert not torch.equal(trained.generator.const, source.generator.const)  # copied, then trained
+    code = main([*common, "--epochs", "1", "--init-from", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert code == 2 and "not a vcex train-style folder" in capsys.readouterr().err
+    code = main([*common, "--epochs", "1", "--init-from", "mnist-cnn", "--out", str(tmp_path / "y")])
+    assert code == 2 and "is no style autoencoder" in capsys.readouterr().err

@@ -43,6 +43,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         help="override a hyperparameter of vcex.models.stylex.StylExRecipe, e.g. --set r1_gamma=1 (repeatable)",
     )
+    train.add_argument(
+        "--init-from",
+        default=None,
+        metavar="NAME|PATH",
+        help="warm start: copy a trained style autoencoder of the same size (a zoo name such as faces-style, whose "
+        "size is --config medium, or a plain train-style folder) before training; default: random initialisation",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     add_common(train)
     train.set_defaults(handler=run)
@@ -144,7 +151,7 @@ def _generator_size(side: int) -> tuple[int, int]:
 def command_line(args: argparse.Namespace) -> str:
     """The ``vcex train-style`` command that ``args`` stand for, every option spelt out (for the recipe)."""
     parts = ["vcex train-style", f"--dataset {args.dataset}", f"--config {args.config}", f"--epochs {args.epochs}"]
-    for flag in ("classifier", "batch_size", "n_train", "max_minutes"):
+    for flag in ("classifier", "batch_size", "n_train", "max_minutes", "init_from"):
         if getattr(args, flag) is not None:
             parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
     parts += [f"--set {setting}" for setting in args.set]
@@ -170,6 +177,7 @@ def run(args: argparse.Namespace) -> None:
         load_stylex,
         stylex_config,
         train_stylex,
+        warm_start,
     )
     from vcex.records import json_text, write_json
 
@@ -190,6 +198,7 @@ def run(args: argparse.Namespace) -> None:
         "classifier": name,
         "config": args.config,
         "train_images": len(images),
+        "init_from": args.init_from,
         "command": command_line(args),
         "versions": versions(),
     }
@@ -197,6 +206,8 @@ def run(args: argparse.Namespace) -> None:
         _check_resumable(out, record)
     torch.manual_seed(args.seed)
     model = StylExAutoencoder(config, pad=pad, classifier=classifier)
+    if args.init_from and not args.resume:
+        warm_start(model, _style_source(args.init_from, progress))
     started = time.perf_counter()
     state = train_stylex(
         model, images, epochs=args.epochs, recipe=recipe, perceptual=_perceptual(args.dataset, progress),
@@ -212,6 +223,27 @@ def run(args: argparse.Namespace) -> None:
     recipe_record.update({"wall_seconds_this_call": round(wall, 1), "figures": figures})
     write_json(out / RECIPE_FILE, recipe_record)
     print(json_text({"out": str(out), "epochs": state.epoch, "train_seconds": round(state.seconds, 1), **figures}))
+
+
+def _style_source(name: str, progress: bool) -> object:
+    """The style autoencoder that ``--init-from`` names: a train-style folder, or a zoo style model."""
+    from pathlib import Path
+
+    from vcex.errors import InputError
+    from vcex.models import load_model
+    from vcex.models.stylegan import StyleAutoencoder
+    from vcex.models.stylex import is_stylex_folder, load_stylex
+
+    if is_stylex_folder(Path(name)):
+        return load_stylex(name)
+    if Path(name).exists():
+        raise InputError(
+            f"--init-from {name}: not a vcex train-style folder (it needs weights.safetensors and recipe.json)"
+        )
+    source = load_model(name, progress=progress)
+    if not isinstance(source, StyleAutoencoder):
+        raise InputError(f"--init-from {name}: a {type(source).__name__} is no style autoencoder; use e.g. faces-style")
+    return source
 
 
 def _check_resumable(out: object, record: dict) -> None:

@@ -30,6 +30,7 @@ B.4); :class:`StylExAutoencoder` takes and returns images of the dataset's shape
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -111,12 +112,32 @@ class StylExRecipe:
     # 32x32 faces the latter outweighed the reconstruction (L1 0.25 -> 0.29 over 80 steps; at 0.1, 0.25 -> 0.23)
     adversarial_weight: float = 1.0
     reconstruction_adversarial_weight: float = 0.1
+    # a warm start for short CPU budgets (none of it is in the paper): the first ``warmup_epochs`` epochs are
+    # encoder batches alone (an autoencoder: no GAN batches, no adversarial terms, D untouched); then, when
+    # ``mapping_fit_steps`` > 0, the mapping network is regressed onto a Gaussian fit of the encoded training
+    # latents before the GAN batches start, so that its samples begin where the generator already draws faces
+    warmup_epochs: int = 0
+    mapping_fit_steps: int = 0
+    # the warm-up's optimiser is the autoencoder's that trained faces-style (vcex.models.stylegan): Adam betas
+    # (0.9, 0.99), the encoder at warmup_lr and the synthesis network at warmup_generator_lr (its equalised-lr
+    # layers need ~10x the encoder's rate); the GAN phase's betas and rates above take over with the GAN batches
+    warmup_lr: float = 2e-3
+    warmup_generator_lr: float = 1.5e-2
+    # GAN batches also ask E(G(w_z)) = w_z on a quarter of the batch (the latent-consistency term of
+    # vcex.models.stylegan's autoencoder): it keeps E trained on the generator's own latents, whose drift away
+    # from E's range made the first CPU runs' reconstructions collapse
+    anchor_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("warmup_epochs", "mapping_fit_steps"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.anchor_weight < 0:
+            raise InputError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
         for name in ("batch_size", "r1_interval"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "encoder_lr", "discriminator_lr", "mapping_lr_scale"):
+        for name in ("lr", "encoder_lr", "discriminator_lr", "mapping_lr_scale", "warmup_lr", "warmup_generator_lr"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.mixing_prob <= 1:
@@ -315,6 +336,18 @@ def new_state(model: StylExAutoencoder, recipe: StylExRecipe, seed: int) -> Styl
     return StylExState(model, discriminator, optimiser, d_optimiser, torch.Generator().manual_seed(seed))
 
 
+def set_phase(state: StylExState, recipe: StylExRecipe) -> None:
+    """Set the optimiser's rates and betas for the epoch ``state.epoch`` starts: the warm-up's (autoencoder) or
+    the GAN phase's (groups: encoder, mapping network, synthesis network)."""
+    warming_up = state.epoch < recipe.warmup_epochs
+    encoder, mapping, synthesis = state.optimiser.param_groups
+    encoder["lr"] = recipe.warmup_lr if warming_up else recipe.encoder_lr
+    mapping["lr"] = recipe.lr * recipe.mapping_lr_scale
+    synthesis["lr"] = recipe.warmup_generator_lr if warming_up else recipe.lr
+    for group in state.optimiser.param_groups:
+        group["betas"] = (0.9, recipe.beta2) if warming_up else (recipe.beta1, recipe.beta2)
+
+
 def save_checkpoint(state: StylExState, folder: str | Path, record: dict) -> None:
     """Write ``folder``/weights.safetensors (the model, with ``record``), discriminator.safetensors,
     optimisers.pt (optimiser states, random stream, counters: plain tensors and numbers) and recipe.json."""
@@ -396,25 +429,37 @@ def mixed_latents(
 
 def _gan_losses(state: StylExState, labels: Tensor | None, n: int, recipe: StylExRecipe) -> tuple[Tensor, Tensor, dict]:
     """A z-sampled batch: the generator's loss, the fakes (n, C, S, S) and the logged terms."""
-    fakes = state.model.generator.decode(mixed_latents(state.model, labels, n, recipe.mixing_prob, state.rng))
+    model = state.model
+    fakes = model.generator.decode(mixed_latents(model, labels, n, recipe.mixing_prob, state.rng))
     adversarial = _nonsaturating_loss(state.discriminator(fakes, labels))
-    return recipe.adversarial_weight * adversarial, fakes, {"g_adv": float(adversarial.detach())}
+    loss, terms = recipe.adversarial_weight * adversarial, {"g_adv": float(adversarial.detach())}
+    if recipe.anchor_weight > 0:
+        k = max(1, n // 4)
+        w = model.generator.mapping(torch.randn(k, model.config.w_dim, generator=state.rng)).detach()
+        rendered = model.generator.decode(model.latent(w, None if labels is None else labels[:k]))
+        anchor = (model.encoder(rendered) - w).abs().mean()
+        loss = loss + recipe.anchor_weight * anchor
+        terms["anchor"] = float(anchor.detach())
+    return loss, fakes, terms
 
 
 def _encoder_losses(
     state: StylExState, reals: Tensor, labels: Tensor | None, weights: Tensor | None,
-    perceptual: Callable[[Tensor], Tensor] | None, recipe: StylExRecipe,
+    perceptual: Callable[[Tensor], Tensor] | None, recipe: StylExRecipe, adversarial: bool = True,
 ) -> tuple[Tensor, Tensor, dict]:  # fmt: skip
-    """An encoder batch on ``reals`` (n, C, S, S): reconstruction, latent, classifier and adversarial terms, the
-    reconstructions (the fakes D then sees) and the logged terms."""
+    """An encoder batch on ``reals`` (n, C, S, S): reconstruction, latent, classifier and (when ``adversarial``)
+    adversarial terms, the reconstructions (the fakes D then sees) and the logged terms."""
     model = state.model
     w = model.encoder(reals)
     reconstruction = model.generator.decode(model.latent(w, labels))
     pixel = _l1_loss(reconstruction, reals, weights)
     latent = _latent_loss(model, reconstruction, w)
-    adversarial = _nonsaturating_loss(state.discriminator(reconstruction, labels))
-    loss = pixel + recipe.latent_weight * latent + recipe.reconstruction_adversarial_weight * adversarial
-    terms = {"l1": float(pixel.detach()), "latent": float(latent.detach()), "e_adv": float(adversarial.detach())}
+    loss = pixel + recipe.latent_weight * latent
+    terms = {"l1": float(pixel.detach()), "latent": float(latent.detach())}
+    if adversarial:
+        fooling = _nonsaturating_loss(state.discriminator(reconstruction, labels))
+        loss = loss + recipe.reconstruction_adversarial_weight * fooling
+        terms["e_adv"] = float(fooling.detach())
     seen, seen_reals = model.crop(reconstruction), model.crop(reals)  # the feature networks take dataset images
     if perceptual is not None:
         feature_loss = _perceptual_loss(perceptual, seen, seen_reals)
@@ -452,20 +497,88 @@ def _train_step(
     perceptual: Callable[[Tensor], Tensor] | None,
     recipe: StylExRecipe,
 ) -> dict:
-    """One step: a GAN batch on even steps, an encoder batch on odd ones; then D. Returns the logged terms."""
+    """One step: a GAN batch on even steps, an encoder batch on odd ones; then D. In the warm-up epochs every
+    step is an encoder batch without adversarial terms, and D rests. Returns the logged terms."""
     model = state.model
     labels = model.labels(model.crop(reals))
+    warming_up = state.epoch < recipe.warmup_epochs
     with _frozen(state.discriminator):
-        if state.step % 2 == 0:
+        if state.step % 2 == 0 and not warming_up:
             loss, fakes, terms = _gan_losses(state, labels, len(reals), recipe)
         else:
-            loss, fakes, terms = _encoder_losses(state, reals, labels, weights, perceptual, recipe)
+            loss, fakes, terms = _encoder_losses(
+                state, reals, labels, weights, perceptual, recipe, adversarial=not warming_up
+            )
         state.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         state.optimiser.step()
-    terms.update(_discriminator_step(state, reals, fakes, labels, recipe))
+    if not warming_up:
+        terms.update(_discriminator_step(state, reals, fakes, labels, recipe))
     state.step += 1
     return terms
+
+
+@torch.no_grad()
+def _encoded_latents(model: StylExAutoencoder, reals: Tensor, batch_size: int = 512) -> Tensor:
+    """E's w (N, w_dim) of images already in the generator's space (N, C, S, S), in eval mode."""
+    with evaluating(model):
+        return torch.cat([model.encoder(chunk) for chunk in reals.split(batch_size)])
+
+
+def fit_mapping(
+    model: StylExAutoencoder, reals: Tensor, steps: int, rng: torch.Generator, batch_size: int = 256, lr: float = 1e-2
+) -> dict[str, float]:
+    """Regress the mapping network onto a Gaussian fit of the encoded images: mapping(z) ~ mu + L z_n, with mu and
+    L L^T the mean and covariance of E's w over ``reals`` (N, C, S, S, in the generator's space) and z_n the
+    pixel-normalised z the network reads. Returns the fit's final error relative to the latents' variance
+    (``relative_mse``: 0 is exact, 1 is no better than mu) and the steps. A warm start: the GAN batches that
+    follow train the mapping network as StylEx does."""
+    w = _encoded_latents(model, reals)
+    mean = w.mean(0)
+    covariance = torch.cov(w.T) + 1e-5 * torch.eye(w.shape[1])
+    cholesky = torch.linalg.cholesky(covariance)
+    variance = float(covariance.diagonal().mean())
+    network = model.generator.mapping_net
+    optimiser = torch.optim.Adam(network.parameters(), lr=lr)
+    error = torch.tensor(float("nan"))
+    for _ in range(steps):
+        z = torch.randn(batch_size, model.config.w_dim, generator=rng)
+        target = mean + (z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)) @ cholesky.T
+        error = F.mse_loss(model.generator.mapping(z), target)
+        optimiser.zero_grad(set_to_none=True)
+        error.backward()
+        optimiser.step()
+    return {
+        "mapping_fit_relative_mse": round(float(error.detach()) / max(variance, 1e-12), 5),
+        "mapping_fit_steps": steps,
+    }
+
+
+def warm_start(model: StylExAutoencoder, source: StyleAutoencoder) -> None:
+    """Start ``model`` from a trained style autoencoder of the same sizes (e.g. the zoo's ``faces-style``): its
+    encoder and generator weights are copied; a conditioned model's affine layers get zero weights on the label
+    inputs (and their equalised-lr scale compensated), so the model begins as the source's function of w. Sizes
+    that differ are refused naming both configurations."""
+    mine, theirs = model.config, source.config
+    keys = ("image_size", "channels", "w_dim", "base_channels", "max_channels", "mapping_layers", "noise")
+    if any(getattr(mine, k) != getattr(theirs, k) for k in keys) or theirs.w_plus or theirs.label_dim:
+        sizes = ", ".join(f"{k} {getattr(mine, k)} vs {getattr(theirs, k)}" for k in keys)
+        raise InputError(
+            f"cannot warm-start from this style model: its sizes differ ({sizes}; w_plus {theirs.w_plus}, "
+            f"label_dim {theirs.label_dim}); pick the --config of the same size (faces-style: medium)"
+        )
+    target, given = model.state_dict(), source.state_dict()
+    rescale = math.sqrt(mine.style_input_dim / mine.w_dim)  # EqualLinear's scale is 1/sqrt(in_features)
+    with torch.no_grad():
+        for key, tensor in target.items():
+            value = given[key]
+            if value.shape == tensor.shape:
+                tensor.copy_(value)
+            elif key.endswith("affine.weight") and value.shape[1] == mine.w_dim:
+                tensor.zero_()
+                tensor[:, : mine.w_dim] = value * rescale
+            else:
+                raise InputError(f"cannot warm-start {key}: shape {tuple(tensor.shape)} vs {tuple(value.shape)}")
 
 
 def _check_training_inputs(model: StylExAutoencoder, images: Tensor, pixel_weights: Tensor | None, epochs: int) -> None:
@@ -529,13 +642,17 @@ def train_stylex(
                 break
             started = time.perf_counter()
             totals: dict[str, list[float]] = {}
+            set_phase(state, recipe)
+            if state.epoch == recipe.warmup_epochs and recipe.mapping_fit_steps > 0:
+                fitted = fit_mapping(model, reals_all, recipe.mapping_fit_steps, state.rng)
+                totals.update({key: [float(value)] for key, value in fitted.items()})
             for batch in torch.randperm(len(images), generator=state.rng).split(recipe.batch_size):
                 weights = None if pixel_weights is None else pixel_weights[batch]
                 terms = _train_step(state, reals_all[batch], weights, perceptual, recipe)
                 for key, value in terms.items():
                     totals.setdefault(key, []).append(value)
                 bar.update(1)
-                bar.set_postfix(d=f"{terms['d_loss']:.3g}", **({"l1": f"{terms['l1']:.3g}"} if "l1" in terms else {}))
+                bar.set_postfix({key: f"{terms[key]:.3g}" for key in ("d_loss", "l1") if key in terms})
             state.epoch += 1
             state.seconds += time.perf_counter() - started
             state.history.append({key: round(sum(v) / len(v), 5) for key, v in totals.items()})
@@ -601,12 +718,15 @@ __all__ = [
     "StylExRecipe",
     "StylExState",
     "attribute_confidence",
+    "fit_mapping",
     "is_stylex_folder",
     "load_checkpoint",
     "load_stylex",
     "mixed_latents",
     "new_state",
     "save_checkpoint",
+    "set_phase",
     "stylex_config",
     "train_stylex",
+    "warm_start",
 ]
