@@ -266,10 +266,13 @@ def _check_resumable(out: object, record: dict) -> None:
 
 def _figures(model: object, dataset: str, images: object, test_images: object, progress: bool, seed: int) -> dict:
     """Held-out reconstruction PSNR and (faces) the attribute oracle's mean confidence per attribute on samples
-    against real test faces."""
+    against real test faces, and the Frechet distance of samples and reconstructions to real test faces in the
+    oracle's penultimate features."""
     import torch
 
     from vcex.data.profiles import profile_for
+    from vcex.evaluation import frechet_distance
+    from vcex.evaluation.features import penultimate_features
     from vcex.models import load_model
     from vcex.models.stylegan import reconstruction_psnr
     from vcex.models.stylex import attribute_confidence
@@ -282,8 +285,17 @@ def _figures(model: object, dataset: str, images: object, test_images: object, p
     samples = _samples(model, images, JUDGED_IMAGES, seed)
     real = attribute_confidence(oracle, test_images[:JUDGED_IMAGES])
     fake = attribute_confidence(oracle, samples)
-    reconstructed = attribute_confidence(oracle, torch.cat([model(c) for c in test_images[:JUDGED_IMAGES].split(250)]))
+    reconstructed_images = torch.cat([model(chunk) for chunk in test_images[:JUDGED_IMAGES].split(250)])
+    reconstructed = attribute_confidence(oracle, reconstructed_images)
     names = oracle.attribute_names
+    features = penultimate_features(oracle)
+    real_features = features(test_images[:JUDGED_IMAGES])
+    # the Frechet distance in the oracle's features; real against real (training faces) is its floor at this N
+    figures["oracle_frechet"] = {
+        "samples": round(frechet_distance(real_features, features(samples)), 3),
+        "reconstructions": round(frechet_distance(real_features, features(reconstructed_images)), 3),
+        "real_train": round(frechet_distance(real_features, features(images[:JUDGED_IMAGES])), 3),
+    }
     figures["oracle_confidence"] = {
         "real": {n: round(float(v), 4) for n, v in zip(names, real)},
         "samples": {n: round(float(v), 4) for n, v in zip(names, fake)},
