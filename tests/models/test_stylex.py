@@ -332,3 +332,20 @@ def test_cli_warm_starts_from_a_train_style_folder(tmp_path, capsys):
     assert code == 2 and "not a vcex train-style folder" in capsys.readouterr().err
     code = main([*common, "--epochs", "1", "--init-from", "mnist-cnn", "--out", str(tmp_path / "y")])
     assert code == 2 and "is no style autoencoder" in capsys.readouterr().err
+
+
+def test_explain_takes_a_train_style_folder_as_latent_model(tmp_path):
+    from vcex.models.user import load_user_latent_model
+
+    out = tmp_path / "run"
+    args = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    loaded = load_user_latent_model(str(out))
+    assert isinstance(loaded, StylExAutoencoder) and loaded.source["train_style"] == str(out.resolve())
+    explained = tmp_path / "explained"
+    common = ["explain", "--dataset", "mnist", "--n", "2", "--max-steps", "2", "--quiet", "--latent-model", str(out)]
+    assert main([*common, "--space", "style", "--out", str(explained)]) == 0
+    metrics = json.loads((explained / "metrics.json").read_text())
+    assert metrics["latent_model"]["train_style"] == str(out.resolve())
+    with pytest.raises(InputError, match="holds its own weights"):
+        load_user_latent_model(str(out), weights=str(out / "weights.safetensors"))

@@ -135,7 +135,8 @@ def add_model_forms(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latent-model",
         default=None,
-        help="your own latent model instead of the dataset's: a TorchScript file whose module exports encode and "
+        help="your own latent model instead of the dataset's: a folder written by vcex train-style, a TorchScript "
+        "file whose module exports encode and "
         "decode (@torch.jit.export), or package.module:factory returning an nn.Module with both (with "
         "--latent-weights); decode(encode(x)) must give [0, 1] images of the dataset's shape",
     )

@@ -295,7 +295,9 @@ def check_user_classifier(classifier: Classifier, images: torch.Tensor, num_clas
 def load_user_latent_model(
     spec: str, weights: str | Path | None = None, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
-    """A user's latent model (``encode``/``decode``) from the forms ``--classifier`` takes: a TorchScript file whose
+    """A user's latent model (``encode``/``decode``) from the forms ``--classifier`` takes: a folder written by
+    ``vcex train-style`` (returned as its :class:`~vcex.models.stylex.StylExAutoencoder`, with W and StyleSpace), a
+    TorchScript file whose
     module exports ``encode`` and ``decode`` (``@torch.jit.export``), or ``package.module:factory`` returning an
     ``nn.Module`` with both, its weights from ``weights`` (safetensors). Returned as vcex's
     :class:`~vcex.models.latent.UserLatentModel` (whose ``encode`` also takes a VAE's ``(mean, log-variance)``),
@@ -303,6 +305,15 @@ def load_user_latent_model(
     from vcex.models.latent import UserLatentModel
 
     flag = "--latent-model"
+    from vcex.models.stylex import WEIGHTS_FILE, is_stylex_folder, load_stylex
+
+    if is_stylex_folder(Path(spec)):  # a style generator trained by `vcex train-style`: vcex's own, W and StyleSpace
+        if weights is not None:
+            raise InputError("--latent-weights is for an entry point; a train-style folder holds its own weights")
+        stylex = load_stylex(spec).to(map_location)
+        folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
+        stylex.source = {"train_style": str(folder.resolve()), "sha256": file_sha256(folder / WEIGHTS_FILE)}
+        return stylex
     if ENTRY_POINT.match(spec) and not spec.lower().endswith(SCRIPT_SUFFIXES):
         model = _load_entry_point(spec, flag)
         source: dict[str, object] = {"entry_point": spec}
