@@ -15,11 +15,26 @@ def test_a_latent_model_without_stylespace_gets_one_line(capsys):
     assert "Traceback" not in error
 
 
-def test_a_dataset_without_attribute_oracle_is_refused(capsys, tmp_path):
+def test_a_dataset_without_a_zoo_style_generator_is_told_how_to_get_one(capsys, tmp_path):
     code = main(["stylespace", "probe", "--dataset", "mnist", "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 2
-    assert "reads an attribute oracle, and --dataset mnist has none" in capsys.readouterr().err
+    assert "mnist has no style generator in the zoo: train one with vcex train-style" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_digits_probe_reads_the_oracle_one_vs_all_per_class(tmp_path, capsys):
+    style = tmp_path / "style"
+    train = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
+    assert main([*train, "--out", str(style)]) == 0
+    out = tmp_path / "probe"
+    args = ["stylespace", "probe", "--dataset", "mnist", "--latent-model", str(style), "--n", "3", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    record = json.loads((out / "probe.json").read_text())
+    assert record["attribute_names"] == [str(digit) for digit in range(10)]
+    assert record["attribute_oracle"] == "mnist-oracle (one-vs-all per class)"
+    assert {row["factor"] for row in record["coordinates"]} <= set(record["attribute_names"])
+    assert all(0 <= row["purity"] <= 1 for row in record["coordinates"])
+    capsys.readouterr()
 
 
 # every one of the shipped generator's 832 coordinates, twice, on two faces: seconds on one CPU thread

@@ -183,3 +183,14 @@ def test_shift_strip_moves_only_the_shifted_colour(setup: tuple) -> None:
     colour = strip.mean(dim=(3, 4))  # (3 rows, n, RGB)
     assert (colour[2, :, 0] > colour[0, :, 0]).all() and (colour[1, :, 0] < colour[0, :, 0]).all()
     torch.testing.assert_close(colour[1:, :, 1:], colour[:1, :, 1:].expand(2, -1, -1))
+
+
+def test_one_vs_all_oracle_reads_each_class_probability_through_a_sigmoid():
+    from vcex.evaluation.stylespace import OneVsAllOracle
+
+    torch.manual_seed(0)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    oracle = OneVsAllOracle(classifier, ["a", "b", "c", "d"])
+    images = torch.rand(5, 3, 2, 2)
+    assert torch.allclose(torch.sigmoid(oracle(images)), torch.softmax(classifier(images), 1), atol=1e-5)
+    assert oracle.attribute_names == ("a", "b", "c", "d")

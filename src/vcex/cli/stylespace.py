@@ -89,21 +89,30 @@ def _load(args: argparse.Namespace) -> tuple:
     from vcex.data import load_dataset
     from vcex.data.profiles import profile_for
     from vcex.errors import InputError
+    from vcex.evaluation.stylespace import OneVsAllOracle
     from vcex.models import load_model
     from vcex.pipeline import dataset_for
 
     name = dataset_for(args.dataset, args.classifier)
     profile = profile_for(name)
-    if profile.attribute_oracle is None:
-        raise InputError(f"vcex stylespace reads an attribute oracle, and --dataset {args.dataset} has none: use faces")
-    latent_name = args.latent_model or profile.latent_model or f"{name}-vae"
+    latent_name = args.latent_model or profile.latent_model
+    if latent_name is None:
+        raise InputError(
+            f"--dataset {args.dataset} has no style generator in the zoo: train one with vcex train-style --dataset "
+            f"{args.dataset} and give its folder as --latent-model"
+        )
     progress = not args.quiet
-    say(args, f"loading {latent_name}, {profile.attribute_oracle} and {name}-cnn")
+    # the digits have no attribute oracle: their independent oracle classifier is read one-vs-all per class
+    oracle_name = profile.attribute_oracle or f"{name}-oracle (one-vs-all per class)"
+    say(args, f"loading {latent_name}, {oracle_name} and {name}-cnn")
     latent_model = load_style_model(latent_name, progress=progress)
-    oracle = load_model(profile.attribute_oracle, progress=progress)
+    test = load_dataset(name, "test")
+    if profile.attribute_oracle is not None:
+        oracle = load_model(profile.attribute_oracle, progress=progress)
+    else:
+        oracle = OneVsAllOracle(load_model(f"{name}-oracle", progress=progress), test.class_names)
     classifier = load_model(f"{name}-cnn", progress=progress)
-    images = load_dataset(name, "test").images[: args.n]
-    return name, latent_name, profile.attribute_oracle, latent_model, oracle, classifier, images
+    return name, latent_name, oracle_name, latent_model, oracle, classifier, test.images[: args.n]
 
 
 def run(args: argparse.Namespace) -> None:

@@ -32,6 +32,22 @@ from vcex.models.state import evaluating
 
 Tensor = torch.Tensor
 
+
+class OneVsAllOracle(torch.nn.Module):
+    """A classifier read as one binary attribute per class, for datasets without an attribute oracle (the digits):
+    ``forward(images) -> (N, K)`` logits whose sigmoid is the classifier's softmax probability of each class, so the
+    probe reports per coordinate the class it moves most and how purely. ``attribute_names``: the class names."""
+
+    def __init__(self, classifier: torch.nn.Module, class_names: Sequence[str]) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.attribute_names = tuple(class_names)
+
+    def forward(self, images: Tensor) -> Tensor:
+        probabilities = torch.softmax(self.classifier(images), dim=1)
+        return torch.logit(probabilities.clamp(1e-6, 1 - 1e-6))
+
+
 # what a latent model must have for the probe (StyleAutoencoder and StyleGenerator have them)
 STYLESPACE_METHODS = ("encode", "styles", "decode_styles", "style_layout")
 
