@@ -193,4 +193,15 @@ def test_one_vs_all_oracle_reads_each_class_probability_through_a_sigmoid():
     oracle = OneVsAllOracle(classifier, ["a", "b", "c", "d"])
     images = torch.rand(5, 3, 2, 2)
     assert torch.allclose(torch.sigmoid(oracle(images)), torch.softmax(classifier(images), 1), atol=1e-5)
-    assert oracle.attribute_names == ("a", "b", "c", "d")
+    assert oracle.attribute_names == ("a", "b", "c", "d") and oracle.readings_sum_to_one
+
+
+def test_a_class_probability_reading_counts_the_moved_mass_once():
+    from vcex.evaluation.stylespace import _table
+
+    # one coordinate moving 0.4 of probability from class 0 to class 1 on every image, under both signs
+    absolute = torch.tensor([[[0.4, 0.4, 0.0], [0.4, 0.4, 0.0]]])
+    sums = {"absolute": absolute, "signed": absolute, "odds": None, "flipped": torch.zeros(1, 2, 3, dtype=torch.bool)}
+    args = (sums, ("0", "1", "2"), torch.tensor([0]), ["4.conv0:0"], torch.tensor([False]), torch.tensor([1.0]), 3, 2)
+    assert float(_table(*args).purity[0]) == pytest.approx(0.5)  # read as independent attributes: two alike
+    assert float(_table(*args, moved_twice=True).purity[0]) == pytest.approx(1.0)  # one digit pair alone

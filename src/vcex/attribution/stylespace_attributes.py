@@ -23,7 +23,13 @@ import torch
 from vcex.cache import cache_dir, data_fingerprint, parameter_fingerprint
 from vcex.checks import check_positive_finite
 from vcex.errors import InputError
-from vcex.evaluation.stylespace import coordinate_names, decode_coordinate_shifts, decode_edits, stylespace_model
+from vcex.evaluation.stylespace import (
+    coordinate_names,
+    decode_coordinate_shifts,
+    decode_edits,
+    stylespace_model,
+    top_and_purity,
+)
 from vcex.models.state import evaluating
 from vcex.progress import progress_bar
 from vcex.records import atomic_path
@@ -439,8 +445,8 @@ def decode_with_offset(latent_model: object, images: Tensor, offset: Tensor, bat
 def oracle_reading(attribute_oracle: Callable[[Tensor], Tensor], before: Tensor, after: Tensor) -> tuple[int, float]:
     """The attribute an edit moves most and its purity, as the StyleSpace probe reads them: the mean |delta p| of
     the oracle's sigmoid readings per attribute between ``before`` and ``after`` (N, C, H, W); purity is the top
-    attribute's share of the total (0 where nothing moves)."""
+    attribute's share of the total (0 where nothing moves; of the moved mass for class-probability readings)."""
     with evaluating(attribute_oracle):
         change = (torch.sigmoid(attribute_oracle(after)) - torch.sigmoid(attribute_oracle(before))).abs().mean(dim=0)
-    total = float(change.sum())
-    return int(change.argmax()), float(change.max()) / total if total > 0 else 0.0
+    top, purity = top_and_purity(change, bool(getattr(attribute_oracle, "readings_sum_to_one", False)))
+    return int(top), float(purity)

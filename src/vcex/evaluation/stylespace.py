@@ -36,7 +36,14 @@ Tensor = torch.Tensor
 class OneVsAllOracle(torch.nn.Module):
     """A classifier read as one binary attribute per class, for datasets without an attribute oracle (the digits):
     ``forward(images) -> (N, K)`` logits whose sigmoid is the classifier's softmax probability of each class, so the
-    probe reports per coordinate the class it moves most and how purely. ``attribute_names``: the class names."""
+    probe reports per coordinate the class it moves most and how purely. ``attribute_names``: the class names.
+
+    Its readings sum to one, so every change moves probability from some classes to others and the sum of
+    |delta p| counts the moved mass twice: the probe then takes purity as the top class's share of the moved mass
+    (half the sum), so a coordinate that moves probability between two digits alone is 1 pure, as a faces
+    coordinate that moves one attribute alone is (``readings_sum_to_one``)."""
+
+    readings_sum_to_one = True
 
     def __init__(self, classifier: torch.nn.Module, class_names: Sequence[str]) -> None:
         super().__init__()
@@ -200,7 +207,10 @@ def stylespace_probe(
             coordinates, k, batch_size,
         )  # fmt: skip
     labels = [all_names[int(c)] for c in coordinates]
-    return _table(sums, names, coordinates, labels, all_torgb[coordinates], style_std[coordinates], k, len(images))
+    moved_twice = bool(getattr(attribute_oracle, "readings_sum_to_one", False))
+    return _table(
+        sums, names, coordinates, labels, all_torgb[coordinates], style_std[coordinates], k, len(images), moved_twice
+    )
 
 
 def _checked_coordinates(coordinates: Tensor | Sequence[int] | None, size: int) -> Tensor:
@@ -310,6 +320,16 @@ def decode_coordinate_shifts(
     yield from decode_edits(model, styles, shift, 2 * len(coordinates), batch_size=batch_size, start=start, stop=stop)
 
 
+def top_and_purity(change: Tensor, moved_twice: bool = False) -> tuple[Tensor, Tensor]:
+    """From mean |delta p| per attribute ``change`` (..., A): the attribute moved most (...,) and its purity (...,):
+    its share of the total (0 where nothing moves), or with ``moved_twice`` (readings that sum to one) of half the
+    total, capped at 1."""
+    total = change.sum(dim=-1) / (2 if moved_twice else 1)
+    top_share, top = change.max(dim=-1)
+    purity = torch.where(total > 0, (top_share / total.clamp_min(1e-12)).clamp(max=1), torch.zeros_like(total))
+    return top, purity
+
+
 def _table(
     sums: dict[str, Tensor],
     attribute_names: tuple[str, ...],
@@ -319,12 +339,12 @@ def _table(
     style_std: Tensor,
     k: float,
     num_images: int,
+    moved_twice: bool = False,
 ) -> StyleSpaceProbe:
-    """Purity, top attribute and flip share from the accumulated sums."""
+    """Purity, top attribute and flip share from the accumulated sums; ``moved_twice``: the readings sum to one
+    (class probabilities), so the moved mass is half the total change."""
     change = sums["absolute"].mean(dim=1)  # (S', A): over both signs
-    total = change.sum(dim=1)
-    top_share, top = change.max(dim=1)
-    purity = torch.where(total > 0, top_share / total.clamp_min(1e-12), torch.zeros_like(total))
+    top, purity = top_and_purity(change, moved_twice)
     flips = sums["flipped"].float().mean(dim=1)  # (S', A)
     flip_share = flips.gather(1, top[:, None]).squeeze(1)
     return StyleSpaceProbe(
