@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from vcex.cli import main
 
@@ -15,11 +16,27 @@ def test_a_latent_model_without_stylespace_gets_one_line(capsys):
     assert "Traceback" not in error
 
 
-def test_a_dataset_without_a_zoo_style_generator_is_told_how_to_get_one(capsys, tmp_path):
-    code = main(["stylespace", "probe", "--dataset", "mnist", "--out", str(tmp_path / "out"), "--quiet"])
+def test_a_dataset_without_a_style_generator_is_told_how_to_get_one(capsys, tmp_path):
+    code = main(["stylespace", "probe", "--dataset", "fashion", "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 2
-    assert "mnist has no style generator in the zoo: train one with vcex train-style" in capsys.readouterr().err
+    assert "fashion has no style generator in the zoo: train one with vcex train-style" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_digit_generator_is_the_digits_default(tmp_path, capsys):
+    from vcex.models.stylex import load_stylex, resolve_stylex
+
+    model = load_stylex("mnist-stylex")
+    assert model.conditioned and model.image_shape == (1, 28, 28) and resolve_stylex("mnist-stylex").is_dir()
+    digits = torch.zeros(3, 1, 28, 28)
+    digits[:, :, 6:22, 12:16] = 1.0  # three "1"s
+    with torch.no_grad():
+        assert float((model(digits) - digits).abs().mean()) < 0.1  # it reconstructs a stroke, not a blank
+    out = tmp_path / "probe"
+    args = ["stylespace", "probe", "--dataset", "mnist", "--n", "2", "--batch-size", "1024", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert json.loads((out / "probe.json").read_text())["latent_model"] == "mnist-stylex"
+    capsys.readouterr()
 
 
 def test_the_digits_probe_reads_the_oracle_one_vs_all_per_class(tmp_path, capsys):

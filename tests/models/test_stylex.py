@@ -349,3 +349,23 @@ def test_explain_takes_a_train_style_folder_as_latent_model(tmp_path):
     assert metrics["latent_model"]["train_style"] == str(out.resolve())
     with pytest.raises(InputError, match="holds its own weights"):
         load_user_latent_model(str(out), weights=str(out / "weights.safetensors"))
+
+
+def test_a_shipped_generator_loads_by_name_as_a_latent_model():
+    from vcex.errors import CacheError
+    from vcex.models.stylex import resolve_stylex, shipped_stylex_folder
+    from vcex.models.user import load_user_latent_model
+
+    loaded = load_user_latent_model("mnist-stylex")
+    assert isinstance(loaded, StylExAutoencoder) and loaded.source["stylex"] == "mnist-stylex"
+    assert len(loaded.source["sha256"]) == 64
+    assert resolve_stylex("not-a-generator") is None and shipped_stylex_folder("mnist-cnn") is None
+    assert json.loads((shipped_stylex_folder("mnist-stylex") / "recipe.json").read_text())["dataset"] == "mnist"
+    with pytest.raises(CacheError, match="missing from this vcex installation"):
+        import vcex.models.stylex as stylex
+
+        stylex.SHIPPED_STYLEX["faces-nothing"] = "a name without files"
+        try:
+            shipped_stylex_folder("faces-nothing")
+        finally:
+            del stylex.SHIPPED_STYLEX["faces-nothing"]

@@ -9,6 +9,9 @@ from vcex.cli.options import add_common, add_dataset, add_n, add_out, positive_c
 
 # decoded images in the strip of each factor's best channel: a row that fits a page
 STRIP_IMAGES = 6
+# the style generator each dataset's StyleSpace commands read by default (shipped StylEx generators); else the
+# dataset's latent model (faces: faces-style)
+DEFAULT_STYLE = {"mnist": "mnist-stylex"}
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -77,10 +80,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def load_style_model(name_or_path: str, progress: bool = True) -> object:
     """A zoo model by name, or the model in a folder written by ``vcex train-style`` (or its weights file)."""
     from vcex.models import load_model
-    from vcex.models.stylex import is_stylex_folder, load_stylex
+    from vcex.models.stylex import load_stylex, resolve_stylex
 
-    if is_stylex_folder(name_or_path):
-        return load_stylex(name_or_path)
+    folder = resolve_stylex(name_or_path)
+    if folder is not None:
+        return load_stylex(folder)
     return load_model(name_or_path, progress=progress)
 
 
@@ -95,7 +99,7 @@ def _load(args: argparse.Namespace) -> tuple:
 
     name = dataset_for(args.dataset, args.classifier)
     profile = profile_for(name)
-    latent_name = args.latent_model or profile.latent_model
+    latent_name = args.latent_model or DEFAULT_STYLE.get(name) or profile.latent_model
     if latent_name is None:
         raise InputError(
             f"--dataset {args.dataset} has no style generator in the zoo: train one with vcex train-style --dataset "

@@ -669,6 +669,33 @@ def train_stylex(
 # --------------------------------------------------------------------------------------------
 
 
+# StylEx generators that ship with vcex, by name: folders under vcex/weights/stylex/ holding the weights and
+# recipe.json (the command, recipe, history and figures) of a `vcex train-style` run (scripts/ship_stylex.py)
+SHIPPED_STYLEX = {
+    "mnist-stylex": "StylEx generator of the digits (32x32, padded), conditioned on mnist-cnn",
+}
+
+
+def shipped_stylex_folder(name: str) -> Path | None:
+    """The folder of the shipped StylEx generator called ``name`` (see ``SHIPPED_STYLEX``), or None for another
+    name; a known name whose files are missing from this installation is refused in one line."""
+    if name not in SHIPPED_STYLEX:
+        return None
+    folder = Path(__file__).resolve().parents[1] / "weights" / "stylex" / name
+    if not is_stylex_folder(folder):
+        raise CacheError(f"{name}'s files are missing from this vcex installation ({folder}); reinstall vcex")
+    return folder
+
+
+def resolve_stylex(name_or_path: str | Path) -> Path | None:
+    """The train-style folder that ``name_or_path`` names: a shipped generator's name or a folder (or its weights
+    file) written by ``vcex train-style``; None for anything else."""
+    shipped = shipped_stylex_folder(str(name_or_path))
+    if shipped is not None:
+        return shipped
+    return Path(name_or_path) if is_stylex_folder(name_or_path) else None
+
+
 def is_stylex_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by :func:`train_stylex` (or its weights file)."""
     path = Path(path)
@@ -677,9 +704,10 @@ def is_stylex_folder(path: str | Path) -> bool:
 
 
 def load_stylex(path: str | Path, classifier: Callable[[Tensor], Tensor] | None = None) -> StylExAutoencoder:
-    """The model in a folder written by ``vcex train-style`` (or its weights.safetensors), in eval mode. A
-    conditioned one needs its classifier: ``classifier``, or the zoo model its recipe names."""
-    path = Path(path)
+    """The model in a folder written by ``vcex train-style`` (or its weights.safetensors), or a shipped one by name
+    (``SHIPPED_STYLEX``), in eval mode. A conditioned one needs its classifier: ``classifier``, or the zoo model
+    its recipe names."""
+    path = shipped_stylex_folder(str(path)) or Path(path)
     folder = path.parent if path.is_file() else path
     if not is_stylex_folder(folder):
         raise InputError(f"{path} is not a vcex train-style folder: it needs {WEIGHTS_FILE} and {RECIPE_FILE}")
@@ -716,6 +744,7 @@ __all__ = [
     "ConditionalDiscriminator",
     "StylExAutoencoder",
     "StylExRecipe",
+    "SHIPPED_STYLEX",
     "StylExState",
     "attribute_confidence",
     "fit_mapping",
@@ -724,8 +753,10 @@ __all__ = [
     "load_stylex",
     "mixed_latents",
     "new_state",
+    "resolve_stylex",
     "save_checkpoint",
     "set_phase",
+    "shipped_stylex_folder",
     "stylex_config",
     "train_stylex",
     "warm_start",

@@ -305,14 +305,16 @@ def load_user_latent_model(
     from vcex.models.latent import UserLatentModel
 
     flag = "--latent-model"
-    from vcex.models.stylex import WEIGHTS_FILE, is_stylex_folder, load_stylex
+    from vcex.models.stylex import SHIPPED_STYLEX, WEIGHTS_FILE, load_stylex, resolve_stylex
 
-    if is_stylex_folder(Path(spec)):  # a style generator trained by `vcex train-style`: vcex's own, W and StyleSpace
+    stylex_folder = resolve_stylex(spec)
+    if stylex_folder is not None:  # a style generator trained by `vcex train-style` (or shipped): W and StyleSpace
         if weights is not None:
             raise InputError("--latent-weights is for an entry point; a train-style folder holds its own weights")
-        stylex = load_stylex(spec).to(map_location)
-        folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
-        stylex.source = {"train_style": str(folder.resolve()), "sha256": file_sha256(folder / WEIGHTS_FILE)}
+        stylex = load_stylex(stylex_folder).to(map_location)
+        folder = stylex_folder if stylex_folder.is_dir() else stylex_folder.parent
+        where = {"stylex": spec} if spec in SHIPPED_STYLEX else {"train_style": str(folder.resolve())}
+        stylex.source = {**where, "sha256": file_sha256(folder / WEIGHTS_FILE)}
         return stylex
     if ENTRY_POINT.match(spec) and not spec.lower().endswith(SCRIPT_SUFFIXES):
         model = _load_entry_point(spec, flag)
