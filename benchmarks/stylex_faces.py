@@ -130,7 +130,8 @@ def measure(args: argparse.Namespace) -> dict:
     stylex = load_stylex(model_dir)
     recipe = json.loads((model_dir / "recipe.json").read_text())
     generators = {}
-    for name, model, folder in ((BASELINE, None, work / BASELINE), ("stylex", str(model_dir), work / "stylex")):
+    judged = ((BASELINE, None, work / BASELINE), ("stylex", str(model_dir), work / model_dir.resolve().name))
+    for name, model, folder in judged:
         latent_model = stylex if model else load_model(BASELINE, progress=False)
         fidelity = _cached(folder / "fidelity.json", lambda lm=latent_model: _fidelity(lm))
         if model:
@@ -144,13 +145,15 @@ def measure(args: argparse.Namespace) -> dict:
                       "bar": _bar(probe), "best_per_factor": probe["summary"]["best_per_factor"]},
             "attack": attack,
         }  # fmt: skip
-    strips = work / "stylex" / "probe" / "probe.html"
-    (DOCS / "stylex-faces").mkdir(parents=True, exist_ok=True)
-    shutil.copy(strips, DOCS / "stylex-faces" / "probe.html")
+    strips = work / model_dir.resolve().name / "probe" / "probe.html"
+    assets = Path(args.out).with_suffix("")  # beside the page, named after it
+    assets.mkdir(parents=True, exist_ok=True)
+    shutil.copy(strips, assets / "probe.html")
     for picture in ("samples.png", "reconstructions.png"):
         if (model_dir / picture).exists():
-            shutil.copy(model_dir / picture, DOCS / "stylex-faces" / picture)
+            shutil.copy(model_dir / picture, assets / picture)
     return {
+        "assets": assets.name,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "versions": versions(),
         "training": {key: recipe.get(key) for key in ("command", "epochs_done", "steps_done", "train_seconds",
@@ -186,7 +189,7 @@ def render(record: dict) -> str:
         f"Frechet distance in the oracle's penultimate features to 500 real test faces: samples "
         f"{_f(frechet.get('samples'), 2)}, reconstructions {_f(frechet.get('reconstructions'), 2)}, 500 real "
         f"training faces {_f(frechet.get('real_train'), 2)} (the floor at this N). "
-        "[samples](stylex-faces/samples.png), [reconstructions](stylex-faces/reconstructions.png).",
+        f"[samples]({record['assets']}/samples.png), [reconstructions]({record['assets']}/reconstructions.png).",
         "",
         "## The probe, the attack and the encoder, beside the baseline",
         "",
@@ -216,7 +219,8 @@ def render(record: dict) -> str:
         for g in generators.values()])  # fmt: skip
     table.append(["held-out PSNR (dB)"] + [_f(g["fidelity"]["psnr"], 2) for g in generators.values()])
     lines += markdown_table(header, table)
-    lines += ["", "The StylEx generator's probe strips: [stylex-faces/probe.html](stylex-faces/probe.html).", ""]
+    page = f"{record['assets']}/probe.html"
+    lines += ["", f"The StylEx generator's probe strips: [{page}]({page}).", ""]
     return "\n".join(lines)
 
 

@@ -60,8 +60,9 @@ def measure(args: argparse.Namespace) -> dict:
         "training": {key: recipe.get(key) for key in ("command", "epochs_done", "steps_done", "train_seconds")},
         "figures": recipe.get("figures", {}),
         "probe": {"n": probe["n"], "seconds": probe["seconds"], "kinds": _kinds(probe), "per_digit": per_digit},
-        "finds": {method: {"seconds": found.get("seconds"), "top": found.get("top", found.get("attributes")),
-                           "explained_share": found.get("explained_share")} for method, found in finds.items()},
+        "finds": {method: {"seconds": found["search_seconds"], "top": found["attributes"],
+                           "explained_share": found.get("explained_share"), "sufficiency": found.get("sufficiency")}
+                  for method, found in finds.items()},
         "attack": {key: attack.get(key) for key in ("validity", "oracle_agreement", "knn_agreement", "l2",
                                                     "identity_preservation", "threshold")},
     }  # fmt: skip
@@ -107,8 +108,12 @@ def render(record: dict) -> str:
                 for a in attributes[:4]
             )
             share = (found.get("explained_share") or {}).get(target)
-            rows.append([target, names or "(no coordinate moves it)", _f(share, 2)])
-        lines += markdown_table(["toward digit", "top 4: coordinate -> digit it moves (purity)", "explained"], rows)
+            sufficiency = (found.get("sufficiency") or {}).get(target) or []
+            ends = sufficiency[:1] + sufficiency[-1:]
+            explained = _f(share, 2) if share is not None else " / ".join(_f(v, 2) for v in ends)
+            rows.append([target, names or "(no coordinate moves it)", explained])
+        header = "explained share" if method == "eigenfind" else "sufficiency at k = 1 / 10"
+        lines += markdown_table(["toward digit", "top 4: coordinate -> digit it moves (purity)", header], rows)
         lines.append("")
     attack = record["attack"]
     lines += [

@@ -12,7 +12,7 @@ from torch import nn
 
 from vcex.cli import main
 from vcex.cli.stylespace import load_style_model
-from vcex.cli.train_style import classifier_name, recipe_from
+from vcex.cli.train_style import classifier_name, preset_values, recipe_from
 from vcex.errors import InputError
 from vcex.evaluation.stylespace import stylespace_probe
 from vcex.models.latent import LatentModel
@@ -199,6 +199,8 @@ def test_cli_trains_conditioned_digits_and_resumes(tmp_path, capsys):
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["classifier"] == "mnist-cnn" and recipe["model"]["label_dim"] == 10 and recipe["model"]["pad"] == 2
     assert recipe["command"].startswith("vcex train-style --dataset mnist --config tiny --epochs 1")
+    assert "--preset cpu" in recipe["command"] and recipe["recipe"]["warmup_epochs"] == 1  # the default preset
+    assert recipe["recipe"]["lr"] == 2e-4 and recipe["recipe"]["mapping_fit_steps"] == 1000
     assert {"test_psnr"} <= set(recipe["figures"]) and (out / "samples.png").exists()
     code = main([*common, "--epochs", "1", "--out", str(out), "--quiet"])
     assert code == 2 and "already holds a training run" in capsys.readouterr().err
@@ -369,3 +371,11 @@ def test_a_shipped_generator_loads_by_name_as_a_latent_model():
             shipped_stylex_folder("faces-nothing")
         finally:
             del stylex.SHIPPED_STYLEX["faces-nothing"]
+
+
+def test_presets_set_the_warm_up_and_the_set_overrides_win():
+    assert preset_values("cpu", 36, warm_started=False)["warmup_epochs"] == 12
+    assert preset_values("cpu", 36, warm_started=True)["warmup_epochs"] == 0
+    assert preset_values("stylegan2", 36, warm_started=False) == {}
+    recipe = recipe_from(["lr=0.001"], 8, preset_values("cpu", 9, warm_started=False))
+    assert recipe.lr == 0.001 and recipe.encoder_lr == 2e-4 and recipe.warmup_epochs == 3
