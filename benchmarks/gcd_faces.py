@@ -71,6 +71,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         samples=args.samples,
         radius=args.radius,
         h_directions=args.h,
+        g_average_radius=args.g_average,
         distance=feature_distance(bench.features()),
     ).fit(bench.train.images[:1000])
     started = time.perf_counter()
@@ -82,6 +83,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         name += f" (radius {args.radius:g}, {args.samples} samples)"
     if args.source != "first":
         name += f" (source: {args.source})"
+    if args.g_average:
+        name += f" (g averaged within {args.g_average:g})"
     if args.alpha_unit != "rms":
         name += " (alpha: spread along d)"
     record = {
@@ -89,6 +92,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         "source_index": source_index,
         "source_rule": args.source,
         "alpha_unit": args.alpha_unit,
+        "g_average_radius": args.g_average,
         "pair": [source_class, goal_class],
         "unit": discovery.unit,
         "discovery_seconds": discovery_seconds,
@@ -372,6 +376,7 @@ def main() -> None:
     parser.add_argument(
         "--alpha-unit", choices=["rms", "direction"], default="rms", help="alpha 1: RMS latent spread or along d"
     )
+    parser.add_argument("--g-average", type=float, default=0.0, help="g: proxy gradients averaged within this radius")
     parser.add_argument("--lig-baseline", choices=BASELINES, default="paper", help="where a BB-LIG path ends")
     parser.add_argument("--directions", nargs="+", default=["g0", "g20"], help="directions to transfer")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "gcd"))
