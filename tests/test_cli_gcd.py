@@ -37,9 +37,8 @@ def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
     lig = record["bblig"]
     assert lig["estimator"] == "path_sum" and lig["baseline"] == "paper_or_flip"
     assert lig["paths_below_0.01"] + lig["paths_first_flip"] + lig["paths_none"] == lig["images"] == 2
-    if lig["baselines_found"]:  # the path sum is complete by construction; the white-box comparison is reported
-        assert lig["relative_completeness_error_median"] < 1e-4
-        assert -1 <= lig["cosine_to_white_box_median"] <= 1
+    # a white-box classifier: the path sum's agreement with the white-box map is reported beside it
+    assert {"cosine_to_white_box_median", "top10_overlap_with_white_box_median"} <= set(lig)
     page = (out / "gcd.html").read_text()
     assert page.count("<polyline") == 2 and "BB-LIG" in page
     assert (out / "directions.safetensors").exists()
