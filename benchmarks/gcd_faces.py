@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from vcex.attribution.bblig import bb_lig, compare_attributions, white_box_lig
+from vcex.attribution.bblig import BASELINES, WHITE_BOX_FORMS, bb_lig, compare_attributions, white_box_lig
 from vcex.evaluation import versions
 from vcex.explainers.gcd import GCD, feature_distance
 from vcex.models import load_model
@@ -62,8 +62,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         first = bench.test.images[:200]
         predicted = bench.classifier(first).argmax(1)
         rebuilt = bench.classifier(latent_model.decode(latent_model.encode(first)).clamp(0, 1)).argmax(1)
-    # the first test image of the source class that its reconstruction keeps there
-    source_index = int(((predicted == source_class) & (rebuilt == source_class)).nonzero()[0])
+    faithful = ((predicted == source_class) & (rebuilt == source_class)).nonzero().flatten()
+    source_index = source_image(args.source, latent_model, first, faithful)
     gcd = GCD(
         black_box,
         latent_model,
@@ -71,6 +71,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         samples=args.samples,
         radius=args.radius,
         h_directions=args.h,
+        g_average_radius=args.g_average,
         distance=feature_distance(bench.features()),
     ).fit(bench.train.images[:1000])
     started = time.perf_counter()
@@ -80,9 +81,18 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     discovery = gcd.discovery
     if (args.radius, args.samples) != (1.0, 512):
         name += f" (radius {args.radius:g}, {args.samples} samples)"
+    if args.source != "first":
+        name += f" (source: {args.source})"
+    if args.g_average:
+        name += f" (g averaged within {args.g_average:g})"
+    if args.alpha_unit != "rms":
+        name += " (alpha: spread along d)"
     record = {
         "backend": name,
         "source_index": source_index,
+        "source_rule": args.source,
+        "alpha_unit": args.alpha_unit,
+        "g_average_radius": args.g_average,
         "pair": [source_class, goal_class],
         "unit": discovery.unit,
         "discovery_seconds": discovery_seconds,
@@ -102,8 +112,11 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         return record
     for direction_name in args.directions:
         direction = discovery.direction(direction_name)
+        # alpha 1: the latent's RMS spread per coordinate (the library's unit) or the training latents' spread
+        # along this direction (std of their projections)
+        unit = None if args.alpha_unit == "rms" else spread_along(latent_model, bench.train.images[:1000], direction)
         started = time.perf_counter()
-        transfer = gcd.transfer(direction, test, source_class=source_class, goal_class=goal_class)
+        transfer = gcd.transfer(direction, test, source_class=source_class, goal_class=goal_class, unit=unit)
         seconds = time.perf_counter() - started
         metrics = evaluate_result(transfer.result, bench) if int(transfer.result.success.sum()) else {}
         magnitudes, rate = transfer.flip_curve()
@@ -117,26 +130,32 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         }
     # the images whose reconstruction the black box reads as the image (the transfer's eligible ones)
     lig_images = test[transfer.eligible][: args.lig]
+    g0 = discovery.direction("g0")
     started = time.perf_counter()
-    maps, path = bb_lig(gcd, discovery.direction("g0"), lig_images, source_class=source_class, goal_class=goal_class)
-    lig_seconds = time.perf_counter() - started
-    paper, _ = bb_lig(
-        gcd,
-        discovery.direction("g0"),
-        lig_images,
-        source_class=source_class,
-        goal_class=goal_class,
-        path=path,
-        estimator="paper",
+    maps, path = bb_lig(
+        gcd, g0, lig_images, source_class=source_class, goal_class=goal_class, baseline=args.lig_baseline
     )
-    white = white_box_lig(gcd, path, bench.classifier)
+    lig_seconds = time.perf_counter() - started
+    pair = {"source_class": source_class, "goal_class": goal_class, "path": path}
+    endpoint_forms = {e: bb_lig(gcd, g0, lig_images, **pair, estimator=e)[0] for e in ("min_norm", "paper")}
+    estimates = {"path_sum": maps, **endpoint_forms}
+    # each black-box form against the white-box map of the same form (the paper's and min-norm: the endpoint form)
+    white = {form: white_box_lig(gcd, path, bench.classifier, form=form) for form in WHITE_BOX_FORMS}
     record["bblig"] = {
-        "min_norm": maps.summary(),
-        "paper": paper.summary(),
-        "white_box": white.summary(),
+        **{name: estimate.summary() for name, estimate in estimates.items()},
+        "white_box": white["path_sum"].summary(),
+        "white_box_paper": white["paper"].summary(),
+        "baseline": args.lig_baseline,
+        "paths": path.baseline_counts(),
         "seconds": lig_seconds,
-        "compare_min_norm": {k: v for k, v in compare_attributions(maps, white).items() if not torch.is_tensor(v)},
-        "compare_paper": {k: v for k, v in compare_attributions(paper, white).items() if not torch.is_tensor(v)},
+        **{
+            f"compare_{name}": {
+                k: v
+                for k, v in compare_attributions(estimate, white["path_sum" if name == "path_sum" else "paper"]).items()
+                if not torch.is_tensor(v)
+            }
+            for name, estimate in estimates.items()
+        },
     }
     if args.attack:
         # the same pair, white box: images of either class, each to the other
@@ -149,6 +168,24 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         record["attack"] = {key: attack_metrics.get(key) for key in keys}
     print(json.dumps({k: v for k, v in record.items() if k != "directions"}, indent=1), flush=True)
     return record
+
+
+def source_image(rule: str, latent_model, images: torch.Tensor, faithful: torch.Tensor) -> int:
+    """The source's index in ``images`` among ``faithful`` (indices of images of the source class that their
+    reconstruction keeps there), by a rule fixed before any result: "first", or "typical" (the one whose latent is
+    nearest the mean latent of all of them: a typical face of its class)."""
+    if rule == "first":
+        return int(faithful[0])
+    with torch.no_grad():
+        latents = latent_model.encode(images[faithful]).flatten(1)
+    return int(faithful[(latents - latents.mean(0)).norm(dim=1).argmin()])
+
+
+def spread_along(latent_model, images: torch.Tensor, direction: torch.Tensor) -> float:
+    """The standard deviation of ``images``' latents projected on the unit ``direction`` (D,)."""
+    with torch.no_grad():
+        latents = torch.cat([latent_model.encode(chunk).flatten(1) for chunk in images.split(250)])
+    return float((latents @ (direction / direction.norm())).std())
 
 
 def attribute_shifts(bench, result) -> dict[str, float] | None:
@@ -207,12 +244,19 @@ def render(records: list[dict], command: str, machine: str) -> str:
     lig_rows = [
         [
             r["backend"],
-            f"{r['bblig']['min_norm']['baselines_found']}/{r['bblig']['min_norm']['images']}",
-            _fmt(r["bblig"]["paper"]["relative_completeness_error_median"]),
-            _fmt(r["bblig"]["min_norm"]["relative_completeness_error_median"]),
-            _fmt(r["bblig"]["white_box"]["relative_completeness_error_median"]),
-            _fmt(r["bblig"]["compare_paper"]["cosine_median"]),
+            r["bblig"].get("baseline", "paper"),
+            "/".join(str(v) for v in r["bblig"]["paths"].values())
+            if "paths" in r["bblig"]
+            else f"{r['bblig']['min_norm']['baselines_found']}/-/-",
+            _fmt(_median(r["bblig"], "path_sum")),
+            _fmt(_median(r["bblig"], "white_box") if "path_sum" in r["bblig"] else None),
+            _fmt(r["bblig"].get("compare_path_sum", {}).get("cosine_median")),
+            _fmt(r["bblig"].get("compare_path_sum", {}).get("top_overlap_median")),
+            _fmt(_median(r["bblig"], "min_norm")),
+            _fmt(_median(r["bblig"], "paper")),
+            _fmt(_median(r["bblig"], "white_box_paper" if "path_sum" in r["bblig"] else "white_box")),
             _fmt(r["bblig"]["compare_min_norm"]["cosine_median"]),
+            _fmt(r["bblig"]["compare_paper"]["cosine_median"]),
             f"{r['bblig']['min_norm']['queries_per_image']}",
         ]
         for r in records
@@ -220,12 +264,17 @@ def render(records: list[dict], command: str, machine: str) -> str:
     ]
     lig_header = [
         "backend",
-        "baselines found",
-        "BB-LIG paper: compl. err. (median)",
-        "BB-LIG min-norm: compl. err.",
-        "white-box LIG: compl. err.",
-        "cos(paper, white)",
-        "cos(min-norm, white)",
+        "baseline rule",
+        "paths: < 0.01 / first flip / none",
+        "path sum: compl. err. (median)",
+        "white-box path sum: compl. err.",
+        "cos(path sum, white path sum)",
+        "top-10% overlap (path sum, white)",
+        "min-norm: compl. err.",
+        "paper: compl. err.",
+        "white-box, paper's form: compl. err.",
+        "cos(min-norm, white paper's form)",
+        "cos(paper, white paper's form)",
         "queries / image",
     ]
     attack_rows = [
@@ -254,6 +303,10 @@ def render(records: list[dict], command: str, machine: str) -> str:
         "",
         "## BB-LIG (along g0; relative completeness error = |sum of map - logit change| / |logit change|)",
         "",
+        "The path sum adds up to the logit change by construction (each step adds its own change); its check is",
+        "the agreement with the white-box path sum on the same path (cosine, top-10% pixel overlap). The paper's and",
+        "min-norm estimators use the public code's endpoint form, compared with true gradients in that form.",
+        "",
         *markdown_table(lig_header, lig_rows),
         "",
     ]
@@ -263,17 +316,23 @@ def render(records: list[dict], command: str, machine: str) -> str:
         if d is None:
             continue
         mnac = d["metrics"].get("mnac")
-        completeness = r["bblig"]["min_norm"]["relative_completeness_error_median"]
-        paper = r["bblig"]["paper"]["relative_completeness_error_median"]
+        lig = r["bblig"] or {}
+        path_sum, cosine = _median(lig, "path_sum"), lig.get("compare_path_sum", {}).get("cosine_median")
+        min_norm, paper = _median(lig, "min_norm"), _median(lig, "paper")
+        if path_sum is not None:
+            verdict = "met by construction" if path_sum <= TARGETS["completeness"] else "not met"
+            completeness = f"path sum {path_sum:.1e} ({verdict}; cos to white box {_fmt(cosine)})"
+        elif min_norm is not None:
+            verdict = "met" if min(min_norm, paper) <= TARGETS["completeness"] else "not met"
+            completeness = f"min-norm {min_norm:.2f} / paper {paper:.2f} ({verdict})"
+        else:
+            completeness = "-"
         target_rows.append(
             [
                 r["backend"],
                 f"{d['flip_rate']:.2f} ({'met' if d['flip_rate'] >= TARGETS['flip_rate'] else 'not met'})",
                 "-" if mnac is None else f"{mnac:.2f} ({'met' if mnac <= TARGETS['mnac'] else 'not met'})",
-                "-"
-                if completeness is None
-                else f"{completeness:.2f} / paper {paper:.2f} "
-                f"({'met' if min(completeness, paper) <= TARGETS['completeness'] else 'not met'})",
+                completeness,
             ]
         )
     lines += [
@@ -295,6 +354,11 @@ def render(records: list[dict], command: str, machine: str) -> str:
     return "\n".join(lines)
 
 
+def _median(lig: dict | None, name: str) -> float | None:
+    """The median relative completeness error of estimator ``name`` in a run's BB-LIG record (None: not run)."""
+    return ((lig or {}).get(name) or {}).get("relative_completeness_error_median")
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -309,6 +373,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--attack", action="store_true", help="also run the white-box attack for its passes")
     parser.add_argument("--backends", nargs="+", default=["w", "vae", "mnist"])
+    parser.add_argument("--source", choices=["first", "typical"], default="first", help="how the source is chosen")
+    parser.add_argument(
+        "--alpha-unit", choices=["rms", "direction"], default="rms", help="alpha 1: RMS latent spread or along d"
+    )
+    parser.add_argument("--g-average", type=float, default=0.0, help="g: proxy gradients averaged within this radius")
+    parser.add_argument("--lig-baseline", choices=BASELINES, default="paper", help="where a BB-LIG path ends")
     parser.add_argument("--directions", nargs="+", default=["g0", "g20"], help="directions to transfer")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "gcd"))
     parser.add_argument(

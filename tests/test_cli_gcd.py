@@ -7,6 +7,13 @@ import pytest
 from vcex.cli import main
 
 
+def test_the_lig_baseline_choices_are_the_libraries():
+    from vcex.attribution import bblig
+    from vcex.cli import gcd
+
+    assert gcd.BASELINES == bblig.BASELINES
+
+
 def test_a_source_index_outside_the_test_set_gets_one_line(capsys, tmp_path):
     code = main(["gcd", "--dataset", "mnist", "--source-index", "99999", "--out", str(tmp_path / "out"), "--quiet"])
     error = capsys.readouterr().err
@@ -18,6 +25,7 @@ def test_a_source_index_outside_the_test_set_gets_one_line(capsys, tmp_path):
 def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
     out = tmp_path / "gcd"
     options = ["--samples", "128", "--n", "30", "--lig", "2", "--h-directions", "1", "--threads", "1", "--quiet"]
+    options += ["--lig-baseline", "paper_or_flip"]
     assert main(["gcd", "--dataset", "mnist", "--target", "9", "--out", str(out), *options]) == 0
     directions = json.loads((out / "directions.json").read_text())
     assert directions["direction_names"] == ["g0", "g20", "h1"] and directions["discovery_queries"] > 128
@@ -26,7 +34,11 @@ def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
         curve = record["directions"][name]["curve"]
         assert len(curve["alpha"]) == len(curve["flip_rate"]) == 64
         assert record["directions"][name]["queries_per_image"] == 130
-    assert "relative_completeness_error_median" in record["bblig"]
+    lig = record["bblig"]
+    assert lig["estimator"] == "path_sum" and lig["baseline"] == "paper_or_flip"
+    assert lig["paths_below_0.01"] + lig["paths_first_flip"] + lig["paths_none"] == lig["images"] == 2
+    # a white-box classifier: the path sum's agreement with the white-box map is reported beside it
+    assert {"cosine_to_white_box_median", "top10_overlap_with_white_box_median"} <= set(lig)
     page = (out / "gcd.html").read_text()
     assert page.count("<polyline") == 2 and "BB-LIG" in page
     assert (out / "directions.safetensors").exists()

@@ -118,6 +118,20 @@ def test_transfer_refuses_bad_input(sources):
         gcd.transfer(torch.ones(4), sources[:0], source_class=0, goal_class=1)
 
 
+def test_the_g_direction_averaged_over_the_neighbourhood_still_points_up_the_margin(sources):
+    centre = GCD(BlackBox(), Quadrants(), unit=1.0, **FAST)
+    centre.explain(sources, target=1)
+    averaged = GCD(BlackBox(), Quadrants(), unit=1.0, g_average_radius=1.0, **FAST)
+    averaged.explain(sources, target=1)
+    assert averaged.settings()["g_average_radius"] == 1.0
+    g_centre, g_averaged = centre.discovery.directions[:, :2], averaged.discovery.directions[:, :2]
+    # the same proxies (same seed): the h-directions agree, the g-directions are the average's, not the centre's
+    assert torch.allclose(centre.discovery.directions[:, 2:], averaged.discovery.directions[:, 2:], atol=1e-5)
+    assert float((g_centre - g_averaged).abs().max()) > 1e-3
+    truth = true_direction(Quadrants().encode(sources))
+    assert float((g_averaged[:, 0] * truth).sum(1).min()) > 0.9
+
+
 def test_settings_and_options_are_checked():
     with pytest.raises(InputError, match="samples"):
         GCD(BlackBox(), Quadrants(), samples=2)
@@ -125,6 +139,8 @@ def test_settings_and_options_are_checked():
         GCD(BlackBox(), Quadrants(), radius=-1.0)
     with pytest.raises(InputError, match="latent model"):
         GCD(BlackBox(), None)
+    with pytest.raises(InputError, match="g_average_radius"):
+        GCD(BlackBox(), Quadrants(), radius=0.5, g_average_radius=1.0)  # beyond where the proxy was fitted
     gcd = GCD(BlackBox(), Quadrants(), **FAST).fit(faces([[0.0] * 4, [1.0, -1.0, 2.0, 0.0]]))
     assert gcd.settings()["unit"] == pytest.approx(
         float(torch.tensor([[0.0] * 4, [1.0, -1.0, 2.0, 0.0]]).var(0).mean().sqrt()), rel=1e-3

@@ -8,8 +8,15 @@ x^1 (the reconstruction) .. x^m (the baseline) is quantised to 8 bits, and pixel
 
 (terms with a zero denominator are 0, channels summed), f the black box's log-odds of the image's class against the
 goal class (for a binary classifier: its logit). The completeness error sum_i A_i - (f(x^1) - f(x^m)) is reported
-per image. :func:`white_box_lig` puts true gradients of f at x^k in place of the finite differences, on the same
-path; :func:`compare_attributions` compares the two maps.
+per image. That estimator credits every pixel that moved with a whole step's change, so its maps add up to many
+times the logit change; vcex's default, ``"path_sum"``, sums per-step attributions along the path instead,
+
+    A_i = sum_k g_k,i * (x^k_i - x^{k+1}_i),   g_k = df_k * dx_k / |dx_k|^2   (dx_k = x^{k+1} - x^k, df_k likewise)
+
+whose sum over pixels telescopes to f(x^1) - f(x^m): its completeness holds by construction (to float error), so
+the meaningful check of a black-box map is its agreement with the white-box one. :func:`white_box_lig` puts true
+gradients of f at x^k in place of g_k on the same path (its completeness error is the Riemann sum's, which shrinks
+as the path gets more points); :func:`compare_attributions` compares the two maps (cosine, top-10% pixel overlap).
 
 >>> gcd = GCD(black_box, vae).fit(train_images)
 >>> direction = gcd.discover(source).direction("g0")
@@ -33,11 +40,16 @@ from vcex.models.state import evaluating
 # the public code's constants (bblig/configs/sig.yaml, research note A4)
 COARSE_STEPS = 128
 PATH_STEPS = 128
-BASELINE_PROB = 0.01
-ESTIMATORS = (
-    "min_norm",
-    "paper",
-)  # the baseline is the first coarse point where the image's own class has probability < 0.01
+BASELINE_PROB = 0.01  # the baseline is the first coarse point where the image's own class has probability < 0.01
+FLIP_PROB = 0.5  # the first flipped point: the image's own class below one half
+# "path_sum": per-step attributions summed along the path (complete by construction); "min_norm": the min-norm
+# per-step gradient in the public code's endpoint form; "paper": the public code's df / dx_i
+ESTIMATORS = ("path_sum", "min_norm", "paper")
+WHITE_BOX_FORMS = ("path_sum", "paper")  # true gradients summed along the path, or in the public code's form
+# where the path ends: "paper", the first point with the own class < 0.01 (none: no map); "first_flip", the first
+# point with the own class < 0.5 (issue 29's "to the first flipped point"); "paper_or_flip", the paper's where the
+# sweep reaches it, else the first flipped point
+BASELINES = ("paper", "first_flip", "paper_or_flip")
 
 
 @dataclass
@@ -48,6 +60,7 @@ class LatentPath:
     origin, goal: (N,) the black box's class of the image and the class the path goes to.
     found: (N,) bool, a baseline was reached within the coarse search (else the path is empty: all zero).
     baseline_alpha: (N,) the alpha of the baseline (NaN where none), in the explainer's units.
+    flip_baseline: (N,) bool, the path ends at the first flipped point (own class < 0.5) rather than below 0.01.
     queries_per_image: black-box images queried to find the baseline (the reconstruction and the coarse search).
     """
 
@@ -57,6 +70,15 @@ class LatentPath:
     found: torch.Tensor
     baseline_alpha: torch.Tensor
     queries_per_image: int
+    flip_baseline: torch.Tensor
+
+    def baseline_counts(self) -> dict[str, int]:
+        """How many paths end at each kind of baseline: below 0.01, at the first flip (< 0.5), none."""
+        return {
+            "below_0.01": int((self.found & ~self.flip_baseline).sum()),
+            "first_flip": int((self.found & self.flip_baseline).sum()),
+            "none": int((~self.found).sum()),
+        }
 
 
 @dataclass
@@ -109,13 +131,18 @@ def latent_path(
     coarse_steps: int = COARSE_STEPS,
     path_steps: int = PATH_STEPS,
     alpha_max: float = TRANSFER_ALPHA_MAX,
+    baseline: str = "paper",
 ) -> LatentPath:
     """Each image's decoded path along ``direction`` (D,) from its reconstruction to the first coarse point (alpha in
     [0, alpha_max], ``coarse_steps`` points) where the black box gives its own class < 0.01, resampled at
     ``path_steps`` points. Images in ``source_class`` go along +d to ``goal_class``, images in ``goal_class`` along
     -d to ``source_class`` (as :func:`vcex.explainers.gcd.transfer_direction`), by the black box's class of their
     reconstruction (the path's start); images whose reconstruction is in another class are refused.
+    ``baseline`` (one of BASELINES): ``"first_flip"`` ends at the first point below 0.5 instead, ``"paper_or_flip"``
+    there only where the sweep never gets below 0.01.
     """
+    if baseline not in BASELINES:
+        raise InputError(f"unknown BB-LIG baseline {baseline!r}; use one of {', '.join(BASELINES)}")
     images = check_classifier_images(explainer.classifier, images)
     if len(images) == 0:
         raise InputError("BB-LIG needs at least one image, got an empty batch")
@@ -150,8 +177,14 @@ def latent_path(
         coarse_latents = flat[:, None] + coarse[None, :, None] * step[:, None]
         probs = explainer.query(explainer._decode(coarse_latents.reshape(-1, flat.shape[1]), shape)).softmax(1)
         origin_prob = probs.view(count, coarse_steps, -1).gather(2, origin[:, None, None].expand(-1, coarse_steps, 1))
-        below = origin_prob[..., 0] < BASELINE_PROB
+        below = origin_prob[..., 0] < (FLIP_PROB if baseline == "first_flip" else BASELINE_PROB)
+        flip_baseline = torch.full((count,), baseline == "first_flip", device=explainer.device)
+        if baseline == "paper_or_flip":
+            flipped = origin_prob[..., 0] < FLIP_PROB
+            flip_baseline = ~below.any(1) & flipped.any(1)
+            below = torch.where(flip_baseline[:, None], flipped, below)
         found = below.any(1)
+        flip_baseline &= found
         baseline_alpha = torch.where(found, coarse[below.float().argmax(1)], torch.nan)
         fractions = torch.linspace(0, 1, path_steps, device=explainer.device)
         alphas = torch.nan_to_num(baseline_alpha)[:, None] * fractions[None]  # (N, m); a zero path where none
@@ -166,17 +199,24 @@ def latent_path(
         found=found.cpu(),
         baseline_alpha=baseline_alpha.cpu(),
         queries_per_image=1 + coarse_steps,
+        flip_baseline=flip_baseline.cpu(),
     )
 
 
-def _path_attribution(path: LatentPath, slopes: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
-    """(N, H, W): (x^1 - x^m) * mean_k slope_k summed over channels, ``slopes(rows, i)`` -> (m - 1, C, H, W) the
-    per-pixel slope of f between each pair of consecutive path images of image i."""
+def _path_attribution(
+    path: LatentPath, slopes: Callable[[torch.Tensor, int], torch.Tensor], path_sum: bool
+) -> torch.Tensor:
+    """(N, H, W) maps summed over channels, ``slopes(images, i)`` -> (m - 1, C, H, W) the per-pixel slope of f on
+    each step of image i's path ``images`` (m, C, H, W). ``path_sum``: sum_k slope_k * (x^k - x^{k+1}); else the
+    public code's (x^1 - x^m) * mean_k slope_k."""
     maps = []
     for i in range(len(path.images)):  # one image's path at a time bounds memory: m images per step
         images = path.images[i]
-        mean_slope = slopes(images, i).mean(0)
-        maps.append(((images[0] - images[-1]) * mean_slope).sum(0))
+        slope = slopes(images, i)
+        if path_sum:
+            maps.append((slope * (images[:-1] - images[1:])).sum((0, 1)))
+        else:
+            maps.append(((images[0] - images[-1]) * slope.mean(0)).sum(0))
     return torch.stack(maps) * path.found[:, None, None]
 
 
@@ -188,20 +228,26 @@ def bb_lig(
     source_class: int,
     goal_class: int,
     path: LatentPath | None = None,
-    estimator: str = "min_norm",
+    estimator: str = "path_sum",
+    baseline: str = "paper",
 ) -> tuple[PathAttribution, LatentPath]:
     """BB-LIG maps of ``images`` (N, C, H, W) along ``direction`` (D,): finite differences of the black box's
     log-odds between consecutive path images (research note A4). Returns the maps and the path (reuse it for
-    :func:`white_box_lig`).
+    :func:`white_box_lig` and the other estimators; ``baseline``, one of BASELINES, is used only to make a path).
 
-    ``estimator``: how a step's change df becomes per-pixel slopes: ``"paper"``, the public code's df / dx_i for
-    every pixel that moved (each pixel is credited the whole change, so the maps add up to many times the logit
-    change), or ``"min_norm"`` (default), the smallest gradient consistent with the step, df * dx / |dx|^2, whose
-    maps add up to the change on a straight path (both measured in docs/benchmarks/gcd.md)."""
+    ``estimator``: how the steps' changes df_k become a map. ``"path_sum"`` (default): the per-step gradient
+    estimate g_k = df_k * dx_k / |dx_k|^2 (the smallest gradient that changes f by df_k over the step), summed
+    along the path as sum_k g_k * (x^k - x^{k+1}); each step adds exactly its df_k, so the map's completeness holds
+    by construction and says nothing about its quality: compare it with :func:`white_box_lig` instead.
+    ``"min_norm"``: the same g_k in the public code's form (x^1 - x^m) * mean_k g_k, complete only on a straight
+    path. ``"paper"``: the public code's df_k / dx_k,i for every pixel that moved (each pixel is credited the whole
+    change, so the maps add up to many times the logit change). All measured in docs/benchmarks/gcd.md."""
     if estimator not in ESTIMATORS:
         raise InputError(f"unknown BB-LIG estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
     if path is None:
-        path = latent_path(explainer, direction, images, source_class=source_class, goal_class=goal_class)
+        path = latent_path(
+            explainer, direction, images, source_class=source_class, goal_class=goal_class, baseline=baseline
+        )
     count, steps = path.images.shape[:2]
     with evaluating(*explainer._models()):
         flat = path.images.reshape(-1, *path.images.shape[2:]).to(explainer.device)
@@ -219,7 +265,7 @@ def bb_lig(
         norm = dx.pow(2).flatten(1).sum(1).view(-1, 1, 1, 1)
         return torch.where(norm > 0, df * dx / norm.clamp_min(1e-30), 0.0)
 
-    maps = _path_attribution(path, slopes)
+    maps = _path_attribution(path, slopes, path_sum=estimator == "path_sum")
     change = torch.where(path.found, values[:, 0] - values[:, -1], 0.0)
     return (
         PathAttribution(maps, change, maps.sum((1, 2)) - change, path.found, path.queries_per_image + steps),
@@ -228,10 +274,18 @@ def bb_lig(
 
 
 def white_box_lig(
-    explainer: GCD, path: LatentPath, classifier: Callable[[torch.Tensor], torch.Tensor]
+    explainer: GCD,
+    path: LatentPath,
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    form: str = "path_sum",
 ) -> PathAttribution:
     """The white-box variant on the same ``path``: true gradients of f at x^1 .. x^{m-1} in place of the finite
-    differences. ``classifier``: a differentiable model of the same outputs (images -> logits)."""
+    differences. ``classifier``: a differentiable model of the same outputs (images -> logits). ``form`` (one of
+    WHITE_BOX_FORMS): ``"path_sum"``, sum_k grad f(x^k) * (x^k - x^{k+1}) (a Riemann sum of the path integral:
+    its completeness error shrinks as the path gets more points), or ``"paper"``, (x^1 - x^m) * mean_k grad f(x^k)
+    (the public code with ``approx_grad=false``)."""
+    if form not in WHITE_BOX_FORMS:
+        raise InputError(f"unknown white-box LIG form {form!r}; use one of {', '.join(WHITE_BOX_FORMS)}")
     count, steps = path.images.shape[:2]
     values = torch.zeros(count, steps)
     model = as_classifier(classifier)
@@ -249,7 +303,7 @@ def white_box_lig(
         return gradient.cpu()
 
     with evaluating(model):
-        maps = _path_attribution(path, slopes)
+        maps = _path_attribution(path, slopes, path_sum=form == "path_sum")
     change = torch.where(path.found, values[:, 0] - values[:, -1], 0.0)
     return PathAttribution(maps, change, maps.sum((1, 2)) - change, path.found, 0)
 

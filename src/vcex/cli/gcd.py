@@ -15,6 +15,8 @@ from vcex.cli.options import (
     say,
 )
 
+# the choices of --lig-baseline (vcex.attribution.bblig.BASELINES; not imported here to keep `vcex --help` fast)
+BASELINES = ("paper", "first_flip", "paper_or_flip")
 EXAMPLES = 8  # transfer examples per direction on the page
 LIG_IMAGES = 8  # BB-LIG maps on the page
 
@@ -34,6 +36,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--radius", type=float, default=1.0, help="sampling radius in units of the latent's spread")
     parser.add_argument("--h-directions", type=int, default=3, help="Hessian eigen-directions to keep (default 3)")
     parser.add_argument("--lig", type=int, default=20, help="test images with BB-LIG maps (default 20, 0: none)")
+    parser.add_argument(
+        "--lig-baseline",
+        choices=BASELINES,
+        default="paper",
+        help="where a BB-LIG path ends: paper (own class < 0.01, the public code), first_flip (< 0.5), "
+        "paper_or_flip (the paper's where the sweep reaches it, else the first flip)",
+    )
     add_out(parser, "output folder (directions.safetensors/.json, transfer.json, metrics.json, gcd.html)")
     # --black-box (outputs only; the white-box LIG comparison, which needs gradients, is then skipped),
     # --latent-model, and --classifier's file forms (an ONNX file is always a black box)
@@ -49,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from vcex.attribution.bblig import bb_lig, white_box_lig
+    from vcex.attribution.bblig import bb_lig, compare_attributions, white_box_lig
     from vcex.errors import InputError
     from vcex.evaluation.metrics import versions
     from vcex.explainers.base import resolve_targets
@@ -147,14 +156,35 @@ def run(args: argparse.Namespace) -> None:
         chosen = images[transfer.eligible][: args.lig]
         if len(chosen):
             say(args, f"BB-LIG along g0 on {len(chosen)} test images")
-            maps, path = bb_lig(gcd, discovery.direction("g0"), chosen, source_class=source_class, goal_class=goal)
-            record["bblig"] = maps.summary()
+            maps, path = bb_lig(
+                gcd,
+                discovery.direction("g0"),
+                chosen,
+                source_class=source_class,
+                goal_class=goal,
+                baseline=args.lig_baseline,
+            )
+            record["bblig"] = {
+                **maps.summary(),
+                "estimator": "path_sum",
+                "baseline": args.lig_baseline,
+                # flat, one column each on the page: paths ending below 0.01, at the first flip, none
+                **{f"paths_{kind}": count for kind, count in path.baseline_counts().items()},
+            }
             white = None
             if not opaque:
+                # the black-box path sum is complete by construction: its agreement with the white-box map is the check
                 white = white_box_lig(gcd, path, bench.classifier)
-                record["bblig"]["white_box_relative_completeness_error_median"] = white.summary()[
-                    "relative_completeness_error_median"
-                ]
+                comparison = compare_attributions(maps, white)
+                record["bblig"].update(
+                    {
+                        "white_box_relative_completeness_error_median": white.summary()[
+                            "relative_completeness_error_median"
+                        ],
+                        "cosine_to_white_box_median": comparison["cosine_median"],
+                        "top10_overlap_with_white_box_median": comparison["top_overlap_median"],
+                    }
+                )
             keep = slice(0, LIG_IMAGES)
             lig = (path.images[keep, 0], maps.maps[keep], None if white is None else white.maps[keep])
     write_json(out / "transfer.json", record)

@@ -203,7 +203,11 @@ def fit_proxies(
 
 
 def proxy_directions(
-    proxies: Proxies, origin: torch.Tensor, goal: torch.Tensor, h_directions: int
+    proxies: Proxies,
+    origin: torch.Tensor,
+    goal: torch.Tensor,
+    h_directions: int,
+    average_at: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The g- and h-directions of P proxies at their centre (input 0), in the proxies' input units.
 
@@ -213,6 +217,8 @@ def proxy_directions(
     Args:
         origin, goal: (P,) the class each source image is in and the class to reach.
         h_directions: how many top Hessian eigenvectors to keep.
+        average_at: (P, S, D) or None: the g-directions from the gradients averaged over these inputs (the
+            source's neighbourhood) instead of the gradient at the centre; the h-directions stay at the centre.
     Returns:
         ``{"g0": (P, D), "g20": (P, D), "h": (P, k, D), "h_eigenvalues": (P, k)}``, unit vectors.
     """
@@ -230,10 +236,17 @@ def proxy_directions(
         margin, distance = scores(centre)
         margin_grad = torch.autograd.grad(margin.sum(), centre, create_graph=True)[0]
         distance_grad = torch.autograd.grad(distance.sum(), centre, retain_graph=True)[0]
+        g_margin, g_distance = margin_grad.detach(), distance_grad
+        if average_at is not None:
+            points = average_at.detach().clone().requires_grad_(True)
+            logits, point_distance = proxies.logits_and_distance(points)
+            point_margin = logits[rows, :, goal] - logits[rows, :, origin]  # (P, S)
+            g_margin = torch.autograd.grad(point_margin.sum(), points, retain_graph=True)[0].mean(1)
+            g_distance = torch.autograd.grad(point_distance.sum(), points)[0].mean(1)
         directions: dict[str, torch.Tensor] = {}
         for name, (w_cls, w_sim) in G_WEIGHTS.items():
             # raise the margin, lower the distance to the source (the public code descends w_cls*s*f + w_sim*lpips)
-            directions[name] = nn.functional.normalize(w_cls * margin_grad - w_sim * distance_grad, dim=1).detach()
+            directions[name] = nn.functional.normalize(w_cls * g_margin - w_sim * g_distance, dim=1).detach()
         k = min(h_directions, dim)
         if k > 0:
             # the Hessian of the margin, one row per basis vector, all P proxies at once (D double-backward passes)
@@ -307,6 +320,9 @@ class GCD(Explainer):
         samples: perturbed latents per source image (the public code: 4096 per outer iteration, 50 iterations).
         radius: the largest sampling radius, in ``unit``s.
         h_directions: Hessian eigenvectors to keep (the public code: 30 at 128 px, 6 at 256 px).
+        g_average_radius: 0 (the public code): the g-directions are the proxy's gradient at the source; else the
+            proxy's gradients averaged over the samples within this radius (in ``unit``s, at most ``radius``, where
+            the proxy was fitted), a direction of the source's neighbourhood rather than of one point.
         unit: the latent length alpha 1 stands for; ``"auto"``: the root mean square over latent coordinates of
             the spread of the encodings (of the images given to :meth:`fit`, else of each ``explain`` call).
         distance: images, references (N, C, H, W) -> (N,); default :func:`pyramid_distance`.
@@ -333,6 +349,7 @@ class GCD(Explainer):
         samples: int = 512,
         radius: float = 1.0,
         h_directions: int = 3,
+        g_average_radius: float = 0.0,
         unit: float | str = "auto",
         distance: Distance | None = None,
         min_proxy_r2: float = MIN_PROXY_R2,
@@ -349,6 +366,12 @@ class GCD(Explainer):
         self.samples = check_count("samples", samples, 3)
         self.radius = check_positive_finite("radius", radius)
         self.h_directions = check_count("h_directions", h_directions, 0)
+        self.g_average_radius = float(g_average_radius)
+        if not 0 <= self.g_average_radius <= self.radius:  # the proxy is fitted within radius only (NaN fails too)
+            raise InputError(
+                f"g_average_radius must be in [0, radius = {self.radius:g}] (the proxy knows the black box within "
+                f"radius only), got {g_average_radius}"
+            )
         if unit != "auto":
             unit = check_positive_finite("unit", unit)
         self.unit: float | str = unit
@@ -367,6 +390,7 @@ class GCD(Explainer):
             "samples": self.samples,
             "radius": self.radius,
             "h_directions": self.h_directions,
+            "g_average_radius": self.g_average_radius,
             "unit": self.unit if self._active_unit() is None else self._active_unit(),
             "min_proxy_r2": self.min_proxy_r2,
             "max_epochs": self.max_epochs,
@@ -479,7 +503,9 @@ class GCD(Explainer):
             proxies = fit_proxies(
                 steps, logits, distances / scale, min_r2=self.min_proxy_r2, max_epochs=self.max_epochs, seed=self.seed
             )
-        found = proxy_directions(proxies, origin, target, self.h_directions)
+        # the samples scaled into the averaging ball: r ~ U[0, g_average_radius] like the samples' own radii
+        average_at = steps * (self.g_average_radius / self.radius) if self.g_average_radius > 0 else None
+        found = proxy_directions(proxies, origin, target, self.h_directions, average_at=average_at)
         directions = torch.cat([found["g0"][:, None], found["g20"][:, None], found["h"]], dim=1)  # (B, 2 + k, D)
         names = ("g0", "g20", *(f"h{i + 1}" for i in range(found["h"].shape[1])))
         # the local line search: every direction, LINE_STEPS alphas in (0, LINE_ALPHA_MAX] (public code: 1e-4 .. 4)
