@@ -127,19 +127,24 @@ def measure(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model)
-    stylex = load_stylex(model_dir)
     recipe = json.loads((model_dir / "recipe.json").read_text())
-    generators = {}
-    judged = ((BASELINE, None, work / BASELINE), ("stylex", str(model_dir), work / model_dir.resolve().name))
+    generators, compared = {}, {}
+    judged = [(BASELINE, None, work / BASELINE)]
+    for folder in [model_dir, *map(Path, args.compare)]:
+        judged.append((folder.resolve().name, str(folder), work / folder.resolve().name))
+        compared[folder.resolve().name] = json.loads((folder / "recipe.json").read_text())
     for name, model, folder in judged:
-        latent_model = stylex if model else load_model(BASELINE, progress=False)
+        latent_model = load_stylex(model) if model else load_model(BASELINE, progress=False)
         fidelity = _cached(folder / "fidelity.json", lambda lm=latent_model: _fidelity(lm))
         if model:
             probe = _probe(model, folder, args.n_probe, args.threads)
         else:
             probe = json.loads((DOCS / "stylespace-probe.json").read_text())  # the baseline page's run
         attack = _cached(folder / "attack.json", lambda m=model, f=folder: _attack(m, f, args.n_attack, args.threads))
+        trained = compared.get(name, {})
         generators[name] = {
+            "training": {key: trained.get(key) for key in ("command", "epochs_done", "train_seconds", "classifier")},
+            "samples": trained.get("figures", {}).get("oracle_frechet"),
             "fidelity": fidelity,
             "probe": {"n": probe["n"], "k": probe["k"], "seconds": probe["seconds"], "kinds": _kinds(probe),
                       "bar": _bar(probe), "best_per_factor": probe["summary"]["best_per_factor"]},
@@ -149,6 +154,9 @@ def measure(args: argparse.Namespace) -> dict:
     assets = Path(args.out).with_suffix("")  # beside the page, named after it
     assets.mkdir(parents=True, exist_ok=True)
     shutil.copy(strips, assets / "probe.html")
+    for folder in args.compare:
+        name = Path(folder).resolve().name
+        shutil.copy(work / name / "probe" / "probe.html", assets / f"probe-{name}.html")
     for picture in ("samples.png", "reconstructions.png"):
         if (model_dir / picture).exists():
             shutil.copy(model_dir / picture, assets / picture)
@@ -218,6 +226,11 @@ def render(record: dict) -> str:
         f"{_f(g['fidelity']['agreement']['mean'])} / {_f(g['fidelity']['agreement']['per_attribute']['smiling'])}"
         for g in generators.values()])  # fmt: skip
     table.append(["held-out PSNR (dB)"] + [_f(g["fidelity"]["psnr"], 2) for g in generators.values()])
+    table.append(["FD of samples from z to real faces (oracle features)"] + [
+        _f((g.get("samples") or {}).get("samples"), 1) for g in generators.values()])  # fmt: skip
+    table.append(["training: epochs / seconds / conditioned on"] + [
+        f"{g['training']['epochs_done']} / {_f(g['training']['train_seconds'], 0)} / {g['training']['classifier']}"
+        if g.get("training", {}).get("command") else "(autoencoder)" for g in generators.values()])  # fmt: skip
     lines += markdown_table(header, table)
     page = f"{record['assets']}/probe.html"
     lines += ["", f"The StylEx generator's probe strips: [{page}]({page}).", ""]
@@ -227,6 +240,7 @@ def render(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the vcex train-style folder to judge")
+    parser.add_argument("--compare", nargs="*", default=[], help="more train-style folders judged beside it")
     parser.add_argument("--work", default="/tmp/stylex-faces", help="cache of every measured step")
     parser.add_argument("--n-probe", type=int, default=100)
     parser.add_argument("--n-attack", type=int, default=200)
