@@ -312,11 +312,12 @@ def decode_coordinate_shifts(
         image, edit_index = pairs % n, pairs // n
         edited = shift(styles[image].clone(), edit_index)
         decodes: Tensor | None = None
-        for layer in edit_layer[edit_index].unique().tolist():
+        layers = edit_layer[edit_index].unique().tolist()
+        # keep only the states this chunk needs (memory: one or two layers' features of N images); coordinates
+        # usually come in layout order, so consecutive chunks share a layer and each state is computed once
+        states = {layer: state for layer, state in states.items() if layer in layers}
+        for layer in layers:
             if layer not in states:
-                # coordinates usually come in layout order, so a chunk needs the state of its own layer and maybe
-                # the next: keep two, and each layer's state is computed once per image
-                states = {key: value for key, value in states.items() if key >= layer - 1}
                 states[layer] = _states_before(model, styles, layer, batch_size)
             rows = torch.nonzero(edit_layer[edit_index] == layer).flatten()
             x, rgb = states[layer]
