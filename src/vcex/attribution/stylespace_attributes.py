@@ -42,6 +42,8 @@ DISCRIMINATOR_IMAGES = 10
 # CheXplaining's EigenFind: alpha ("degree") 5 on the top 20 eigenvectors, keep 8 (section C.1)
 EIGEN_ALPHA = 5.0
 EIGEN_DIRECTIONS = 20
+# decodes per chunk: on faces-style (1 CPU thread) 256 decoded in 2.6 ms per image, 1024 in 3.8 (cache-bound)
+DECODE_BATCH = 256
 # alpha's units: "w" steps alpha in W (published; its reach depends on the generator's W scale), "std" steps alpha
 # times the std of the encoded images' w along each direction (research note section C.3: alpha in units of std(w))
 ALPHA_UNITS = ("w", "std")
@@ -113,7 +115,7 @@ def stylespace_effects(
     images: Tensor,
     *,
     include_torgb: bool = False,
-    batch_size: int = 1024,
+    batch_size: int = DECODE_BATCH,
     resume_dir: str | Path | None = None,
     save_every: int = 64,
     progress: bool = True,
@@ -392,7 +394,7 @@ def eigenfind(
     alpha: float = EIGEN_ALPHA,
     alpha_unit: str = "w",
     keep: int = NUM_ATTRIBUTES,
-    batch_size: int = 1024,
+    batch_size: int = DECODE_BATCH,
 ) -> EigenFindResult:
     """EigenFind (section C.1) for class ``target`` on ``images`` (N, C, H, W) in [0, 1]: on the images not
     predicted ``target``, step w by +-``alpha`` along the top ``top`` eigen-directions (2*top decodes per image,
