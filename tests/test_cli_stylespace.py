@@ -100,9 +100,9 @@ def test_attfind_writes_ranked_attributes_with_factor_and_purity(tmp_path, capsy
 def test_eigenfind_writes_directions_with_explained_share(tmp_path, capsys):
     out = tmp_path / "eigenfind"
     argv = ["stylespace", "eigenfind", "--dataset", "faces", "--n", "6", "--directions", "4", "--top", "2"]
-    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert main([*argv, "--alpha", "3", "--alpha-unit", "std", "--out", str(out), "--quiet"]) == 0
     record = json.loads((out / "attributes.json").read_text())
-    assert record["method"] == "eigenfind"
+    assert record["method"] == "eigenfind" and (record["alpha"], record["alpha_unit"]) == (3.0, "std")
     for target, rows in record["attributes"].items():
         assert 1 <= len(rows) <= 2 and {"eigenvector", "sign", "factor", "purity"} <= set(rows[0])
         assert 0 <= record["explained_share"][target] <= 1

@@ -183,6 +183,37 @@ def test_eigenfind_finds_the_planted_direction(images: torch.Tensor) -> None:
     assert [d.explained for d in result.directions] == sorted(d.explained for d in result.directions)
 
 
+class ScaledWStyleModel(LinearStyleModel):
+    """The same generator with W stretched 10x: encode returns 10 w and the affines are 10x smaller, so every
+    image has the same styles, but a step of alpha in W reaches 10x less far in StyleSpace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_weight /= 10
+        self.torgb_weight /= 10
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return 10 * super().encode(images)
+
+
+def test_eigenfind_alpha_in_std_units_does_not_depend_on_the_w_scale(images: torch.Tensor) -> None:
+    classifier = ColumnClassifier({0: 10.0}, bias=2.0)
+    plain, stretched = LinearStyleModel(), ScaledWStyleModel()
+    in_std = [
+        eigenfind(model, classifier, images, 1, top=4, alpha=1.0, alpha_unit="std") for model in (plain, stretched)
+    ]
+    # the step is alpha times the std of the images' w along each direction, 10x longer in the stretched W
+    w = plain.encode(images)
+    torch.testing.assert_close(in_std[0].steps, (w @ in_std[0].eigenvectors.T).std(dim=0))
+    torch.testing.assert_close(in_std[1].steps, 10 * in_std[0].steps)
+    assert [d.row() for d in in_std[0].directions] == [d.row() for d in in_std[1].directions]
+    # in W units the same alpha reaches 10x less far in the stretched generator: smaller effects
+    in_w = [eigenfind(model, classifier, images, 1, top=4, alpha=1.0) for model in (plain, stretched)]
+    assert in_w[1].directions[0].effect < 0.5 * in_w[0].directions[0].effect
+    with pytest.raises(InputError, match="alpha_unit must be one of w, std"):
+        eigenfind(plain, classifier, images, 1, alpha_unit="sigma")
+
+
 def test_bad_input_is_one_clear_error(images: torch.Tensor, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no StyleSpace"):
         stylespace_effects(nn.Linear(2, 2), planted_classifier(), images, progress=False)

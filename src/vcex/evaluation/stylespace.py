@@ -306,9 +306,15 @@ def decode_coordinate_shifts(
     replace: bool = False,
     start: int = 0,
     stop: int | None = None,
+    reuse_prefix: bool = True,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """:func:`decode_edits` with edit ``2 * slot + sign`` moving coordinate ``coordinates[slot]`` by ``values[slot,
-    sign]`` (``values`` (S', 2)), or setting it to that value with ``replace`` (AttFind's jump to the min/max)."""
+    sign]`` (``values`` (S', 2)), or setting it to that value with ``replace`` (AttFind's jump to the min/max).
+
+    A model with ``synthesis_state``/``decode_from_state`` (the style generators) is decoded from the state just
+    before the edited coordinate's layer, computed once per image and layer: the layers before it do not read the
+    edited style, so the decodes are the same (to float rounding) and the prefix's cost is paid N times per layer
+    instead of 2*K*N times. ``reuse_prefix=False`` decodes every pair from the start."""
 
     def shift(chunk: Tensor, pair: Tensor) -> Tensor:
         rows = torch.arange(len(chunk))
@@ -317,7 +323,48 @@ def decode_coordinate_shifts(
         chunk[rows, column] = value if replace else chunk[rows, column] + value
         return chunk
 
-    yield from decode_edits(model, styles, shift, 2 * len(coordinates), batch_size=batch_size, start=start, stop=stop)
+    num_edits = 2 * len(coordinates)
+    if not (reuse_prefix and callable(getattr(model, "decode_from_state", None))):
+        yield from decode_edits(model, styles, shift, num_edits, batch_size=batch_size, start=start, stop=stop)
+        return
+    layer_of = torch.zeros(styles.shape[1], dtype=torch.long)
+    for index, (_, offset, length) in enumerate(model.style_layout()):
+        layer_of[offset : offset + length] = index
+    edit_layer = layer_of[coordinates].repeat_interleave(2)  # (2 * S',) the layer each edit restarts from
+    states: dict[int, tuple[Tensor, Tensor | None]] = {}
+    n = len(styles)
+    stop = num_edits * n if stop is None else stop
+    for pairs in torch.arange(start, stop).split(batch_size):
+        image, edit_index = pairs % n, pairs // n
+        edited = shift(styles[image].clone(), edit_index)
+        decodes: Tensor | None = None
+        layers = edit_layer[edit_index].unique().tolist()
+        # keep only the states this chunk needs (memory: one or two layers' features of N images); coordinates
+        # usually come in layout order, so consecutive chunks share a layer and each state is computed once
+        states = {layer: state for layer, state in states.items() if layer in layers}
+        for layer in layers:
+            if layer not in states:
+                states[layer] = _states_before(model, styles, layer, batch_size)
+            rows = torch.nonzero(edit_layer[edit_index] == layer).flatten()
+            x, rgb = states[layer]
+            at = image[rows]
+            out = model.decode_from_state(edited[rows], layer, (x[at], None if rgb is None else rgb[at]))
+            if decodes is None:
+                decodes = out.new_empty((len(pairs), *out.shape[1:]))
+            decodes[rows] = out
+        yield image, edit_index, decodes
+
+
+def _states_before(model: object, styles: Tensor, layer: int, batch_size: int) -> tuple[Tensor, Tensor | None]:
+    """The synthesis state (features, summed RGB or None) of all N ``styles`` just before ``layer``, in chunks.
+
+    Kept channels-last: the convolutions, products and upsampling after it stay in that layout, ~1.6x faster on
+    CPUs than the default (N, C, H, W) layout, whose convolutions convert in and out of it."""
+    parts = [model.synthesis_state(chunk, layer) for chunk in styles.split(batch_size)]
+    x = torch.cat([part[0] for part in parts]).contiguous(memory_format=torch.channels_last)
+    if parts[0][1] is None:
+        return x, None
+    return x, torch.cat([part[1] for part in parts]).contiguous(memory_format=torch.channels_last)
 
 
 def top_and_purity(change: Tensor, moved_twice: bool = False) -> tuple[Tensor, Tensor]:

@@ -329,18 +329,34 @@ class StyleGenerator(nn.Module):
         """s (N, S_total) -> images (N, C, S, S) in [0, 1]."""
         if s.dim() != 2 or s.shape[1] != self.style_dim:
             raise InputError(f"styles must have shape (N, {self.style_dim}), got {tuple(s.shape)}")
-        x = self.const.expand(s.shape[0], -1, -1, -1)
-        rgb = None
-        layers = list(self.layers.values())
-        for index in range(0, len(layers), 3):
-            conv0, conv1, torgb = layers[index : index + 3]
-            if index:
-                x = _upsample(x)
-            x = conv0(x, self._slice(s, index))
-            x = conv1(x, self._slice(s, index + 1))
-            residual = torgb(x, self._slice(s, index + 2))
-            rgb = residual if rgb is None else _upsample(rgb) + residual
+        _, rgb = self._synthesize(s, self.const.expand(s.shape[0], -1, -1, -1), None, 0, len(self.layers))
         return torch.sigmoid(rgb)
+
+    def _synthesize(self, s: Tensor, x: Tensor, rgb: Tensor | None, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Run styled layers ``start..stop-1`` (layout indices; per resolution conv0, conv1, toRGB) on features
+        ``x`` and the summed RGB so far ``rgb`` (None before the first toRGB); returns both after ``stop - 1``."""
+        layers = list(self.layers.values())
+        for index in range(start, stop):
+            style = self._slice(s, index)
+            if index % 3 == 2:
+                residual = layers[index](x, style)
+                rgb = residual if rgb is None else _upsample(rgb) + residual
+            else:
+                x = layers[index](_upsample(x) if index % 3 == 0 and index else x, style)
+        return x, rgb
+
+    def synthesis_state(self, s: Tensor, layer: int) -> tuple[Tensor, Tensor | None]:
+        """The synthesis state just before styled layer ``layer`` (a :meth:`style_layout` index) for styles s (N,
+        S_total): features (N, C_l, H, W) and the summed RGB so far (None before the first toRGB). Styles of
+        ``layer`` and later do not enter it, so edits there can restart from it (:meth:`decode_from_state`)."""
+        return self._synthesize(s, self.const.expand(s.shape[0], -1, -1, -1), None, 0, layer)
+
+    def decode_from_state(self, s: Tensor, layer: int, state: tuple[Tensor, Tensor | None]) -> Tensor:
+        """Images (N, C, S, S) in [0, 1] from a :meth:`synthesis_state` at ``layer`` and styles s (N, S_total), of
+        which only layers ``layer`` and later are read: ``decode_styles(s)`` without recomputing layers before it.
+        A channels-last state runs faster on CPUs; the images come back in the default contiguous layout."""
+        _, rgb = self._synthesize(s, state[0], state[1], layer, len(self.layers))
+        return torch.sigmoid(rgb).contiguous()
 
     def _slice(self, s: Tensor, index: int) -> Tensor:
         _, offset, length = self._layout[index]
@@ -475,6 +491,12 @@ class StyleAutoencoder(nn.Module):
 
     def decode_styles(self, s: Tensor) -> Tensor:
         return self.generator.decode_styles(s)
+
+    def synthesis_state(self, s: Tensor, layer: int) -> tuple[Tensor, Tensor | None]:
+        return self.generator.synthesis_state(s, layer)
+
+    def decode_from_state(self, s: Tensor, layer: int, state: tuple[Tensor, Tensor | None]) -> Tensor:
+        return self.generator.decode_from_state(s, layer, state)
 
     def style_layout(self, include_torgb: bool = True) -> list[tuple[str, int, int]]:
         return self.generator.style_layout(include_torgb)

@@ -258,6 +258,9 @@ class StylExAutoencoder(StyleAutoencoder):
     def decode_styles(self, s: Tensor) -> Tensor:
         return self.crop(self.generator.decode_styles(s))
 
+    def decode_from_state(self, s: Tensor, layer: int, state: tuple[Tensor, Tensor | None]) -> Tensor:
+        return self.crop(self.generator.decode_from_state(s, layer, state))
+
     def sample(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Images (N, C, H, W) from z (N, w_dim) (and, when conditioned, class probabilities (N, label_dim))."""
         if self.conditioned and (labels is None or labels.shape != (len(z), self.config.label_dim)):
