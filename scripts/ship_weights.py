@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LIMIT_MB = 60.0
+# the zoo's files and the StylEx generators (scripts/ship_stylex.py): a wheel that still installs in seconds
+LIMIT_MB = 64.0
 
 
 def main() -> None:

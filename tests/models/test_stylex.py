@@ -363,6 +363,8 @@ def test_a_shipped_generator_loads_by_name_as_a_latent_model():
     assert len(loaded.source["sha256"]) == 64
     assert resolve_stylex("not-a-generator") is None and shipped_stylex_folder("mnist-cnn") is None
     assert json.loads((shipped_stylex_folder("mnist-stylex") / "recipe.json").read_text())["dataset"] == "mnist"
+    faces = load_stylex("faces-stylex")  # its classifier comes from the zoo by the recipe's name
+    assert faces.conditioned and faces.image_shape == (3, 32, 32) and faces.config.label_dim == 2
     with pytest.raises(CacheError, match="missing from this vcex installation"):
         import vcex.models.stylex as stylex
 

@@ -675,6 +675,7 @@ def train_stylex(
 # StylEx generators that ship with vcex, by name: folders under vcex/weights/stylex/ holding the weights and
 # recipe.json (the command, recipe, history and figures) of a `vcex train-style` run (scripts/ship_stylex.py)
 SHIPPED_STYLEX = {
+    "faces-stylex": "StylEx generator of the faces, conditioned on faces-smiling-cnn (warm start from faces-style)",
     "mnist-stylex": "StylEx generator of the digits (32x32, padded), conditioned on mnist-cnn",
 }
 
