@@ -69,6 +69,10 @@ def main() -> None:
         "",
         f"Total: {total:.1f} MB.",
         "",
+        "The StylEx generators trained by `vcex train-style` ship as folders in stylex/ (weights.safetensors and",
+        "recipe.json with the command, recipe, per-epoch history and figures), copied by scripts/ship_stylex.py and",
+        "judged in docs/benchmarks/stylex-faces.md and stylex-mnist.md.",
+        "",
     ]
     for path in files:
         _, record = load_weights(path)
