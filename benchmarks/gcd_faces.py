@@ -372,7 +372,7 @@ def main() -> None:
     parser.add_argument("--h", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--attack", action="store_true", help="also run the white-box attack for its passes")
-    parser.add_argument("--backends", nargs="+", default=["w", "vae", "mnist"])
+    parser.add_argument("--backends", nargs="+", default=["w", "vae", "mnist"], help="w, w-whitened, vae, mnist")
     parser.add_argument("--source", choices=["first", "typical"], default="first", help="how the source is chosen")
     parser.add_argument(
         "--alpha-unit", choices=["rms", "direction"], default="rms", help="alpha 1: RMS latent spread or along d"
@@ -397,10 +397,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     records = []
-    if {"w", "vae"} & set(args.backends):
+    if {"w", "w-whitened", "vae"} & set(args.backends):
         faces = prepare("faces", progress=False, classifier="smiling")
         if "w" in args.backends:
             records.append(run_backend("faces W (style generator)", faces, faces.latent_model, (0, 1), args))
+        if "w-whitened" in args.backends:  # W whitened by the training faces' encodings (vcex --whiten)
+            whitened = faces.whitened_latent_model("latent", faces.latent_model)
+            records.append(run_backend("faces whitened W (style generator)", faces, whitened, (0, 1), args))
         if "vae" in args.backends:
             started = time.perf_counter()
             vae = load_model("faces-smiling-vae", progress=False)
