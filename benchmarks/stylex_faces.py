@@ -237,21 +237,31 @@ def render(record: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def judge_parser(doc: str, page: str, work: str) -> argparse.ArgumentParser:
+    """The options both judging scripts share: --model, --work, --n-probe, --n-attack, --threads, --out."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the vcex train-style folder to judge")
-    parser.add_argument("--compare", nargs="*", default=[], help="more train-style folders judged beside it")
-    parser.add_argument("--work", default="/tmp/stylex-faces", help="cache of every measured step")
+    parser.add_argument("--work", default=work, help="cache of every measured step")
     parser.add_argument("--n-probe", type=int, default=100)
     parser.add_argument("--n-attack", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(DOCS / "stylex-faces.md"))
+    parser.add_argument("--out", default=str(DOCS / page))
+    return parser
+
+
+def write_page(record: dict, out: str, render: object) -> None:
+    """``out`` (.md, rendered) and its .json twin (the record)."""
+    path = Path(out)
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    path.write_text(render(record))
+    print(path)
+
+
+def main() -> None:
+    parser = judge_parser(__doc__, "stylex-faces.md", "/tmp/stylex-faces")
+    parser.add_argument("--compare", nargs="*", default=[], help="more train-style folders judged beside it")
     args = parser.parse_args()
-    record = measure(args)
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    out.write_text(render(record))
-    print(out)
+    write_page(measure(args), args.out, render)
 
 
 if __name__ == "__main__":

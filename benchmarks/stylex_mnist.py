@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from stylex_faces import _f, _kinds, _run_cli
+from stylex_faces import _f, _kinds, _run_cli, judge_parser, write_page
 
 from vcex.evaluation import versions
 from vcex.report.markdown import markdown_table
@@ -127,20 +127,10 @@ def render(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="the vcex train-style folder (MNIST) to judge")
-    parser.add_argument("--work", default="/tmp/stylex-mnist")
-    parser.add_argument("--n-probe", type=int, default=100)
-    parser.add_argument("--n-find", type=int, default=100)
-    parser.add_argument("--n-attack", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(DOCS / "stylex-mnist.md"))
+    parser = judge_parser(__doc__, "stylex-mnist.md", "/tmp/stylex-mnist")
+    parser.add_argument("--n-find", type=int, default=100, help="images AttFind and EigenFind read")
     args = parser.parse_args()
-    record = measure(args)
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    out.write_text(render(record))
-    print(out)
+    write_page(measure(args), args.out, render)
 
 
 if __name__ == "__main__":
