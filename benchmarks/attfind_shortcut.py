@@ -286,8 +286,8 @@ def render(records: list[dict], context: dict) -> tuple[str, dict]:
         *markdown_table(header, rows),
         "",
         *misses_section(records),
-        "Retrained, not bit-identical to the global benchmark's classifiers (training on CPU threads is not "
-        "deterministic): the largest |difference| between this run's influence and its record's, over the 11 "
+        "Retrained by the same function, yet not identical to the global benchmark's classifiers (why was not "
+        "checked): the largest |difference| between this run's influence and its record's, over the 11 "
         "factors and the seeds: "
         + (f"{max(reproduced):.3f}" if (reproduced := influence_differences(records, known)) else "no record")
         + f"; the true driver is the record's largest-influence factor for {same_driver(records, known)} of "
