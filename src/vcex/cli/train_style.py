@@ -248,21 +248,20 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _style_source(name: str, progress: bool) -> object:
-    """The style autoencoder that ``--init-from`` names: a train-style folder, or a zoo style model."""
+    """The style autoencoder that ``--init-from`` names: a train-style folder or shipped StylEx name, or a zoo style
+    model (read as ``vcex stylespace --latent-model`` reads it)."""
     from pathlib import Path
 
+    from vcex.cli.stylespace import load_style_model
     from vcex.errors import InputError
-    from vcex.models import load_model
     from vcex.models.stylegan import StyleAutoencoder
-    from vcex.models.stylex import is_stylex_folder, load_stylex
+    from vcex.models.stylex import resolve_stylex
 
-    if is_stylex_folder(Path(name)):
-        return load_stylex(name)
-    if Path(name).exists():
+    if resolve_stylex(name) is None and Path(name).exists():
         raise InputError(
             f"--init-from {name}: not a vcex train-style folder (it needs weights.safetensors and recipe.json)"
         )
-    source = load_model(name, progress=progress)
+    source = load_style_model(name, progress=progress)
     if not isinstance(source, StyleAutoencoder):
         raise InputError(f"--init-from {name}: a {type(source).__name__} is no style autoencoder; use e.g. faces-style")
     return source
