@@ -282,7 +282,6 @@ def test_warm_up_epochs_are_an_autoencoder_and_leave_the_discriminator_alone():
     recipe = StylExRecipe(batch_size=8, r1_interval=2, warmup_epochs=1, mapping_fit_steps=20)
     model = tiny_model()
     state = new_state(model, recipe, seed=0)
-    d_before = {k: v.clone() for k, v in state.discriminator.state_dict().items()}
     set_phase(state, recipe)
     assert [g["lr"] for g in state.optimiser.param_groups] == [2e-3, 2e-5, 1.5e-2]
     assert state.optimiser.param_groups[0]["betas"] == (0.9, 0.99)
@@ -295,7 +294,6 @@ def test_warm_up_epochs_are_an_autoencoder_and_leave_the_discriminator_alone():
     assert set(state.history[0]) == {"l1", "latent"} and all_finite(state.history)
     fresh = new_state(tiny_model(), recipe, seed=0).discriminator.state_dict()
     assert all(torch.equal(fresh[k], v) for k, v in state.discriminator.state_dict().items())
-    assert all(torch.equal(d_before[k], v) for k, v in fresh.items())
     # the next epoch fits the mapping network, then trains as a GAN (with the anchor term when asked)
     anchored = StylExRecipe(batch_size=8, r1_interval=2, warmup_epochs=1, mapping_fit_steps=20, anchor_weight=0.1)
     state = train_stylex(tiny_model(), images, epochs=2, recipe=anchored, seed=0, progress=False)
