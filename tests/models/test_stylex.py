@@ -137,6 +137,31 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert torch.equal(loaded.decode(loaded.encode(images[:3])), resumed_model.decode(resumed_model.encode(images[:3])))
 
 
+def test_an_explicit_device_trains_as_the_default_and_resumes_anywhere(tmp_path):
+    images = faces_like()
+    classifier = TwoClassNet().eval()
+    default = tiny_model(label_dim=2, classifier=classifier)
+    train_stylex(default, images, epochs=1, recipe=RECIPE, seed=5, progress=False)
+    placed = tiny_model(label_dim=2, classifier=classifier)
+    train_stylex(placed, images, epochs=1, recipe=RECIPE, seed=5, progress=False, device="cpu", checkpoint=tmp_path)
+    for name, tensor in default.state_dict().items():
+        assert torch.equal(placed.state_dict()[name], tensor), name
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_trains_on_cuda_and_resumes_on_the_cpu(tmp_path):
+    images = faces_like()
+    classifier = TwoClassNet().eval().cuda()
+    model = tiny_model(label_dim=2, classifier=classifier)
+    state = train_stylex(model, images, epochs=1, recipe=RECIPE, progress=False, device="cuda", checkpoint=tmp_path)
+    assert model.generator.const.is_cuda and next(state.discriminator.parameters()).is_cuda
+    resumed = tiny_model(label_dim=2, classifier=TwoClassNet().eval())
+    resumed.classifier.load_state_dict(classifier.state_dict())
+    state = train_stylex(resumed, images, epochs=2, recipe=RECIPE, progress=False, checkpoint=tmp_path, resume=True)
+    assert state.epoch == 2 and not resumed.generator.const.is_cuda
+
+
 def test_style_mixing_takes_the_second_w_after_the_cut():
     model = tiny_model()
     g = torch.Generator().manual_seed(0)
@@ -185,6 +210,12 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     code = main(["train-style", "--dataset", "mnist", "--resume", "--out", str(tmp_path / "none"), "--quiet"])
     assert code == 2 and "holds no training run to continue" in capsys.readouterr().err
+    code = main(["train-style", "--dataset", "mnist", "--device", "gpu0", "--out", str(tmp_path / "d"), "--quiet"])
+    assert code == 2 and "--device 'gpu0' is no torch device: use cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        code = main(["train-style", "--dataset", "mnist", "--device", "cuda", "--out", str(tmp_path / "d"), "--quiet"])
+        assert code == 2 and "torch sees no CUDA GPU here" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
     assert recipe_from(["r1_gamma=1", "r1_interval=4"], 16) == StylExRecipe(batch_size=16, r1_gamma=1.0, r1_interval=4)
     with pytest.raises(InputError, match="NAME one of batch_size, lr"):
         recipe_from(["gamma=1"], 16)

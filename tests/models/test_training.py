@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vcex.models.training import gaussian_blur, random_blur
+from vcex.models.training import fit, gaussian_blur, random_blur
 
 
 def test_zero_sigma_is_the_identity() -> None:
@@ -45,3 +45,18 @@ def test_random_blur_leaves_a_share_sharp_and_is_seeded() -> None:
     assert 0.35 < float(sharp) < 0.65
     torch.testing.assert_close(out, random_blur(images, 1.2, torch.Generator().manual_seed(0)))
     assert random_blur(images, 0.0, torch.Generator()) is images
+
+
+def test_fit_on_an_explicit_device_equals_the_default() -> None:
+    images, labels = torch.rand(40, 1, 8, 8), torch.randint(0, 2, (40,))
+
+    def trained(**device: object) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+        loss = lambda x, y, _g: torch.nn.functional.cross_entropy(model(x), y)  # noqa: E731
+        return fit(model, loss, images, labels, epochs=2, batch_size=8, progress=False, **device)
+
+    default, placed = trained(), trained(device="cpu")
+    for name, tensor in default.state_dict().items():
+        assert torch.equal(placed.state_dict()[name], tensor), name
+    assert not placed.training

@@ -59,6 +59,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "size is --config medium, or a plain train-style folder) before training; default: random initialisation",
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    train.add_argument(
+        "--device",
+        default="cpu",
+        help="where to train: cpu (default) or a torch device such as cuda or cuda:1 (the figures are read on the CPU)",
+    )
     add_common(train)
     train.set_defaults(handler=run)
 
@@ -150,14 +155,14 @@ def _training_data(dataset: str, n_train: int | None) -> tuple[object, object, o
     return images, weights, test.images
 
 
-def _perceptual(dataset: str, progress: bool) -> object:
+def _perceptual(dataset: str, progress: bool, device: object = "cpu") -> object:
     """Features of our own network for the perceptual term: the faces' factor regressor, or the digits' CNN's
-    convolutional stages (research note B.4: classifier features in place of LPIPS)."""
+    convolutional stages (research note B.4: classifier features in place of LPIPS), on ``device``."""
     from vcex.models import load_model
 
     if dataset == "faces":
-        return load_model("faces-factors", progress=progress).features
-    cnn = load_model(f"{dataset}-cnn", progress=progress)
+        return load_model("faces-factors", progress=progress).to(device).features
+    cnn = load_model(f"{dataset}-cnn", progress=progress).to(device)
     return lambda images: cnn.network.features((images - cnn.mean) / cnn.std).flatten(1)
 
 
@@ -172,7 +177,7 @@ def _generator_size(side: int) -> tuple[int, int]:
 def command_line(args: argparse.Namespace) -> str:
     """The ``vcex train-style`` command that ``args`` stand for, every option spelt out (for the recipe)."""
     parts = ["vcex train-style", f"--dataset {args.dataset}", f"--config {args.config}", f"--epochs {args.epochs}"]
-    for flag in ("classifier", "batch_size", "n_train", "max_minutes", "init_from"):
+    for flag in ("classifier", "batch_size", "n_train", "max_minutes", "init_from", "device"):
         if getattr(args, flag) is not None:
             parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
     parts += [f"--preset {args.preset}"] + [f"--set {setting}" for setting in args.set]
@@ -206,6 +211,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if (out / RECIPE_FILE).exists() and not args.resume:
         raise InputError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
+    device = _device(args.device)
     name = classifier_name(args.dataset, args.classifier) if args.classifier else None
     classifier = load_model(name, progress=progress) if name else None
     images, weights, test_images = _training_data(args.dataset, args.n_train)
@@ -231,13 +237,15 @@ def run(args: argparse.Namespace) -> None:
     if args.init_from and not args.resume:
         warm_start(model, _style_source(args.init_from, progress))
     started = time.perf_counter()
+    if classifier is not None:
+        classifier.to(device)
     state = train_stylex(
-        model, images, epochs=args.epochs, recipe=recipe, perceptual=_perceptual(args.dataset, progress),
+        model, images, epochs=args.epochs, recipe=recipe, perceptual=_perceptual(args.dataset, progress, device),
         pixel_weights=weights, seed=args.seed, checkpoint=out, resume=args.resume, record=record, progress=progress,
-        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, device=device,
     )  # fmt: skip
     wall = time.perf_counter() - started
-    model = load_stylex(out, classifier=classifier)
+    model = load_stylex(out, classifier=None if classifier is None else classifier.cpu())
     with torch.no_grad(), evaluating(model):
         figures = _figures(model, args.dataset, images, test_images, progress, args.seed)
     _write_grids(model, images, test_images, out, args.seed)
@@ -245,6 +253,21 @@ def run(args: argparse.Namespace) -> None:
     recipe_record.update({"wall_seconds_this_call": round(wall, 1), "figures": figures})
     write_json(out / RECIPE_FILE, recipe_record)
     print(json_text({"out": str(out), "epochs": state.epoch, "train_seconds": round(state.seconds, 1), **figures}))
+
+
+def _device(name: str) -> object:
+    """The torch device ``--device`` names; an unknown name, or CUDA where torch sees no GPU, is refused."""
+    import torch
+
+    from vcex.errors import InputError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r} is no torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}); use --device cpu")
+    return device
 
 
 def _style_source(name: str, progress: bool) -> object:

@@ -318,11 +318,14 @@ class StylExState:
     history: list[dict] = field(default_factory=list)
 
 
-def new_state(model: StylExAutoencoder, recipe: StylExRecipe, seed: int) -> StylExState:
-    """A fresh discriminator (initialised from ``seed``) and Adam optimisers: E at ``encoder_lr``, the mapping
-    network at ``lr * mapping_lr_scale``, the synthesis network at ``lr`` and D at ``discriminator_lr``."""
+def new_state(
+    model: StylExAutoencoder, recipe: StylExRecipe, seed: int, device: str | torch.device = "cpu"
+) -> StylExState:
+    """A fresh discriminator (initialised from ``seed``, then moved to ``device``) and Adam optimisers: E at
+    ``encoder_lr``, the mapping network at ``lr * mapping_lr_scale``, the synthesis network at ``lr`` and D at
+    ``discriminator_lr``."""
     torch.manual_seed(seed)
-    discriminator = ConditionalDiscriminator(model.config)
+    discriminator = ConditionalDiscriminator(model.config).to(device)
     mapping = list(model.generator.mapping_net.parameters())
     mapping_ids = {id(p) for p in mapping}
     synthesis = [p for p in model.generator.parameters() if id(p) not in mapping_ids]
@@ -384,7 +387,7 @@ def load_checkpoint(state: StylExState, folder: str | Path) -> None:
         tensors, _ = load_weights(folder / name)
         load_state_into(module, tensors, str(folder / name))
     try:
-        training = torch.load(folder / OPTIMISER_FILE, weights_only=True)
+        training = torch.load(folder / OPTIMISER_FILE, weights_only=True, map_location="cpu")
         state.optimiser.load_state_dict(training["optimiser"])
         state.discriminator_optimiser.load_state_dict(training["discriminator_optimiser"])
     except (RuntimeError, KeyError, ValueError, OSError) as error:
@@ -418,12 +421,13 @@ def mixed_latents(
     """W+ style inputs (n, num_ws, style_input_dim) from two z per image: with probability ``mixing_prob`` the
     layers from a random cut on take the second z's w (style mixing regularisation), else all take the first."""
     config = model.config
-    z = torch.randn(2 * n, config.w_dim, generator=rng)
+    device = model.generator.const.device  # the random stream is the CPU's on every device (same draws)
+    z = torch.randn(2 * n, config.w_dim, generator=rng).to(device)
     w = model.generator.mapping(z).view(2, n, config.w_dim)
     cut = torch.randint(1, config.num_ws, (n,), generator=rng)
     mix = torch.rand(n, generator=rng) < mixing_prob
-    cut = torch.where(mix, cut, torch.full_like(cut, config.num_ws))
-    first = (torch.arange(config.num_ws)[None, :] < cut[:, None]).unsqueeze(2)  # (n, num_ws, 1)
+    cut = torch.where(mix, cut, torch.full_like(cut, config.num_ws)).to(device)
+    first = (torch.arange(config.num_ws, device=device)[None, :] < cut[:, None]).unsqueeze(2)  # (n, num_ws, 1)
     w_plus = torch.where(first, w[0].unsqueeze(1), w[1].unsqueeze(1))
     if labels is None:
         return w_plus
@@ -438,7 +442,8 @@ def _gan_losses(state: StylExState, labels: Tensor | None, n: int, recipe: StylE
     loss, terms = recipe.adversarial_weight * adversarial, {"g_adv": float(adversarial.detach())}
     if recipe.anchor_weight > 0:
         k = max(1, n // 4)
-        w = model.generator.mapping(torch.randn(k, model.config.w_dim, generator=state.rng)).detach()
+        z = torch.randn(k, model.config.w_dim, generator=state.rng).to(model.generator.const.device)
+        w = model.generator.mapping(z).detach()
         rendered = model.generator.decode(model.latent(w, None if labels is None else labels[:k]))
         anchor = (model.encoder(rendered) - w).abs().mean()
         loss = loss + recipe.anchor_weight * anchor
@@ -538,14 +543,14 @@ def fit_mapping(
     follow train the mapping network as StylEx does."""
     w = _encoded_latents(model, reals)
     mean = w.mean(0)
-    covariance = torch.cov(w.T) + 1e-5 * torch.eye(w.shape[1])
+    covariance = torch.cov(w.T) + 1e-5 * torch.eye(w.shape[1], device=w.device)
     cholesky = torch.linalg.cholesky(covariance)
     variance = float(covariance.diagonal().mean())
     network = model.generator.mapping_net
     optimiser = torch.optim.Adam(network.parameters(), lr=lr)
     error = torch.tensor(float("nan"))
     for _ in range(steps):
-        z = torch.randn(batch_size, model.config.w_dim, generator=rng)
+        z = torch.randn(batch_size, model.config.w_dim, generator=rng).to(w.device)
         target = mean + (z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)) @ cholesky.T
         error = F.mse_loss(model.generator.mapping(z), target)
         optimiser.zero_grad(set_to_none=True)
@@ -612,6 +617,7 @@ def train_stylex(
     record: dict | None = None,
     max_seconds: float | None = None,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> StylExState:
     """Train ``model`` by StylEx on ``images`` (N, C, H, W) in [0, 1] until ``epochs`` epochs are done.
 
@@ -621,14 +627,19 @@ def train_stylex(
     recipe.json), and ``resume=True`` continues from it: the continued run is bit-identical to an
     uninterrupted one of the same seed. ``max_seconds``: stop after the epoch in which this call's training time
     passes it (a CPU budget; resume later to go on). The model (and D) are left in eval mode. Deterministic for a
-    seed.
+    seed on a device. ``device`` (default: where the model is): the model, D and the images move there; the
+    classifier and ``perceptual`` must already be there. The random stream stays the CPU's, so a run draws the
+    same z on every device; the checkpoint resumes on any device.
     """
     recipe = recipe or StylExRecipe()
     _check_training_inputs(model, images, pixel_weights, epochs)
-    reals_all = model.to_generator_space(images)
+    device = torch.device(device) if device is not None else model.generator.const.device
+    model.to(device)
+    reals_all = model.to_generator_space(images.to(device))
     if pixel_weights is not None:
+        pixel_weights = pixel_weights.to(device)
         pixel_weights = model.to_generator_space(pixel_weights / pixel_weights.mean().clamp_min(1e-8))
-    state = new_state(model, recipe, seed)
+    state = new_state(model, recipe, seed, device)
     if resume:
         if checkpoint is None:
             raise InputError("resume=True needs the checkpoint folder to resume from")

@@ -25,11 +25,15 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     desc: str = "training",
+    device: str | torch.device | None = None,
 ) -> nn.Module:
-    """Adam over shuffled minibatches; ``step_loss(images, labels, generator)`` returns a scalar."""
+    """Adam over shuffled minibatches; ``step_loss(images, labels, generator)`` returns a scalar. With ``device``
+    the model moves there and each minibatch is sent there (the shuffling stream stays the CPU's)."""
     lr = check_positive_finite("lr", lr)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    if device is not None:
+        model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * -(-len(images) // batch_size), pct_start=0.15
@@ -40,7 +44,10 @@ def fit(
         order = torch.randperm(len(images), generator=generator)
         total, count = 0.0, 0
         for batch in order.split(batch_size):
-            loss = step_loss(images[batch], labels[batch], generator)
+            batch_images, batch_labels = images[batch], labels[batch]
+            if device is not None:
+                batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
+            loss = step_loss(batch_images, batch_labels, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
