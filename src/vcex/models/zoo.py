@@ -353,6 +353,8 @@ def _diffae_spec(name: str) -> ModelSpec:
         return DiffusionAutoencoder(recipe.config)
 
     def train(model: nn.Module, train: object, test: object, seed: int, progress: bool) -> dict:
+        # a GPU when there is one: the recipe was sized on one (the device is recorded, not fingerprinted)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         train_diffae(
             model,
             train.images,
@@ -361,9 +363,12 @@ def _diffae_spec(name: str) -> ModelSpec:
             lr=recipe.lr,
             seed=seed,
             progress=progress,
+            device=device,
         )
-        figures = reconstruction_figures(model, test.images[:DIFFAE_TEST_IMAGES])
-        return {"latent_radius": round(model.latent_radius, 4), **{f"test_{k}": v for k, v in figures.items()}}
+        figures = reconstruction_figures(model, test.images[:DIFFAE_TEST_IMAGES].to(device))
+        model.cpu()
+        figures = {f"test_{k}": v for k, v in figures.items()}
+        return {"latent_radius": round(model.latent_radius, 4), "device": device, **figures}
 
     if dataset == "faces":
         from vcex.data.faces_tasks import load_face_table
