@@ -7,8 +7,8 @@
 #   OUT=/tmp/gpu-out bash scripts/gpu_generators.sh
 #
 # Jobs (each on the same GPU, at the same time; each writes its own folder under $RUNS):
-#   faces-stylex-init     StylEx conditioned on the smiling CNN, warm-started from faces-style, StyleGAN2 rates
-#   faces-stylex-scratch  StylEx conditioned on the smiling CNN, from random weights, StyleGAN2 rates
+#   faces-stylex-init     StylEx conditioned on the smiling CNN, warm-started from faces-style
+#   faces-stylex-scratch  StylEx conditioned on the smiling CNN, from random weights (ten warm-up epochs)
 #   faces-style-scratch   the plain twin of faces-stylex-scratch (no classifier)
 #   mnist-diffae, faces-diffae   diffusion autoencoders sized to the budget (scripts/train_diffae.py)
 # A job that fails in its first EARLY_CHECK seconds stops the whole session (exit 3), so a broken set-up costs
@@ -39,7 +39,10 @@ torch.backends.cudnn.benchmark = True
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 from vcex.cli import main
 sys.exit(main(sys.argv[1:]))'
-STYLE=(train-style --dataset faces --config medium --preset stylegan2 --batch-size 64 --epochs 400
+# The first GPU session (2026-12-04) ran these with --preset stylegan2 (lr 2e-3 for E, G and D): every encoder
+# diverged (docs/benchmarks/stylex-training.md, "On a GPU"); the CPU preset's rates (2e-4) have not; from random
+# weights the CPU preset's warm-up would be a third of --epochs, so the scratch runs set ten epochs
+STYLE=(train-style --dataset faces --config medium --preset cpu --batch-size 64 --epochs 400
        --max-minutes "$MINUTES" --device "$DEVICE" --quiet $STYLE_EXTRA)
 
 declare -A PIDS
@@ -50,8 +53,9 @@ start() {  # start NAME COMMAND...: run in the background, output to $RUNS/NAME.
 }
 start faces-stylex-init "$PY" -c "$VCEX" "${STYLE[@]}" --classifier smiling --init-from faces-style \
     --set mapping_fit_steps=500 --out "$RUNS/faces-stylex-init"
-start faces-stylex-scratch "$PY" -c "$VCEX" "${STYLE[@]}" --classifier smiling --out "$RUNS/faces-stylex-scratch"
-start faces-style-scratch "$PY" -c "$VCEX" "${STYLE[@]}" --out "$RUNS/faces-style-scratch"
+start faces-stylex-scratch "$PY" -c "$VCEX" "${STYLE[@]}" --classifier smiling --set warmup_epochs=10 \
+    --out "$RUNS/faces-stylex-scratch"
+start faces-style-scratch "$PY" -c "$VCEX" "${STYLE[@]}" --set warmup_epochs=10 --out "$RUNS/faces-style-scratch"
 start mnist-diffae "$PY" scripts/train_diffae.py --dataset mnist --minutes "$DIFFAE_MINUTES" --safety 0.6 \
     --device "$DEVICE" --out "$RUNS/mnist-diffae" $DIFFAE_EXTRA
 start faces-diffae "$PY" scripts/train_diffae.py --dataset faces --latent-dim 64 --minutes "$DIFFAE_MINUTES" \
