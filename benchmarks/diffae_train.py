@@ -389,7 +389,8 @@ def _faces_section(faces: dict) -> list[str]:
             f"the original on {last['fixed_noise_smiling_agreement']:.1%} of the faces (a coin: 50%), while the "
             f"11 attributes together agree on {last['fixed_noise_oracle_agreement']:.1%}: after "
             f"{faces['optimiser_steps']:,} steps the semantic code holds some of the other attributes but not the "
-            "few mouth pixels that carry a smile at 32 x 32, and the swap test moves smiling neither way. Directions for the smiling classifier on it must come from the source's own x_T, and a longer "
+            "few mouth pixels that carry a smile at 32 x 32, and the swap test moves smiling neither way. "
+            "Directions for the smiling classifier on it must come from the source's own x_T, and a longer "
             "GPU run is the fix.",
             "",
         ]
