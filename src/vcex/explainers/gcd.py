@@ -506,7 +506,7 @@ class GCD(Explainer):
             rows = torch.arange(len(flat), device=flat.device)
         parts = []
         with torch.no_grad():
-            for start in range(0, len(flat), self.batch_size):
+            for start in range(0, max(len(flat), 1), self.batch_size):  # an empty batch: as the model decodes one
                 chunk = flat[start : start + self.batch_size].view(-1, *latent_shape)
                 if codes is None:
                     decoded = self.latent_model.decode(chunk)
@@ -519,7 +519,8 @@ class GCD(Explainer):
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``images`` (N, C, H, W) -> their latents (N, ...), reconstructions (N, C, H, W) and stochastic codes
         (None without): what discovery, transfer and BB-LIG move from. Checks the decodes' shape once."""
-        with torch.no_grad():
+        images = images.to(self.device)
+        with evaluating(*self._models()), torch.no_grad():
             latents = self.latent_model.encode(images)
             codes = self.stochastic_codes(images, latents)
             first = self.batch_size
@@ -876,7 +877,8 @@ def transfer_direction(
         alpha = torch.where(any_flip, alphas[choice], torch.nan)
         picked = torch.arange(count, device=explainer.device)
         cf_latents = swept[picked, choice]
-        counterfactuals = explainer._decode(cf_latents[keep], latent_shape, codes, keep)
+        # no eligible image: no decode (a diffusion autoencoder refuses an empty batch)
+        counterfactuals = explainer._decode(cf_latents[keep], latent_shape, codes, keep) if len(keep) else images[:0]
     own_probs = logits.softmax(1)
     queries = 2 + steps  # the image, its reconstruction and the sweep (only the first two for ineligible images)
     result = CounterfactualResult(
