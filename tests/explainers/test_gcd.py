@@ -253,3 +253,18 @@ def test_decode_steps_is_refused_for_a_latent_model_without_them(sources):
         GCD(BlackBox(), Quadrants(), decode_steps=10)
     assert not GCD(BlackBox(), Quadrants()).stochastic
     assert "stochastic_code" not in GCD(BlackBox(), Quadrants(), unit=1.0).settings()
+
+
+def test_a_bblig_path_starts_at_each_images_inverted_reconstruction(diffae, mnist_small):
+    from vcex.attribution.bblig import latent_path
+
+    images = mnist_small[2][:2]
+    gcd = GCD(BlackBox(brightness_box), diffae, unit=1.0, **FAST)
+    direction = nn.functional.normalize(torch.arange(8.0) - 3.5, dim=0)
+    path = latent_path(gcd, direction, images, source_class=0, goal_class=1, coarse_steps=3, path_steps=3)
+    assert all(x_T is not None for x_T, _, _ in diffae.calls)
+    with torch.no_grad():
+        latents = diffae.encode(images)
+        inverted = diffae.decode(latents, x_T=diffae.encode_stochastic(images, latents))
+    # the path's first point (8-bit, as the public code saves it) is the image's own inverted reconstruction
+    assert torch.allclose(path.images[:, 0], (inverted * 255).round() / 255, atol=1.5 / 255)
