@@ -52,6 +52,7 @@ def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
         (["--dataset", "mnist", "--latent-model", "mnist-difae"], "no zoo latent model of that name"),
         (["--dataset", "mnist", "--latent-model", "faces-diffae"], "made for the faces images, not mnist's"),
         (["--dataset", "mnist", "--latent-model", "mnist-cnn"], "not a latent model"),
+        (["--dataset", "faces", "--latent-model", "mnist-diffae"], "for faces use faces-eyeglasses-vae or"),
         (["--dataset", "mnist", "--decode-steps", "10"], "--decode-steps is for a diffusion autoencoder"),
     ],
 )

@@ -223,8 +223,12 @@ def zoo_latent_model(name: str, dataset: str | None, progress: bool = False) -> 
             f"--latent-model {name} is the zoo's {spec.role}, not a latent model; the zoo's latent models: "
             f"{', '.join(latent_names)}"
         )
-    if dataset is not None and not dataset.startswith("folder:") and canonical_dataset_name(dataset) != spec.dataset:
-        same = [n for n in latent_names if model_spec(n).dataset == canonical_dataset_name(dataset)]
+
+    def family(name: str) -> str:  # every faces task has the same images ("faces" is also --dataset's shorthand)
+        return "faces" if name.startswith("faces") else canonical_dataset_name(name)
+
+    if dataset is not None and not dataset.startswith("folder:") and family(dataset) != family(spec.dataset):
+        same = [n for n in latent_names if family(model_spec(n).dataset) == family(dataset)]
         raise InputError(
             f"--latent-model {name} is made for the {spec.dataset} images, not {dataset}'s; for {dataset} use "
             f"{' or '.join(same) or 'the dataset default (drop --latent-model)'}"
