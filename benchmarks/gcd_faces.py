@@ -58,12 +58,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     bench = dataclasses.replace(bench, latent_model=latent_model)
     black_box = CountingBlackBox(bench.classifier)
     test = bench.test.images[: args.n]
-    with torch.no_grad():
-        first = bench.test.images[:200]
-        predicted = bench.classifier(first).argmax(1)
-        rebuilt = bench.classifier(latent_model.decode(latent_model.encode(first)).clamp(0, 1)).argmax(1)
-    faithful = ((predicted == source_class) & (rebuilt == source_class)).nonzero().flatten()
-    source_index = source_image(args.source, latent_model, first, faithful)
+    # a diffusion autoencoder: GCD decodes from each image's own inverted x_T, at --decode-steps DDIM steps
+    stochastic = hasattr(latent_model, "encode_stochastic")
     gcd = GCD(
         black_box,
         latent_model,
@@ -73,7 +69,17 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         h_directions=args.h,
         g_average_radius=args.g_average,
         distance=feature_distance(bench.features()),
+        decode_steps=args.decode_steps if stochastic else None,
     ).fit(bench.train.images[:1000])
+    unet_passes = UNetPasses(latent_model)
+    with torch.no_grad():
+        first = bench.test.images[: args.source_pool]
+        predicted = bench.classifier(first).argmax(1)
+        rebuilt = bench.classifier(gcd.reconstruct(first)[1]).argmax(1)
+    faithful = ((predicted == source_class) & (rebuilt == source_class)).nonzero().flatten()
+    source_index = source_image(args.source, latent_model, first, faithful)
+    load_before = os.getloadavg()
+    unet_passes.reset()
     started = time.perf_counter()
     before = black_box.queries
     local = gcd.explain(bench.test.images[source_index : source_index + 1], target=goal_class)
@@ -87,8 +93,19 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         name += f" (g averaged within {args.g_average:g})"
     if args.alpha_unit != "rms":
         name += " (alpha: spread along d)"
+    if stochastic:
+        name += f" ({gcd.decode_steps or latent_model.config.decode_steps} DDIM steps, x_T per image)"
+    if args.alphas != 128:
+        name += f" ({args.alphas} alphas)"
+    if args.n != 500:
+        name += f" ({args.n} faces)" if bench.dataset.startswith("faces") else f" ({args.n} test images)"
     record = {
         "backend": name,
+        "threads": torch.get_num_threads(),
+        "load_average_1_5_15_before_discovery": [round(v, 2) for v in load_before],
+        "decode_steps": (gcd.decode_steps or latent_model.config.decode_steps) if stochastic else None,
+        "unet_passes_discovery": unet_passes.count if stochastic else None,
+        "transfer_alphas": args.alphas,
         "source_index": source_index,
         "source_rule": args.source,
         "alpha_unit": args.alpha_unit,
@@ -116,7 +133,10 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         # along this direction (std of their projections)
         unit = None if args.alpha_unit == "rms" else spread_along(latent_model, bench.train.images[:1000], direction)
         started = time.perf_counter()
-        transfer = gcd.transfer(direction, test, source_class=source_class, goal_class=goal_class, unit=unit)
+        unet_passes.reset()
+        transfer = gcd.transfer(
+            direction, test, source_class=source_class, goal_class=goal_class, unit=unit, steps=args.alphas
+        )
         seconds = time.perf_counter() - started
         metrics = evaluate_result(transfer.result, bench) if int(transfer.result.success.sum()) else {}
         magnitudes, rate = transfer.flip_curve()
@@ -125,9 +145,14 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
             "attribute_shift": shifts,
             **transfer.summary(),
             "seconds": seconds,
+            "unet_passes": unet_passes.count if stochastic else None,
             "curve": {"alpha": magnitudes.tolist(), "flip_rate": rate.tolist()},
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))},
         }
+    if args.lig == 0:
+        record["bblig"] = None
+        print(json.dumps({k: v for k, v in record.items() if k != "directions"}, indent=1), flush=True)
+        return record
     # the images whose reconstruction the black box reads as the image (the transfer's eligible ones)
     lig_images = test[transfer.eligible][: args.lig]
     g0 = discovery.direction("g0")
@@ -168,6 +193,23 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         record["attack"] = {key: attack_metrics.get(key) for key in keys}
     print(json.dumps({k: v for k, v in record.items() if k != "directions"}, indent=1), flush=True)
     return record
+
+
+class UNetPasses:
+    """Counts the images a diffusion autoencoder's UNet is run on (one per image per DDIM step), by a forward hook;
+    nothing for a latent model without one."""
+
+    def __init__(self, latent_model) -> None:
+        self.count = 0
+        unet = getattr(latent_model, "unet", None)
+        if unet is not None:
+            unet.register_forward_hook(self._count)
+
+    def _count(self, module, inputs, output) -> None:
+        self.count += len(inputs[0])
+
+    def reset(self) -> None:
+        self.count = 0
 
 
 def source_image(rule: str, latent_model, images: torch.Tensor, faithful: torch.Tensor) -> int:
@@ -372,7 +414,15 @@ def main() -> None:
     parser.add_argument("--h", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--attack", action="store_true", help="also run the white-box attack for its passes")
-    parser.add_argument("--backends", nargs="+", default=["w", "vae", "mnist"], help="w, w-whitened, vae, mnist")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["w", "vae", "mnist"],
+        help="w, w-whitened, vae, mnist, diffae (faces-diffae), mnist-diffae",
+    )
+    parser.add_argument("--decode-steps", type=int, default=None, help="DDIM steps of the diffusion autoencoders")
+    parser.add_argument("--alphas", type=int, default=128, help="alphas of the transfer sweep in [-3, 3]")
+    parser.add_argument("--source-pool", type=int, default=200, help="the source is chosen among these test images")
     parser.add_argument("--source", choices=["first", "typical"], default="first", help="how the source is chosen")
     parser.add_argument(
         "--alpha-unit", choices=["rms", "direction"], default="rms", help="alpha 1: RMS latent spread or along d"
@@ -397,7 +447,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     records = []
-    if {"w", "w-whitened", "vae"} & set(args.backends):
+    if {"w", "w-whitened", "vae", "diffae"} & set(args.backends):
         faces = prepare("faces", progress=False, classifier="smiling")
         if "w" in args.backends:
             records.append(run_backend("faces W (style generator)", faces, faces.latent_model, (0, 1), args))
@@ -409,9 +459,16 @@ def main() -> None:
             vae = load_model("faces-smiling-vae", progress=False)
             print(f"faces VAE loaded or trained in {time.perf_counter() - started:.0f} s", flush=True)
             records.append(run_backend("faces VAE", faces, vae, (0, 1), args))
-    if "mnist" in args.backends:
+        if "diffae" in args.backends:
+            diffae = load_model("faces-diffae", progress=False)
+            records.append(run_backend("faces diffusion autoencoder", faces, diffae, (0, 1), args))
+    if {"mnist", "mnist-diffae"} & set(args.backends):
         mnist = prepare("mnist", progress=False)
-        records.append(run_backend("MNIST VAE (4 -> 9)", mnist, mnist.latent_model, (4, 9), args))
+        if "mnist" in args.backends:
+            records.append(run_backend("MNIST VAE (4 -> 9)", mnist, mnist.latent_model, (4, 9), args))
+        if "mnist-diffae" in args.backends:
+            diffae = load_model("mnist-diffae", progress=False)
+            records.append(run_backend("MNIST diffusion autoencoder (4 -> 9)", mnist, diffae, (4, 9), args))
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     machine = f"{platform.processor() or platform.machine()}, {args.threads} thread(s), CPU"
     out = Path(args.out)

@@ -44,3 +44,36 @@ def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
     assert (out / "directions.safetensors").exists()
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["flip_rate"]) == {"g0", "g20"}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--dataset", "mnist", "--latent-model", "mnist-difae"], "no zoo latent model of that name"),
+        (["--dataset", "mnist", "--latent-model", "faces-diffae"], "made for the faces images, not mnist's"),
+        (["--dataset", "mnist", "--latent-model", "mnist-cnn"], "not a latent model"),
+        (["--dataset", "faces", "--latent-model", "mnist-diffae"], "for faces use faces-eyeglasses-vae or"),
+        (["--dataset", "mnist", "--decode-steps", "10"], "--decode-steps is for a diffusion autoencoder"),
+    ],
+)
+def test_a_wrong_latent_model_or_decode_steps_gets_one_line(capsys, tmp_path, options, message):
+    code = main(["gcd", *options, "--black-box", "--out", str(tmp_path / "out"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and "Traceback" not in error
+    if "mnist-difae" in options:  # the line names the zoo's latent models, the right one among them
+        assert "mnist-diffae" in error and "faces-diffae" in error
+
+
+# the shipped MNIST diffusion autoencoder at 2 DDIM steps: a small discovery, a transfer to 20 test images
+@pytest.mark.slow
+def test_gcd_runs_on_the_zoos_diffusion_autoencoder(tmp_path, capsys):
+    out = tmp_path / "gcd"
+    options = ["--samples", "128", "--n", "20", "--lig", "0", "--h-directions", "0", "--decode-steps", "2"]
+    command = ["gcd", "--dataset", "mnist", "--latent-model", "mnist-diffae", "--black-box", "--target", "9"]
+    assert main([*command, "--out", str(out), *options, "--threads", "1", "--quiet"]) == 0
+    record = json.loads((out / "transfer.json").read_text())
+    assert record["latent_model"] == "DiffusionAutoencoder" and record["latent_source"] == {"zoo": "mnist-diffae"}
+    assert record["decode_steps"] == 2 and record["settings"]["decode_steps"] == 2
+    assert record["settings"]["stochastic_code"] and record["black_box"] is True
+    assert set(record["directions"]) == {"g0", "g20"} and record["directions"]["g0"]["eligible"] > 0
+    assert json.loads(capsys.readouterr().out)["queries"] > 128

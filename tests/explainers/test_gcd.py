@@ -168,3 +168,103 @@ def test_distances_are_zero_for_the_same_image_and_grow_with_change(sources):
     assert bool((pyramid_distance(sources, 1 - sources) > pyramid_distance(sources, sources * 0.9)).all())
     features = feature_distance(lambda images: images.flatten(1) + 0.1)
     assert float(features(sources, sources).abs().max()) < 1e-5
+
+
+# --- a diffusion autoencoder: every latent is decoded from the stochastic code of the image it was moved from -------
+
+
+@pytest.fixture
+def diffae():
+    """A tiny, untrained diffusion autoencoder whose decode depends on z_sem and x_T (its zero-initialised output
+    layers given small random weights), its decode calls recorded: (x_T or None, steps, latents)."""
+    from vcex.models.diffae import DiffAEConfig, DiffusionAutoencoder
+
+    torch.manual_seed(0)
+    model = DiffusionAutoencoder(DiffAEConfig.tiny(decode_steps=3)).eval()
+    with torch.no_grad():
+        for name, parameter in model.unet.named_parameters():
+            if not parameter.any():
+                parameter.normal_(0, 0.3 if name.endswith("weight") else 0.05)
+    calls: list[tuple[torch.Tensor | None, int | None, torch.Tensor]] = []
+    decode = model.decode
+
+    def recording_decode(latents: torch.Tensor, x_T: torch.Tensor | None = None, steps: int | None = None):
+        calls.append((None if x_T is None else x_T.clone(), steps, latents.clone()))
+        return decode(latents, x_T=x_T, steps=steps)
+
+    model.decode = recording_decode  # the instance's own: GCD sees DiffusionAutoencoder's signature and type
+    model.calls = calls
+    return model
+
+
+def brightness_box(images: torch.Tensor) -> torch.Tensor:
+    """Class 0 for every image (a margin of 5), the other logit following the left half's brightness."""
+    left = images[..., : images.shape[-1] // 2].mean((1, 2, 3))
+    return torch.stack([torch.full_like(left, 5.0), left], 1)
+
+
+def test_gcd_decodes_every_sample_from_the_sources_own_stochastic_code(diffae, mnist_small):
+    image = mnist_small[2][:1]
+    gcd = GCD(BlackBox(brightness_box), diffae, unit=1.0, samples=24, max_epochs=5, h_directions=1, min_proxy_r2=-1e9)
+    assert gcd.stochastic and gcd.settings()["decode_steps"] is None
+    gcd.explain(image, target=1)
+    calls = list(diffae.calls)
+    with torch.no_grad():
+        latents = diffae.encode(image)
+        code = diffae.encode_stochastic(image, latents)
+        inverted, fixed = diffae.decode(latents, x_T=code), diffae.decode(latents)
+    assert float((inverted - fixed).abs().max()) > 0.05  # the two reconstructions differ: the test can tell them apart
+    # the reconstruction, the 24 samples, the line search (3 directions x 16) and the counterfactual: all from x_T
+    assert sum(len(latents_) for _, _, latents_ in calls) == 1 + 24 + 3 * 16 + 1
+    assert all(x_T is not None and torch.allclose(x_T, code.expand_as(x_T), atol=1e-5) for x_T, _, _ in calls)
+    # at zero offset GCD's decode is the source's inverted reconstruction, not the fixed-noise one
+    at_zero = gcd._decode(latents, latents.shape[1:], gcd.stochastic_codes(image, latents))
+    assert torch.allclose(at_zero, inverted, atol=1e-5) and not torch.allclose(at_zero, fixed, atol=1e-3)
+    assert torch.allclose(gcd.reconstruct(image)[1], inverted, atol=1e-5)
+
+
+def test_transfer_decodes_each_image_from_its_own_code_with_the_steps_asked(diffae, mnist_small):
+    images = mnist_small[2][:3]
+    gcd = GCD(BlackBox(brightness_box), diffae, unit=1.0, decode_steps=2, **FAST)
+    assert gcd.settings()["decode_steps"] == 2 and gcd.settings()["stochastic_code"]
+    direction = nn.functional.normalize(torch.arange(8.0) - 3.5, dim=0)
+    with pytest.warns(UserWarning, match="flips none"):  # class 1 is out of reach: the margin is 5
+        transfer = gcd.transfer(direction, images, source_class=0, goal_class=1, steps=4)
+    assert int(transfer.eligible.sum()) == 3
+    with torch.no_grad():
+        latents = diffae.encode(images)
+        codes = diffae.encode_stochastic(images, latents, steps=2)
+    calls = diffae.calls
+    assert all(x_T is not None and steps == 2 for x_T, steps, _ in calls)
+    decoded = torch.cat([latents_ for _, _, latents_ in calls])
+    x_T = torch.cat([code for code, _, _ in calls])
+    # the image each decoded latent was moved from: the one it differs from along the direction only
+    offsets = decoded[:, None] - latents[None]  # (M, N, D)
+    across = offsets - (offsets @ direction)[..., None] * direction
+    source = across.norm(dim=2).argmin(1)
+    assert float(across.norm(dim=2).min(1).values.max()) < 1e-4
+    # the reconstructions, the sweep of each (4 alphas) and the counterfactuals
+    assert torch.bincount(source, minlength=3).tolist() == [1 + 4 + 1] * 3
+    assert torch.allclose(x_T, codes[source], atol=1e-5)
+
+
+def test_decode_steps_is_refused_for_a_latent_model_without_them(sources):
+    with pytest.raises(InputError, match="decode_steps"):
+        GCD(BlackBox(), Quadrants(), decode_steps=10)
+    assert not GCD(BlackBox(), Quadrants()).stochastic
+    assert "stochastic_code" not in GCD(BlackBox(), Quadrants(), unit=1.0).settings()
+
+
+def test_a_bblig_path_starts_at_each_images_inverted_reconstruction(diffae, mnist_small):
+    from vcex.attribution.bblig import latent_path
+
+    images = mnist_small[2][:2]
+    gcd = GCD(BlackBox(brightness_box), diffae, unit=1.0, **FAST)
+    direction = nn.functional.normalize(torch.arange(8.0) - 3.5, dim=0)
+    path = latent_path(gcd, direction, images, source_class=0, goal_class=1, coarse_steps=3, path_steps=3)
+    assert all(x_T is not None for x_T, _, _ in diffae.calls)
+    with torch.no_grad():
+        latents = diffae.encode(images)
+        inverted = diffae.decode(latents, x_T=diffae.encode_stochastic(images, latents))
+    # the path's first point (8-bit, as the public code saves it) is the image's own inverted reconstruction
+    assert torch.allclose(path.images[:, 0], (inverted * 255).round() / 255, atol=1.5 / 255)

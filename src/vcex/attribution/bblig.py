@@ -154,7 +154,8 @@ def latent_path(
     with evaluating(*explainer._models()), torch.no_grad():
         images = images.to(explainer.device)
         unit = explainer._active_unit() or explainer._spread(images)
-        latents = explainer.latent_model.encode(images)
+        # the reconstruction and its stochastic code (a diffusion autoencoder's x_T), as the transfer moves from
+        latents, reconstructions, codes = explainer.reconstruct(images)
         shape, flat = latents.shape[1:], latents.flatten(1)
         if flat.shape[1] != direction.numel():
             raise InputError(
@@ -162,7 +163,7 @@ def latent_path(
                 "direction found with this latent model"
             )
         # the path starts at the reconstruction (the public code's x^1), so its class is the one the path leaves
-        origin = explainer.query(explainer._decode(flat, shape)).argmax(1)
+        origin = explainer.query(reconstructions).argmax(1)
         outside = ((origin != source_class) & (origin != goal_class)).nonzero().flatten().tolist()
         if outside:
             raise InputError(
@@ -175,7 +176,11 @@ def latent_path(
         step = (sign[:, None] * unit) * direction  # (N, D)
         coarse = torch.linspace(0, alpha_max, coarse_steps, device=explainer.device)
         coarse_latents = flat[:, None] + coarse[None, :, None] * step[:, None]
-        probs = explainer.query(explainer._decode(coarse_latents.reshape(-1, flat.shape[1]), shape)).softmax(1)
+        rows = torch.arange(count, device=explainer.device)
+        coarse_images = explainer._decode(
+            coarse_latents.reshape(-1, flat.shape[1]), shape, codes, rows.repeat_interleave(coarse_steps)
+        )
+        probs = explainer.query(coarse_images).softmax(1)
         origin_prob = probs.view(count, coarse_steps, -1).gather(2, origin[:, None, None].expand(-1, coarse_steps, 1))
         below = origin_prob[..., 0] < (FLIP_PROB if baseline == "first_flip" else BASELINE_PROB)
         flip_baseline = torch.full((count,), baseline == "first_flip", device=explainer.device)
@@ -189,7 +194,9 @@ def latent_path(
         fractions = torch.linspace(0, 1, path_steps, device=explainer.device)
         alphas = torch.nan_to_num(baseline_alpha)[:, None] * fractions[None]  # (N, m); a zero path where none
         path_latents = flat[:, None] + alphas[..., None] * step[:, None]
-        path = explainer._decode(path_latents.reshape(-1, flat.shape[1]), shape)
+        path = explainer._decode(
+            path_latents.reshape(-1, flat.shape[1]), shape, codes, rows.repeat_interleave(path_steps)
+        )
         # 8-bit like saved images: a pixel that does not change between two points has dx = 0 (the public code)
         path = (path * 255).round() / 255
     return LatentPath(

@@ -43,6 +43,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="where a BB-LIG path ends: paper (own class < 0.01, the public code), first_flip (< 0.5), "
         "paper_or_flip (the paper's where the sweep reaches it, else the first flip)",
     )
+    parser.add_argument(
+        "--decode-steps",
+        type=positive_count,
+        default=None,
+        help="DDIM steps of a diffusion autoencoder's decode and inversion (--latent-model faces-diffae / "
+        "mnist-diffae; default the model's 20): fewer are faster on a CPU, recorded in directions.json",
+    )
     add_out(parser, "output folder (directions.safetensors/.json, transfer.json, metrics.json, gcd.html)")
     # --black-box (outputs only; the white-box LIG comparison, which needs gradients, is then skipped),
     # --latent-model, and --classifier's file forms (an ONNX file is always a black box)
@@ -75,6 +82,12 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(
             f"--source-index {args.source_index} is outside the {len(test)} test images (0..{len(test) - 1})"
         )
+    stochastic = callable(getattr(bench.latent_model, "encode_stochastic", None))
+    if args.decode_steps is not None and not stochastic:
+        raise InputError(
+            f"--decode-steps is for a diffusion autoencoder (--latent-model {args.dataset}-diffae); the latent model "
+            f"{type(bench.latent_model).__name__} has no DDIM steps: drop --decode-steps"
+        )
     opaque = is_black_box(bench.classifier)
     # GCD queries outputs only: a white-box classifier is queried through the same counting wrapper
     black_box = bench.classifier if opaque else BlackBoxClassifier(bench.classifier, bench.test.num_classes)
@@ -90,6 +103,7 @@ def run(args: argparse.Namespace) -> None:
         radius=args.radius,
         h_directions=args.h_directions,
         distance=feature_distance(bench.features()),
+        decode_steps=args.decode_steps,
     ).fit(bench.train.images[:1000])
     say(args, f"GCD discovery from test image {args.source_index} (class {source_class} -> {goal})")
     black_box.reset_queries()  # the queries of the discovery and after, not the source's class above
@@ -108,6 +122,11 @@ def run(args: argparse.Namespace) -> None:
         "classifier": bench.classifier_source or f"{bench.dataset}-cnn",
         "black_box": opaque,
         "latent_model": type(bench.latent_model).__name__,
+        "latent_source": getattr(bench.latent_model, "source", None),
+        # a diffusion autoencoder: every decode starts from its image's own inverted x_T, at these DDIM steps
+        "decode_steps": gcd.decode_steps or getattr(getattr(bench.latent_model, "config", None), "decode_steps", None)
+        if stochastic
+        else None,
         "source_index": args.source_index,
         "source_class": source_class,
         "goal_class": goal,

@@ -135,8 +135,9 @@ def add_model_forms(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latent-model",
         default=None,
-        help="your own latent model instead of the dataset's: a folder written by vcex train-style, a TorchScript "
-        "file whose module exports encode and "
+        help="another latent model than the dataset's: a zoo latent model made for the dataset (e.g. faces-diffae, "
+        "mnist-diffae, mnist-vae), a folder written by vcex train-style, a TorchScript file whose module exports "
+        "encode and "
         "decode (@torch.jit.export), or package.module:factory returning an nn.Module with both (with "
         "--latent-weights); decode(encode(x)) must give [0, 1] images of the dataset's shape",
     )
@@ -182,7 +183,59 @@ def latent_model_from_args(args: argparse.Namespace) -> object:
         if args.latent_weights is not None:
             raise InputError("--latent-weights goes with --latent-model package.module:factory; add it or drop this")
         return None
+    zoo = zoo_latent_model(args.latent_model, getattr(args, "dataset", None), progress=not getattr(args, "quiet", True))
+    if zoo is not None:
+        if args.latent_weights is not None:
+            raise InputError(
+                f"--latent-weights is for an entry point; the zoo's {args.latent_model} has its own weights: drop it"
+            )
+        return zoo
     return load_user_latent_model(args.latent_model, weights=args.latent_weights)
+
+
+# the zoo roles that are latent models (vcex.models.load_latent_model); the faces' W is a train-style folder name
+ZOO_LATENT_ROLES = ("vae", "diffae")
+
+
+def zoo_latent_model(name: str, dataset: str | None, progress: bool = False) -> object | None:
+    """The zoo latent model ``name`` (``"faces-diffae"``, ``"mnist-vae"``...) for ``--latent-model``, its ``source``
+    recorded; None where ``name`` is a path or an entry point (the user's forms). A name that is neither, another
+    zoo role, or a model made for another dataset than ``dataset`` gets one line naming the zoo's latent models."""
+    from pathlib import Path
+
+    from vcex.data import canonical_dataset_name
+    from vcex.errors import InputError
+    from vcex.models import load_latent_model, model_names, model_spec
+    from vcex.models.stylex import resolve_stylex
+    from vcex.models.user import ENTRY_POINT
+
+    latent_names = [n for n in model_names() if model_spec(n).role in ZOO_LATENT_ROLES]
+    if name not in model_names():
+        if Path(name).exists() or ENTRY_POINT.match(name) or resolve_stylex(name) is not None:
+            return None
+        raise InputError(
+            f"--latent-model {name}: no such file or folder, and no zoo latent model of that name; the zoo's: "
+            f"{', '.join(latent_names)} (or a train-style folder, a TorchScript file, package.module:factory)"
+        )
+    spec = model_spec(name)
+    if spec.role not in ZOO_LATENT_ROLES:
+        raise InputError(
+            f"--latent-model {name} is the zoo's {spec.role}, not a latent model; the zoo's latent models: "
+            f"{', '.join(latent_names)}"
+        )
+
+    def family(name: str) -> str:  # every faces task has the same images ("faces" is also --dataset's shorthand)
+        return "faces" if name.startswith("faces") else canonical_dataset_name(name)
+
+    if dataset is not None and not dataset.startswith("folder:") and family(dataset) != family(spec.dataset):
+        same = [n for n in latent_names if family(model_spec(n).dataset) == family(dataset)]
+        raise InputError(
+            f"--latent-model {name} is made for the {spec.dataset} images, not {dataset}'s; for {dataset} use "
+            f"{' or '.join(same) or 'the dataset default (drop --latent-model)'}"
+        )
+    model = load_latent_model(name, progress=progress)
+    model.source = {"zoo": name}
+    return model
 
 
 def models_from_args(args: argparse.Namespace, method: str) -> dict[str, object]:

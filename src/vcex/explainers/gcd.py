@@ -7,6 +7,7 @@ the comment says so.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -327,7 +328,13 @@ class GCD(Explainer):
             the spread of the encodings (of the images given to :meth:`fit`, else of each ``explain`` call).
         distance: images, references (N, C, H, W) -> (N,); default :func:`pyramid_distance`.
         min_proxy_r2: the held-out R^2 a proxy needs for its directions to be used.
+        decode_steps: the DDIM steps of a diffusion autoencoder's decode and inversion (None: the model's default);
+            only for a latent model whose ``decode`` takes ``steps``.
         seed: seeds the sampling and the proxies' initialisation.
+
+    A latent model with a stochastic code (``encode_stochastic(images, latents, steps)`` and
+    ``decode(latents, x_T=..., steps=...)``: a diffusion autoencoder) is used as published: every latent moved around
+    an image (samples, line search, transfer sweep, BB-LIG path) is decoded from that image's own inverted x_T.
 
     Example:
         >>> gcd = GCD(black_box, vae, threshold=0.5)
@@ -354,6 +361,7 @@ class GCD(Explainer):
         distance: Distance | None = None,
         min_proxy_r2: float = MIN_PROXY_R2,
         max_epochs: int = PROXY_MAX_EPOCHS,
+        decode_steps: int | None = None,
         seed: int = 0,
         batch_size: int = 256,
         device: torch.device | str | None = None,
@@ -380,6 +388,19 @@ class GCD(Explainer):
         self.distance = distance or pyramid_distance
         self.min_proxy_r2 = float(min_proxy_r2)
         self.max_epochs = check_count("max_epochs", max_epochs, 1)
+        decode_parameters = _parameters(self.latent_model.decode)
+        # the stochastic-code hook: a diffusion autoencoder's x_T, inverted per image (DiffAE; GCD's public code)
+        self.stochastic = bool(
+            callable(getattr(self.latent_model, "encode_stochastic", None)) and "x_T" in decode_parameters
+        )
+        if decode_steps is not None:
+            decode_steps = check_count("decode_steps", decode_steps, 1)
+            if "steps" not in decode_parameters:
+                raise InputError(
+                    f"decode_steps={decode_steps} is for a latent model whose decode takes steps (a diffusion "
+                    f"autoencoder); {type(self.latent_model).__name__}.decode does not: drop decode_steps"
+                )
+        self.decode_steps: int | None = decode_steps
         self.seed = int(seed)
         self.discovery: Discovery | None = None
         self._chunk_start = True  # the next chunk starts a new discovery (set by each explain call)
@@ -395,6 +416,12 @@ class GCD(Explainer):
             "min_proxy_r2": self.min_proxy_r2,
             "max_epochs": self.max_epochs,
             "seed": self.seed,
+            # only where there is a stochastic code, so the other backends' records stay as they were
+            **(
+                {"stochastic_code": "each image's own (encode_stochastic)", "decode_steps": self.decode_steps}
+                if self.stochastic
+                else {}
+            ),
         }
 
     # --- units ---------------------------------------------------------------------------------------------------
@@ -447,26 +474,78 @@ class GCD(Explainer):
                 outputs.append(logits.float())
         return torch.cat(outputs)
 
-    def _decode(self, flat: torch.Tensor, latent_shape: torch.Size) -> torch.Tensor:
-        """Images (M, C, H, W) of flat latents (M, D), decoded in chunks of ``batch_size``, clamped to the range."""
-        low, high = self.classifier.value_range
+    def _step_options(self) -> dict:
+        return {} if self.decode_steps is None else {"steps": self.decode_steps}
+
+    def stochastic_codes(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor | None:
+        """Each image's stochastic code (N, ...) (``encode_stochastic``: a diffusion autoencoder's DDIM-inverted
+        x_T) given its latents (N, ...), in chunks of ``batch_size``; None for a latent model without one."""
+        if not self.stochastic:
+            return None
         with torch.no_grad():
             return torch.cat(
                 [
-                    self.latent_model.decode(c.view(-1, *latent_shape)).clamp(low, high)
-                    for c in flat.split(self.batch_size)
+                    self.latent_model.encode_stochastic(chunk, chunk_latents, **self._step_options())
+                    for chunk, chunk_latents in zip(images.split(self.batch_size), latents.split(self.batch_size))
                 ]
             )
 
+    def _decode(
+        self,
+        flat: torch.Tensor,
+        latent_shape: torch.Size,
+        codes: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Images (M, C, H, W) of flat latents (M, D), decoded in chunks of ``batch_size``, clamped to the range.
+
+        ``codes`` (N, ...) from :meth:`stochastic_codes`: latent m is decoded from ``codes[rows[m]]`` (``rows`` (M,)
+        default ``0..M-1``), the stochastic code of the image it was moved from; None: the model's own decode."""
+        low, high = self.classifier.value_range
+        if codes is not None and rows is None:
+            rows = torch.arange(len(flat), device=flat.device)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, max(len(flat), 1), self.batch_size):  # an empty batch: as the model decodes one
+                chunk = flat[start : start + self.batch_size].view(-1, *latent_shape)
+                if codes is None:
+                    decoded = self.latent_model.decode(chunk)
+                else:
+                    code = codes[rows[start : start + self.batch_size]]
+                    decoded = self.latent_model.decode(chunk, x_T=code, **self._step_options())
+                parts.append(decoded.clamp(low, high))
+        return torch.cat(parts)
+
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``images`` (N, C, H, W) -> their latents (N, ...), reconstructions (N, C, H, W) and stochastic codes
+        (None without): what discovery, transfer and BB-LIG move from. Checks the decodes' shape once."""
+        images = images.to(self.device)
+        with evaluating(*self._models()), torch.no_grad():
+            latents = self.latent_model.encode(images)
+            codes = self.stochastic_codes(images, latents)
+            first = self.batch_size
+            if codes is None:  # the first chunk through the base's edge check of the decodes' shape
+                head = self._decode_checked(latents[:first], images[:first]).clamp(*self.classifier.value_range)
+                tail = self._decode(latents[first:].flatten(1), latents.shape[1:]) if len(images) > first else head[:0]
+                reconstructions = torch.cat([head, tail])
+            else:
+                reconstructions = self._decode(latents.flatten(1), latents.shape[1:], codes)
+        return latents, reconstructions, codes
+
     def _label(
-        self, flat: torch.Tensor, latent_shape: torch.Size, references: torch.Tensor, rows: torch.Tensor
+        self,
+        flat: torch.Tensor,
+        latent_shape: torch.Size,
+        references: torch.Tensor,
+        rows: torch.Tensor,
+        codes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode flat latents (M, D), query the black box and measure each decode's distance to its reference
-        ``references[rows]``, in chunks (no more than ``batch_size`` images held at once): logits (M, K) and
-        distances (M,)."""
+        """Decode flat latents (M, D) (from ``codes[rows]`` where given), query the black box and measure each
+        decode's distance to its reference ``references[rows]``, in chunks (no more than ``batch_size`` images held
+        at once): logits (M, K) and distances (M,)."""
         logits, distances = [], []
         for chunk, chunk_rows in zip(flat.split(self.batch_size), rows.split(self.batch_size)):
-            images = self._decode(chunk, latent_shape)
+            images = self._decode(chunk, latent_shape, codes, chunk_rows)
             logits.append(self.query(images))
             with torch.no_grad():
                 distances.append(self.distance(images, references[chunk_rows]).float())
@@ -479,11 +558,10 @@ class GCD(Explainer):
             raise InputError("GCD raises a target class; to lower class k, raise another class")
         count = len(images)
         unit = self._active_unit()
+        latents, reconstructions, codes = self.reconstruct(images)
+        latent_shape = latents.shape[1:]
+        flat = latents.flatten(1)
         with torch.no_grad():
-            latents = self.latent_model.encode(images)
-            latent_shape = latents.shape[1:]
-            flat = latents.flatten(1)
-            reconstructions = self._decode_checked(latents, images).clamp(*self.classifier.value_range)
             origin = self.query(images).argmax(1)
             reconstruction_probs = self.query(reconstructions).softmax(1)
         # an image the black box already puts in the target class (the base refuses that for the original, yet a
@@ -496,7 +574,7 @@ class GCD(Explainer):
         steps = (steps * torch.rand(count, self.samples, 1, generator=generator) * self.radius).to(self.device)
         rows = torch.arange(count, device=self.device).repeat_interleave(self.samples)
         sample_latents = (flat[:, None] + steps * unit).reshape(-1, dim)
-        logits, distances = self._label(sample_latents, latent_shape, reconstructions, rows)
+        logits, distances = self._label(sample_latents, latent_shape, reconstructions, rows, codes)
         logits, distances = logits.view(count, self.samples, -1), distances.view(count, self.samples)
         scale = distances.amax(1, keepdim=True).clamp_min(1e-8)
         with torch.enable_grad():
@@ -513,7 +591,9 @@ class GCD(Explainer):
         candidates = flat[:, None, None] + alphas[None, None, :, None] * unit * directions[:, :, None]
         per_image = candidates.shape[1] * LINE_STEPS
         rows = torch.arange(count, device=self.device).repeat_interleave(per_image)
-        line_logits, line_distances = self._label(candidates.reshape(-1, dim), latent_shape, reconstructions, rows)
+        line_logits, line_distances = self._label(
+            candidates.reshape(-1, dim), latent_shape, reconstructions, rows, codes
+        )
         target_prob = (
             line_logits.softmax(1)
             .view(count, per_image, -1)
@@ -532,7 +612,7 @@ class GCD(Explainer):
         picked = torch.arange(count, device=self.device)
         cf_latents = candidates.reshape(count, per_image, dim)[picked, choice]
         cf_latents = torch.where(usable[:, None], cf_latents, flat)
-        counterfactuals = self._decode(cf_latents, latent_shape)
+        counterfactuals = self._decode(cf_latents, latent_shape, codes)
         success = reached[picked, choice]
         cf_prob = torch.where(usable, target_prob[picked, choice], reconstruction_probs[picked, target])
         # the base's check of the originals, the origin class, the reconstruction, the samples and the line search
@@ -633,6 +713,14 @@ class GCD(Explainer):
             alpha_max=alpha_max,
             unit=unit,
         )
+
+
+def _parameters(function: Callable) -> tuple[str, ...]:
+    """The parameter names of ``function`` (none where Python cannot read its signature, e.g. a TorchScript method)."""
+    try:
+        return tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return ()
 
 
 def _r2_text(values: torch.Tensor) -> str:
@@ -740,8 +828,7 @@ def transfer_direction(
         images = images.to(explainer.device)
         if unit is None:
             unit = explainer._active_unit() or explainer._spread(images)
-        with torch.no_grad():
-            latents = explainer.latent_model.encode(images)
+        latents, reconstructions, codes = explainer.reconstruct(images)
         latent_shape, flat = latents.shape[1:], latents.flatten(1)
         if flat.shape[1] != direction.numel():
             raise InputError(
@@ -756,7 +843,6 @@ def transfer_direction(
         if source_class == goal_class:
             raise InputError("source_class and goal_class are the same class; a flip needs two")
         predicted = logits.argmax(1)
-        reconstructions = explainer._decode(flat, latent_shape)
         reconstruction_class = explainer.query(reconstructions).argmax(1)
         in_pair = (predicted == source_class) | (predicted == goal_class)
         eligible = in_pair & (reconstruction_class == predicted)
@@ -769,10 +855,14 @@ def transfer_direction(
         keep = eligible.nonzero().flatten()
         probs = torch.zeros(count, steps, classes, device=explainer.device)
         if len(keep):
+            sweep_rows = keep.repeat_interleave(steps)  # each image's sweep from its own stochastic code
             sweep_logits = torch.cat(
                 [
-                    explainer.query(explainer._decode(chunk, latent_shape))
-                    for chunk in swept[keep].reshape(-1, flat.shape[1]).split(explainer.batch_size)
+                    explainer.query(explainer._decode(chunk, latent_shape, codes, chunk_rows))
+                    for chunk, chunk_rows in zip(
+                        swept[keep].reshape(-1, flat.shape[1]).split(explainer.batch_size),
+                        sweep_rows.split(explainer.batch_size),
+                    )
                 ]
             )
             probs[keep] = sweep_logits.softmax(1).view(len(keep), steps, classes)
@@ -787,7 +877,8 @@ def transfer_direction(
         alpha = torch.where(any_flip, alphas[choice], torch.nan)
         picked = torch.arange(count, device=explainer.device)
         cf_latents = swept[picked, choice]
-        counterfactuals = explainer._decode(cf_latents[keep], latent_shape)
+        # no eligible image: no decode (a diffusion autoencoder refuses an empty batch)
+        counterfactuals = explainer._decode(cf_latents[keep], latent_shape, codes, keep) if len(keep) else images[:0]
     own_probs = logits.softmax(1)
     queries = 2 + steps  # the image, its reconstruction and the sweep (only the first two for ineligible images)
     result = CounterfactualResult(
