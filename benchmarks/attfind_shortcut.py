@@ -244,7 +244,7 @@ def verdict(hits: int, done: int) -> str:
 def setting_summary(records: list[dict]) -> str:
     """The bold result line of one setting: hits of the seeds run, and the verdict on the target."""
     hits, done = sum(r["hit"] for r in records), len(records)
-    partial = "" if done >= 10 else f" Only {done} of the 10 seeds were run; the others are missing."
+    partial = "" if done >= 10 else f" Seeds run: {done} of 10; the others are missing."
     return (
         f"the true driver is among the labels of AttFind's top 3 for {hits} of {done} classifiers "
         f"(target >= {TARGET_HITS} of 10: {verdict(hits, done)}).{partial}"
@@ -279,12 +279,26 @@ def setting_section(records: list[dict], context: dict, known: dict[int, dict], 
         *markdown_table(header, rows),
         "",
         *misses_section(records),
+        # a list stops early once its attributes have moved every image by 1 logit (AttFind's cap)
+        "Attributes in the merged list (up to 8 per class; a class's list stops early once its images have been "
+        "moved by 1 logit each): "
+        + ", ".join(f"seed {r['seed']} {len(r['attributes'].get('merged', []))}" for r in records)
+        + ".",
+        "",
         "Retrained by the same function, yet not identical to the global benchmark's classifiers (why was not "
         "checked): the largest |difference| between this run's influence and its record's, over the 11 "
         "factors and the seeds: "
         + (f"{max(reproduced):.3f}" if reproduced else "no record")
         + f"; the true driver is the record's largest-influence factor for {same_driver(records, known)} of "
         f"{sum(r['seed'] in known for r in records)} seeds.",
+        *(
+            [
+                "Against the conv-only run's classifier of the same seed (retrained, same seed): largest |influence "
+                f"difference| {max(same):.3f} over {len(same)} seeds."
+            ]
+            if compare and (same := influence_differences(records, compare))
+            else []
+        ),
         "",
         "Time per seed (training + influence + AttFind + labels): "
         + ", ".join(f"seed {r['seed']} {r['seconds'] + r.get('train_seconds', 0):.0f} s" for r in records)
