@@ -219,19 +219,23 @@ def same_driver(records: list[dict], known: dict[int, dict]) -> int:
 
 
 def misses_section(records: list[dict]) -> list[str]:
-    """One line per miss: what AttFind's list held instead, and how far its best attribute moves the logits."""
+    """One line per miss: what AttFind's list held instead, where the driver first labels it, and how far its best
+    attribute moves the logits."""
     lines = []
     for r in records:
         if r["hit"]:
             continue
         merged = r["attributes"].get("merged", [])
         labels = sorted({row["attribute"] for row in merged})
+        rank = next((i for i, row in enumerate(merged, start=1) if row["factor"] == r["driver"]), None)
         best = max((abs(row["effect"]) for rows in r["attributes"].values() for row in rows), default=0.0)
         lines.append(
             f"- Seed {r['seed']} (driver {r['driver']}): the merged list's {len(merged)} attributes read as "
-            f"{', '.join(labels)}; the largest mean logit change of any found attribute is {best:.3f}."
+            f"{', '.join(labels)}; "
+            + (f"the driver first labels attribute {rank}" if rank else "the driver labels none of them")
+            + f"; the largest mean logit change of any found attribute is {best:.3f}."
         )
-    return ["## Misses", "", *lines, ""] if lines else []
+    return ["### Misses", "", *lines, ""] if lines else []
 
 
 def verdict(hits: int, done: int) -> str:
