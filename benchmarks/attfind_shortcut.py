@@ -13,10 +13,12 @@ driver in what the global benchmark's records (docs/benchmarks/faces-global/seed
 classifiers; vcex global is not rerun.
 
     nice -n 10 env VCEX_HOME=... python benchmarks/attfind_shortcut.py --seeds 0 1 2 3 4
+    nice -n 10 python benchmarks/attfind_shortcut.py --include-torgb --seeds 4 6 9  # toRGB coordinates too
     python benchmarks/attfind_shortcut.py --render-only
 
 Everything is cached under --work (classifiers, AttFind's partial tables, per-seed records), so a rerun resumes;
-every run rewrites docs/benchmarks/attfind-shortcut.md and .json from the per-seed records found there.
+every run rewrites docs/benchmarks/attfind-shortcut.md and .json, one section per setting (conv coordinates only,
+as published; toRGB included), from the per-seed records found there, else from those the page's JSON holds.
 """
 
 from __future__ import annotations
