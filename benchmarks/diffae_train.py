@@ -71,6 +71,20 @@ def z_swap_figures(model, classifier, images: torch.Tensor, labels: torch.Tensor
     }
 
 
+def model_facts(model) -> dict:
+    """Size, training (seconds, device, steps, command: the zoo record) and recipe of a zoo diffusion autoencoder."""
+    record = model.training_record
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": record["train_seconds"],
+        "device": record.get("device", "cpu"),
+        "optimiser_steps": record.get("optimiser_steps"),
+        "train_command": record.get("command"),
+        "recipe": record["config"],
+        "latent_radius": round(model.latent_radius, 4),
+    }
+
+
 @torch.no_grad()
 def faces_figures(steps_list: list[int], count: int) -> dict:
     """The faces model: reconstruction, the attribute oracle's agreement with the originals on decodes from the
@@ -83,16 +97,7 @@ def faces_figures(steps_list: list[int], count: int) -> dict:
     smiling = oracle.attribute_names.index("smiling")
     images = load_face_table("test").images[:count]
     truth = oracle.predict(images)
-    record = model.training_record
-    figures: dict = {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": record["train_seconds"],
-        "device": record.get("device", "cpu"),
-        "optimiser_steps": record.get("optimiser_steps"),
-        "train_command": record.get("command"),
-        "recipe": record["config"],
-        "latent_radius": round(model.latent_radius, 4),
-    }
+    figures = model_facts(model)
     for steps in steps_list:
         row = reconstruction_figures(model, images, steps=steps)
         latents = model.encode(images)
@@ -159,16 +164,7 @@ def main() -> None:
     classifier = load_classifier("mnist-cnn", progress=False)
 
     model = load_model("mnist-diffae", retrain=args.retrain, progress=False)
-    record = model.training_record
-    diffae: dict = {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": record["train_seconds"],
-        "device": record.get("device", "cpu"),
-        "optimiser_steps": record.get("optimiser_steps"),
-        "train_command": record.get("command"),
-        "recipe": record["config"],
-        "latent_radius": round(model.latent_radius, 4),
-    }
+    diffae = model_facts(model)
     for steps in args.steps:
         figures = reconstruction_figures(model, images, steps=steps)
         with torch.no_grad():
