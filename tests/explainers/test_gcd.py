@@ -223,6 +223,20 @@ def test_gcd_decodes_every_sample_from_the_sources_own_stochastic_code(diffae, m
     assert torch.allclose(gcd.reconstruct(image)[1], inverted, atol=1e-5)
 
 
+def test_a_users_diffusion_autoencoder_behind_the_wrapper_gets_its_stochastic_code_too(diffae, mnist_small):
+    from vcex.models.latent import UserLatentModel
+
+    image = mnist_small[2][:1]
+    wrapped = UserLatentModel(diffae)
+    gcd = GCD(BlackBox(brightness_box), wrapped, unit=1.0, samples=8, max_epochs=2, h_directions=1, min_proxy_r2=-1e9)
+    assert gcd.stochastic
+    gcd.explain(image, target=1)
+    with torch.no_grad():
+        code = diffae.encode_stochastic(image, diffae.encode(image))
+    assert diffae.calls and all(x_T is not None and torch.allclose(x_T, code.expand_as(x_T), atol=1e-5)
+                                for x_T, _, _ in diffae.calls)  # fmt: skip
+
+
 def test_transfer_decodes_each_image_from_its_own_code_with_the_steps_asked(diffae, mnist_small):
     images = mnist_small[2][:3]
     gcd = GCD(BlackBox(brightness_box), diffae, unit=1.0, decode_steps=2, **FAST)

@@ -22,7 +22,7 @@ from vcex.errors import InputError, ModelError
 from vcex.explainers.base import Explainer, TargetSpec, ThresholdSpec
 from vcex.explainers.result import CounterfactualResult
 from vcex.explainers.thresholds import AUTO
-from vcex.models.latent import LatentModel
+from vcex.models.latent import LatentModel, UserLatentModel
 from vcex.models.state import evaluating
 
 # Sobieski & Biecek 2024, public code (research note A1.4): the proxy's hidden widths, loss weights and training
@@ -388,7 +388,9 @@ class GCD(Explainer):
         self.distance = distance or pyramid_distance
         self.min_proxy_r2 = float(min_proxy_r2)
         self.max_epochs = check_count("max_epochs", max_epochs, 1)
-        decode_parameters = _parameters(self.latent_model.decode)
+        # a user's model behind vcex's wrapper: its own decode's signature tells (the wrapper passes options on)
+        user = isinstance(self.latent_model, UserLatentModel)
+        decode_parameters = _parameters(self.latent_model.wrapped.decode if user else self.latent_model.decode)
         # the stochastic-code hook: a diffusion autoencoder's x_T, inverted per image (DiffAE; GCD's public code)
         self.stochastic = bool(
             callable(getattr(self.latent_model, "encode_stochastic", None)) and "x_T" in decode_parameters

@@ -109,8 +109,9 @@ class UserLatentModel(nn.Module):
             "tensor (a VAE's (mean, log-variance))"
         )
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.wrapped.decode(latents)
+    def decode(self, latents: torch.Tensor, **options: object) -> torch.Tensor:
+        """The model's decode; keyword options (a diffusion autoencoder's ``x_T=``, ``steps=``) are passed on."""
+        return self.wrapped.decode(latents, **options)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstructions (N, C, H, W): ``decode(encode(images))``."""
