@@ -24,6 +24,10 @@ from vcex.report.markdown import markdown_table
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 DIGITS = [str(d) for d in range(10)]
+# EigenFind's step, given explicitly: stylex-mnist.md's EigenFind figures were measured at the published alpha 5 in W,
+# the CLI's default before it became the 3 std measured on faces-style (docs/benchmarks/stylespace-explanations.md)
+EIGENFIND_STEP = ["--alpha", "5", "--alpha-unit", "w"]
+UNIT_NAMES = {"w": "in W", "std": "std"}
 
 
 def _step(work: Path, name: str, arguments: list[str], result: str) -> dict:
@@ -38,8 +42,8 @@ def measure(args: argparse.Namespace) -> dict:
     common = ["--dataset", "mnist", "--latent-model", model, *threads]
     probe = _step(work, "probe", ["stylespace", "probe", *common, "--n", str(args.n_probe), "--k", "3"], "probe.json")
     finds = {
-        method: _step(work, method, ["stylespace", method, *common, "--n", str(args.n_find)], "attributes.json")
-        for method in ("attfind", "eigenfind")
+        method: _step(work, method, ["stylespace", method, *common, "--n", str(args.n_find), *step], "attributes.json")
+        for method, step in (("attfind", []), ("eigenfind", EIGENFIND_STEP))
     }
     attack = _step(work, "attack-w", ["explain", *common, "--n", str(args.n_attack)], "metrics.json")
     (DOCS / "stylex-mnist").mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,8 @@ def measure(args: argparse.Namespace) -> dict:
         "figures": recipe.get("figures", {}),
         "probe": {"n": probe["n"], "seconds": probe["seconds"], "kinds": _kinds(probe), "per_digit": per_digit},
         "finds": {method: {"seconds": found["search_seconds"], "top": found["attributes"],
-                           "explained_share": found.get("explained_share"), "sufficiency": found.get("sufficiency")}
+                           "explained_share": found.get("explained_share"), "sufficiency": found.get("sufficiency"),
+                           "alpha": found.get("alpha"), "alpha_unit": found.get("alpha_unit")}
                   for method, found in finds.items()},
         "attack": {key: attack.get(key) for key in ("validity", "oracle_agreement", "knn_agreement", "l2",
                                                     "identity_preservation", "threshold")},
@@ -100,7 +105,8 @@ def render(record: dict) -> str:
     lines += markdown_table(["digit", "coordinates moving it most", "best coordinate", "purity", "flip share"], rows)
     lines += ["", "## AttFind and EigenFind on mnist-cnn, one-vs-all per digit", ""]
     for method, found in record["finds"].items():
-        lines += [f"**{method}** ({_f(found['seconds'], 1)} s; [strips](stylex-mnist/{method}.html)):", ""]
+        step = f"alpha {found['alpha']:g} {UNIT_NAMES[found['alpha_unit']]}, " if found.get("alpha") else ""
+        lines += [f"**{method}** ({step}{_f(found['seconds'], 1)} s; [strips](stylex-mnist/{method}.html)):", ""]
         rows = []
         for target, attributes in (found["top"] or {}).items():
             names = ", ".join(

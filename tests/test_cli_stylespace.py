@@ -96,12 +96,25 @@ def test_attfind_writes_ranked_attributes_with_factor_and_purity(tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["out"] == str(out)
 
 
+def test_eigenfind_cli_defaults_are_the_librarys():
+    from vcex.attribution import stylespace_attributes as library
+    from vcex.cli import build_parser
+
+    args = build_parser().parse_args(["stylespace", "eigenfind", "--dataset", "faces", "--out", "x"])
+    assert (args.alpha, args.alpha_unit) == (library.EIGEN_ALPHA, library.EIGEN_ALPHA_UNIT) == (3.0, "std")
+    assert args.directions == library.EIGEN_DIRECTIONS and args.top == library.NUM_ATTRIBUTES
+    published = ["--alpha", "5", "--alpha-unit", "w"]
+    args = build_parser().parse_args(["stylespace", "eigenfind", "--dataset", "faces", *published, "--out", "x"])
+    assert (args.alpha, args.alpha_unit) == (library.PUBLISHED_EIGEN_ALPHA, library.PUBLISHED_EIGEN_ALPHA_UNIT)
+
+
 @pytest.mark.slow
 def test_eigenfind_writes_directions_with_explained_share(tmp_path, capsys):
     out = tmp_path / "eigenfind"
     argv = ["stylespace", "eigenfind", "--dataset", "faces", "--n", "6", "--directions", "4", "--top", "2"]
-    assert main([*argv, "--alpha", "3", "--alpha-unit", "std", "--out", str(out), "--quiet"]) == 0
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
     record = json.loads((out / "attributes.json").read_text())
+    # the default step is the measured 3 std (not the published 5 in W), and the record says so
     assert record["method"] == "eigenfind" and (record["alpha"], record["alpha_unit"]) == (3.0, "std")
     for target, rows in record["attributes"].items():
         assert 1 <= len(rows) <= 2 and {"eigenvector", "sign", "factor", "purity"} <= set(rows[0])

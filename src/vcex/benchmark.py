@@ -479,6 +479,26 @@ def run_suite(
     _check_device(device)
     out = Path(out)
     started = time.perf_counter()
+    task, fingerprints = _suite_task(spec, n, device, progress, classifier, latent_model)
+    record = _suite_record(suite, spec, task, fingerprints, out, methods, device)
+    _run_rows(rows, task, out, record)
+    record["data"]["real_validity"] = real_validity(task.bench, task.targets, _fixed_thresholds(record))
+    record["complete"] = True
+    record["wall_seconds"] = round(time.perf_counter() - started, 3)
+    write_reports(out, record)
+    return record
+
+
+def _suite_task(
+    spec: Suite,
+    n: int,
+    device: str | None,
+    progress: bool,
+    classifier: torch.nn.Module | None,
+    latent_model: torch.nn.Module | None,
+) -> tuple[_Task, dict[str, object]]:
+    """The suite's workbench, its first ``n`` test images and their targets (fixed here, before any method runs),
+    and the fingerprints that name them: ``targets_fingerprint``, ``models_fingerprint``, ``data_fingerprint``."""
     bench = prepare(
         spec.dataset,
         progress=progress,
@@ -488,26 +508,33 @@ def run_suite(
     if n > len(bench.test):
         raise InputError(f"--n must lie in [1, {len(bench.test)}] for {bench.dataset}'s test split, got {n}")
     images = bench.test.images[:n]
-    probs = predict_proba(bench.classifier, images, 256)
-    targets = resolve_targets(spec.target, probs)  # fixed here, before any method runs
+    targets = resolve_targets(spec.target, predict_proba(bench.classifier, images, 256))
     models = _models_fingerprint(bench)
     targets_fingerprint = _sha1({"dataset": bench.dataset, "rule": spec.target}, images, targets)
     data = _sha1({"targets": targets_fingerprint, "models": models})
-    task = _Task(
-        bench,
-        images,
-        targets,
-        spec.target,
-        data,
-        bench.features(),
-        {"device": device} if device is not None else {},
-        progress,
-    )
-    record = {
+    options = {"device": device} if device is not None else {}
+    task = _Task(bench, images, targets, spec.target, data, bench.features(), options, progress)
+    return task, {"targets_fingerprint": targets_fingerprint, "models_fingerprint": models, "data_fingerprint": data}
+
+
+def _suite_record(
+    suite: str,
+    spec: Suite,
+    task: _Task,
+    fingerprints: dict[str, object],
+    out: Path,
+    methods: Sequence[str] | None,
+    device: str | None,
+) -> dict:
+    """The ``benchmark.json`` record before any row has run: the suite, data, models, machine and versions."""
+    bench, targets = task.bench, task.targets
+    return {
         "suite": suite,
         "dataset": bench.dataset,
-        "n": n,
-        "command": _command(suite, n, out, methods, device, bench.classifier_source, bench.latent_source),
+        "n": len(task.images),
+        "command": _command(
+            suite, len(task.images), out, methods, device, bench.classifier_source, bench.latent_source
+        ),
         "machine": _machine(device),
         "versions": versions(),
         "data": {
@@ -516,9 +543,7 @@ def run_suite(
             "target_counts": {
                 bench.test.class_names[int(k)]: int(c) for k, c in zip(*targets.unique(return_counts=True))
             },
-            "targets_fingerprint": targets_fingerprint,
-            "models_fingerprint": models,
-            "data_fingerprint": data,
+            **fingerprints,
             # a user's classifier has no training record: its accuracy is not vcex's to know
             "classifier_test_accuracy": getattr(bench.classifier, "training_record", {}).get("test_accuracy"),
             **({"classifier": bench.classifier_source} if bench.classifier_source is not None else {}),
@@ -530,6 +555,12 @@ def run_suite(
         "failed": [],
         "complete": False,
     }
+
+
+def _run_rows(rows: Sequence[Row], task: _Task, out: Path, record: dict) -> None:
+    """Run (or reuse) each row into ``out/rows/<key>/``, appending its entry to ``record`` and rewriting the
+    reports after every row, so an interrupted run leaves a partial table. A method's :class:`VcexError` fails
+    only its own row."""
     for row in rows:
         row_started = time.perf_counter()
         entry = {"key": row.key, "label": row.label, "method": row.method, "preset": row.preset}
@@ -542,21 +573,20 @@ def run_suite(
             entry.update(status="failed", reused=False, error=str(error))
             record["failed"].append(row.key)
         record["rows"].append(entry)
-        if progress:
+        if task.progress:
             print(_row_summary(entry, time.perf_counter() - row_started), file=sys.stderr)
-        write_reports(out, record)  # a partial table after every row
-    thresholds = sorted(
+        write_reports(out, record)
+
+
+def _fixed_thresholds(record: dict) -> list[float]:
+    """The distinct single thresholds of the record's finished rows, sorted (per-class ones are left out)."""
+    return sorted(
         {
             entry["metrics"]["threshold"]
             for entry in record["rows"]
             if entry["status"] == "done" and isinstance(entry["metrics"]["threshold"], float)
         }
     )
-    record["data"]["real_validity"] = real_validity(bench, targets, thresholds)
-    record["complete"] = True
-    record["wall_seconds"] = round(time.perf_counter() - started, 3)
-    write_reports(out, record)
-    return record
 
 
 def _row_summary(entry: dict, seconds: float) -> str:

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,27 +230,13 @@ def run_explain_ray(
     """
     from vcex.cache import cache_dir
     from vcex.pipeline import build_explainer, check_method_options, explain_fingerprint, explain_images, run_explain
-    from vcex.progress import track
     from vcex.records import write_json
 
     import_ray()  # a missing extra is said before any model is loaded
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"--workers must be a whole number >= 1, got {workers!r}")
-    for name, value in (("threads per worker", threads), ("chunk_size", 1 if chunk_size is None else chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    _check_counts(workers, threads, chunk_size)
     options = check_method_options(method, options)
     started = time.perf_counter()
-    if isinstance(dataset, str):
-        # the driver loads (or trains, once) every model before a worker starts: workers only read the cache
-        bench = _workbench(dataset, classifier, progress)
-    else:
-        bench = dataset
-        if bench.classifier_source is not None and not callable(classifier):
-            raise InputError(
-                "the workbench explains your own classifier: pass classifier= a function that loads it, so each Ray "
-                "worker loads it too"
-            )
+    bench = _driver_workbench(dataset, classifier, progress)
     run_images = explain_images(bench, n, images, split)
     explainer = build_explainer(method, bench, preset=preset, progress=progress and method == "amortized", **options)
     chunk_dir = Path(out).resolve() / "chunks"
@@ -275,51 +262,97 @@ def run_explain_ray(
     }
     prepared = time.perf_counter()
     with ray_session(address, workers) as ray:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        actors = min(workers, gpus) if gpus else workers
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # vcex's own bar below counts chunks
-        # ... and Ray Data's notes on each run (its plan, that its bars are off) would bury vcex's own lines
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-        chunks = ray.data.from_items([{"start": start} for start in starts], override_num_blocks=len(starts))
-        explained = chunks.map_batches(
-            ChunkWorker,
-            batch_size=1,
-            fn_constructor_kwargs=worker_settings,
-            # one chunk in flight per actor, so a slow chunk never holds others queued behind it
-            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
-            num_cpus=0 if gpus else 1,
-            num_gpus=1 if gpus else 0,
-        )
-        rows, chunk_times = [], []
-        desc = f"{method} on {n} images, {actors} Ray worker{'s' if actors > 1 else ''}"
-        for row in track(explained.iter_rows(), desc=desc, enabled=progress, total=len(starts)):
-            if row["error"]:
-                raise _worker_error(str(row["error_class"]), str(row["error"]))
-            rows.append(row)
-            chunk_times.append(time.perf_counter() - prepared)
+        chunks = _explain_chunks(ray, starts, worker_settings, workers, f"{method} on {n} images", progress)
     result, metrics = run_explain(
         bench, method, n, target, out, preset=preset, chunk_size=chunk_size, progress=False, images=images,
         split=split, load_result=load_result, **options,
     )  # fmt: skip
-    metrics["resumed_chunks"] = int(sum(bool(row["reused"]) for row in rows))
+    metrics["resumed_chunks"] = int(sum(bool(row["reused"]) for row in chunks.rows))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["ray"] = {
         "address": address or "local",
-        "workers": actors,
-        "gpus_per_worker": 1 if gpus else 0,
+        "workers": chunks.actors,
+        "gpus_per_worker": 1 if chunks.gpus else 0,
         "threads_per_worker": threads,
         "chunk_size": chunk_size,
         "chunks": len(starts),
-        "nodes": sorted({str(row["node"]) for row in rows}),
+        "nodes": sorted({str(row["node"]) for row in chunks.rows}),
         # from starting (or joining) Ray: to the first chunk written (Ray's and the workers' start-up in it), and
         # to the last
-        "first_chunk_seconds": round(chunk_times[0], 3),
-        "explain_wall_seconds": round(chunk_times[-1], 3),
+        "first_chunk_seconds": round(chunks.finished[0] - prepared, 3),
+        "explain_wall_seconds": round(chunks.finished[-1] - prepared, 3),
     }
     write_json(Path(out) / "metrics.json", metrics)
     return result, metrics
+
+
+def _check_counts(workers: object, threads: object, chunk_size: object) -> None:
+    """Ray's counts, refused before any model is loaded: ``workers``, ``threads`` and ``chunk_size`` (None: the
+    default) must be whole numbers >= 1."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"--workers must be a whole number >= 1, got {workers!r}")
+    for name, value in (("threads per worker", threads), ("chunk_size", 1 if chunk_size is None else chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def _driver_workbench(dataset: str | Workbench, classifier: ClassifierSource, progress: bool) -> Workbench:
+    """The driver's workbench: prepared here from a dataset name, or the caller's, whose own classifier the
+    workers can load only through a function."""
+    if isinstance(dataset, str):
+        # the driver loads (or trains, once) every model before a worker starts: workers only read the cache
+        return _workbench(dataset, classifier, progress)
+    if dataset.classifier_source is not None and not callable(classifier):
+        raise InputError(
+            "the workbench explains your own classifier: pass classifier= a function that loads it, so each Ray "
+            "worker loads it too"
+        )
+    return dataset
+
+
+@dataclass
+class _ExplainedChunks:
+    """What the Ray workers did: one row per chunk (start, images, reused, seconds, error, error_class, node) in
+    the order they finished, ``finished`` each one's ``time.perf_counter()``, and the actors and GPUs used."""
+
+    rows: list[dict]
+    finished: list[float]
+    actors: int
+    gpus: int
+
+
+def _explain_chunks(
+    ray: Any, starts: list[int], worker_settings: dict, workers: int, what: str, progress: bool
+) -> _ExplainedChunks:
+    """Explain the chunks starting at ``starts`` on ``workers`` :class:`ChunkWorker` actors (one per GPU where the
+    cluster has GPUs, at most ``workers``) through Ray Data; a worker's VcexError is raised here as its own class."""
+    from vcex.progress import track
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = min(workers, gpus) if gpus else workers
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # vcex's own bar below counts chunks
+    # ... and Ray Data's notes on each run (its plan, that its bars are off) would bury vcex's own lines
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    chunks = ray.data.from_items([{"start": start} for start in starts], override_num_blocks=len(starts))
+    explained = chunks.map_batches(
+        ChunkWorker,
+        batch_size=1,
+        fn_constructor_kwargs=worker_settings,
+        # one chunk in flight per actor, so a slow chunk never holds others queued behind it
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+        num_cpus=0 if gpus else 1,
+        num_gpus=1 if gpus else 0,
+    )
+    done = _ExplainedChunks([], [], actors, gpus)
+    desc = f"{what}, {actors} Ray worker{'s' if actors > 1 else ''}"
+    for row in track(explained.iter_rows(), desc=desc, enabled=progress, total=len(starts)):
+        if row["error"]:
+            raise _worker_error(str(row["error_class"]), str(row["error"]))
+        done.rows.append(row)
+        done.finished.append(time.perf_counter())
+    return done
 
 
 def _worker_error(name: str, message: str) -> VcexError:

@@ -208,10 +208,24 @@ def test_eigenfind_alpha_in_std_units_does_not_depend_on_the_w_scale(images: tor
     torch.testing.assert_close(in_std[1].steps, 10 * in_std[0].steps)
     assert [d.row() for d in in_std[0].directions] == [d.row() for d in in_std[1].directions]
     # in W units the same alpha reaches 10x less far in the stretched generator: smaller effects
-    in_w = [eigenfind(model, classifier, images, 1, top=4, alpha=1.0) for model in (plain, stretched)]
+    in_w = [eigenfind(model, classifier, images, 1, top=4, alpha=1.0, alpha_unit="w") for model in (plain, stretched)]
     assert in_w[1].directions[0].effect < 0.5 * in_w[0].directions[0].effect
     with pytest.raises(InputError, match="alpha_unit must be one of w, std"):
         eigenfind(plain, classifier, images, 1, alpha_unit="sigma")
+
+
+def test_eigenfind_defaults_to_the_measured_step_and_keeps_the_published_one(images: torch.Tensor) -> None:
+    # default: alpha 3 in std units (measured on faces-style); published: alpha 5 in W, reachable by arguments
+    model, classifier = ScaledWStyleModel(), ColumnClassifier({0: 10.0}, bias=2.0)
+    default = eigenfind(model, classifier, images, 1, top=4)
+    spread = (model.encode(images) @ default.eigenvectors.T).std(dim=0)
+    assert (default.alpha, default.alpha_unit) == (3.0, "std")
+    torch.testing.assert_close(default.steps, 3 * spread)
+    published = eigenfind(model, classifier, images, 1, top=4, alpha=5.0, alpha_unit="w")
+    assert (published.alpha, published.alpha_unit) == (5.0, "w")
+    torch.testing.assert_close(published.steps, torch.full((4,), 5.0))
+    # in this stretched W, 5 in W is a shorter step than 3 std: it explains less (as on faces-style)
+    assert published.directions[0].effect < default.directions[0].effect
 
 
 def test_bad_input_is_one_clear_error(images: torch.Tensor, tmp_path: Path) -> None:

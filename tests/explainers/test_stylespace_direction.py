@@ -17,6 +17,7 @@ from vcex.models.stylegan import StyleAutoencoder, StyleSpaceModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
 class Redness(nn.Module):
     """Two classes: 1 = redder than ``reference`` (red minus the mean of green and blue), as logits (N, 2)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,11 @@ from vcex.models.classifiers import Classifier, check_differentiable
 from vcex.models.latent import LatentModel
 from vcex.models.state import evaluating
 from vcex.progress import progress_bar
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
+
+    from vcex.progress import LineProgress
 
 LATENT_NORMS = ("l2", "l1")
 IDENTITY_WEIGHT = 1.0
@@ -83,6 +89,28 @@ def _identity_term(latents: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
     spread = (latents[:, None, :] - latents[None, :, :]).pow(2).sum(-1).mean().clamp_min(1e-12)
     logits = -distances / (IDENTITY_TEMPERATURE * spread)
     return F.cross_entropy(logits, torch.arange(len(latents), device=latents.device), reduction="none")
+
+
+class _NonFiniteLoss(Exception):
+    """A fitting batch's loss was not finite: ``value`` and the 0-based ``batch_number`` in its epoch."""
+
+    def __init__(self, value: float, batch_number: int) -> None:
+        super().__init__(value, batch_number)
+        self.value, self.batch_number = value, batch_number
+
+
+def _stopped_fit(bad: _NonFiniteLoss, epoch: int, checkpoint: str | Path | None, lr: float) -> ModelError:
+    """The one-line error of a fit stopped by a non-finite loss in (0-based) ``epoch``: where it happened, whether
+    the checkpoint of the ``epoch`` epochs finished before it is kept, and what to try."""
+    kept = (
+        f"the last good checkpoint ({checkpoint}, after epoch {epoch}) is kept"
+        if checkpoint is not None and Path(checkpoint).is_file()
+        else "no checkpoint was written"
+    )
+    return ModelError(
+        f"the fitting loss became {bad.value} at epoch {epoch + 1}, batch {bad.batch_number + 1}: "
+        f"stopped; {kept}. Try a lower lr (now {lr}) or check the models for NaN outputs"
+    )
 
 
 class AmortizedCounterfactual(Explainer):
@@ -278,17 +306,8 @@ class AmortizedCounterfactual(Explainer):
             num_classes = probs.shape[1]
             if num_classes < 2:
                 raise ModelError(f"the classifier returns {num_classes} class; counterfactuals need at least 2")
-            record = {
-                "format": _FORMAT,
-                "version": 1,
-                **self.models_record(),
-                "data": {"n": len(images), "fingerprint": data_fingerprint(images)},
-                "settings": self.fit_settings(),
-                "fit": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
-                "latent_dim": latents.shape[1],
-                "latent_shape": list(self.latent_shape),
-                "num_classes": num_classes,
-            }
+            fit = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+            record = self._fit_record(images, latents.shape[1], num_classes, fit)
             network = ShiftNetwork(latents.shape[1], num_classes, self.hidden).to(self.device)
             optimizer = torch.optim.Adam(network.parameters(), lr=lr)
             generator = torch.Generator().manual_seed(seed)
@@ -308,31 +327,14 @@ class AmortizedCounterfactual(Explainer):
             for epoch in range(start_epoch, epochs):
                 targets = self._draw_targets(predicted, runner_up, num_classes, generator)
                 order = torch.randperm(len(images), generator=generator).to(self.device)
-                total = 0.0
-                for batch_number, batch in enumerate(order.split(batch_size)):
-                    with torch.enable_grad():
-                        shift = network(latents[batch], targets[batch])
-                        loss = self._objective(latents[batch], shift, reconstructions[batch], targets[batch]).mean()
-                    value = float(loss.detach())  # the one host sync per batch: NaN guard, total and progress
-                    if not math.isfinite(value):
-                        bar.close()
-                        kept = (
-                            f"the last good checkpoint ({checkpoint}, after epoch {start_epoch}) is kept"
-                            if checkpoint is not None and Path(checkpoint).is_file()
-                            else "no checkpoint was written"
-                        )
-                        raise ModelError(
-                            f"the fitting loss became {value} at epoch {epoch + 1}, "
-                            f"batch {batch_number + 1}: "
-                            f"stopped; {kept}. Try a lower lr (now {lr}) or check the models for NaN outputs"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += value * len(batch)
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4g}")
-                history.append(round(total / len(images), 6))
+                try:
+                    mean_loss = self._fit_epoch(
+                        network, optimizer, latents, reconstructions, targets, order, batch_size, bar, epoch
+                    )
+                except _NonFiniteLoss as bad:
+                    bar.close()
+                    raise _stopped_fit(bad, epoch, checkpoint, lr) from None
+                history.append(round(mean_loss, 6))
                 start_epoch = epoch + 1
                 if checkpoint is not None:
                     seconds = previous_seconds + time.perf_counter() - started
@@ -355,6 +357,55 @@ class AmortizedCounterfactual(Explainer):
         }
         self.loaded = False
         return self
+
+    def _fit_record(self, images: torch.Tensor, latent_dim: int, num_classes: int, fit: dict) -> dict:
+        """What a fitted network is saved with and valid for: the models' and images' fingerprints, the settings it
+        was fitted with (``fit``: epochs, batch_size, lr, seed) and its latent and class shapes."""
+        return {
+            "format": _FORMAT,
+            "version": 1,
+            **self.models_record(),
+            "data": {"n": len(images), "fingerprint": data_fingerprint(images)},
+            "settings": self.fit_settings(),
+            "fit": fit,
+            "latent_dim": latent_dim,
+            "latent_shape": list(self.latent_shape),
+            "num_classes": num_classes,
+        }
+
+    def _fit_epoch(
+        self,
+        network: ShiftNetwork,
+        optimizer: torch.optim.Optimizer,
+        latents: torch.Tensor,
+        reconstructions: torch.Tensor,
+        targets: torch.Tensor,
+        order: torch.Tensor,
+        batch_size: int,
+        bar: tqdm | LineProgress,
+        epoch: int,
+    ) -> float:
+        """One epoch of Adam over the images in ``order`` (a permutation of the N images), ``batch_size`` at a time,
+        on latents (N, D), reconstructions (N, C, H, W) and targets (N,); the mean loss over the N images.
+
+        Raises:
+            _NonFiniteLoss: a batch's loss was NaN or infinite (before its step: the network stays as it was).
+        """
+        total = 0.0
+        for batch_number, batch in enumerate(order.split(batch_size)):
+            with torch.enable_grad():
+                shift = network(latents[batch], targets[batch])
+                loss = self._objective(latents[batch], shift, reconstructions[batch], targets[batch]).mean()
+            value = float(loss.detach())  # the one host sync per batch: NaN guard, total and progress
+            if not math.isfinite(value):
+                raise _NonFiniteLoss(value, batch_number)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += value * len(batch)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4g}")
+        return total / len(order)
 
     @torch.no_grad()
     def _training_inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
