@@ -662,8 +662,9 @@ def latent_probes(
     if callable(getattr(model, "state_dict", None)):
         digest = hashlib.sha1(json.dumps(["LatentAttributes", found.source, type(model).__name__]).encode())
         for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(_image_bytes(tensor.reshape(1, -1)))
+            digest.update(name.encode() + str(tensor.dtype).encode())
+            # as bytes whatever the dtype (numpy has no bfloat16)
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         digest.update(_image_bytes(found.images))
         if descriptors is not None:
             digest.update(Path(descriptors).read_bytes())

@@ -160,8 +160,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=True,
         help="write each counterfactual's ranked descriptor changes (smile +0.4, beard -0.1; stroke thickness...) "
         "into attributions.safetensors and report.html, read by latent probes as vcex global reads them (default on; "
-        "the probes are fitted once per latent model and cached: first time ~5 s MNIST, ~15 s faces, ~100 s "
-        "Fashion-MNIST on one CPU thread, then well under a second per run; --no-attributions: none)",
+        "the probes are fitted once per latent model and cached: the first time 4-8 s for MNIST, 15-19 s for faces, "
+        "90-130 s for Fashion-MNIST on one CPU thread, then under a second per run; --no-attributions: none)",
     )
     add_model_forms(explain)
     add_common(explain)
