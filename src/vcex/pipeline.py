@@ -668,7 +668,9 @@ def latent_probes(
         digest.update(_image_bytes(found.images))
         if descriptors is not None:
             digest.update(Path(descriptors).read_bytes())
-        path = cache_dir() / f"probes-{dataset_file_stem(bench.dataset)}-{digest.hexdigest()[:10]}.safetensors"
+        # every face task shares the factor table and the generator, so their probes too
+        stem = "faces" if profile_for(bench.dataset).faces else dataset_file_stem(bench.dataset)
+        path = cache_dir() / f"probes-{stem}-{digest.hexdigest()[:10]}.safetensors"
         if path.exists():
             try:
                 return LatentAttributes.load(path, model), found.source
