@@ -279,6 +279,8 @@ def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, 
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == f"folder:{root}" and metrics["n"] == 4 and metrics["validity"] >= 0.5
+    # the bars' morphometrics hold a constant (intensity): no probes, said, and the run stands
+    assert "descriptor 'intensity' has only one class" in metrics["attributions"]["reason"]
     assert main(["demo", "--dataset", f"folder:{root}", "--n", "4", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     assert (tmp_path / "demo" / "report.html").stat().st_size > 0
     # the amortized explainer's fitted network is cached under a file-name-safe name too
@@ -495,3 +497,24 @@ def test_build_explainer_passes_each_method_exactly_its_declared_options(tiny_re
     # a preset sets the threshold and the objective itself: not refused as options of the method
     paper = pipeline.build_explainer("pixel", bench, preset="paper")
     assert paper.threshold == 0.75
+
+
+@pytest.mark.filterwarnings("ignore:.*close to chance")  # two epochs on 24 flat colours: the oracle may not learn
+def test_explain_on_colour_images_says_there_are_no_descriptors_and_finishes(tmp_path, shrink_profile, capsys):
+    from PIL import Image
+
+    shrink_profile("folder", folder_epochs=(2, 2))
+    for k, name in enumerate(("red", "blue")):
+        (tmp_path / "rgb" / name).mkdir(parents=True)
+        for i in range(12):
+            colour = [20 * (i % 5)] * 3
+            colour[2 * k] = 220
+            Image.new("RGB", (16, 16), tuple(colour)).save(tmp_path / "rgb" / name / f"{i}.png")
+    out = tmp_path / "run"
+    argv = ["explain", "--dataset", f"folder:{tmp_path / 'rgb'}", "--n", "2", "--max-steps", "5", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "vcex: no attributions written: no descriptors:" in err and "3-channel images" in err
+    assert json.loads((out / "metrics.json").read_text())["attributions"]["file"] is None
+    assert not (out / "attributions.safetensors").exists()
+    assert "No attributions: no descriptors" in (out / "report.html").read_text()

@@ -52,6 +52,12 @@ def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, sp
     assert float(saved["target_prob"].mean()) > float(saved["original_prob"].mean())
     assert saved["counterfactuals"].shape == (6, 3, 32, 32) and (out / "grid.png").exists()
     assert "mnac" in json.loads(capsys.readouterr().out)
+    # each face's changes in the factor table, read in W: a StyleSpace attack's faces are encoded to W first
+    attributions = metrics["attributions"]
+    assert attributions["descriptors"] == "synthetic faces factor table" and "smiling" in attributions["names"]
+    latents = "the counterfactuals' latents" if space == "w" else "encoded originals and counterfactuals"
+    assert attributions["read"] == latents
+    assert load_file(str(out / "attributions.safetensors"))["scores"].shape == (6, len(attributions["names"]))
 
 
 def test_amortized_on_faces_fits_in_w_and_refines(tiny_faces, tmp_path, shrink_profile):

@@ -24,7 +24,7 @@ EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "examples" / "job.toml"
 # the example job's run: MNIST's first 24 test images, the attack with 20 steps, runner-up targets, 2 workers
 N, MAX_STEPS, WORKERS = 24, 20, 2
 # what differs between two runs of the same job: times, and how the chunks came to be there
-NOT_COMPARED = {"wall_seconds", "seconds_per_cf", "resumed_chunks", "ray"}
+NOT_COMPARED = {"wall_seconds", "seconds_per_cf", "attribution_seconds", "resumed_chunks", "ray"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from vcex import pipeline
+from vcex.attribution import LocalAttribution
 from vcex.cli import main
 from vcex.explainers.result import load_run
 from vcex.report.paths import ExplorerPaths
@@ -22,7 +23,7 @@ from vcex.report.paths import ExplorerPaths
 pytestmark = pytest.mark.usefixtures("one_thread")
 SRC = Path(__file__).resolve().parents[1] / "src"
 # metrics.json fields that measure the machine or the run's history, not the explanation
-VOLATILE = {"seconds_per_cf", "wall_seconds", "versions", "device", "resumed_chunks"}
+VOLATILE = {"seconds_per_cf", "wall_seconds", "attribution_seconds", "versions", "device", "resumed_chunks"}
 # 12 images in chunks of 4, an attack that runs its 200 steps on most images (a chunk takes about a second)
 KILLED = ["explain", "--method", "attack", "--n", "12", "--chunk-size", "4", "--max-steps", "200"]
 KILLED += ["--threshold", "0.999", "--quiet", "--threads", "1"]
@@ -118,6 +119,8 @@ def test_report_rebuilds_a_runs_files_and_global_reads_its_counterfactuals(bench
     rebuilt = json.loads((out / "metrics.json").read_text())
     assert stable(rebuilt) == stable(first) and "wall_seconds" not in rebuilt
     assert (out / "grid.png").stat().st_size > 0 and "attack" in (out / "report.html").read_text()
+    # the attributions are read from their file, not computed again, and shown as the run showed them
+    assert rebuilt["attributions"] == first["attributions"] and 'class="changes"' in (out / "report.html").read_text()
 
     capsys.readouterr()
     assert main(["global", "--dataset", "fashion", "--from-run", str(out), "--out", str(tmp_path / "g")]) == 2
@@ -150,3 +153,86 @@ def test_n_all_counts_every_image_of_the_split_asked_for(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["explain", "--n", "most", "--out", str(tmp_path)])
     assert "a whole number >= 1 or all, got 'most'" in capsys.readouterr().err
+
+
+MORPHOMETRICS = ["thickness", "length", "slant", "width", "height", "area", "intensity"]
+
+
+def test_explain_writes_every_counterfactuals_ranked_attributions_and_shows_them(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "EVALUATION_BLOCK", 3)  # attributions are read from the run's file in blocks too
+    out = tmp_path / "run"
+    result, metrics = pipeline.run_explain(
+        bench, "attack", 10, "second", out, chunk_size=4, progress=False, threshold=0.9, max_steps=20
+    )
+    local, record = LocalAttribution.load(out / pipeline.ATTRIBUTIONS_FILE)
+    assert len(local) == 10 and record["fingerprint"] == metrics["fingerprint"] and local.names == MORPHOMETRICS
+    assert metrics["attributions"]["read"] == "the counterfactuals' latents"
+    assert metrics["attributions"]["names"] == MORPHOMETRICS and metrics["attribution_seconds"] >= 0
+    # each row against its own original, from the attack's own latents, as vcex global reads them
+    probes, source = pipeline.latent_probes(bench)
+    expected = probes.probabilities(result.counterfactual_latents) - probes.probabilities(result.original_latents)
+    torch.testing.assert_close(local.scores, expected)
+    torch.testing.assert_close(pipeline.counterfactual_attributions(bench, result, probes).scores, local.scores)
+    assert source == "morphometrics"
+    assert float(local.scores.abs().max()) > 0.1  # the counterfactuals do change their descriptors
+    # rank 1, 2, ... by decreasing |change| among the usable descriptors
+    for scores, ranks in zip(local.scores, local.ranks()):
+        by_rank = scores[local.usable][ranks[local.usable].argsort()].abs()
+        assert sorted(ranks[local.usable].tolist()) == list(range(1, int(local.usable.sum()) + 1))
+        assert bool((by_rank[:-1] >= by_rank[1:]).all())
+    text = (out / "report.html").read_text()
+    first = ", ".join(f"{row['rank']}. {row['name']} {row['change']:+.2f}" for row in local.ranked(3)[0])
+    assert first.replace("-", "−") + "</span>" in text and text.count('class="changes"') == 8
+    paths = ExplorerPaths.load(out)  # vcex serve shows them too
+    assert paths.local_names == MORPHOMETRICS and torch.equal(paths.local_scores, local.scores)
+
+
+def test_a_method_without_latents_gets_its_images_encoded(bench, tmp_path):
+    _, metrics = pipeline.run_explain(bench, "pixel", 3, "second", tmp_path, progress=False, max_steps=10)
+    assert metrics["attributions"]["read"] == "encoded originals and counterfactuals"
+    assert len(LocalAttribution.load(tmp_path / pipeline.ATTRIBUTIONS_FILE)[0]) == 3
+
+
+def test_a_resumed_run_keeps_its_attributions_whole_and_turning_them_off_removes_them(bench, tmp_path, capsys):
+    settings = {"chunk_size": 4, "progress": False, "threshold": 0.9, "max_steps": 20}
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    pipeline.run_explain(bench, "attack", 12, "second", whole, **settings)
+    pipeline.run_explain(bench, "attack", 12, "second", resumed, **settings)
+    # what a run killed after its first two chunks leaves: the third chunk and the run folder's files are missing
+    (chunk_dir,) = resumed.glob("chunks/*/")
+    (chunk_dir / "00000008.safetensors").unlink()
+    for name in ("counterfactuals.safetensors", pipeline.ATTRIBUTIONS_FILE, "run.json", "metrics.json"):
+        (resumed / name).unlink()
+    _, metrics = pipeline.run_explain(bench, "attack", 12, "second", resumed, **settings)
+    saved = (whole / pipeline.ATTRIBUTIONS_FILE).read_bytes()
+    assert metrics["resumed_chunks"] == 2 and (resumed / pipeline.ATTRIBUTIONS_FILE).read_bytes() == saved
+    _, metrics = pipeline.run_explain(bench, "attack", 12, "second", resumed, **settings)  # all chunks reused
+    assert metrics["resumed_chunks"] == 3 and (resumed / pipeline.ATTRIBUTIONS_FILE).read_bytes() == saved
+    assert len(LocalAttribution.load(resumed / pipeline.ATTRIBUTIONS_FILE)[0]) == 12  # never appended to
+
+    argv = ["explain", "--n", "12", "--chunk-size", "4", "--threshold", "0.9", "--max-steps", "20"]
+    assert main([*argv, "--out", str(resumed), "--quiet", "--no-attributions"]) == 0
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["resumed_chunks"] == 3 and metrics["attributions"]["reason"] == "turned off (--no-attributions)"
+    assert not (resumed / pipeline.ATTRIBUTIONS_FILE).exists() and ExplorerPaths.load(resumed).local_scores is None
+    assert "No attributions: turned off (--no-attributions)." in (resumed / "report.html").read_text()
+    assert "no attributions" not in capsys.readouterr().err  # asked for: nothing to warn about
+
+
+def test_colour_folders_have_no_descriptors_and_their_runs_say_so_without_failing(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    for name in ("red", "blue"):
+        (tmp_path / "rgb" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (200, 10 * i, 0) if name == "red" else (0, 10 * i, 200)).save(
+                tmp_path / "rgb" / name / f"{i}.png"
+            )
+    dataset = f"folder:{tmp_path / 'rgb'}"
+    # nothing but the dataset is read: no probe, no model
+    record = pipeline.write_run_attributions(SimpleNamespace(dataset=dataset), tmp_path, "abc")
+    assert record["file"] is None and "3-channel images" in record["reason"]
+    assert not (tmp_path / pipeline.ATTRIBUTIONS_FILE).exists()
+    assert pipeline.no_descriptors_reason("mnist") is None

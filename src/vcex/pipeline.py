@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -439,10 +439,12 @@ def run_explain(
     images: torch.Tensor | None = None,
     split: str = "test",
     load_result: bool = True,
+    attributions: bool = True,
     **options: object,
 ) -> tuple[CounterfactualResult | None, dict]:
     """Explain the first ``n`` images of ``split`` (or ``images``, (n, C, H, W) of the dataset's shape) and write
-    metrics.json, counterfactuals.safetensors (+ .json), grid.png, report.html and run.json into ``out``.
+    metrics.json, counterfactuals.safetensors (+ .json), attributions.safetensors (+ .json; ``attributions``
+    False: none, :func:`write_run_attributions`), grid.png, report.html and run.json into ``out``.
 
     Streams, with memory flat in ``n``: chunks of ``chunk_size`` images (default :func:`default_chunk_size`) are
     explained into ``out/chunks/<fingerprint>/`` and copied into place in counterfactuals.safetensors as they
@@ -478,6 +480,9 @@ def run_explain(
     # the folder's finished-run mark goes until this run's files are all written (vcex report, --from-run and
     # --status must never pair an earlier run's record with this run's counterfactuals)
     (out / RUN_RECORD).unlink(missing_ok=True)
+    # ... and so do its attributions, written again from the whole run below (or not at all)
+    for stale in (out / ATTRIBUTIONS_FILE, out / f"{ATTRIBUTIONS_FILE}.json"):
+        stale.unlink(missing_ok=True)
     whitened = explainer.latent_model if isinstance(explainer.latent_model, WhitenedLatentModel) else None
     seconds, reused, reused_images = 0.0, 0, 0
     started = time.perf_counter()
@@ -497,6 +502,14 @@ def run_explain(
             del part
         writer.seconds = seconds
     metrics = evaluate_run(bench, out, device=str(explainer.device), progress=progress)
+    attribution_started = time.perf_counter()
+    if attributions:
+        # a StyleSpace attack's latents are styles, not the W the probes read: its images are encoded instead
+        read_latents = options.get("space") != "style"
+        metrics["attributions"] = write_run_attributions(bench, out, fingerprint, read_latents, progress=progress)
+    else:
+        metrics["attributions"] = {"file": None, "reason": "turned off (--no-attributions)"}
+    metrics["attribution_seconds"] = round(time.perf_counter() - attribution_started, 3)
     metrics.update(run_settings(record, options, preset, target, None if given_images is not None else split))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["resumed_chunks"] = reused
@@ -601,16 +614,188 @@ def write_run_outputs(
     from vcex.report import write_report
 
     preview = load_run(out, rows=slice(0, PREVIEW_ROWS))
-    write_outputs(out, preview, metrics, explainer, saved=True)
+    local = read_run_attributions(out, record["fingerprint"], rows=slice(0, PREVIEW_ROWS))
+    write_outputs(out, preview, metrics, explainer, saved=True, local=local)
     title = f"vcex explain: {metrics['method']} on {metrics['n']} {bench.dataset} images"
-    write_report(out / "report.html", title, [metrics], [preview], class_names=bench.test.class_names)
+    write_report(
+        out / "report.html", title, [metrics], [preview], class_names=bench.test.class_names, attributions=local,
+        attribution_note=_attribution_note(metrics.get("attributions"), local),
+    )  # fmt: skip
     write_json(out / RUN_RECORD, record)
+
+
+def _attribution_note(summary: dict | None, local: LocalAttribution | None) -> str:
+    """report.html's line on the run's local attributions: what read them and where they are, or why none."""
+    if local is None:
+        reason = (summary or {}).get("reason") or "this run wrote none (made before vcex explain wrote them)"
+        return f"No attributions: {reason}."
+    read = (summary or {}).get("read")
+    return (
+        f"Each counterfactual's top changes in the descriptors ({(summary or {}).get('descriptors', 'descriptors')}), "
+        f"read by {ATTRIBUTIONS_READER} fitted on the training images"
+        + (f" from {read}" if read else "")
+        + f": the change in each probe's probability, ranked by its size; every counterfactual's are in "
+        f"{ATTRIBUTIONS_FILE}. Probes that do not beat chance on held-out images are never ranked"
+        + (f" ({', '.join(sorted(local.reasons))})" if local.reasons else "")
+        + "."
+    )
+
+
+ATTRIBUTIONS_FILE = "attributions.safetensors"  # a run's local attributions (+ .json), one row per counterfactual
+ATTRIBUTIONS_READER = "latent probes"  # what reads them: the paper's probes, as vcex global --reader latent
+
+
+def latent_probes(
+    bench: Workbench, descriptors: str | Path | None = None, progress: bool = False
+) -> tuple[LatentAttributes, str]:
+    """Latent probes of the workbench's training descriptors (:func:`training_descriptors`) in its latent model,
+    fitted as ``vcex global --reader latent`` fits them and cached under the cache folder, keyed by the latent
+    model's weights, the descriptor images and their source (a latent model without a ``state_dict`` is fitted
+    every time). Returns the probes and where the descriptors came from."""
+    import warnings
+
+    from vcex.attribution import LatentAttributes
+
+    found = training_descriptors(bench, descriptors)
+    model = bench.latent_model
+    path = None
+    if callable(getattr(model, "state_dict", None)):
+        digest = hashlib.sha1(json.dumps(["LatentAttributes", found.source, type(model).__name__]).encode())
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode() + str(tensor.dtype).encode())
+            # as bytes whatever the dtype (numpy has no bfloat16)
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(_image_bytes(found.images))
+        if descriptors is not None:
+            digest.update(Path(descriptors).read_bytes())
+        # every face task shares the factor table and the generator, so their probes too
+        stem = "faces" if profile_for(bench.dataset).faces else dataset_file_stem(bench.dataset)
+        path = cache_dir() / f"probes-{stem}-{digest.hexdigest()[:10]}.safetensors"
+        if path.exists():
+            try:
+                return LatentAttributes.load(path, model), found.source
+            except CacheError as error:
+                warnings.warn(f"cached latent probes {path} are unusable ({error}); fitting them again", stacklevel=2)
+    if progress:
+        import sys
+
+        print(f"vcex: fitting latent probes on {found.source} of {len(found.images)} images", file=sys.stderr)
+    probes = LatentAttributes(model).fit(found.images, found.table())
+    if path is not None:
+        probes.save(path)
+    return probes, found.source
+
+
+def counterfactual_attributions(
+    bench: Workbench,
+    result: CounterfactualResult,
+    probes: LatentAttributes | None = None,
+    *,
+    read_latents: bool = True,
+) -> LocalAttribution:
+    """Each counterfactual's local attributions: how the workbench's descriptors (smile, beard...; stroke
+    thickness, slant...) change from its original to it, read by latent probes as ``vcex global`` reads them.
+
+    Args:
+        bench: the dataset's workbench (:func:`prepare`); its latent model and training descriptors.
+        result: N counterfactuals of that dataset, any method.
+        probes: fitted probes (default :func:`latent_probes`, cached after the first fit).
+        read_latents: read the result's own latents where they live in the workbench's latent space (the same
+            width as the probes'); else, and for methods without latents, the originals and the counterfactual
+            images are encoded. False: always encode (a StyleSpace attack's latents are not W).
+    Returns:
+        :class:`~vcex.attribution.LocalAttribution`: ``scores`` (N, A), s_a = p_a(cf) - p_a(original) in [-1, 1];
+        ``ranks()`` (N, A), 1 for the largest |s_a| of a row; ``ranked(k)``: per image its top ``k`` as
+        ``{"name", "change", "rank"}``.
+
+    >>> bench = prepare("mnist")
+    >>> result = CounterfactualAttack(bench.classifier, bench.latent_model).explain(bench.test.images[:4])
+    >>> counterfactual_attributions(bench, result).ranked(k=3)[0]
+    """
+    import dataclasses
+
+    if probes is None:
+        probes, _ = latent_probes(bench)
+    latents = result.original_latents
+    if not read_latents or latents is None or latents[:1].flatten(1).shape[1] != probes.weights.shape[1]:
+        result = dataclasses.replace(result, original_latents=None, counterfactual_latents=None)
+    return probes.local(result)
+
+
+def write_run_attributions(
+    bench: Workbench, out: Path, fingerprint: str, read_latents: bool = True, progress: bool = False
+) -> dict:
+    """The local attributions of every counterfactual of the run in ``out`` (its counterfactuals.safetensors, read
+    in blocks of :data:`EVALUATION_BLOCK` rows, so memory stays flat) into ``out/attributions.safetensors`` (+
+    ``.json``: names, reasons, the run's ``fingerprint``), one row per counterfactual in the run's order. A rerun
+    computes them again from the whole file (the probes are cached and deterministic), so a resumed run never
+    loses or duplicates a row. Returns metrics.json's ``attributions`` record; a dataset without descriptors, or
+    whose descriptors no probe can be fitted to, gets a record saying why and no file."""
+    from vcex.attribution import LocalAttribution
+
+    problem = no_descriptors_reason(bench.dataset)
+    if problem is not None:
+        return {"file": None, "reason": f"no descriptors: vcex {problem}"}
+    try:
+        probes, source = latent_probes(bench, progress=progress)
+    except InputError as error:  # descriptors no probe can be fitted to (a folder's): the run stands without them
+        return {"file": None, "reason": f"no probes could be fitted to the training descriptors: {error}"}
+    path = out / COUNTERFACTUALS_FILE
+    n = run_length(path)
+    latents = CounterfactualResult.load(path, rows=slice(0, 1)).original_latents
+    read_latents = read_latents and latents is not None and latents.flatten(1).shape[1] == probes.weights.shape[1]
+    parts = []
+    starts = range(0, n, EVALUATION_BLOCK)
+    for start in track(starts, desc="attributions", enabled=progress and len(starts) > 1, total=len(starts)):
+        block = CounterfactualResult.load(path, rows=slice(start, start + EVALUATION_BLOCK))
+        parts.append(counterfactual_attributions(bench, block, probes, read_latents=read_latents))
+        del block
+    local = LocalAttribution.concatenate(parts)
+    record = {
+        "fingerprint": fingerprint,
+        "reader": ATTRIBUTIONS_READER,
+        "descriptors": source,
+        "read": "the counterfactuals' latents" if read_latents else "encoded originals and counterfactuals",
+    }
+    local.save(out / ATTRIBUTIONS_FILE, record)
+    return _attribution_summary(local, record)
+
+
+def _attribution_summary(local: LocalAttribution, record: dict) -> dict:
+    """metrics.json's ``attributions`` record of a run's attributions file (its tensors and its .json record)."""
+    read = {key: record[key] for key in ("reader", "descriptors", "read") if key in record}
+    return {"file": ATTRIBUTIONS_FILE, **read, "names": local.names, "unusable": sorted(local.reasons)}
+
+
+def read_run_attributions(
+    out: str | Path, fingerprint: str | None, rows: slice | None = None
+) -> LocalAttribution | None:
+    """The local attributions a run wrote into ``out`` (``rows`` of them), or None where it wrote none, or where
+    the file is another run's than ``fingerprint`` (a run with ``--no-attributions`` in a folder that held one)."""
+    found = _load_run_attributions(out, fingerprint, rows)
+    return found[0] if found is not None else None
+
+
+def _load_run_attributions(
+    out: str | Path, fingerprint: str | None, rows: slice | None = None
+) -> tuple[LocalAttribution, dict] | None:
+    """:func:`read_run_attributions` with the record saved beside them."""
+    from vcex.attribution import LocalAttribution
+
+    path = Path(out) / ATTRIBUTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        local, record = LocalAttribution.load(path, rows=rows)
+    except CacheError:
+        return None
+    return (local, record) if record.get("fingerprint") == fingerprint else None
 
 
 def report_run(bench: Workbench, out: str | Path, progress: bool = True) -> dict:
     """``vcex report``: metrics.json, grid.png and report.html of the finished run in ``out`` rebuilt from its
-    files (counterfactuals.safetensors, run.json), nothing explained again. Entries of an earlier metrics.json
-    that are not measured (timings, resumed chunks) are kept.
+    files (counterfactuals.safetensors, run.json; attributions.safetensors, shown as they are), nothing explained
+    again. Entries of an earlier metrics.json that are not measured (timings, resumed chunks) are kept.
 
     Raises:
         InputError: ``out`` holds no finished run, or a run of another dataset than ``bench``'s.
@@ -630,6 +815,9 @@ def report_run(bench: Workbench, out: str | Path, progress: bool = True) -> dict
     metrics.update(run_settings(record, request["options"], request["preset"], request["target"], request["split"]))
     if request.get("classifier") is not None:
         metrics["classifier"] = request["classifier"]
+    attributions = _load_run_attributions(out, record["fingerprint"], rows=slice(0, 1))
+    if attributions is not None:  # the run's own record of them, in case metrics.json was lost
+        metrics["attributions"] = _attribution_summary(*attributions)
     write_run_outputs(bench, out, metrics, record)
     return metrics
 
@@ -861,15 +1049,28 @@ def check_global_options(
                 "bring their own descriptors"
             )
         folder_descriptors(dataset, descriptors)  # refuses a bad CSV now, not after training
-    elif dataset.startswith(FOLDER_PREFIX):
-        channels = load_dataset(dataset, "train").image_shape[0]
-        if channels != 1:
+    else:
+        problem = no_descriptors_reason(dataset)
+        if problem is not None:
             raise InputError(
-                f"vcex global describes a folder's images by their morphometrics (stroke thickness, slant, width...), "
-                f"which need grayscale images, and {dataset} holds {channels}-channel images; give descriptors of "
-                "your own: --descriptors CSV, with a 'file' column (cat/001.png) and one numeric column per descriptor"
+                f"vcex global {problem}; give descriptors of your own: --descriptors CSV, with a 'file' column "
+                "(cat/001.png) and one numeric column per descriptor"
             )
     return reader
+
+
+def no_descriptors_reason(dataset: str) -> str | None:
+    """Why ``dataset`` has no built-in descriptors of its training images, or None when it has them: the faces'
+    factor table, and morphometrics for MNIST, Fashion-MNIST and grayscale folders (colour folders have none)."""
+    if not dataset.startswith(FOLDER_PREFIX):
+        return None
+    channels = load_dataset(dataset, "train").image_shape[0]
+    if channels == 1:
+        return None
+    return (
+        f"describes a folder's images by their morphometrics (stroke thickness, slant, width...), which need "
+        f"grayscale images, and {dataset} holds {channels}-channel images"
+    )
 
 
 def folder_descriptors(dataset: str, csv_path: str | Path) -> Descriptors:
@@ -1014,28 +1215,55 @@ def fit_global_readers(
     """Step 1 of :func:`run_global`: the descriptors of the training images (a CSV's for a folder, the renderer's
     factor table for faces, morphometrics otherwise), latent probes fitted on them and, for ``reader="images"``
     (resolved, not ``"auto"``), the image readers (trained on first use, cached)."""
-    from vcex.attribution import Descriptors, LatentAttributes
+    from vcex.attribution import LatentAttributes
 
-    faces = profile_for(bench.dataset).faces
     started = time.perf_counter()
-    source = "synthetic faces factor table" if faces else "morphometrics"
-    if descriptors is not None:
-        source = f"CSV {Path(descriptors).resolve()}"
-        table, descriptor_images = folder_descriptors(bench.dataset, descriptors), bench.train.images
-    elif faces:
-        from vcex.data.faces_tasks import load_face_table
-
-        faces_table = load_face_table("train")
-        table, descriptor_images = Descriptors.from_faces(faces_table), faces_table.images
-    else:
-        table, descriptor_images = Descriptors.from_morphometrics(bench.train.images), bench.train.images
-    probes = LatentAttributes(bench.latent_model).fit(descriptor_images, table)
+    found = training_descriptors(bench, descriptors)
+    table = found.table()
+    probes = LatentAttributes(bench.latent_model).fit(found.images, table)
     seconds = time.perf_counter() - started
     readers = probes
     if reader == "images":
-        family = "faces" if faces else bench.dataset  # every face task shares the factor table
-        readers = image_readers(family, table, descriptor_images, progress=progress)
-    return GlobalReaders(probes, readers, source, seconds)
+        family = "faces" if profile_for(bench.dataset).faces else bench.dataset  # every face task shares the table
+        readers = image_readers(family, table, found.images, progress=progress)
+    return GlobalReaders(probes, readers, found.source, seconds)
+
+
+@dataclass
+class TrainingDescriptors:
+    """The descriptors of a workbench's training images (see :func:`training_descriptors`): where they come from
+    (``source``), the (M, C, H, W) ``images`` they describe, and :meth:`table`, measured on first call (the
+    morphometrics of Fashion-MNIST's 60,000 training images take ~1.5 min on one CPU thread)."""
+
+    source: str
+    images: torch.Tensor
+    measure: Callable[[], Descriptors] = field(repr=False)
+    _table: Descriptors | None = field(default=None, repr=False)
+
+    def table(self) -> Descriptors:
+        if self._table is None:
+            self._table = self.measure()
+        return self._table
+
+
+def training_descriptors(bench: Workbench, descriptors: str | Path | None = None) -> TrainingDescriptors:
+    """The descriptors probes are fitted on: a CSV's for a folder (``descriptors``), the renderer's factor table
+    for faces (its own training faces), morphometrics of the training images otherwise."""
+    from vcex.attribution import Descriptors
+
+    if descriptors is not None:
+        source = f"CSV {Path(descriptors).resolve()}"
+        return TrainingDescriptors(source, bench.train.images, lambda: folder_descriptors(bench.dataset, descriptors))
+    if profile_for(bench.dataset).faces:
+        from vcex.data.faces_tasks import load_face_table
+
+        faces_table = load_face_table("train")
+        return TrainingDescriptors(
+            "synthetic faces factor table", faces_table.images, lambda: Descriptors.from_faces(faces_table)
+        )
+    return TrainingDescriptors(
+        "morphometrics", bench.train.images, lambda: Descriptors.from_morphometrics(bench.train.images)
+    )
 
 
 def explain_for_global(

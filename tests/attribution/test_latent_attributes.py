@@ -151,3 +151,16 @@ def test_probes_do_not_depend_on_the_latents_units(fitted):
     rescaled = LatentAttributes(None).fit_latents(z_shift, descriptors, test_fraction=0.2, seed=0)
     torch.testing.assert_close(rescaled.probabilities(z_shift), probes.probabilities(z), atol=1e-4, rtol=0)
     torch.testing.assert_close(rescaled.accuracy, probes.accuracy)
+
+
+def test_saved_probes_load_back_to_the_same_probabilities_and_reports(fitted, tmp_path):
+    from vcex.errors import CacheError
+
+    probes, z = fitted
+    loaded = LatentAttributes.load(probes.save(tmp_path / "probes.safetensors"), None)
+    assert torch.equal(loaded.probabilities(z[:7]), probes.probabilities(z[:7]))
+    assert loaded.summary() == probes.summary() and loaded.reasons == probes.reasons and loaded.notes == probes.notes
+    assert torch.equal(loaded.local(z[:3], z[3:6]).scores, probes.local(z[:3], z[3:6]).scores)
+    (tmp_path / "garbage.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CacheError, match="not a readable safetensors file"):
+        LatentAttributes.load(tmp_path / "garbage.safetensors", None)

@@ -72,3 +72,26 @@ def test_report_says_which_threshold_each_class_used_and_why(tmp_path):
     text = text.read_text()
     assert "<h2>Thresholds</h2>" in text and "<b>attack</b>: 0.9</li>" in text
     assert "<b>pixel</b>: a 0.998, b 0.810 (auto: per class, the median confidence)" in text
+
+
+def test_report_lists_each_examples_top_changes_by_size(tmp_path):
+    from vcex.attribution import LocalAttribution
+
+    scores = torch.tensor([[0.1, -0.6, 0.3, 0.9], [0.2, 0.0, -0.05, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    usable = torch.tensor([True, True, True, False])  # d3 changes most, but its probe is at chance
+    probs = torch.full_like(scores, 0.5)
+    attributions = LocalAttribution(
+        scores, ["smile", "beard", "glasses", "noise"], usable, {"noise": "at chance"}, probs, probs + scores,
+        torch.ones(4), torch.full((4,), 0.5),
+    )  # fmt: skip
+    result = _result()
+    metrics = evaluate(result, dataset="toy")
+    note = "read by latent probes"
+    text = write_report(
+        tmp_path / "report.html", "toy", [metrics], [result], examples=2, attributions=attributions,
+        attribution_note=note, top_k=2,
+    ).read_text()  # fmt: skip
+    assert "1. beard −0.60, 2. glasses +0.30</span>" in text
+    assert "1. smile +0.20, 2. glasses −0.05</span>" in text
+    assert "noise" not in text.split(note)[1] and text.count('class="changes"') == 2  # 2 examples shown
+    assert 'class="changes"' not in write_report(tmp_path / "plain.html", "toy", [metrics], [result]).read_text()

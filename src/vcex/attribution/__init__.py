@@ -3,11 +3,13 @@
 >>> from vcex.attribution import Descriptors, LatentAttributes, global_scores, directions_from_result
 >>> probes = LatentAttributes(vae).fit(images, Descriptors.from_morphometrics(images))
 >>> local = probes.local(result)  # (N, A) signed changes in probe probability
+>>> local.ranked(k=3)[0]  # image 0's top 3: [{"name": "thickness", "change": 0.41, "rank": 1}, ...]
 >>> global_scores(local, directions_from_result(result)).ranked()
 >>> readers = ImageAttributes().fit(images, descriptors)  # reads counterfactual images instead
 >>> explain_away(attack, readers, images, rounds=2).ranking()  # round 2 holds round 1's winner
 """
 
+from vcex.attribution.base import rank_by_magnitude
 from vcex.attribution.descriptors import Descriptors
 from vcex.attribution.explain_away import ExplainAway, explain_away, group_scores, residual_scores
 from vcex.attribution.global_scores import (
@@ -36,5 +38,6 @@ __all__ = [
     "global_scores_by_class",
     "group_scores",
     "linear_direction_scores",
+    "rank_by_magnitude",
     "residual_scores",
 ]

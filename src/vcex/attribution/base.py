@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,8 +88,82 @@ class LocalAttribution:
             raise InputError(f"counterfactual index {i} is out of range for {len(self)} counterfactuals")
         row = self.scores[i]
         keep = torch.ones_like(self.usable) if include_unusable else self.usable
-        order = [j for j in row.abs().argsort(descending=True, stable=True).tolist() if bool(keep[j])]
+        order = [j for j in _by_magnitude(row[None])[0].tolist() if bool(keep[j])]
         return [(self.names[j], float(row[j])) for j in order[:k]]
+
+    def ranks(self) -> torch.Tensor:
+        """(N, A) int64: each descriptor's rank in its counterfactual's change, 1 for the largest |s_a| among the
+        usable descriptors (ties by descriptor order), 0 for descriptors whose probe is not usable (never ranked)."""
+        return rank_by_magnitude(self.scores, self.usable)
+
+    def ranked(self, k: int | None = None) -> list[list[dict]]:
+        """Per counterfactual, its usable descriptors by decreasing |s_a| (at most ``k``; all when None), each as
+        ``{"name", "change", "rank"}``: ``change`` is s_a in [-1, 1], ``rank`` 1 for the largest |change|."""
+        order = _by_magnitude(self.scores)
+        usable = self.usable.tolist()
+        rows = []
+        for i in range(len(self)):
+            kept = [j for j in order[i].tolist() if usable[j]][:k]
+            rows.append(
+                [{"name": self.names[j], "change": float(self.scores[i, j]), "rank": r} for r, j in enumerate(kept, 1)]
+            )
+        return rows
+
+    @staticmethod
+    def concatenate(parts: list[LocalAttribution]) -> LocalAttribution:
+        """Join the attributions of consecutive blocks of counterfactuals read by the same readers, in order."""
+        first = parts[0]
+        return LocalAttribution(
+            torch.cat([part.scores for part in parts]), first.names, first.usable, first.reasons,
+            torch.cat([part.original_probs for part in parts]),
+            torch.cat([part.counterfactual_probs for part in parts]), first.accuracy, first.chance,
+        )  # fmt: skip
+
+    def save(self, path: str | Path, record: dict | None = None) -> Path:
+        """Write ``path`` (safetensors: ``scores``, ``original_probs``, ``counterfactual_probs`` and ``rank``, each
+        (N, A); ``usable``, ``accuracy``, ``chance``, each (A,)) and ``path`` + ``.json`` (names, reasons and
+        ``record``), each atomically and the JSON first, so the tensors' file exists only once both are whole.
+        Read back with :meth:`load`; ``rank`` is :meth:`ranks`, for readers of the file outside vcex."""
+        from safetensors.torch import save_file
+
+        from vcex.records import atomic_path, write_json
+
+        path = Path(path)
+        tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in _LOCAL_TENSORS}
+        tensors["rank"] = self.ranks()
+        record = {**(record or {}), "names": self.names, "reasons": self.reasons}
+        write_json(path.with_name(path.name + ".json"), record)
+        with atomic_path(path) as temporary:
+            save_file(tensors, str(temporary))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, rows: slice | None = None) -> tuple[LocalAttribution, dict]:
+        """What :meth:`save` wrote: the attributions (only ``rows``, a slice, where given) and the record saved with
+        them (names and reasons included). Damage raises :class:`~vcex.errors.CacheError`."""
+        import json
+
+        from safetensors import safe_open
+
+        from vcex.errors import CacheError
+
+        path = Path(path)
+        try:
+            record = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+            with safe_open(str(path), framework="pt") as handle:
+                tensors = {name: handle.get_tensor(name) for name in _LOCAL_TENSORS}
+            names, reasons = list(record["names"]), dict(record["reasons"])
+            if tensors["scores"].shape[1:] != (len(names),):
+                raise ValueError(f"{len(names)} names for scores of shape {tuple(tensors['scores'].shape)}")
+        except Exception as error:  # noqa: BLE001 - any damage means the same thing to the caller
+            raise CacheError(f"cannot read local attributions {path} ({error})") from error
+        if rows is not None:
+            tensors.update({name: tensors[name][rows] for name in ("scores", "original_probs", "counterfactual_probs")})
+        local = cls(
+            tensors["scores"], names, tensors["usable"], reasons, tensors["original_probs"],
+            tensors["counterfactual_probs"], tensors["accuracy"], tensors["chance"],
+        )  # fmt: skip
+        return local, record
 
     def select(self, mask: torch.Tensor) -> LocalAttribution:
         """Rows where ``mask`` (N,) bool is True (or the given (M,) indices), e.g. successful counterfactuals."""
@@ -102,6 +177,31 @@ class LocalAttribution:
             self.accuracy,
             self.chance,
         )
+
+
+# the tensors of a LocalAttribution, as LocalAttribution.save writes them
+_LOCAL_TENSORS = ("scores", "original_probs", "counterfactual_probs", "usable", "accuracy", "chance")
+
+
+def _by_magnitude(scores: torch.Tensor) -> torch.Tensor:
+    """(N, A) -> (N, A) int64: each row's descriptor indices by decreasing |score|, ties in descriptor order."""
+    return scores.abs().argsort(dim=1, descending=True, stable=True)
+
+
+def rank_by_magnitude(scores: torch.Tensor, usable: torch.Tensor | None = None) -> torch.Tensor:
+    """Rank each row's descriptors by |change|: ``scores`` (N, A) signed changes, ``usable`` (A,) bool (default
+    all) -> (N, A) int64 ranks, 1 for the largest |score| of a row among the usable descriptors (ties in
+    descriptor order) and 0 for the unusable ones."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise InputError(f"scores must be an (N, A) tensor of signed changes, got {shape}")
+    usable = torch.ones(scores.shape[1], dtype=torch.bool) if usable is None else usable.bool().cpu()
+    if usable.shape != (scores.shape[1],):
+        raise InputError(f"usable must be ({scores.shape[1]},) bool, one per descriptor, got {tuple(usable.shape)}")
+    order = _by_magnitude(scores.detach().cpu())
+    kept = usable[order]  # a rank counts only the usable descriptors before it
+    positions = kept.long().cumsum(1) * kept.long()
+    return torch.zeros_like(order).scatter_(1, order, positions)
 
 
 @dataclass

@@ -19,6 +19,8 @@ with the latent model first.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -32,10 +34,12 @@ from vcex.attribution.base import (
     split_descriptors,
 )
 from vcex.attribution.descriptors import Descriptors
+from vcex.cache import load_weights, save_weights
 from vcex.checks import device_of
-from vcex.errors import InputError
+from vcex.errors import CacheError, InputError
 from vcex.explainers.result import CounterfactualResult
 from vcex.models.state import evaluates
+from vcex.records import dataclass_from_record
 from vcex.standardize import raw_linear, standardization
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_MARGIN", "LatentAttributes", "LocalAttribution", "ProbeReport"]
@@ -193,6 +197,40 @@ class LatentAttributes(DescriptorReader):
             # One matmul for originals and counterfactuals together.
             probs = self.probabilities(torch.cat([latents, cf_latents.to(latents.device)])).cpu()
         return self._local(probs[: latents.shape[0]], probs[latents.shape[0] :])
+
+    # ------------------------------------------------------------------------------ saving
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted probes to a safetensors file: ``weights`` (A, d) and ``bias`` (A,) and, as its record,
+        the descriptor names, held-out reports and notes (no latent model). Read back with :meth:`load`."""
+        self._check_fitted()
+        record = {
+            "kind": "LatentAttributes",
+            "names": self.names,
+            "reports": self.summary(),
+            "notes": self.notes,
+            "settings": {"batch_size": self.batch_size, "margin": self.margin, "alpha": self.alpha},
+        }
+        return save_weights(path, {"weights": self.weights, "bias": self.bias}, record)
+
+    @classmethod
+    def load(cls, path: str | Path, latent_model: object | None) -> LatentAttributes:
+        """Probes saved by :meth:`save` (no pickle: tensors and a JSON record), reading ``latent_model``'s latents
+        (the model they were fitted for; None: latents only). Damage raises :class:`~vcex.errors.CacheError`."""
+        tensors, record = load_weights(path)
+        if record.get("kind") != "LatentAttributes":
+            raise CacheError(f"{path} does not hold latent probes (its record says {record.get('kind')!r})")
+        probes = cls(latent_model, **record["settings"])
+        weights, bias = tensors.get("weights"), tensors.get("bias")
+        if weights is None or bias is None or weights.dim() != 2 or bias.shape != (weights.shape[0],):
+            raise CacheError(f"{path} lacks the probes' weights (A, d) and bias (A,)")
+        probes.weights, probes.bias = weights.float(), bias.float()
+        probes.names = list(record["names"])
+        probes.reports = [dataclass_from_record(ProbeReport, report, str(path)) for report in record["reports"]]
+        probes.notes = list(record["notes"])
+        if len(probes.names) != weights.shape[0] or len(probes.reports) != weights.shape[0]:
+            raise CacheError(f"{path} names {len(probes.names)} descriptors for {weights.shape[0]} probes")
+        return probes
 
     def _result_latents(self, result: CounterfactualResult) -> tuple[torch.Tensor, torch.Tensor]:
         """A result's stored latents, or its originals and counterfactuals encoded (methods without latents)."""

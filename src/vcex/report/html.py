@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
 
 from vcex.explainers.result import CounterfactualResult
 from vcex.records import write_text_atomic
 from vcex.report.images import grid_image, png_data_uri, signed_difference
+
+if TYPE_CHECKING:
+    from vcex.attribution import LocalAttribution
+
+TOP_CHANGES = 3  # descriptor changes listed under each example of report.html (vcex serve shows up to 12)
 
 METRIC_COLUMNS = [
     ("validity", "validity ↑"),
@@ -34,6 +42,7 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .example { display: inline-block; margin: 0.4em; vertical-align: top; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; }
+.changes { color: #444; }
 """
 
 
@@ -81,8 +90,11 @@ def threshold_notes(metrics: list[dict], class_names: list[str] | None = None) -
     return f"<ul>{''.join(items)}</ul>"
 
 
-def example_strip(result: CounterfactualResult, index: int, class_names: list[str] | None = None) -> str:
-    """original | reconstruction | counterfactual | signed difference, with the probabilities."""
+def example_strip(
+    result: CounterfactualResult, index: int, class_names: list[str] | None = None, changes: list[dict] | None = None
+) -> str:
+    """original | reconstruction | counterfactual | signed difference, with the probabilities and, where given,
+    the counterfactual's top ``changes`` (``{"name", "change", "rank"}``, :meth:`LocalAttribution.ranked`)."""
     original, counterfactual = result.originals[index], result.counterfactuals[index]
     tiles = [original]
     labels = ["original"]
@@ -102,7 +114,17 @@ def example_strip(result: CounterfactualResult, index: int, class_names: list[st
         f"{name(source)} → {name(target)}: p(target) {float(result.original_prob[index]):.3f} → "
         f"{float(result.target_prob[index]):.3f} ({verdict}, {int(result.steps[index])} steps)"
     )
-    return f'<div class="example"><img src="{png_data_uri(picture)}"><br>{html.escape(caption)}</div>'
+    listed = f'<br><span class="changes">{attribution_text(changes)}</span>' if changes is not None else ""
+    return f'<div class="example"><img src="{png_data_uri(picture)}"><br>{html.escape(caption)}{listed}</div>'
+
+
+def attribution_text(changes: list[dict]) -> str:
+    """One counterfactual's ranked changes as HTML: ``1. smile +0.40, 2. beard −0.10``."""
+    if not changes:
+        return "no usable descriptor changes"
+    return ", ".join(
+        f"{row['rank']}. {html.escape(str(row['name']))} {row['change']:+.2f}".replace("-", "−") for row in changes
+    )
 
 
 def method_comparison(results: list[CounterfactualResult], count: int) -> str:
@@ -122,11 +144,18 @@ def write_report(
     class_names: list[str] | None = None,
     examples: int = 8,
     notes: str = "",
+    attributions: LocalAttribution | None = None,
+    attribution_note: str = "",
+    top_k: int = TOP_CHANGES,
 ) -> Path:
     """Write a self-contained HTML report: metrics table, per-image strips of the first result,
-    and a side-by-side grid of every method on the same images."""
+    and a side-by-side grid of every method on the same images. ``attributions``: the first result's local
+    attributions (at least its first ``examples`` rows), each strip then lists its top ``top_k`` changes;
+    ``attribution_note``: a paragraph on them (what read them, or why there are none)."""
     path = Path(path)
-    strips = "".join(example_strip(results[0], i, class_names) for i in range(min(examples, len(results[0]))))
+    shown = min(examples, len(results[0]))
+    changes = attributions.select(torch.arange(shown)).ranked(top_k) if attributions is not None else [None] * shown
+    strips = "".join(example_strip(results[0], i, class_names, changes[i]) for i in range(shown))
     comparison = method_comparison(results, examples) if len(results) > 1 else ""
     document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
@@ -144,7 +173,8 @@ IM1 below 1: the counterfactual looks more like its new class than its old one.
 MNAC (faces): how many binary attributes besides the label's own an independent attribute oracle reads
 differently after the change; 0 is a change of the label alone.</p>
 <h2>Thresholds</h2>{threshold_notes(metrics, class_names)}
-<h2>{html.escape(results[0].method)}: examples</h2>{strips}
+<h2>{html.escape(results[0].method)}: examples</h2>
+{f'<p class="note">{html.escape(attribution_note)}</p>' if attribution_note else ""}{strips}
 {"<h2>All methods on the same images</h2>" + comparison if comparison else ""}
 </body></html>"""
     return write_text_atomic(path, document)
