@@ -425,7 +425,7 @@ def render(records: list[dict], command: str, machine: str) -> str:
             verdict = "met" if min(min_norm, paper) <= TARGETS["completeness"] else "not met"
             completeness = f"min-norm {min_norm:.2f} / paper {paper:.2f} ({verdict})"
         else:
-            completeness = "-"
+            completeness = "- (not run)"
         target_rows.append(
             [
                 r["backend"],
