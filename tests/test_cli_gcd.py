@@ -54,6 +54,7 @@ def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
         (["--dataset", "mnist", "--latent-model", "mnist-cnn"], "not a latent model"),
         (["--dataset", "faces", "--latent-model", "mnist-diffae"], "for faces use faces-eyeglasses-vae or"),
         (["--dataset", "mnist", "--decode-steps", "10"], "--decode-steps is for a diffusion autoencoder"),
+        (["--dataset", "mnist", "--latent-model", "mnist-diffae", "--invert-steps", "5"], "drop --invert-steps"),
     ],
 )
 def test_a_wrong_latent_model_or_decode_steps_gets_one_line(capsys, tmp_path, options, message):
@@ -77,3 +78,39 @@ def test_gcd_runs_on_the_zoos_diffusion_autoencoder(tmp_path, capsys):
     assert record["settings"]["stochastic_code"] and record["black_box"] is True
     assert set(record["directions"]) == {"g0", "g20"} and record["directions"]["g0"]["eligible"] > 0
     assert json.loads(capsys.readouterr().out)["queries"] > 128
+
+
+def test_a_negative_invert_steps_gets_one_line(capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        main(["gcd", "--dataset", "mnist", "--invert-steps", "-1", "--out", str(tmp_path / "out"), "--quiet"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and "--invert-steps: expected a whole number >= 0, got -1" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+# a small discovery and a transfer to 40 test images, without and with 30 inversion steps: ~20 s on one CPU thread
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:GCD transfer")  # a 64-sample direction may flip nothing; the encodings are checked
+def test_invert_steps_refines_the_encodings_the_directions_move_from(tmp_path, capsys):
+    from vcex.explainers.result import CounterfactualResult
+
+    options = ["--dataset", "mnist", "--target", "9", "--samples", "64", "--n", "40", "--lig", "0"]
+    options += ["--h-directions", "0", "--threads", "1", "--quiet"]
+    runs = {}
+    for steps in (0, 30):
+        out = tmp_path / f"steps{steps}"
+        assert main(["gcd", *options, "--invert-steps", str(steps), "--out", str(out)]) == 0
+        directions = json.loads((out / "directions.json").read_text())
+        assert directions["invert_steps"] == steps
+        runs[steps] = (directions, CounterfactualResult.load(out / "counterfactuals.safetensors"))
+    (plain, plain_result), (refined, refined_result) = runs[0], runs[30]
+    # alpha's unit is the plain encoder's spread on the training images either way
+    assert refined["unit"] == pytest.approx(plain["unit"], rel=1e-6)
+    # the test images' latents moved: their reconstructions came closer to the images (the eligible images, whose
+    # reconstruction keeps the class, may differ between the runs, so the mean error of each run's own)
+    assert len(plain_result) > 0 and len(refined_result) > 0
+
+    def error(result: CounterfactualResult) -> float:
+        return float((result.reconstructions - result.originals).pow(2).mean())
+
+    assert error(refined_result) < 0.9 * error(plain_result)

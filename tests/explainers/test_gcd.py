@@ -147,6 +147,22 @@ def test_settings_and_options_are_checked():
     )
 
 
+class Doubled(Quadrants):
+    """The toy's latent space, encoded twice as far from 0 (a stand-in for a refining encoder of the same space)."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return 2 * super().encode(images)
+
+
+def test_the_unit_can_be_measured_by_another_encoder_of_the_same_space():
+    images = faces([[0.0] * 4, [1.0, -1.0, 2.0, 0.0]])
+    plain = GCD(BlackBox(), Quadrants(), **FAST).fit(images).settings()["unit"]
+    # the latent model encodes twice as far, the unit comes from the other encoder: the plain one's
+    other = GCD(BlackBox(), Doubled(), **FAST).fit(images, encoder=Quadrants()).settings()["unit"]
+    assert other == pytest.approx(plain, rel=1e-6)
+    assert GCD(BlackBox(), Doubled(), **FAST).fit(images).settings()["unit"] == pytest.approx(2 * plain, rel=1e-3)
+
+
 def test_proxy_ensemble_fits_each_proxy_on_its_own_samples():
     generator = torch.Generator().manual_seed(0)
     inputs = torch.rand(2, 200, 3, generator=generator) * 2 - 1
