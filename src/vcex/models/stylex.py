@@ -127,17 +127,31 @@ class StylExRecipe:
     # vcex.models.stylegan's autoencoder): it keeps E trained on the generator's own latents, whose drift away
     # from E's range made the first CPU runs' reconstructions collapse
     anchor_weight: float = 0.0
+    # a label-free disentanglement term on encoder batches (OroJaR, Wei et al. ICCV'21, Eq. 3, applied in StyleSpace
+    # rather than z): the Jacobian columns of G w.r.t. ``orojar_coordinates`` random style coordinates (conv and
+    # toRGB, in units of the batch's std of each) are asked to be orthogonal, estimated by finite differences of
+    # step ``orojar_epsilon`` along ``orojar_directions`` Rademacher directions (the paper's k = 2, epsilon 0.1) on
+    # the first ``orojar_images`` images of the batch; 0 is off
+    orojar_weight: float = 0.0
+    orojar_coordinates: int = 64
+    orojar_directions: int = 2
+    orojar_epsilon: float = 0.1
+    orojar_images: int = 8
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "mapping_fit_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.anchor_weight < 0:
-            raise InputError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
-        for name in ("batch_size", "r1_interval"):
+        for name in ("anchor_weight", "orojar_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.orojar_directions < 2:
+            raise InputError(f"orojar_directions must be >= 2 (a variance needs two), got {self.orojar_directions}")
+        for name in ("batch_size", "r1_interval", "orojar_coordinates", "orojar_images"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "encoder_lr", "discriminator_lr", "mapping_lr_scale", "warmup_lr", "warmup_generator_lr"):
+        rates = ("lr", "encoder_lr", "discriminator_lr", "mapping_lr_scale", "warmup_lr", "warmup_generator_lr")
+        for name in (*rates, "orojar_epsilon"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.mixing_prob <= 1:
@@ -296,6 +310,62 @@ def _r1_penalty(discriminator: ConditionalDiscriminator, reals: Tensor, labels: 
 def _latent_loss(model: StylExAutoencoder, reconstruction: Tensor, w: Tensor) -> Tensor:
     """|E(x') - E(x)|_1 averaged, E(x) held constant: the reconstruction must encode back to its latent."""
     return (model.encoder(reconstruction) - w.detach()).abs().mean()
+
+
+def orojar_penalty(
+    decode_styles: Callable[[Tensor], Tensor],
+    styles: Tensor,
+    coordinates: Tensor,
+    scale: Tensor,
+    rng: torch.Generator,
+    directions: int = 2,
+    epsilon: float = 0.1,
+) -> tuple[Tensor, Tensor]:
+    """The orthogonal-Jacobian penalty (OroJaR, Wei et al. ICCV'21, Eqs. 3-5) of ``decode_styles`` at ``styles``
+    (N, D) w.r.t. the style ``coordinates`` (M,) (long), each measured in units of ``scale`` (D,) (e.g. its std),
+    made relative to the columns' size.
+
+    With J_i the Jacobian column of coordinate i (the output's change per unit) and v a Rademacher vector on the
+    coordinates, |J v|^2 = sum_i |J_i|^2 + sum_{i != j} v_i v_j J_i . J_j, so its variance over v is
+    2 sum_{i != j} (J_i . J_j)^2, zero exactly when the columns are orthogonal (the paper's penalty). J v is a
+    forward difference of step ``epsilon``; the variance is the unbiased one over ``directions`` draws (from
+    ``rng``, the CPU's stream) per image, averaged over images. We divide it by the squared mean |J v|^2 (=
+    (sum_i |J_i|^2)^2; ours, not the paper's): about 0 for orthogonal columns and 2 for parallel ones, and blind to
+    the columns' size, so it cannot be won by making the generator insensitive to its styles (which on a
+    warm-started generator would trade the reconstruction away). Returns that ratio (a scalar with gradients into
+    ``decode_styles``'s parameters; ``styles`` is detached) and the mean |J v|^2 (detached), with |.|^2 the mean
+    over output elements."""
+    styles = styles.detach()
+    n, dim = styles.shape
+    signs = torch.randint(0, 2, (directions, n, len(coordinates)), generator=rng).float().mul_(2).sub_(1)
+    steps = torch.zeros(directions, n, dim)
+    steps[:, :, coordinates.cpu()] = signs * (epsilon * scale[coordinates].cpu())
+    shifted = styles.unsqueeze(0) + steps.to(styles.device)
+    images = decode_styles(torch.cat([styles, shifted.flatten(0, 1)])).flatten(1)
+    base, moved = images[:n], images[n:].view(directions, n, -1)
+    squared_norms = ((moved - base) / epsilon).pow(2).mean(2)  # (directions, n): |J v|^2 per draw and image
+    column_size = squared_norms.mean()
+    penalty = squared_norms.var(0, unbiased=True).mean() / column_size.pow(2).clamp_min(1e-12)
+    return penalty, column_size.detach()
+
+
+def _orojar_loss(model: StylExAutoencoder, styles: Tensor, rng: torch.Generator, recipe: StylExRecipe) -> tuple:
+    """:func:`orojar_penalty` of the synthesis network on the first ``recipe.orojar_images`` of an encoder batch's
+    styles (N, D), at ``recipe.orojar_coordinates`` coordinates drawn without replacement from all of StyleSpace
+    (conv and toRGB), each in units of its std over the batch. Returns (penalty, mean |J v|^2). Logged as
+    ``orojar`` and ``orojar_jv_rms`` (sqrt of the latter: the rms pixel change per std along a direction)."""
+    dim = styles.shape[1]
+    coordinates = torch.randperm(dim, generator=rng)[: min(recipe.orojar_coordinates, dim)]
+    scale = styles.detach().std(0).clamp_min(1e-3) if len(styles) > 1 else torch.ones(dim, device=styles.device)
+    return orojar_penalty(
+        model.generator.decode_styles,
+        styles[: recipe.orojar_images],
+        coordinates,
+        scale,
+        rng,
+        directions=recipe.orojar_directions,
+        epsilon=recipe.orojar_epsilon,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,11 +529,16 @@ def _encoder_losses(
     adversarial terms, the reconstructions (the fakes D then sees) and the logged terms."""
     model = state.model
     w = model.encoder(reals)
-    reconstruction = model.generator.decode(model.latent(w, labels))
+    styles = model.generator.styles(model.latent(w, labels))
+    reconstruction = model.generator.decode_styles(styles)
     pixel = _l1_loss(reconstruction, reals, weights)
     latent = _latent_loss(model, reconstruction, w)
     loss = pixel + recipe.latent_weight * latent
     terms = {"l1": float(pixel.detach()), "latent": float(latent.detach())}
+    if recipe.orojar_weight > 0:
+        orojar, column_size = _orojar_loss(model, styles, state.rng, recipe)
+        loss = loss + recipe.orojar_weight * orojar
+        terms.update(orojar=float(orojar.detach()), orojar_jv_rms=math.sqrt(float(column_size)))
     if adversarial:
         fooling = _nonsaturating_loss(state.discriminator(reconstruction, labels))
         loss = loss + recipe.reconstruction_adversarial_weight * fooling
@@ -768,6 +843,7 @@ __all__ = [
     "load_stylex",
     "mixed_latents",
     "new_state",
+    "orojar_penalty",
     "resolve_stylex",
     "save_checkpoint",
     "set_phase",
