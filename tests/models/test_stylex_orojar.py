@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from test_stylex import faces_like  # the disc images of the StylEx tests (this folder is on sys.path)
 
 from vcex.cli.train_style import recipe_from
 from vcex.errors import InputError
@@ -17,15 +18,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 RECIPE = StylExRecipe(batch_size=8, r1_interval=2)
 ON = StylExRecipe(batch_size=8, r1_interval=2, orojar_weight=1.0, orojar_coordinates=16, orojar_images=4)
-
-
-def faces_like(n: int = 24, seed: int = 0) -> torch.Tensor:
-    """(n, 3, 32, 32) images in [0, 1]: a disc of random size and colour on grey."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    radius = 6 + 8 * torch.rand(n, 1, 1, 1, generator=g)
-    disc = (((yy - 16) ** 2 + (xx - 16) ** 2).sqrt() < radius).float()
-    return (0.2 + 0.7 * disc * torch.rand(n, 3, 1, 1, generator=g)).clamp(0, 1)
 
 
 def tiny_model() -> StylExAutoencoder:
