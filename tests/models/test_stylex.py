@@ -332,19 +332,26 @@ def test_warm_up_epochs_are_an_autoencoder_and_leave_the_discriminator_alone():
     assert all_finite(state.history)
 
 
-def test_resume_across_the_warm_up_is_bit_identical(tmp_path):
+def assert_resumes_bit_identically(tmp_path, recipe: StylExRecipe, seed: int) -> list[dict]:
+    """Two epochs straight vs one epoch, a checkpoint, then a resume to two: the same history and weights.
+    Returns the resumed run's history."""
     images = faces_like()
-    recipe = StylExRecipe(batch_size=8, r1_interval=2, warmup_epochs=1, mapping_fit_steps=10, anchor_weight=0.1)
     straight = tiny_model()
-    reference = train_stylex(straight, images, epochs=2, recipe=recipe, seed=5, progress=False)
-    train_stylex(tiny_model(), images, epochs=1, recipe=recipe, seed=5, checkpoint=tmp_path, progress=False)
+    reference = train_stylex(straight, images, epochs=2, recipe=recipe, seed=seed, progress=False)
+    train_stylex(tiny_model(), images, epochs=1, recipe=recipe, seed=seed, checkpoint=tmp_path, progress=False)
     resumed_model = tiny_model()
     resumed = train_stylex(
-        resumed_model, images, epochs=2, recipe=recipe, seed=5, checkpoint=tmp_path, resume=True, progress=False
+        resumed_model, images, epochs=2, recipe=recipe, seed=seed, checkpoint=tmp_path, resume=True, progress=False
     )
     assert resumed.history == reference.history
     for name, tensor in straight.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[name], tensor), name
+    return resumed.history
+
+
+def test_resume_across_the_warm_up_is_bit_identical(tmp_path):
+    recipe = StylExRecipe(batch_size=8, r1_interval=2, warmup_epochs=1, mapping_fit_steps=10, anchor_weight=0.1)
+    assert_resumes_bit_identically(tmp_path, recipe, seed=5)
 
 
 def test_cli_warm_starts_from_a_train_style_folder(tmp_path, capsys):

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_stylex import faces_like  # the disc images of the StylEx tests (this folder is on sys.path)
+from test_stylex import assert_resumes_bit_identically, faces_like  # shared StylEx test helpers (folder on sys.path)
 
 from vcex.cli.train_style import recipe_from
 from vcex.errors import InputError
@@ -94,17 +94,8 @@ def test_the_penalty_is_differentiable_and_its_gradient_lowers_it():
 
 
 def test_training_with_the_term_resumes_bit_identically(tmp_path):
-    images = faces_like()
-    straight = tiny_model()
-    reference = train_stylex(straight, images, epochs=2, recipe=ON, seed=4, progress=False)
-    train_stylex(tiny_model(), images, epochs=1, recipe=ON, seed=4, checkpoint=tmp_path, progress=False)
-    resumed_model = tiny_model()
-    resumed = train_stylex(
-        resumed_model, images, epochs=2, recipe=ON, seed=4, checkpoint=tmp_path, resume=True, progress=False
-    )
-    assert "orojar" in resumed.history[1] and resumed.history == reference.history
-    for name, tensor in straight.state_dict().items():
-        assert torch.equal(resumed_model.state_dict()[name], tensor), name
+    history = assert_resumes_bit_identically(tmp_path, ON, seed=4)
+    assert "orojar" in history[1]
 
 
 def test_minimising_it_makes_a_toy_generators_jacobian_columns_orthogonal():
