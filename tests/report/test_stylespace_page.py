@@ -53,3 +53,16 @@ def test_attributes_page_has_a_table_per_class_the_strips_and_the_unexplained_re
     assert "Toward class 1" in page and "8.conv0:3" in page and "[0.4]" in page
     assert "nothing to move toward it" in page
     assert page.count("data:image/png") == 1
+
+
+def test_eigenfinds_page_states_its_step(tmp_path):
+    from vcex.report.stylespace import write_attributes_page
+
+    record = {
+        "method": "eigenfind", "classifier": "faces-smiling-cnn", "latent_model": "faces-style", "n": 5,
+        "attribute_oracle": "faces oracle", "attributes": {}, "alpha": 5.0, "alpha_unit": "w",
+    }  # fmt: skip
+    page = write_attributes_page(tmp_path / "e.html", record, []).read_text()
+    assert "stepped by alpha = 5 W units" in page
+    record.pop("alpha")
+    assert "stepped by" not in write_attributes_page(tmp_path / "a.html", record, []).read_text()

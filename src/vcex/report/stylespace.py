@@ -82,6 +82,14 @@ Shift: the factor's mean change in probability under -k and +k.</p>
     return path
 
 
+def _step_note(record: dict) -> str:
+    """EigenFind's step along each direction (its alpha and unit), where the record has one."""
+    if "alpha" not in record:
+        return ""
+    unit = {"std": "standard deviations of the projections", "w": "W units"}.get(record.get("alpha_unit"), "")
+    return f" Each direction is stepped by alpha = {_format(record['alpha'])} {html.escape(unit)}."
+
+
 def write_attributes_page(
     path: str | Path, record: dict, strips: list[tuple[str, torch.Tensor, list[list[str]]]]
 ) -> Path:
@@ -118,7 +126,7 @@ def write_attributes_page(
 <p class="note">{record["n"]} test images. Each attribute is labelled with the factor the attribute oracle
 ({html.escape(record["attribute_oracle"])}) says it moves most and its purity (that factor's share of the total
 change of the oracle's readings). Strips: the images it affects most, before and after, with the classifier's
-probability of the class.</p>
+probability of the class.{_step_note(record)}</p>
 {tables}
 <h2>Strips</h2>{figures or "<p>none</p>"}
 </body></html>"""
