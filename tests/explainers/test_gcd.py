@@ -298,3 +298,49 @@ def test_a_bblig_path_starts_at_each_images_inverted_reconstruction(diffae, mnis
         inverted = diffae.decode(latents, x_T=diffae.encode_stochastic(images, latents))
     # the path's first point (8-bit, as the public code saves it) is the image's own inverted reconstruction
     assert torch.allclose(path.images[:, 0], (inverted * 255).round() / 255, atol=1.5 / 255)
+
+
+QUADRANTS = [(slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 8)), (slice(4, 8), slice(0, 4))]
+
+
+def regional(images: torch.Tensor) -> torch.Tensor:
+    """A black box that reads quadrant 0 where quadrant 2 is dark and quadrant 1 where it is bright: the g-direction
+    found around a source depends on the source's region."""
+    q0, q1, q2 = (images[:, 0, rows, columns].mean((1, 2)) for rows, columns in QUADRANTS[:3])
+    margin = torch.where(q2 < 0.5, 8 * (q0 - 0.5), 8 * (q1 - 0.5))
+    return torch.stack([torch.zeros_like(margin), margin], 1)
+
+
+def test_select_source_keeps_the_candidate_whose_direction_flips_the_validation_images():
+    black_box = BlackBox(regional)
+    gcd = GCD(black_box, Quadrants(), unit=1.0, **FAST)
+    # candidate 0: class 0 in the bright-q2 region (its direction moves q1, which the validation images ignore);
+    # candidate 1: class 1 (not a candidate); candidate 2: class 0 in the dark-q2 region, as the validation images
+    candidates = faces([[-1.0, -1.0, 1.5, 0.0], [1.0, 1.0, -1.5, 0.0], [-1.0, -1.0, -1.5, 0.0]])
+    validation = faces([[a, b, -1.5, 0.0] for a in (-1.0, -0.5, 0.5, 1.0) for b in (-1.0, 1.0)])
+    before = black_box.queries
+    selection = gcd.select_source(candidates, validation, source_class=0, goal_class=1)
+    assert selection.candidates.tolist() == [0, 2] and selection.chosen == 2
+    assert selection.flip_rates.tolist() == [0.0, 1.0]
+    assert selection.validation_images == 8 and selection.validation_eligible == 8
+    # the chosen direction moves quadrant 0; the other one quadrant 1
+    assert float(selection.discovery.direction("g0")[0]) > 0.95
+    assert float(selection.discoveries.direction("g0", 0)[1]) > 0.95
+    assert gcd.discovery is selection.discovery and selection.discovery.directions.shape[0] == 1
+    assert len(selection.local) == 1 and bool(selection.local.success[0])
+    # every query is counted: the candidates' checks, both discoveries, the validation images and both sweeps
+    assert selection.queries == black_box.queries - before
+    summary = selection.summary()
+    assert summary["chosen"] == 2 and summary["chosen_validation_flip_rate"] == 1.0
+    assert summary["validation_flip_rates"] == [0.0, 1.0]
+    # limit 1: only the first faithful candidate is tried
+    assert gcd.select_source(candidates, validation, source_class=0, goal_class=1, limit=1).chosen == 0
+
+
+def test_select_source_refuses_candidates_outside_the_source_class():
+    gcd = GCD(BlackBox(regional), Quadrants(), unit=1.0, **FAST)
+    validation = faces([[-1.0, 0.0, -1.5, 0.0], [1.0, 0.0, -1.5, 0.0]])
+    with pytest.raises(InputError, match="none of the 1 candidates"):
+        gcd.select_source(faces([[1.0, 1.0, -1.5, 0.0]]), validation, source_class=0, goal_class=1)
+    with pytest.raises(InputError, match="same class"):
+        gcd.select_source(faces([[-1.0, 1.0, -1.5, 0.0]]), validation, source_class=0, goal_class=0)

@@ -300,6 +300,22 @@ class Discovery:
             raise InputError(f"unknown direction {name!r}; this discovery has {', '.join(self.direction_names)}")
         return self.directions[source, self.direction_names.index(name)]
 
+    def take(self, source: int) -> Discovery:
+        """The discovery of source ``source`` alone (P = 1)."""
+        rows = slice(source, source + 1)
+        fit = ProxyFit(*(getattr(self.fit, n)[rows] for n in ProxyFit.__dataclass_fields__))
+        return Discovery(
+            directions=self.directions[rows],
+            direction_names=self.direction_names,
+            h_eigenvalues=self.h_eigenvalues[rows],
+            origin=self.origin[rows],
+            goal=self.goal[rows],
+            fit=fit,
+            unit=self.unit,
+            queries=self.queries[rows],
+            settings=dict(self.settings),
+        )
+
 
 class GCD(Explainer):
     """Global Counterfactual Directions (Sobieski & Biecek, ECCV 2024): black-box counterfactuals from a proxy.
@@ -723,6 +739,153 @@ class GCD(Explainer):
             unit=unit,
         )
 
+    def select_source(
+        self,
+        candidates: torch.Tensor,
+        validation: torch.Tensor | TransferInputs,
+        *,
+        source_class: int,
+        goal_class: int,
+        limit: int | None = None,
+        direction: str = "g0",
+        steps: int = TRANSFER_STEPS,
+        alpha_max: float = TRANSFER_ALPHA_MAX,
+    ) -> SourceSelection:
+        """Choose the source image by validation: discover directions from each candidate (N, C, H, W) that the black
+        box and its reconstruction put in ``source_class`` (the first ``limit`` of them; all at once, batched), sweep
+        each one's ``direction`` over the ``validation`` images (encoded once) and keep the source whose direction
+        flips the largest share of them (ties: the earlier candidate). Validation images should be disjoint from the
+        images the chosen direction is then reported on. Black-box outputs only, like discovery and transfer.
+
+        Returns:
+            the :class:`SourceSelection`; afterwards :attr:`discovery` is the chosen source's.
+        """
+        from vcex.models.classifiers import check_classifier_images
+
+        started = time.perf_counter()
+        candidates = check_classifier_images(self.classifier, candidates).to(self.device)
+        if len(candidates) == 0:
+            raise InputError("select_source needs at least one candidate image, got an empty batch")
+        if limit is not None:
+            limit = check_count("limit", limit, 1)
+        ready = validation if isinstance(validation, TransferInputs) else prepare_transfer(self, validation)
+        eligible, _, _ = ready.pair(source_class, goal_class)  # checks the classes too
+        with evaluating(*self._models()):
+            own = self.query(candidates).argmax(1)
+            rebuilt = self.query(self.reconstruct(candidates)[1]).argmax(1)
+        faithful = ((own == source_class) & (rebuilt == source_class)).nonzero().flatten()[:limit]
+        if len(faithful) == 0:
+            raise InputError(
+                f"none of the {len(candidates)} candidates is an image the black box and its reconstruction put in "
+                f"class {source_class}; give candidates of that class"
+            )
+        with warnings.catch_warnings():  # unusable proxies: one warning below instead of the explain's
+            warnings.simplefilter("ignore")
+            local = self.explain(candidates[faithful], target=goal_class)
+        assert self.discovery is not None
+        found = self.discovery
+        unusable = int((~found.fit.usable).sum())
+        if 0 < unusable < len(faithful):
+            warnings.warn(
+                f"GCD source selection: the proxies of {unusable} of {len(faithful)} candidates did not fit the black "
+                f"box (held-out R^2 < {self.min_proxy_r2}); they are not candidates",
+                stacklevel=2,
+            )
+        rates = torch.full((len(faithful),), torch.nan)
+        summaries: list[dict | None] = []
+        for p in range(len(faithful)):
+            if not bool(found.fit.usable[p]):
+                summaries.append(None)
+                continue
+            with warnings.catch_warnings():  # a direction that flips nothing scores 0: no warning per candidate
+                warnings.simplefilter("ignore")
+                transfer = self.transfer(
+                    found.direction(direction, p),
+                    ready,
+                    source_class=source_class,
+                    goal_class=goal_class,
+                    steps=steps,
+                    alpha_max=alpha_max,
+                )
+            rates[p] = transfer.flip_rate
+            summaries.append({k: v for k, v in transfer.summary().items() if k != "unit"})
+        if bool(rates.isnan().all()):
+            raise InputError(
+                f"no candidate's proxy fitted the black box (held-out R^2 {_r2_text(found.fit.logit_r2)} < "
+                f"{self.min_proxy_r2}); raise samples or lower radius"
+            )
+        best = int(torch.where(rates.isnan(), -1.0, rates).argmax())
+        queries = (
+            2 * len(candidates)
+            + int(found.queries.sum())
+            + (0 if isinstance(validation, TransferInputs) else 2 * len(ready))
+            + int(eligible.sum()) * steps * int((~rates.isnan()).sum())
+        )
+        self.discovery = found.take(best)
+        return SourceSelection(
+            candidates=faithful.cpu(),
+            flip_rates=rates,
+            proxy_r2=found.fit.logit_r2.cpu(),
+            transfers=summaries,
+            chosen=int(faithful[best]),
+            discovery=self.discovery,
+            discoveries=found,
+            local=local.select(torch.tensor([best])),
+            direction=direction,
+            validation_images=len(ready),
+            validation_eligible=int(eligible.sum()),
+            queries=queries,
+            seconds=time.perf_counter() - started,
+        )
+
+
+@dataclass
+class SourceSelection:
+    """Which source image GCD's directions come from, chosen by validation (:meth:`GCD.select_source`).
+
+    candidates: (P,) indices into the candidate images of those tried (the black box and the reconstruction put them
+        in the source class), in order.
+    flip_rates: (P,) the share of eligible validation images each one's direction flips (NaN: proxy unusable).
+    proxy_r2: (P,) each proxy's held-out R^2.
+    transfers: each one's validation transfer summary (None where the proxy was unusable).
+    chosen: the index into the candidate images of the chosen source; discovery: its :class:`Discovery` (P = 1);
+        discoveries: every candidate's (P rows, in the order of ``candidates``);
+        local: its local counterfactual (the line search's, a :class:`CounterfactualResult` of one image). The
+        candidates are discovered together, so a later discovery from the chosen image alone draws other samples.
+    queries: black-box images queried in all (candidates' checks, discoveries, validation encodings and sweeps).
+    """
+
+    candidates: torch.Tensor
+    flip_rates: torch.Tensor
+    proxy_r2: torch.Tensor
+    transfers: list[dict | None]
+    chosen: int
+    discovery: Discovery
+    discoveries: Discovery
+    local: CounterfactualResult
+    direction: str
+    validation_images: int
+    validation_eligible: int
+    queries: int
+    seconds: float
+
+    def summary(self) -> dict:
+        """The selection as a record: the candidates' validation flip rates and the chosen one's."""
+        rates = self.flip_rates[~self.flip_rates.isnan()]
+        return {
+            "direction": self.direction,
+            "candidates": self.candidates.tolist(),
+            "validation_flip_rates": [None if math.isnan(r) else round(r, 4) for r in self.flip_rates.tolist()],
+            "proxy_r2": [None if math.isnan(r) else round(r, 4) for r in self.proxy_r2.tolist()],
+            "chosen": self.chosen,
+            "chosen_validation_flip_rate": float(self.flip_rates[self.candidates.tolist().index(self.chosen)]),
+            "median_validation_flip_rate": float(rates.median()) if len(rates) else None,
+            "validation_images": self.validation_images,
+            "validation_eligible": self.validation_eligible,
+            "queries": self.queries,
+            "seconds": round(self.seconds, 1),
+        }
+
 
 def _parameters(function: Callable) -> tuple[str, ...]:
     """The parameter names of ``function`` (none where Python cannot read its signature, e.g. a TorchScript method)."""
@@ -795,10 +958,61 @@ class Transfer:
         }
 
 
+@dataclass
+class TransferInputs:
+    """Images made ready for transfers: encoded, reconstructed and queried once, so several directions can be swept
+    over them (:meth:`GCD.select_source`) without encoding (a diffusion autoencoder: inverting) them again.
+
+    images: (N, C, H, W) on the explainer's device; latents (N, ...); reconstructions (N, C, H, W); codes: the
+    stochastic codes (N, ...) or None; logits: (N, K) the black box's on the images; reconstruction_class: (N,)."""
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    reconstructions: torch.Tensor
+    codes: torch.Tensor | None
+    logits: torch.Tensor
+    reconstruction_class: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def pair(self, source_class: int, goal_class: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N,) eligible (in the pair, the reconstruction in the image's class), sign (+1 from the source class, -1
+        from the goal class: the public code's rule) and each image's goal class, after checking the classes."""
+        classes = self.logits.shape[1]
+        for name, value in (("source_class", source_class), ("goal_class", goal_class)):
+            if not 0 <= value < classes:
+                raise InputError(f"{name} {value} is out of range for a black box with {classes} classes")
+        if source_class == goal_class:
+            raise InputError("source_class and goal_class are the same class; a flip needs two")
+        predicted = self.logits.argmax(1)
+        in_pair = (predicted == source_class) | (predicted == goal_class)
+        eligible = in_pair & (self.reconstruction_class == predicted)
+        sign = torch.where(predicted == goal_class, -1.0, 1.0)
+        goal = torch.where(predicted == goal_class, source_class, goal_class)
+        return eligible, sign, goal
+
+
+def prepare_transfer(explainer: GCD, images: torch.Tensor) -> TransferInputs:
+    """Check ``images`` (N, C, H, W) in the classifier's range, encode and reconstruct them and query the black box
+    on both: the :class:`TransferInputs` that :func:`transfer_direction` sweeps."""
+    from vcex.models.classifiers import check_classifier_images
+
+    images = check_classifier_images(explainer.classifier, images)
+    if len(images) == 0:
+        raise InputError("transfer needs at least one image, got an empty batch")
+    with evaluating(*explainer._models()):
+        images = images.to(explainer.device)
+        latents, reconstructions, codes = explainer.reconstruct(images)
+        logits = explainer.query(images)
+        reconstruction_class = explainer.query(reconstructions).argmax(1)
+    return TransferInputs(images, latents, reconstructions, codes, logits, reconstruction_class)
+
+
 def transfer_direction(
     explainer: GCD,
     direction: torch.Tensor,
-    images: torch.Tensor,
+    images: torch.Tensor | TransferInputs,
     *,
     source_class: int,
     goal_class: int,
@@ -816,16 +1030,11 @@ def transfer_direction(
 
     Args:
         direction: (D,) a direction of the flattened latent (e.g. ``discovery.direction("g0")``).
-        images: (N, C, H, W) in the classifier's range.
+        images: (N, C, H, W) in the classifier's range, or the :class:`TransferInputs` of :func:`prepare_transfer`.
         unit: the latent length of alpha 1 (default: the explainer's, measured on ``images`` if "auto" and unfitted).
     Returns:
         the :class:`Transfer`; a direction that flips nothing says so (``summary()["flips_nothing"]``, a warning).
     """
-    from vcex.models.classifiers import check_classifier_images
-
-    images = check_classifier_images(explainer.classifier, images)
-    if len(images) == 0:
-        raise InputError("transfer needs at least one image, got an empty batch")
     steps = check_count("steps", steps, 2)
     alpha_max = check_positive_finite("alpha_max", alpha_max)
     direction = torch.as_tensor(direction, dtype=torch.float32).flatten().to(explainer.device)
@@ -833,70 +1042,43 @@ def transfer_direction(
         raise InputError("the direction must be a finite, non-zero vector")
     direction = direction / direction.norm()
     started = time.perf_counter()
+    ready = images if isinstance(images, TransferInputs) else prepare_transfer(explainer, images)
+    latent_shape, flat = ready.latents.shape[1:], ready.latents.flatten(1)
+    if flat.shape[1] != direction.numel():
+        raise InputError(
+            f"the direction has {direction.numel()} numbers, the latent model's latents {flat.shape[1]}; use a "
+            "direction found with this latent model"
+        )
+    eligible, sign, goal = ready.pair(source_class, goal_class)
     with evaluating(*explainer._models()):
-        images = images.to(explainer.device)
         if unit is None:
-            unit = explainer._active_unit() or explainer._spread(images)
-        latents, reconstructions, codes = explainer.reconstruct(images)
-        latent_shape, flat = latents.shape[1:], latents.flatten(1)
-        if flat.shape[1] != direction.numel():
-            raise InputError(
-                f"the direction has {direction.numel()} numbers, the latent model's latents {flat.shape[1]}; use a "
-                "direction found with this latent model"
-            )
-        logits = explainer.query(images)
-        classes = logits.shape[1]
-        for name, value in (("source_class", source_class), ("goal_class", goal_class)):
-            if not 0 <= value < classes:
-                raise InputError(f"{name} {value} is out of range for a black box with {classes} classes")
-        if source_class == goal_class:
-            raise InputError("source_class and goal_class are the same class; a flip needs two")
-        predicted = logits.argmax(1)
-        reconstruction_class = explainer.query(reconstructions).argmax(1)
-        in_pair = (predicted == source_class) | (predicted == goal_class)
-        eligible = in_pair & (reconstruction_class == predicted)
-        sign = torch.where(predicted == goal_class, -1.0, 1.0)
-        goal = torch.where(predicted == goal_class, source_class, goal_class)
+            unit = explainer._active_unit() or explainer._spread(ready.images)
         alphas = torch.linspace(-alpha_max, alpha_max, steps, device=explainer.device)
-        count = len(images)
         swept = flat[:, None] + (sign[:, None, None] * alphas[None, :, None] * unit) * direction  # (N, A, D)
         # only eligible images are swept (on MNIST 4 -> 9, 8 of 10 images are in neither class)
         keep = eligible.nonzero().flatten()
-        probs = torch.zeros(count, steps, classes, device=explainer.device)
-        if len(keep):
-            sweep_rows = keep.repeat_interleave(steps)  # each image's sweep from its own stochastic code
-            sweep_logits = torch.cat(
-                [
-                    explainer.query(explainer._decode(chunk, latent_shape, codes, chunk_rows))
-                    for chunk, chunk_rows in zip(
-                        swept[keep].reshape(-1, flat.shape[1]).split(explainer.batch_size),
-                        sweep_rows.split(explainer.batch_size),
-                    )
-                ]
-            )
-            probs[keep] = sweep_logits.softmax(1).view(len(keep), steps, classes)
+        probs = _sweep_probs(explainer, swept, keep, latent_shape, ready.codes, ready.logits.shape[1])
         goal_prob = probs.gather(2, goal[:, None, None].expand(-1, steps, 1))[..., 0]
         flipped = (probs.argmax(2) == goal[:, None]) & eligible[:, None]
         # the smallest |alpha| that flips; ties (+a and -a) go to the direction's own side
         order = alphas.abs() - 1e-6 * alphas.sign()
-        cost = torch.where(flipped, order[None], torch.inf)
-        best = cost.argmin(1)
+        best = torch.where(flipped, order[None], torch.inf).argmin(1)
         any_flip = flipped.any(1)
         choice = torch.where(any_flip, best, goal_prob.argmax(1))
         alpha = torch.where(any_flip, alphas[choice], torch.nan)
-        picked = torch.arange(count, device=explainer.device)
-        cf_latents = swept[picked, choice]
+        cf_latents = swept[torch.arange(len(ready), device=explainer.device), choice]
         # no eligible image: no decode (a diffusion autoencoder refuses an empty batch)
-        counterfactuals = explainer._decode(cf_latents[keep], latent_shape, codes, keep) if len(keep) else images[:0]
-    own_probs = logits.softmax(1)
+        counterfactuals = (
+            explainer._decode(cf_latents[keep], latent_shape, ready.codes, keep) if len(keep) else ready.images[:0]
+        )
     queries = 2 + steps  # the image, its reconstruction and the sweep (only the first two for ineligible images)
     result = CounterfactualResult(
         method="gcd-transfer",
-        originals=images[keep],
+        originals=ready.images[keep],
         counterfactuals=counterfactuals,
         target=goal[keep],
-        original_class=predicted[keep],
-        original_prob=own_probs[keep, goal[keep]],
+        original_class=ready.logits.argmax(1)[keep],
+        original_prob=ready.logits.softmax(1)[keep, goal[keep]],
         target_prob=goal_prob[keep, choice[keep]],
         success=any_flip[keep],
         steps=torch.zeros_like(keep),
@@ -904,9 +1086,9 @@ def transfer_direction(
         backward_passes=torch.zeros_like(keep),
         seconds=time.perf_counter() - started,
         threshold=0.5,
-        original_latents=latents[keep],
+        original_latents=ready.latents[keep],
         counterfactual_latents=cf_latents[keep].view(-1, *latent_shape),
-        reconstructions=reconstructions[keep],
+        reconstructions=ready.reconstructions[keep],
         settings={
             "source_class": int(source_class),
             "goal_class": int(goal_class),
@@ -916,6 +1098,8 @@ def transfer_direction(
             "success": "the black box's top class is the goal",
         },
     )
+    predicted = ready.logits.argmax(1)
+    in_pair = (predicted == source_class) | (predicted == goal_class)
     transfer = Transfer(
         alphas=alphas.cpu(),
         flipped=flipped.cpu(),
@@ -934,3 +1118,29 @@ def transfer_direction(
             stacklevel=2,
         )
     return transfer
+
+
+def _sweep_probs(
+    explainer: GCD,
+    swept: torch.Tensor,
+    keep: torch.Tensor,
+    latent_shape: torch.Size,
+    codes: torch.Tensor | None,
+    classes: int,
+) -> torch.Tensor:
+    """The black box's probabilities (N, A, K) of the swept latents (N, A, D), decoded for the rows ``keep`` only
+    (each from its own image's stochastic code; zeros elsewhere), in chunks of the explainer's ``batch_size``."""
+    count, steps, dim = swept.shape
+    probs = torch.zeros(count, steps, classes, device=swept.device)
+    if len(keep):
+        sweep_rows = keep.repeat_interleave(steps)
+        sweep_logits = torch.cat(
+            [
+                explainer.query(explainer._decode(chunk, latent_shape, codes, chunk_rows))
+                for chunk, chunk_rows in zip(
+                    swept[keep].reshape(-1, dim).split(explainer.batch_size), sweep_rows.split(explainer.batch_size)
+                )
+            ]
+        )
+        probs[keep] = sweep_logits.softmax(1).view(len(keep), steps, classes)
+    return probs
