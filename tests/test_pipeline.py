@@ -236,3 +236,26 @@ def test_colour_folders_have_no_descriptors_and_their_runs_say_so_without_failin
     assert record["file"] is None and "3-channel images" in record["reason"]
     assert not (tmp_path / pipeline.ATTRIBUTIONS_FILE).exists()
     assert pipeline.no_descriptors_reason("mnist") is None
+
+
+def test_a_directions_attributions_are_its_flips_mean_change_signed_its_own_way(bench, tmp_path):
+    result, _ = pipeline.run_explain(
+        bench, "attack", 8, "second", tmp_path, progress=False, threshold=0.9, max_steps=20, attributions=False
+    )
+    goal = int(result.target[0])
+    found = pipeline.direction_attributions(bench, result, goal, k=3)
+    flipped = result.select(result.success)
+    local = pipeline.counterfactual_attributions(bench, flipped)
+    # rows moved to the goal count as they are, the others (moved back along -d) negated
+    sign = torch.where(flipped.target == goal, 1.0, -1.0)[:, None]
+    mean = (local.scores * sign).mean(0)
+    assert found["counterfactuals"] == len(flipped) > 0 and found["descriptors"] == "morphometrics"
+    assert (
+        len(found["top"]) == 3
+        and [item["name"] for item in found["top"]][0]
+        == local.names[int(torch.where(local.usable, mean.abs(), -1.0).argmax())]
+    )
+    for item in found["top"]:
+        assert item["change"] == pytest.approx(float(mean[local.names.index(item["name"])]), abs=1e-4)
+    none = result.select(torch.zeros(len(result), dtype=torch.bool))
+    assert pipeline.direction_attributions(bench, none, goal) == {"reason": "no counterfactual flipped"}

@@ -722,6 +722,30 @@ def counterfactual_attributions(
     return probes.local(result)
 
 
+def direction_attributions(bench: Workbench, result: CounterfactualResult, goal_class: int, k: int = 5) -> dict:
+    """What a transferred latent direction changes, in the workbench's descriptors: the mean local attribution
+    (:func:`counterfactual_attributions`) of its successful counterfactuals, each row signed so that positive is
+    the direction's own way (images moved towards ``goal_class`` along +d count as they are; those moved back
+    along -d, negated). Returns ``{"descriptors", "counterfactuals", "top": [{"name", "change"}, ...]}`` (the ``k``
+    usable descriptors of largest |mean change|), or ``{"reason"}`` where there is nothing to read."""
+    problem = no_descriptors_reason(bench.dataset)
+    if problem is not None:
+        return {"reason": f"no descriptors: vcex {problem}"}
+    flipped = result.select(result.success)
+    if len(flipped) == 0:
+        return {"reason": "no counterfactual flipped"}
+    try:
+        probes, source = latent_probes(bench)
+    except InputError as error:
+        return {"reason": f"no probes could be fitted to the training descriptors: {error}"}
+    local = counterfactual_attributions(bench, flipped, probes)
+    sign = torch.where(flipped.target == goal_class, 1.0, -1.0)[:, None]
+    mean = (local.scores * sign).mean(0)
+    order = [int(j) for j in mean.abs().argsort(descending=True) if bool(local.usable[j])][:k]
+    top = [{"name": local.names[j], "change": round(float(mean[j]), 4)} for j in order]
+    return {"descriptors": source, "counterfactuals": len(flipped), "top": top}
+
+
 def write_run_attributions(
     bench: Workbench, out: Path, fingerprint: str, read_latents: bool = True, progress: bool = False
 ) -> dict:
