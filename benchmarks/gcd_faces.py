@@ -40,10 +40,10 @@ from torch import nn
 from vcex.attribution.bblig import BASELINES, WHITE_BOX_FORMS, bb_lig, compare_attributions, white_box_lig
 from vcex.cache import cache_dir, data_fingerprint, parameter_fingerprint
 from vcex.evaluation import versions
-from vcex.explainers.gcd import GCD, feature_distance
+from vcex.explainers.gcd import GCD, feature_distance, prepare_transfer
 from vcex.models import load_model
 from vcex.models.refined import RefinedEncoder
-from vcex.pipeline import build_explainer, evaluate_result, prepare
+from vcex.pipeline import build_explainer, direction_attributions, evaluate_result, prepare
 from vcex.report.markdown import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,17 +132,30 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         predicted = bench.classifier(first).argmax(1)
         rebuilt = bench.classifier(gcd.reconstruct(first)[1]).argmax(1)
     faithful = ((predicted == source_class) & (rebuilt == source_class)).nonzero().flatten()
-    source_index = source_image(args.source, latent_model, first, faithful)
     load_before = os.getloadavg()
     unet_passes.reset()
     started = time.perf_counter()
     before = black_box.queries
-    local = gcd.explain(bench.test.images[source_index : source_index + 1], target=goal_class)
+    selection = None
+    if args.select:
+        # the source chosen by validation: candidates and validation images after the N test images (disjoint)
+        pool = bench.test.images[args.n : args.n + args.validation]
+        if len(pool) < args.validation:
+            raise SystemExit(f"--validation {args.validation}: only {len(pool)} test images after the first {args.n}")
+        selection = gcd.select_source(
+            pool, pool, source_class=source_class, goal_class=goal_class, limit=args.select, steps=args.alphas
+        )
+        source_index, local, discovery = args.n + selection.chosen, selection.local, selection.discovery
+    else:
+        source_index = source_image(args.source, latent_model, first, faithful)
+        local = gcd.explain(bench.test.images[source_index : source_index + 1], target=goal_class)
+        discovery = gcd.discovery
     discovery_seconds = time.perf_counter() - started
-    discovery = gcd.discovery
     if (args.radius, args.samples) != (1.0, 512):
         name += f" (radius {args.radius:g}, {args.samples} samples)"
-    if args.source != "first":
+    if selection is not None:
+        name += f" (source: best of {len(selection.candidates)} by validation on {args.validation})"
+    elif args.source != "first":
         name += f" (source: {args.source})"
     if args.g_average:
         name += f" (g averaged within {args.g_average:g})"
@@ -170,7 +183,15 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         "pair": [source_class, goal_class],
         "unit": discovery.unit,
         "discovery_seconds": discovery_seconds,
-        "discovery_queries": black_box.queries - before,
+        "discovery_queries": int(discovery.queries[0]) if selection else black_box.queries - before,
+        # with --select: every candidate's discovery and validation sweep, and the whole selection's queries and time
+        "source_selection": None
+        if selection is None
+        else {
+            **selection.summary(),
+            "candidates_test_index": [args.n + int(i) for i in selection.candidates],
+            "queries_counted": black_box.queries - before,
+        },
         "proxy_r2": float(discovery.fit.logit_r2[0]),
         "proxy_usable": bool(discovery.fit.usable[0]),
         "proxy_epochs": int(discovery.fit.epochs[0]),
@@ -184,6 +205,20 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         record["bblig"] = None
         print(json.dumps(record, indent=1), flush=True)
         return record
+    if selection is not None and args.score_candidates:
+        ready = prepare_transfer(gcd, test)
+        rates = []
+        for p in range(len(selection.candidates)):
+            usable = bool(selection.discoveries.fit.usable[p])
+            direction = selection.discoveries.direction("g0", p)
+            rates.append(
+                gcd.transfer(
+                    direction, ready, source_class=source_class, goal_class=goal_class, steps=args.alphas
+                ).flip_rate
+                if usable
+                else None
+            )
+        record["source_selection"]["candidates_test_flip_rates"] = rates
     for direction_name in args.directions:
         direction = discovery.direction(direction_name)
         # alpha 1: the latent's RMS spread per coordinate (the library's unit) or the training latents' spread
@@ -198,8 +233,11 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         metrics = evaluate_result(transfer.result, metrics_bench) if int(transfer.result.success.sum()) else {}
         magnitudes, rate = transfer.flip_curve()
         shifts = attribute_shifts(bench, transfer.result)
+        # the same, read by the descriptors' latent probes (what `vcex gcd` reports; no oracle needed)
+        descriptors = direction_attributions(metrics_bench, transfer.result, goal_class)
         record["directions"][direction_name] = {
             "attribute_shift": shifts,
+            "descriptors": descriptors,
             **transfer.summary(),
             "seconds": seconds,
             "unet_passes": unet_passes.count if stochastic else None,
@@ -490,6 +528,17 @@ def main() -> None:
     parser.add_argument("--source", choices=["first", "typical"], default="first", help="how the source is chosen")
     parser.add_argument(
         "--alpha-unit", choices=["rms", "direction"], default="rms", help="alpha 1: RMS latent spread or along d"
+    )
+    parser.add_argument(
+        "--select",
+        type=int,
+        default=0,
+        help="choose the source among the first K candidates by g0's flip rate on --validation images after the "
+        "N test images (disjoint from them); 0: --source's rule",
+    )
+    parser.add_argument("--validation", type=int, default=200, help="validation images for --select")
+    parser.add_argument(
+        "--score-candidates", action="store_true", help="with --select: also every candidate's g0 flip rate on the test"
     )
     parser.add_argument("--g-average", type=float, default=0.0, help="g: proxy gradients averaged within this radius")
     parser.add_argument("--lig-baseline", choices=BASELINES, default="paper", help="where a BB-LIG path ends")

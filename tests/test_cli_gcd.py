@@ -34,13 +34,16 @@ def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
         curve = record["directions"][name]["curve"]
         assert len(curve["alpha"]) == len(curve["flip_rate"]) == 64
         assert record["directions"][name]["queries_per_image"] == 130
+        # what the direction changes, by the digits' descriptors (morphometrics), where anything flipped
+        found = record["directions"][name]["descriptors"]
+        assert found.get("reason") == "no counterfactual flipped" or found["descriptors"] == "morphometrics"
     lig = record["bblig"]
     assert lig["estimator"] == "path_sum" and lig["baseline"] == "paper_or_flip"
     assert lig["paths_below_0.01"] + lig["paths_first_flip"] + lig["paths_none"] == lig["images"] == 2
     # a white-box classifier: the path sum's agreement with the white-box map is reported beside it
     assert {"cosine_to_white_box_median", "top10_overlap_with_white_box_median"} <= set(lig)
     page = (out / "gcd.html").read_text()
-    assert page.count("<polyline") == 2 and "BB-LIG" in page
+    assert page.count("<polyline") == 2 and "BB-LIG" in page and "top descriptors" in page
     assert (out / "directions.safetensors").exists()
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["flip_rate"]) == {"g0", "g20"}
@@ -114,3 +117,28 @@ def test_invert_steps_refines_the_encodings_the_directions_move_from(tmp_path, c
         return float((result.reconstructions - result.originals).pow(2).mean())
 
     assert error(refined_result) < 0.9 * error(plain_result)
+
+
+# two candidate sources among 40 validation images, a transfer to 20 test images: ~10 s on one CPU thread
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:GCD transfer")
+def test_source_candidates_choose_the_source_by_validation(tmp_path, capsys):
+    out = tmp_path / "gcd"
+    options = ["--dataset", "mnist", "--target", "9", "--samples", "64", "--n", "20", "--lig", "0", "--quiet"]
+    options += ["--h-directions", "0", "--threads", "1", "--source-candidates", "2", "--validation", "40"]
+    assert main(["gcd", *options, "--out", str(out)]) == 0
+    record = json.loads((out / "directions.json").read_text())
+    selection = record["source_selection"]
+    # the candidates are validation images (after the 20 test images), in the source's class; the chosen one is the
+    # best by validation flip rate, and it is the record's source
+    assert len(selection["candidates"]) == 2 and all(20 <= i < 60 for i in selection["candidates"])
+    rates = selection["validation_flip_rates"]
+    assert selection["chosen"] == record["source_index"] == selection["candidates"][rates.index(max(rates))]
+    assert selection["validation_images"] == 40 and record["discovery_queries"] == selection["queries"]
+
+
+def test_source_candidates_without_room_for_validation_get_one_line(capsys, tmp_path):
+    options = ["--dataset", "mnist", "--source-candidates", "4", "--validation", "99999"]
+    code = main(["gcd", *options, "--out", str(tmp_path / "out"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and "lower --n or --validation" in error and "Traceback" not in error

@@ -63,6 +63,26 @@ def _table(rows: list[dict], keys: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _selection(record: dict) -> str:
+    """How the source was chosen, where it was chosen by validation (``vcex gcd --source-candidates``)."""
+    chosen = record.get("source_selection")
+    if not chosen:
+        return ""
+    return (
+        f", chosen among {len(chosen['candidates'])} candidates by its g0's flip rate on "
+        f"{chosen['validation_images']} validation images ({chosen['chosen_validation_flip_rate']:.2f}; median "
+        f"{chosen['median_validation_flip_rate']:.2f})"
+    )
+
+
+def _descriptors(direction: dict) -> str:
+    """A direction's largest mean descriptor changes ("smiling +0.31, ..."), or why there are none."""
+    found = direction.get("descriptors") or {}
+    if "top" not in found:
+        return found.get("reason", "-")
+    return ", ".join(f"{item['name']} {item['change']:+.2f}" for item in found["top"][:3])
+
+
 def write_gcd_page(
     path: str | Path,
     record: dict,
@@ -80,9 +100,11 @@ def write_gcd_page(
     title = f"GCD: {record['classifier']} on {record['dataset']} ({record['latent_model']})"
     curves = {name: (d["curve"]["alpha"], d["curve"]["flip_rate"]) for name, d in record["directions"].items()}
     rows = [
-        {"direction": name, **{k: v for k, v in d.items() if k != "curve"}} for name, d in record["directions"].items()
+        {"direction": name, **{k: v for k, v in d.items() if k != "curve"}, "top_descriptors": _descriptors(d)}
+        for name, d in record["directions"].items()
     ]
     keys = ["direction", "eligible", "flip_rate", "alpha_abs_quantiles_10_50_90", "flips_nothing", "queries_per_image"]
+    keys.append("top_descriptors")
     figures = ""
     for name, (originals, counterfactuals) in examples.items():
         picture = grid_image([list(originals), list(counterfactuals)], row_labels=["original", f"along {name}"])
@@ -103,7 +125,8 @@ def write_gcd_page(
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="note">Directions found from test image {record["source_index"]} (class {record["source_class"]} to
-{record["goal_class"]}) with {record["discovery_queries"]} black-box queries in {record["discovery_seconds"]:.0f} s.
+{record["goal_class"]}){_selection(record)} with {record["discovery_queries"]} black-box queries in
+{record["discovery_seconds"]:.0f} s.
 Proxy held-out R<sup>2</sup> of the logits: {_format(proxy["logit_r2"])}
 ({"used" if proxy["usable"] else "NOT used: below " + _format(proxy["min_r2"])}).
 Alpha is in units of the latent's spread ({record["unit"]:.3g}).</p>
