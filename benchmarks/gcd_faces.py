@@ -139,13 +139,16 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     selection = None
     if args.select:
         # the source chosen by validation: candidates and validation images after the N test images (disjoint)
-        pool = bench.test.images[args.n : args.n + args.validation]
+        start = args.n if args.validation_start is None else args.validation_start
+        if start < args.n:
+            raise SystemExit(f"--validation-start {start} is inside the first {args.n} test images (the scored ones)")
+        pool = bench.test.images[start : start + args.validation]
         if len(pool) < args.validation:
-            raise SystemExit(f"--validation {args.validation}: only {len(pool)} test images after the first {args.n}")
+            raise SystemExit(f"--validation {args.validation}: only {len(pool)} test images from {start}")
         selection = gcd.select_source(
             pool, pool, source_class=source_class, goal_class=goal_class, limit=args.select, steps=args.alphas
         )
-        source_index, local, discovery = args.n + selection.chosen, selection.local, selection.discovery
+        source_index, local, discovery = start + selection.chosen, selection.local, selection.discovery
     else:
         source_index = source_image(args.source, latent_model, first, faithful)
         local = gcd.explain(bench.test.images[source_index : source_index + 1], target=goal_class)
@@ -154,7 +157,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     if (args.radius, args.samples) != (1.0, 512):
         name += f" (radius {args.radius:g}, {args.samples} samples)"
     if selection is not None:
-        name += f" (source: best of {len(selection.candidates)} by validation on {args.validation})"
+        where = "" if args.validation_start is None else f" from test image {args.validation_start}"
+        name += f" (source: best of {len(selection.candidates)} by validation on {args.validation}{where})"
     elif args.source != "first":
         name += f" (source: {args.source})"
     if args.g_average:
@@ -189,7 +193,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         if selection is None
         else {
             **selection.summary(),
-            "candidates_test_index": [args.n + int(i) for i in selection.candidates],
+            "candidates_test_index": [start + int(i) for i in selection.candidates],
             "queries_counted": black_box.queries - before,
         },
         "proxy_r2": float(discovery.fit.logit_r2[0]),
@@ -470,13 +474,20 @@ def render(records: list[dict], command: str, machine: str) -> str:
                 f"{d['flip_rate']:.2f} ({'met' if d['flip_rate'] >= TARGETS['flip_rate'] else 'not met'})",
                 "-" if mnac is None else f"{mnac:.2f} ({'met' if mnac <= TARGETS['mnac'] else 'not met'})",
                 completeness,
+                _driver(d),
             ]
         )
     lines += [
         "## The issue's targets (g0, from one source image)",
         "",
         *markdown_table(
-            ["backend", "flip rate within abs(alpha) <= 3 (>= 0.80)", "MNAC (<= 1.5)", "BB-LIG compl. err. (<= 0.05)"],
+            [
+                "backend",
+                "flip rate within abs(alpha) <= 3 (>= 0.80)",
+                "MNAC (<= 1.5)",
+                "BB-LIG compl. err. (<= 0.05)",
+                "largest change: oracle / descriptors (true driver: smiling)",
+            ],
             target_rows,
         ),
         "",
@@ -489,6 +500,20 @@ def render(records: list[dict], command: str, machine: str) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _driver(direction: dict) -> str:
+    """The attribute a faces direction changes most, by the attribute oracle and by the descriptors' probes (where
+    the record has them), and whether that is the smiling classifier's true driver."""
+    oracle = next(iter(direction.get("attribute_shift") or {}), None)
+    if oracle is None:
+        return "-"
+    top = (direction.get("descriptors") or {}).get("top") or []
+    read = top[0]["name"] if top else None  # the descriptors call the smile "smile", the oracle "smiling"
+    oracle_text = f"{oracle} ({'named' if oracle == 'smiling' else 'not named'})"
+    if read is None:
+        return f"{oracle_text} / not recorded"
+    return f"{oracle_text} / {read} ({'named' if read in ('smile', 'smiling') else 'not named'})"
 
 
 def _median(lig: dict | None, name: str) -> float | None:
@@ -537,6 +562,9 @@ def main() -> None:
         "N test images (disjoint from them); 0: --source's rule",
     )
     parser.add_argument("--validation", type=int, default=200, help="validation images for --select")
+    parser.add_argument(
+        "--validation-start", type=int, default=None, help="first validation image (default --n: right after them)"
+    )
     parser.add_argument(
         "--score-candidates", action="store_true", help="with --select: also every candidate's g0 flip rate on the test"
     )
