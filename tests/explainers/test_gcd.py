@@ -344,3 +344,33 @@ def test_select_source_refuses_candidates_outside_the_source_class():
         gcd.select_source(faces([[1.0, 1.0, -1.5, 0.0]]), validation, source_class=0, goal_class=1)
     with pytest.raises(InputError, match="same class"):
         gcd.select_source(faces([[-1.0, 1.0, -1.5, 0.0]]), validation, source_class=0, goal_class=0)
+
+
+def larger_of_two(images: torch.Tensor) -> torch.Tensor:
+    """A black box whose margin is the larger of quadrants 0 and 1: its gradient moves whichever is larger."""
+    q0, q1 = (images[:, 0, rows, columns].mean((1, 2)) for rows, columns in QUADRANTS[:2])
+    margin = 8 * (torch.maximum(q0, q1) - 0.5)
+    return torch.stack([torch.zeros_like(margin), margin], 1)
+
+
+def quadrant0_change(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """A distance that sees quadrant 0 only."""
+    return (images - references)[:, 0, :4, :4].abs().mean((1, 2))
+
+
+def test_the_closest_rule_keeps_the_near_best_direction_that_moves_the_validation_images_least():
+    gcd = GCD(BlackBox(larger_of_two), Quadrants(), unit=1.0, distance=quadrant0_change, **FAST)
+    # candidate 0's direction raises quadrant 0, candidate 1's quadrant 1: both flip every validation image, and
+    # only candidate 0's flips move quadrant 0 (what the distance sees)
+    candidates = faces([[-1.0, -2.5, 0.0, 0.0], [-2.5, -1.0, 0.0, 0.0]])
+    validation = faces([[a, b, 0.0, 0.0] for a in (-1.5, -1.0) for b in (-1.5, -1.0)])
+    flips = gcd.select_source(candidates, validation, source_class=0, goal_class=1)
+    assert flips.flip_rates.tolist() == [1.0, 1.0] and flips.chosen == 0 and flips.rule == "flips"
+    closest = gcd.select_source(candidates, validation, source_class=0, goal_class=1, rule="closest", tolerance=0.0)
+    assert closest.chosen == 1 and closest.rule == "closest within 0"
+    assert float(closest.distances[1]) < 0.2 * float(closest.distances[0])
+    summary = closest.summary()
+    assert summary["rule"] == "closest within 0" and len(summary["validation_distances"]) == 2
+    for rule, tolerance, message in (("nearest", 0.1, "unknown selection rule"), ("closest", 1.5, "tolerance")):
+        with pytest.raises(InputError, match=message):
+            gcd.select_source(candidates, validation, source_class=0, goal_class=1, rule=rule, tolerance=tolerance)

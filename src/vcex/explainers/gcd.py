@@ -33,6 +33,7 @@ PROXY_LR, PROXY_BATCH, PROXY_MAX_EPOCHS, PROXY_PATIENCE = 1e-3, 128, 1024, 5
 G_WEIGHTS = {"g0": (1.0, 0.0), "g20": (0.05, 1.0)}
 LINE_STEPS, LINE_ALPHA_MAX = 16, 4.0  # the local line search (A1.5)
 TRANSFER_STEPS, TRANSFER_ALPHA_MAX = 128, 3.0  # the global sweep (A3)
+SELECTION_RULES = ("flips", "closest")  # how GCD.select_source picks the source (vcex; not in the public code)
 # vcex: the early stop waits for this many optimiser steps. The public code's epoch is 32 batches (4096 samples);
 # with 512 samples an epoch is 4 batches and its rule stopped MNIST proxies after 10-15 epochs at held-out R^2 ~0,
 # against 0.95 after 400 epochs (1,600 steps; mnist-vae, 4 -> 9)
@@ -748,14 +749,19 @@ class GCD(Explainer):
         goal_class: int,
         limit: int | None = None,
         direction: str = "g0",
+        rule: str = "flips",
+        tolerance: float = 0.1,
         steps: int = TRANSFER_STEPS,
         alpha_max: float = TRANSFER_ALPHA_MAX,
     ) -> SourceSelection:
         """Choose the source image by validation: discover directions from each candidate (N, C, H, W) that the black
         box and its reconstruction put in ``source_class`` (the first ``limit`` of them; all at once, batched), sweep
-        each one's ``direction`` over the ``validation`` images (encoded once) and keep the source whose direction
-        flips the largest share of them (ties: the earlier candidate). Validation images should be disjoint from the
-        images the chosen direction is then reported on. Black-box outputs only, like discovery and transfer.
+        each one's ``direction`` over the ``validation`` images (encoded once) and keep one source (ties: the earlier
+        candidate) by ``rule``: ``"flips"``, the direction that flips the largest share of them; ``"closest"``, among
+        the directions within ``tolerance`` of that share, the one whose flipped validation images moved least (the
+        median of the explainer's ``distance`` from reconstruction to counterfactual). Validation images should be
+        disjoint from the images the chosen direction is then reported on. Black-box outputs only, like discovery
+        and transfer.
 
         Returns:
             the :class:`SourceSelection`; afterwards :attr:`discovery` is the chosen source's.
@@ -768,6 +774,10 @@ class GCD(Explainer):
             raise InputError("select_source needs at least one candidate image, got an empty batch")
         if limit is not None:
             limit = check_count("limit", limit, 1)
+        if rule not in SELECTION_RULES:
+            raise InputError(f"unknown selection rule {rule!r}; use one of {', '.join(SELECTION_RULES)}")
+        if not 0 <= tolerance <= 1:  # NaN fails too
+            raise InputError(f"tolerance is a share of the validation images, in [0, 1], got {tolerance}")
         ready = validation if isinstance(validation, TransferInputs) else prepare_transfer(self, validation)
         eligible, _, _ = ready.pair(source_class, goal_class)  # checks the classes too
         with evaluating(*self._models()):
@@ -792,6 +802,7 @@ class GCD(Explainer):
                 stacklevel=2,
             )
         rates = torch.full((len(faithful),), torch.nan)
+        moved = torch.full((len(faithful),), torch.nan)  # median distance of the flipped validation images
         summaries: list[dict | None] = []
         for p in range(len(faithful)):
             if not bool(found.fit.usable[p]):
@@ -808,13 +819,22 @@ class GCD(Explainer):
                     alpha_max=alpha_max,
                 )
             rates[p] = transfer.flip_rate
+            flipped = transfer.result.select(transfer.result.success)
+            if len(flipped):
+                with torch.no_grad():
+                    moved[p] = self.distance(flipped.counterfactuals, flipped.reconstructions).float().median()
             summaries.append({k: v for k, v in transfer.summary().items() if k != "unit"})
         if bool(rates.isnan().all()):
             raise InputError(
                 f"no candidate's proxy fitted the black box (held-out R^2 {_r2_text(found.fit.logit_r2)} < "
                 f"{self.min_proxy_r2}); raise samples or lower radius"
             )
-        best = int(torch.where(rates.isnan(), -1.0, rates).argmax())
+        scores = torch.where(rates.isnan(), -1.0, rates)
+        best = int(scores.argmax())
+        if rule == "closest":
+            near = (scores >= scores[best] - tolerance - 1e-9) & ~moved.isnan()
+            if bool(near.any()):
+                best = int(torch.where(near, moved, torch.inf).argmin())
         queries = (
             2 * len(candidates)
             + int(found.queries.sum())
@@ -825,6 +845,8 @@ class GCD(Explainer):
         return SourceSelection(
             candidates=faithful.cpu(),
             flip_rates=rates,
+            distances=moved,
+            rule=rule if rule == "flips" else f"closest within {tolerance:g}",
             proxy_r2=found.fit.logit_r2.cpu(),
             transfers=summaries,
             chosen=int(faithful[best]),
@@ -846,6 +868,8 @@ class SourceSelection:
     candidates: (P,) indices into the candidate images of those tried (the black box and the reconstruction put them
         in the source class), in order.
     flip_rates: (P,) the share of eligible validation images each one's direction flips (NaN: proxy unusable).
+    distances: (P,) the median distance from reconstruction to counterfactual of the validation images each one
+        flips (NaN: none); rule: how the source was chosen ("flips" or "closest within t").
     proxy_r2: (P,) each proxy's held-out R^2.
     transfers: each one's validation transfer summary (None where the proxy was unusable).
     chosen: the index into the candidate images of the chosen source; discovery: its :class:`Discovery` (P = 1);
@@ -857,6 +881,8 @@ class SourceSelection:
 
     candidates: torch.Tensor
     flip_rates: torch.Tensor
+    distances: torch.Tensor
+    rule: str
     proxy_r2: torch.Tensor
     transfers: list[dict | None]
     chosen: int
@@ -875,7 +901,9 @@ class SourceSelection:
         return {
             "direction": self.direction,
             "candidates": self.candidates.tolist(),
+            "rule": self.rule,
             "validation_flip_rates": [None if math.isnan(r) else round(r, 4) for r in self.flip_rates.tolist()],
+            "validation_distances": [None if math.isnan(r) else round(r, 5) for r in self.distances.tolist()],
             "proxy_r2": [None if math.isnan(r) else round(r, 4) for r in self.proxy_r2.tolist()],
             "chosen": self.chosen,
             "chosen_validation_flip_rate": float(self.flip_rates[self.candidates.tolist().index(self.chosen)]),
