@@ -146,7 +146,14 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         if len(pool) < args.validation:
             raise SystemExit(f"--validation {args.validation}: only {len(pool)} test images from {start}")
         selection = gcd.select_source(
-            pool, pool, source_class=source_class, goal_class=goal_class, limit=args.select, steps=args.alphas
+            pool,
+            pool,
+            source_class=source_class,
+            goal_class=goal_class,
+            limit=args.select,
+            steps=args.alphas,
+            rule=args.select_rule,
+            tolerance=args.select_tolerance,
         )
         source_index, local, discovery = start + selection.chosen, selection.local, selection.discovery
     else:
@@ -158,7 +165,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         name += f" (radius {args.radius:g}, {args.samples} samples)"
     if selection is not None:
         where = "" if args.validation_start is None else f" from test image {args.validation_start}"
-        name += f" (source: best of {len(selection.candidates)} by validation on {args.validation}{where})"
+        rule = "" if args.select_rule == "flips" else f", closest within {args.select_tolerance:g}"
+        name += f" (source: best of {len(selection.candidates)} by validation on {args.validation}{where}{rule})"
     elif args.source != "first":
         name += f" (source: {args.source})"
     if args.g_average:
@@ -562,6 +570,8 @@ def main() -> None:
         "N test images (disjoint from them); 0: --source's rule",
     )
     parser.add_argument("--validation", type=int, default=200, help="validation images for --select")
+    parser.add_argument("--select-rule", choices=["flips", "closest"], default="flips", help="GCD.select_source's rule")
+    parser.add_argument("--select-tolerance", type=float, default=0.1, help="the closest rule's flip-rate tolerance")
     parser.add_argument(
         "--validation-start", type=int, default=None, help="first validation image (default --n: right after them)"
     )
