@@ -41,9 +41,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="K > 1: choose the source by validation instead: discover from the first K of the --validation images "
         "that are in --source-index's class (batched), keep the one whose g0 flips most of the validation images. On "
-        "faces W (radius 0.5, 1,024 samples) the chosen source's direction flipped 0.91, 0.87 and 0.91 of 264 test "
-        "faces on three validation pools (MNAC 1.44, 1.52, 1.09), where 16 sources taken without validation flipped "
-        "0.46-0.91 (median 0.63); ~160,000-230,000 queries instead of 1,107; docs/benchmarks/gcd.md. Default 1: "
+        "faces W (radius 0.5, 1,024 samples) the chosen source's direction flipped 0.87-0.97 of 264 test faces on "
+        "five validation pools (MNAC 1.09-1.52), where 16 sources taken without validation flipped 0.46-0.91 "
+        "(median 0.63); ~160,000-245,000 queries instead of 1,107; docs/benchmarks/gcd.md. Default 1: "
         "--source-index is the source",
     )
     parser.add_argument(
