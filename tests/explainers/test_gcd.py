@@ -335,6 +335,11 @@ def test_select_source_keeps_the_candidate_whose_direction_flips_the_validation_
     assert summary["validation_flip_rates"] == [0.0, 1.0]
     # limit 1: only the first faithful candidate is tried
     assert gcd.select_source(candidates, validation, source_class=0, goal_class=1, limit=1).chosen == 0
+    # no candidates given: the validation images' class-0 ones (a < 0), read from their one encoding and query
+    before = black_box.queries
+    own = gcd.select_source(None, validation, source_class=0, goal_class=1)
+    assert own.candidates.tolist() == [0, 1, 2, 3] and own.flip_rates.tolist() == [1.0] * 4 and own.chosen == 0
+    assert own.queries == black_box.queries - before
 
 
 def test_select_source_refuses_candidates_outside_the_source_class():

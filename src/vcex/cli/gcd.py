@@ -205,8 +205,9 @@ def _discover(args: argparse.Namespace, gcd, test, source_class: int, goal: int)
             args, f"GCD: choosing the source (class {source_class} -> {goal}) among {args.source_candidates} candidates"
         )
         pool = test[args.n : args.n + args.validation]
+        # the candidates are the validation images themselves (encoded once)
         selection = gcd.select_source(
-            pool, pool, source_class=source_class, goal_class=goal, limit=args.source_candidates
+            None, pool, source_class=source_class, goal_class=goal, limit=args.source_candidates
         )
         discovery, source_index = selection.discovery, args.n + selection.chosen
         chosen_rate = selection.summary()["chosen_validation_flip_rate"]

@@ -742,7 +742,7 @@ class GCD(Explainer):
 
     def select_source(
         self,
-        candidates: torch.Tensor,
+        candidates: torch.Tensor | None,
         validation: torch.Tensor | TransferInputs,
         *,
         source_class: int,
@@ -759,9 +759,10 @@ class GCD(Explainer):
         each one's ``direction`` over the ``validation`` images (encoded once) and keep one source (ties: the earlier
         candidate) by ``rule``: ``"flips"``, the direction that flips the largest share of them; ``"closest"``, among
         the directions within ``tolerance`` of that share, the one whose flipped validation images moved least (the
-        median of the explainer's ``distance`` from reconstruction to counterfactual). Validation images should be
-        disjoint from the images the chosen direction is then reported on. Black-box outputs only, like discovery
-        and transfer.
+        median of the explainer's ``distance`` from reconstruction to counterfactual). ``candidates`` None: the
+        validation images themselves (their classes and reconstructions are not computed again). Validation images
+        should be disjoint from the images the chosen direction is then reported on. Black-box outputs only, like
+        discovery and transfer.
 
         Returns:
             the :class:`SourceSelection`; afterwards :attr:`discovery` is the chosen source's.
@@ -769,9 +770,6 @@ class GCD(Explainer):
         from vcex.models.classifiers import check_classifier_images
 
         started = time.perf_counter()
-        candidates = check_classifier_images(self.classifier, candidates).to(self.device)
-        if len(candidates) == 0:
-            raise InputError("select_source needs at least one candidate image, got an empty batch")
         if limit is not None:
             limit = check_count("limit", limit, 1)
         if rule not in SELECTION_RULES:
@@ -779,10 +777,18 @@ class GCD(Explainer):
         if not 0 <= tolerance <= 1:  # NaN fails too
             raise InputError(f"tolerance is a share of the validation images, in [0, 1], got {tolerance}")
         ready = validation if isinstance(validation, TransferInputs) else prepare_transfer(self, validation)
-        eligible, _, _ = ready.pair(source_class, goal_class)  # checks the classes too
-        with evaluating(*self._models()):
-            own = self.query(candidates).argmax(1)
-            rebuilt = self.query(self.reconstruct(candidates)[1]).argmax(1)
+        eligible = ready.pair(source_class, goal_class)[0]  # checks the classes too
+        checks = 0  # black-box queries of the candidates' own checks
+        if candidates is None:
+            candidates, own, rebuilt = ready.images, ready.logits.argmax(1), ready.reconstruction_class
+        else:
+            candidates = check_classifier_images(self.classifier, candidates).to(self.device)
+            if len(candidates) == 0:
+                raise InputError("select_source needs at least one candidate image, got an empty batch")
+            with evaluating(*self._models()):
+                own = self.query(candidates).argmax(1)
+                rebuilt = self.query(self.reconstruct(candidates)[1]).argmax(1)
+            checks = 2 * len(candidates)
         faithful = ((own == source_class) & (rebuilt == source_class)).nonzero().flatten()[:limit]
         if len(faithful) == 0:
             raise InputError(
@@ -803,10 +809,8 @@ class GCD(Explainer):
             )
         rates = torch.full((len(faithful),), torch.nan)
         moved = torch.full((len(faithful),), torch.nan)  # median distance of the flipped validation images
-        summaries: list[dict | None] = []
         for p in range(len(faithful)):
             if not bool(found.fit.usable[p]):
-                summaries.append(None)
                 continue
             with warnings.catch_warnings():  # a direction that flips nothing scores 0: no warning per candidate
                 warnings.simplefilter("ignore")
@@ -823,7 +827,6 @@ class GCD(Explainer):
             if len(flipped):
                 with torch.no_grad():
                     moved[p] = self.distance(flipped.counterfactuals, flipped.reconstructions).float().median()
-            summaries.append({k: v for k, v in transfer.summary().items() if k != "unit"})
         if bool(rates.isnan().all()):
             raise InputError(
                 f"no candidate's proxy fitted the black box (held-out R^2 {_r2_text(found.fit.logit_r2)} < "
@@ -836,7 +839,7 @@ class GCD(Explainer):
             if bool(near.any()):
                 best = int(torch.where(near, moved, torch.inf).argmin())
         queries = (
-            2 * len(candidates)
+            checks
             + int(found.queries.sum())
             + (0 if isinstance(validation, TransferInputs) else 2 * len(ready))
             + int(eligible.sum()) * steps * int((~rates.isnan()).sum())
@@ -848,7 +851,6 @@ class GCD(Explainer):
             distances=moved,
             rule=rule if rule == "flips" else f"closest within {tolerance:g}",
             proxy_r2=found.fit.logit_r2.cpu(),
-            transfers=summaries,
             chosen=int(faithful[best]),
             discovery=self.discovery,
             discoveries=found,
@@ -871,7 +873,6 @@ class SourceSelection:
     distances: (P,) the median distance from reconstruction to counterfactual of the validation images each one
         flips (NaN: none); rule: how the source was chosen ("flips" or "closest within t").
     proxy_r2: (P,) each proxy's held-out R^2.
-    transfers: each one's validation transfer summary (None where the proxy was unusable).
     chosen: the index into the candidate images of the chosen source; discovery: its :class:`Discovery` (P = 1);
         discoveries: every candidate's (P rows, in the order of ``candidates``);
         local: its local counterfactual (the line search's, a :class:`CounterfactualResult` of one image). The
@@ -884,7 +885,6 @@ class SourceSelection:
     distances: torch.Tensor
     rule: str
     proxy_r2: torch.Tensor
-    transfers: list[dict | None]
     chosen: int
     discovery: Discovery
     discoveries: Discovery
@@ -1004,9 +1004,10 @@ class TransferInputs:
     def __len__(self) -> int:
         return len(self.images)
 
-    def pair(self, source_class: int, goal_class: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pair(self, source_class: int, goal_class: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N,) eligible (in the pair, the reconstruction in the image's class), sign (+1 from the source class, -1
-        from the goal class: the public code's rule) and each image's goal class, after checking the classes."""
+        from the goal class: the public code's rule), each image's goal class and in_pair (the image in either
+        class, whatever its reconstruction), after checking the classes."""
         classes = self.logits.shape[1]
         for name, value in (("source_class", source_class), ("goal_class", goal_class)):
             if not 0 <= value < classes:
@@ -1018,7 +1019,7 @@ class TransferInputs:
         eligible = in_pair & (self.reconstruction_class == predicted)
         sign = torch.where(predicted == goal_class, -1.0, 1.0)
         goal = torch.where(predicted == goal_class, source_class, goal_class)
-        return eligible, sign, goal
+        return eligible, sign, goal, in_pair
 
 
 def prepare_transfer(explainer: GCD, images: torch.Tensor) -> TransferInputs:
@@ -1077,7 +1078,7 @@ def transfer_direction(
             f"the direction has {direction.numel()} numbers, the latent model's latents {flat.shape[1]}; use a "
             "direction found with this latent model"
         )
-    eligible, sign, goal = ready.pair(source_class, goal_class)
+    eligible, sign, goal, in_pair = ready.pair(source_class, goal_class)
     with evaluating(*explainer._models()):
         if unit is None:
             unit = explainer._active_unit() or explainer._spread(ready.images)
@@ -1126,8 +1127,6 @@ def transfer_direction(
             "success": "the black box's top class is the goal",
         },
     )
-    predicted = ready.logits.argmax(1)
-    in_pair = (predicted == source_class) | (predicted == goal_class)
     transfer = Transfer(
         alphas=alphas.cpu(),
         flipped=flipped.cpu(),

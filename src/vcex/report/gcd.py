@@ -103,8 +103,10 @@ def write_gcd_page(
         {"direction": name, **{k: v for k, v in d.items() if k != "curve"}, "top_descriptors": _descriptors(d)}
         for name, d in record["directions"].items()
     ]
-    keys = ["direction", "eligible", "flip_rate", "alpha_abs_quantiles_10_50_90", "flips_nothing", "queries_per_image"]
-    keys.append("top_descriptors")
+    keys = [
+        "direction", "eligible", "flip_rate", "alpha_abs_quantiles_10_50_90", "flips_nothing", "queries_per_image",
+        "top_descriptors",
+    ]  # fmt: skip
     figures = ""
     for name, (originals, counterfactuals) in examples.items():
         picture = grid_image([list(originals), list(counterfactuals)], row_labels=["original", f"along {name}"])
