@@ -332,17 +332,20 @@ def test_warm_up_epochs_are_an_autoencoder_and_leave_the_discriminator_alone():
     assert all_finite(state.history)
 
 
-def assert_resumes_bit_identically(tmp_path, recipe: StylExRecipe, seed: int) -> list[dict]:
+def assert_resumes_bit_identically(tmp_path, recipe: StylExRecipe, seed: int, **options) -> list[dict]:
     """Two epochs straight vs one epoch, a checkpoint, then a resume to two: the same history and weights.
-    Returns the resumed run's history."""
+    ``options`` go to every train_stylex call. Returns the resumed run's history."""
     images = faces_like()
     straight = tiny_model()
-    reference = train_stylex(straight, images, epochs=2, recipe=recipe, seed=seed, progress=False)
-    train_stylex(tiny_model(), images, epochs=1, recipe=recipe, seed=seed, checkpoint=tmp_path, progress=False)
+    reference = train_stylex(straight, images, epochs=2, recipe=recipe, seed=seed, progress=False, **options)
+    train_stylex(
+        tiny_model(), images, epochs=1, recipe=recipe, seed=seed, checkpoint=tmp_path, progress=False, **options
+    )
     resumed_model = tiny_model()
     resumed = train_stylex(
-        resumed_model, images, epochs=2, recipe=recipe, seed=seed, checkpoint=tmp_path, resume=True, progress=False
-    )
+        resumed_model, images, epochs=2, recipe=recipe, seed=seed, checkpoint=tmp_path, resume=True, progress=False,
+        **options,
+    )  # fmt: skip
     assert resumed.history == reference.history
     for name, tensor in straight.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[name], tensor), name

@@ -121,6 +121,9 @@ def recipe_from(settings: list[str], batch_size: int, preset: dict | None = None
         name, _, text = setting.partition("=")
         if name not in types or not text:
             raise InputError(f"--set {setting!r}: expected NAME=VALUE with NAME one of {', '.join(types)}")
+        if types[name] in (str, "str"):
+            values[name] = text
+            continue
         try:
             values[name] = int(text) if types[name] in (int, "int") else float(text)
         except ValueError:
@@ -164,6 +167,21 @@ def _perceptual(dataset: str, progress: bool, device: object = "cpu") -> object:
         return load_model("faces-factors", progress=progress).to(device).features
     cnn = load_model(f"{dataset}-cnn", progress=progress).to(device)
     return lambda images: cnn.network.features((images - cnn.mean) / cnn.std).flatten(1)
+
+
+def _factor_reader(dataset: str, recipe: object, progress: bool, device: object = "cpu") -> object:
+    """The alignment term's factor reader (the faces' faces-factors) when the recipe asks for the term, else
+    None; a dataset without known factors is refused."""
+    from vcex.errors import InputError
+    from vcex.models import load_model
+
+    if recipe.align_weight <= 0:
+        return None
+    if dataset != "faces":
+        raise InputError(
+            f"--set align_weight needs a dataset with known factors and a reader of them (faces); {dataset} has none"
+        )
+    return load_model("faces-factors", progress=progress).to(device)
 
 
 def _generator_size(side: int) -> tuple[int, int]:
@@ -243,6 +261,7 @@ def run(args: argparse.Namespace) -> None:
         model, images, epochs=args.epochs, recipe=recipe, perceptual=_perceptual(args.dataset, progress, device),
         pixel_weights=weights, seed=args.seed, checkpoint=out, resume=args.resume, record=record, progress=progress,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, device=device,
+        factor_reader=_factor_reader(args.dataset, recipe, progress, device),
     )  # fmt: skip
     wall = time.perf_counter() - started
     model = load_stylex(out, classifier=None if classifier is None else classifier.cpu())

@@ -45,6 +45,7 @@ from torch import nn
 from vcex.cache import load_state_into, load_weights, save_weights
 from vcex.errors import CacheError, InputError
 from vcex.models.state import evaluating
+from vcex.models.style_alignment import AlignmentPlan, alignment_loss, parse_alignment
 from vcex.models.stylegan import (
     StyleAutoencoder,
     StyleGeneratorConfig,
@@ -137,25 +138,37 @@ class StylExRecipe:
     orojar_directions: int = 2
     orojar_epsilon: float = 0.1
     orojar_images: int = 8
+    # supervision with the data's known factors, not part of StylEx (vcex.models.style_alignment): each pair
+    # "factor=layer:channel" of ``align_map`` asks that shifting that style coordinate moves the factor reader's
+    # reading of that factor by ``align_shift`` per ``3`` stds and no other factor; ``align_factors`` pairs on the
+    # first ``align_images`` images of every encoder batch; 0 is off (it needs a factor reader: the faces')
+    align_weight: float = 0.0
+    align_map: str = ""
+    align_shift: float = 0.7
+    align_factors: int = 4
+    align_images: int = 8
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "mapping_fit_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("anchor_weight", "orojar_weight"):
+        for name in ("anchor_weight", "orojar_weight", "align_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.orojar_directions < 2:
             raise InputError(f"orojar_directions must be >= 2 (a variance needs two), got {self.orojar_directions}")
-        for name in ("batch_size", "r1_interval", "orojar_coordinates", "orojar_images"):
+        counts = ("batch_size", "r1_interval", "orojar_coordinates", "orojar_images", "align_factors", "align_images")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         rates = ("lr", "encoder_lr", "discriminator_lr", "mapping_lr_scale", "warmup_lr", "warmup_generator_lr")
-        for name in (*rates, "orojar_epsilon"):
+        for name in (*rates, "orojar_epsilon", "align_shift"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.mixing_prob <= 1:
             raise InputError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
+        if self.align_weight > 0 and not self.align_map.strip():
+            raise InputError("align_weight > 0 needs align_map, e.g. --set align_map='smile=32.conv0:10'")
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,9 +537,11 @@ def _gan_losses(state: StylExState, labels: Tensor | None, n: int, recipe: StylE
 def _encoder_losses(
     state: StylExState, reals: Tensor, labels: Tensor | None, weights: Tensor | None,
     perceptual: Callable[[Tensor], Tensor] | None, recipe: StylExRecipe, adversarial: bool = True,
+    alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None,
 ) -> tuple[Tensor, Tensor, dict]:  # fmt: skip
-    """An encoder batch on ``reals`` (n, C, S, S): reconstruction, latent, classifier and (when ``adversarial``)
-    adversarial terms, the reconstructions (the fakes D then sees) and the logged terms."""
+    """An encoder batch on ``reals`` (n, C, S, S): reconstruction, latent, classifier, (when ``adversarial``)
+    adversarial and (with ``alignment``: a factor reader and its plan) alignment terms, the reconstructions (the
+    fakes D then sees) and the logged terms."""
     model = state.model
     w = model.encoder(reals)
     styles = model.generator.styles(model.latent(w, labels))
@@ -539,6 +554,14 @@ def _encoder_losses(
         orojar, column_size = _orojar_loss(model, styles, state.rng, recipe)
         loss = loss + recipe.orojar_weight * orojar
         terms.update(orojar=float(orojar.detach()), orojar_jv_rms=math.sqrt(float(column_size)))
+    if alignment is not None and recipe.align_weight > 0:
+        reader, plan = alignment  # the reader is frozen and in eval mode (train_stylex's evaluating block)
+        aligned, align_terms = alignment_loss(
+            model.decode_styles, reader, styles, plan, state.rng, images=recipe.align_images,
+            factors=recipe.align_factors, shift=recipe.align_shift,
+        )  # fmt: skip
+        loss = loss + recipe.align_weight * aligned
+        terms.update(align_terms)
     if adversarial:
         fooling = _nonsaturating_loss(state.discriminator(reconstruction, labels))
         loss = loss + recipe.reconstruction_adversarial_weight * fooling
@@ -579,6 +602,7 @@ def _train_step(
     weights: Tensor | None,
     perceptual: Callable[[Tensor], Tensor] | None,
     recipe: StylExRecipe,
+    alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None,
 ) -> dict:
     """One step: a GAN batch on even steps, an encoder batch on odd ones; then D. In the warm-up epochs every
     step is an encoder batch without adversarial terms, and D rests. Returns the logged terms."""
@@ -590,7 +614,7 @@ def _train_step(
             loss, fakes, terms = _gan_losses(state, labels, len(reals), recipe)
         else:
             loss, fakes, terms = _encoder_losses(
-                state, reals, labels, weights, perceptual, recipe, adversarial=not warming_up
+                state, reals, labels, weights, perceptual, recipe, adversarial=not warming_up, alignment=alignment
             )
         state.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -678,6 +702,22 @@ def _check_training_inputs(model: StylExAutoencoder, images: Tensor, pixel_weigh
         )
 
 
+def _alignment(
+    model: StylExAutoencoder, reader: nn.Module | None, recipe: StylExRecipe
+) -> tuple[nn.Module, AlignmentPlan] | None:
+    """(reader, plan) of the alignment term, or None when it is off; a missing reader is refused."""
+    if recipe.align_weight <= 0:
+        return None
+    names = getattr(reader, "factor_names", None)
+    if reader is None or names is None:
+        raise InputError(
+            "align_weight > 0 needs a factor reader with factor_names (images -> factor readings in [0, 1]), such "
+            "as the faces' faces-factors; this dataset has none, so train without the alignment term"
+        )
+    coordinate_names = [f"{layer}:{channel}" for layer, _, length in model.style_layout() for channel in range(length)]
+    return reader, parse_alignment(recipe.align_map, coordinate_names, names)
+
+
 def train_stylex(
     model: StylExAutoencoder,
     images: Tensor,
@@ -693,6 +733,7 @@ def train_stylex(
     max_seconds: float | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    factor_reader: nn.Module | None = None,
 ) -> StylExState:
     """Train ``model`` by StylEx on ``images`` (N, C, H, W) in [0, 1] until ``epochs`` epochs are done.
 
@@ -704,10 +745,13 @@ def train_stylex(
     passes it (a CPU budget; resume later to go on). The model (and D) are left in eval mode. Deterministic for a
     seed on a device. ``device`` (default: where the model is): the model, D and the images move there; the
     classifier and ``perceptual`` must already be there. The random stream stays the CPU's, so a run draws the
-    same z on every device; the checkpoint resumes on any device.
+    same z on every device; the checkpoint resumes on any device. ``factor_reader``: images -> (N, F) factor
+    readings in [0, 1] with ``factor_names``, the alignment term's reader (needed when ``recipe.align_weight`` > 0;
+    on ``device`` already).
     """
     recipe = recipe or StylExRecipe()
     _check_training_inputs(model, images, pixel_weights, epochs)
+    alignment = _alignment(model, factor_reader, recipe)
     device = torch.device(device) if device is not None else model.generator.const.device
     model.to(device)
     reals_all = model.to_generator_space(images.to(device))
@@ -725,7 +769,7 @@ def train_stylex(
     model.train()
     state.discriminator.train()
     call_started = time.perf_counter()
-    with evaluating(model.classifier, perceptual):
+    with evaluating(model.classifier, perceptual, factor_reader):
         while state.epoch < epochs:
             if max_seconds is not None and time.perf_counter() - call_started >= max_seconds:
                 break
@@ -737,7 +781,7 @@ def train_stylex(
                 totals.update({key: [float(value)] for key, value in fitted.items()})
             for batch in torch.randperm(len(images), generator=state.rng).split(recipe.batch_size):
                 weights = None if pixel_weights is None else pixel_weights[batch]
-                terms = _train_step(state, reals_all[batch], weights, perceptual, recipe)
+                terms = _train_step(state, reals_all[batch], weights, perceptual, recipe, alignment)
                 for key, value in terms.items():
                     totals.setdefault(key, []).append(value)
                 bar.update(1)

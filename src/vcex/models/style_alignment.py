@@ -1,0 +1,114 @@
+"""A supervised alignment term: named StyleSpace coordinates that each move one known factor, and only it.
+
+StylEx's training alone did not make a small generator's StyleSpace coordinates pure (no coordinate of the
+CPU-trained faces generators moves one attribute with purity >= 0.70; docs/benchmarks/stylex-training.md). Where
+the data's factors are known (the synthetic faces), this term asks it directly: for each pair
+``factor=coordinate`` of an alignment map, shifting that style coordinate by ``delta`` of its std on an encoded
+image must change the factor reader's reading of that factor by ``shift * delta / 3`` (clamped to the factor's
+[0, 1] range) and leave every other factor as it was. It is supervision with the factors' labels (through a
+factor reader trained on them), not part of StylEx; a generator trained with it is labelled so.
+
+>>> plan = parse_alignment("smile=32.conv0:10;eyeglasses=16.conv0:20", names, reader.factor_names)
+>>> loss, terms = alignment_loss(generator.decode_styles, reader, styles, plan, rng, images=8, factors=4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vcex.errors import InputError
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class AlignmentPlan:
+    """Which style coordinate carries which factor: ``coordinates`` (M,) indices into the style vector and
+    ``factors`` (M,) indices into the factor reader's outputs, pair by pair; ``labels`` the map's own words."""
+
+    coordinates: Tensor
+    factors: Tensor
+    labels: tuple[str, ...]
+
+
+def parse_alignment(text: str, coordinate_names: Sequence[str], factor_names: Sequence[str]) -> AlignmentPlan:
+    """``"factor=layer:channel;..."`` (e.g. ``"smile=32.conv0:10"``) -> an :class:`AlignmentPlan`. An unknown
+    factor or coordinate, a coordinate or factor named twice, or an empty map is refused, naming the known ones."""
+    pairs = [part.strip() for part in text.replace(",", ";").split(";") if part.strip()]
+    if not pairs:
+        raise InputError("the alignment map is empty: give factor=layer:channel pairs, e.g. smile=32.conv0:10")
+    coordinates, factors, labels = [], [], []
+    for pair in pairs:
+        factor, _, coordinate = (piece.strip() for piece in pair.partition("="))
+        if factor not in factor_names:
+            raise InputError(f"alignment {pair!r}: no factor {factor!r}; the reader's are {', '.join(factor_names)}")
+        if coordinate not in coordinate_names:
+            layers = sorted({name.split(":")[0] for name in coordinate_names})
+            raise InputError(
+                f"alignment {pair!r}: no style coordinate {coordinate!r}; coordinates are layer:channel with layer "
+                f"one of {', '.join(layers)}"
+            )
+        coordinates.append(list(coordinate_names).index(coordinate))
+        factors.append(list(factor_names).index(factor))
+        labels.append(f"{factor}={coordinate}")
+    for kind, values in (("coordinate", coordinates), ("factor", factors)):
+        if len(set(values)) != len(values):
+            raise InputError(f"the alignment map names a {kind} twice: {'; '.join(labels)}")
+    return AlignmentPlan(torch.tensor(coordinates), torch.tensor(factors), tuple(labels))
+
+
+def alignment_loss(
+    decode_styles: Callable[[Tensor], Tensor],
+    reader: Callable[[Tensor], Tensor],
+    styles: Tensor,
+    plan: AlignmentPlan,
+    rng: torch.Generator,
+    *,
+    images: int = 8,
+    factors: int = 4,
+    shift: float = 0.7,
+    k: float = 3.0,
+) -> tuple[Tensor, dict]:
+    """The alignment term on the first ``images`` of ``styles`` (N, D) (detached: only the synthesis network
+    learns from it) for ``factors`` pairs of ``plan`` drawn from ``rng`` (the CPU's stream).
+
+    Each (pair, image) gets a shift ``delta`` of its coordinate, in stds of that coordinate over ``styles``,
+    uniform in [1, k] with a random sign. ``reader``: images -> (N, F) factor readings in [0, 1];
+    ``decode_styles``: styles -> images the reader takes. The loss per (pair, image) is
+    ``(change_f - target_f)^2 + sum_{g != f} change_g^2`` with ``target_f = clamp(r_f + shift * delta / k, 0, 1)
+    - r_f``, averaged. Returns (a scalar with gradients into ``decode_styles``'s parameters, logged terms: the
+    on-factor error and the off-factor change)."""
+    styles = styles.detach()
+    n = min(images, len(styles))
+    picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
+    coordinates, factor_index = plan.coordinates[picked], plan.factors[picked]
+    m = len(picked)
+    std = styles.std(0).clamp_min(1e-6) if len(styles) > 1 else torch.ones(styles.shape[1], device=styles.device)
+    magnitude = 1 + (k - 1) * torch.rand(m, n, generator=rng)
+    delta = magnitude * (torch.randint(0, 2, (m, n), generator=rng).float() * 2 - 1)  # (m, n) in stds
+    base = styles[:n]
+    shifted = base.unsqueeze(0).repeat(m, 1, 1)  # (m, n, D)
+    rows = coordinates.to(styles.device)
+    shifted[torch.arange(m).unsqueeze(1), torch.arange(n).unsqueeze(0), rows.unsqueeze(1)] += delta.to(
+        styles.device
+    ) * std[rows].unsqueeze(1)
+    readings = reader(decode_styles(torch.cat([base, shifted.flatten(0, 1)])))
+    before, after = readings[:n].detach(), readings[n:].view(m, n, -1)
+    change = after - before.unsqueeze(0)  # (m, n, F)
+    on = factor_index.to(styles.device)
+    on_before = before[:, on].T  # (m, n)
+    target = (on_before + shift * delta.to(styles.device) / k).clamp(0, 1) - on_before
+    on_change = change.gather(2, on.view(m, 1, 1).expand(m, n, 1)).squeeze(2)
+    mask = torch.ones_like(change, dtype=torch.bool)
+    mask[torch.arange(m), :, on] = False
+    on_error = (on_change - target).pow(2)
+    off_change = (change.pow(2) * mask).sum(2)
+    loss = (on_error + off_change).mean()
+    terms = {"align_on": float(on_error.detach().mean().sqrt()), "align_off": float(off_change.detach().mean().sqrt())}
+    return loss, terms
+
+
+__all__ = ["AlignmentPlan", "alignment_loss", "parse_alignment"]

@@ -1,0 +1,129 @@
+"""The supervised alignment term (vcex.models.style_alignment, recipe.align_*): the map is parsed and checked,
+minimising the term makes one coordinate move its factor alone on a toy generator, it is off by default, and
+training with it logs its terms, changes the generator and resumes bit-identically."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_stylex import assert_resumes_bit_identically, faces_like, tiny_model  # shared helpers (folder on path)
+
+from vcex.cli import main
+from vcex.cli.train_style import recipe_from
+from vcex.errors import InputError
+from vcex.models.style_alignment import alignment_loss, parse_alignment
+from vcex.models.stylex import StylExRecipe, train_stylex
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class ChannelMeans(torch.nn.Module):
+    """A factor reader for tests: (N, 3, H, W) -> (N, 3) mean of each colour channel, in [0, 1]."""
+
+    factor_names = ("red", "green", "blue")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.mean((2, 3))
+
+
+def test_the_map_is_parsed_and_bad_maps_are_refused():
+    names, factors = ["4.conv0:0", "4.conv0:1", "8.torgb:3"], ("smile", "eyeglasses")
+    plan = parse_alignment("smile=8.torgb:3; eyeglasses=4.conv0:0", names, factors)
+    assert plan.coordinates.tolist() == [2, 0] and plan.factors.tolist() == [0, 1]
+    assert plan.labels == ("smile=8.torgb:3", "eyeglasses=4.conv0:0")
+    assert parse_alignment("smile=4.conv0:1,eyeglasses=8.torgb:3", names, factors).coordinates.tolist() == [1, 2]
+    for bad, message in (
+        ("", "empty"),
+        ("beard=4.conv0:0", "no factor 'beard'.*smile, eyeglasses"),
+        ("smile=4.conv9:0", "no style coordinate.*4.conv0, 8.torgb"),
+        ("smile=4.conv0:0;eyeglasses=4.conv0:0", "coordinate twice"),
+        ("smile=4.conv0:0;smile=4.conv0:1", "factor twice"),
+    ):
+        with pytest.raises(InputError, match=message):
+            parse_alignment(bad, names, factors)
+
+
+def test_minimising_it_makes_one_coordinate_move_its_factor_alone():
+    g = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(0.3 * torch.randn(3, 6, generator=g))  # factors (3) from styles (6): all entangled
+
+    def decode(styles: torch.Tensor) -> torch.Tensor:
+        return styles @ weight.T
+
+    reader = torch.sigmoid
+    plan = parse_alignment("a=s:4;c=s:1", [f"s:{i}" for i in range(6)], ("a", "b", "c"))
+
+    def effects() -> torch.Tensor:
+        """(2, 3): the mean change of each factor when each aligned coordinate moves by +3 stds."""
+        styles = torch.randn(256, 6, generator=torch.Generator().manual_seed(5))
+        std = styles.std(0)
+        rows = []
+        with torch.no_grad():
+            for coordinate in plan.coordinates.tolist():
+                moved = styles.clone()
+                moved[:, coordinate] += 3 * std[coordinate]
+                rows.append((reader(decode(moved)) - reader(decode(styles))).mean(0))
+        return torch.stack(rows)
+
+    before = effects()
+    optimiser = torch.optim.Adam([weight], lr=0.03)
+    rng = torch.Generator().manual_seed(1)
+    for _ in range(600):
+        loss, terms = alignment_loss(decode, reader, torch.randn(32, 6, generator=rng), plan, rng, images=16)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after = effects()
+    off_before = before.abs().sum(1) - before.abs()[[0, 1], [0, 2]]
+    on, off = after[[0, 1], [0, 2]], after.abs().sum(1) - after.abs()[[0, 1], [0, 2]]
+    assert (off_before > 0.1).all()  # entangled at the start: the checks below could fail
+    assert (on > 0.3).all()  # each moves its own factor up (the target is 0.7 at 3 stds, less where it clamps)
+    assert (off < 0.2 * on).all()  # ... and the others little
+    assert set(terms) == {"align_on", "align_off"}
+
+
+def test_off_by_default_on_it_is_logged_and_changes_training():
+    assert StylExRecipe().align_weight == 0
+    images = faces_like()
+    on = StylExRecipe(batch_size=8, r1_interval=2, align_weight=1.0, align_map="red=8.conv0:1;blue=16.torgb:0")
+    off_model, on_model = tiny_model(), tiny_model()
+    off = train_stylex(off_model, images, epochs=1, recipe=StylExRecipe(batch_size=8, r1_interval=2), progress=False)
+    trained = train_stylex(on_model, images, epochs=1, recipe=on, progress=False, factor_reader=ChannelMeans())
+    assert "align_on" not in off.history[0]
+    assert math.isfinite(trained.history[0]["align_on"]) and trained.history[0]["align_off"] >= 0
+    assert not torch.equal(
+        off_model.generator.layers["8_conv0"].conv.weight, on_model.generator.layers["8_conv0"].conv.weight
+    )
+    with pytest.raises(InputError, match="needs a factor reader"):
+        train_stylex(tiny_model(), images, epochs=1, recipe=on, progress=False)
+    with pytest.raises(InputError, match="no style coordinate"):
+        bad = StylExRecipe(batch_size=8, align_weight=1.0, align_map="red=99.conv0:1")
+        train_stylex(tiny_model(), images, epochs=1, recipe=bad, progress=False, factor_reader=ChannelMeans())
+
+
+def test_training_with_the_term_resumes_bit_identically(tmp_path):
+    recipe = StylExRecipe(batch_size=8, r1_interval=2, align_weight=1.0, align_map="green=8.conv1:0")
+    history = assert_resumes_bit_identically(tmp_path, recipe, seed=3, factor_reader=ChannelMeans())
+    assert "align_on" in history[1]
+
+
+def test_the_cli_set_takes_the_map_as_text_and_checks_the_fields():
+    text = "smile=32.conv0:10;bangs=16.conv0:16"
+    recipe = recipe_from(["align_weight=2", f"align_map={text}", "align_factors=2"], 32)
+    assert (recipe.align_weight, recipe.align_map, recipe.align_factors) == (2.0, text, 2)
+    with pytest.raises(InputError, match="needs align_map"):
+        StylExRecipe(align_weight=1.0)
+    for bad in ({"align_weight": -1.0}, {"align_factors": 0}, {"align_shift": 0.0}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            StylExRecipe(**bad)
+
+
+def test_the_cli_refuses_the_term_on_a_dataset_without_known_factors(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
+    code = main([*args, "--set", "align_weight=1", "--set", "align_map=smile=4.conv0:0", "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 2 and "needs a dataset with known factors" in error and "Traceback" not in error
+    assert not out.exists()
