@@ -72,8 +72,11 @@ def alignment_loss(
     shift: float = 0.7,
     k: float = 3.0,
 ) -> tuple[Tensor, dict]:
-    """The alignment term on the first ``images`` of ``styles`` (N, D) (detached: only the synthesis network
-    learns from it) for ``factors`` pairs of ``plan`` drawn from ``rng`` (the CPU's stream).
+    """The alignment term on the first ``images`` of ``styles`` (N, D) for ``factors`` pairs of ``plan`` drawn from
+    ``rng`` (the CPU's stream). Gradients reach the synthesis network and, through ``styles`` and their std over
+    the batch, whatever made the styles (encoder, affines): with the styles detached, 750 steps on the faces
+    lowered the on-factor error 0.34 -> 0.31; with them, 0.34 -> 0.21, chiefly by widening the aligned
+    coordinates' spread so that a shift of a few stds moves the factor.
 
     Each (pair, image) gets a shift ``delta`` of its coordinate, in stds of that coordinate over ``styles``,
     uniform in [1, k] with a random sign. ``reader``: images -> (N, F) factor readings in [0, 1];
@@ -81,7 +84,6 @@ def alignment_loss(
     ``(change_f - target_f)^2 + sum_{g != f} change_g^2`` with ``target_f = clamp(r_f + shift * delta / k, 0, 1)
     - r_f``, averaged. Returns (a scalar with gradients into ``decode_styles``'s parameters, logged terms: the
     on-factor error and the off-factor change)."""
-    styles = styles.detach()
     n = min(images, len(styles))
     picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
     coordinates, factor_index = plan.coordinates[picked], plan.factors[picked]
