@@ -24,6 +24,7 @@ as published; toRGB included), from the per-seed records found there, else from 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shlex
@@ -53,6 +54,7 @@ from vcex.attribution.stylespace_attributes import (  # noqa: E402
     oracle_reading,
     stylespace_effects,
 )
+from vcex.cli.stylespace import load_style_model  # noqa: E402
 from vcex.data.faces_tasks import load_face_table  # noqa: E402
 from vcex.errors import InputError  # noqa: E402
 from vcex.evaluation import versions  # noqa: E402
@@ -69,6 +71,7 @@ from vcex.report.markdown import markdown_table  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "benchmarks" / "attfind-shortcut.md"
 TASK = TASKS["smiling-spurious"]
+BASELINE_STYLE = "faces-style"
 TOP = 3  # the figure: the true driver among the labels of AttFind's top 3
 TARGET_HITS = 9  # of 10 classifiers
 # file-name tag of each setting's records: conv coordinates only (as published) or toRGB included
@@ -79,6 +82,16 @@ GLOBAL_METHODS = {
     "attack_image": "W attack, image-read",
     "attack_away": "explaining away (W first)",
 }
+
+
+def style_fingerprint(style: object, name: str) -> str:
+    """The zoo model's fingerprint, or a train-style folder's name and the hash of its weights file."""
+    record = getattr(style, "training_record", None)
+    if record and "fingerprint" in record:
+        return str(record["fingerprint"])
+    weights = Path(name) / "weights.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10] if weights.exists() else "unknown"
+    return f"{Path(name).name}-{digest}"
 
 
 def log(message: str) -> None:
@@ -330,9 +343,10 @@ def render(settings_records: dict[bool, list[dict]], contexts: dict[bool, dict])
     """The page and its JSON payload from each setting's per-seed records (False: conv only, True: toRGB too)."""
     known = global_records()
     conv, torgb = settings_records[False], settings_records[True]
+    style_name = contexts[False].get("latent_model", BASELINE_STYLE)
     by_seed = {r["seed"]: r for r in conv}
     lines = [
-        "# AttFind on the shortcut classifiers",
+        "# AttFind on the shortcut classifiers" + ("" if style_name == BASELINE_STYLE else f" through `{style_name}`"),
         "",
         "Issue 28, item 5 (second bullet): on the shortcut classifiers of the global-explanation benchmark "
         "([faces-global.md](faces-global.md), task `smiling-spurious`: label smile > 0, a warm background agrees with "
@@ -353,9 +367,9 @@ def render(settings_records: dict[bool, list[dict]], contexts: dict[bool, dict])
         "they are the classifiers of its records.",
         "- Truth: intervention influence per content factor on 100 test faces (`vcex.evaluation.ground_truth`); the "
         "true driver is the factor with the largest influence, as that benchmark's 'largest influence' column.",
-        "- AttFind: faces-style, the first 100 test faces encoded, every non-toRGB StyleSpace coordinate set to its "
-        "min and max (2 x K x N decodes), top 8 per class (the images outside each class pushed toward it), then the "
-        "colab's binary merge of both lists; no discriminator filter (faces-style has none).",
+        f"- AttFind: {style_name}, the first 100 test faces encoded, every non-toRGB StyleSpace coordinate set to "
+        "its min and max (2 x K x N decodes), top 8 per class (the images outside each class pushed toward it), then "
+        "the colab's binary merge of both lists; no discriminator filter.",
         "- Labels: each attribute's own edit (its coordinate set to the found extreme on the 100 faces) read by the "
         "attribute oracle `faces-attributes` (`oracle_reading`: the attribute with the largest mean |delta p| and "
         "its share, the purity), mapped to factors by `descriptor_factor` (smiling -> smile, warm_background -> "
@@ -403,11 +417,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--include-torgb", action="store_true", help="search the toRGB coordinates too (records kept apart)"
     )
+    parser.add_argument(
+        "--latent-model",
+        default=BASELINE_STYLE,
+        help="the style generator AttFind searches: a zoo name or a vcex train-style folder (default faces-style); "
+        "give another --page and --work for another generator",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    style = load_model("faces-style", progress=False).requires_grad_(False)
+    style = load_style_model(args.latent_model, progress=False).requires_grad_(False)
     # the key leaves the seeds out (its default list), so every group of seeds shares one folder
-    settings = Settings(tasks=(TASK.name,), style=str(style.training_record.get("fingerprint", "unknown")))
+    settings = Settings(tasks=(TASK.name,), style=style_fingerprint(style, args.latent_model))
     folder = Path(args.work) / settings.key()
     folder.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
@@ -437,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             + " ".join(shlex.quote(a) for a in sys.argv),
             "machine": f"{platform.machine()}, {platform.processor() or 'CPU'}, 1 torch thread, shared cores",
             "versions": versions(),
+            "latent_model": Path(args.latent_model).name,
             "settings": asdict(settings) | {"seeds": sorted(found), "include_torgb": include_torgb},
         }
         # the context of the run that computed the records is kept, not a later re-render's
