@@ -66,6 +66,7 @@ from vcex.evaluation.ground_truth import (  # noqa: E402
     intervention_influence,
 )
 from vcex.models import load_model  # noqa: E402
+from vcex.models.stylex import WEIGHTS_FILE, resolve_stylex  # noqa: E402
 from vcex.report.markdown import markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,11 +86,11 @@ GLOBAL_METHODS = {
 
 
 def style_fingerprint(style: object, name: str) -> str:
-    """The zoo model's fingerprint, or a train-style folder's name and the hash of its weights file."""
+    """The zoo model's fingerprint, or a train-style folder's (shipped or not) name and the hash of its weights."""
     record = getattr(style, "training_record", None)
     if record and "fingerprint" in record:
         return str(record["fingerprint"])
-    weights = Path(name) / "weights.safetensors"
+    weights = (resolve_stylex(name) or Path(name)) / WEIGHTS_FILE
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10] if weights.exists() else "unknown"
     return f"{Path(name).name}-{digest}"
 

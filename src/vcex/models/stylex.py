@@ -554,7 +554,7 @@ def _encoder_losses(
         orojar, column_size = _orojar_loss(model, styles, state.rng, recipe)
         loss = loss + recipe.orojar_weight * orojar
         terms.update(orojar=float(orojar.detach()), orojar_jv_rms=math.sqrt(float(column_size)))
-    if alignment is not None and recipe.align_weight > 0:
+    if alignment is not None:  # None unless recipe.align_weight > 0 (_alignment)
         reader, plan = alignment  # the reader is frozen and in eval mode (train_stylex's evaluating block)
         aligned, align_terms = alignment_loss(
             model.decode_styles, reader, styles, plan, state.rng, images=recipe.align_images,
@@ -714,8 +714,9 @@ def _alignment(
             "align_weight > 0 needs a factor reader with factor_names (images -> factor readings in [0, 1]), such "
             "as the faces' faces-factors; this dataset has none, so train without the alignment term"
         )
-    coordinate_names = [f"{layer}:{channel}" for layer, _, length in model.style_layout() for channel in range(length)]
-    return reader, parse_alignment(recipe.align_map, coordinate_names, names)
+    from vcex.evaluation.stylespace import coordinate_names  # the probe's names, so a map can quote its table
+
+    return reader, parse_alignment(recipe.align_map, coordinate_names(model)[0], names)
 
 
 def train_stylex(
