@@ -29,6 +29,7 @@ import torch
 from vcex.checks import check_positive_finite
 from vcex.errors import InputError
 from vcex.models.state import evaluating
+from vcex.models.style_alignment import coordinate_names  # the names of StyleSpace, kept with the models
 
 Tensor = torch.Tensor
 
@@ -132,15 +133,6 @@ def stylespace_model(latent_model: object) -> object:
             f"lacks {', '.join(f'{name}()' for name in missing)}; use a style-based latent model such as faces-style"
         )
     return model
-
-
-def coordinate_names(model: object) -> tuple[list[str], Tensor]:
-    """``("{layer}:{channel}", ...)`` for every style coordinate in layout order, and (S,) bool: toRGB or not."""
-    names, torgb = [], []
-    for layer, _, length in model.style_layout():
-        names += [f"{layer}:{channel}" for channel in range(length)]
-        torgb += [layer.endswith("torgb")] * length
-    return names, torch.tensor(torgb, dtype=torch.bool)
 
 
 def target_log_odds(logits: Tensor, target: int) -> Tensor:

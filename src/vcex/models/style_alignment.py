@@ -34,6 +34,15 @@ class AlignmentPlan:
     labels: tuple[str, ...]
 
 
+def coordinate_names(model: object) -> tuple[list[str], Tensor]:
+    """``("{layer}:{channel}", ...)`` for every style coordinate in layout order, and (S,) bool: toRGB or not."""
+    names, torgb = [], []
+    for layer, _, length in model.style_layout():
+        names += [f"{layer}:{channel}" for channel in range(length)]
+        torgb += [layer.endswith("torgb")] * length
+    return names, torch.tensor(torgb, dtype=torch.bool)
+
+
 def parse_alignment(text: str, coordinate_names: Sequence[str], factor_names: Sequence[str]) -> AlignmentPlan:
     """``"factor=layer:channel;..."`` (e.g. ``"smile=32.conv0:10"``) -> an :class:`AlignmentPlan`. An unknown
     factor or coordinate, a coordinate or factor named twice, or an empty map is refused, naming the known ones."""
@@ -113,4 +122,4 @@ def alignment_loss(
     return loss, terms
 
 
-__all__ = ["AlignmentPlan", "alignment_loss", "parse_alignment"]
+__all__ = ["AlignmentPlan", "alignment_loss", "coordinate_names", "parse_alignment"]

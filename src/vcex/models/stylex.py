@@ -45,7 +45,7 @@ from torch import nn
 from vcex.cache import load_state_into, load_weights, save_weights
 from vcex.errors import CacheError, InputError
 from vcex.models.state import evaluating
-from vcex.models.style_alignment import AlignmentPlan, alignment_loss, parse_alignment
+from vcex.models.style_alignment import AlignmentPlan, alignment_loss, coordinate_names, parse_alignment
 from vcex.models.stylegan import (
     StyleAutoencoder,
     StyleGeneratorConfig,
@@ -714,8 +714,6 @@ def _alignment(
             "align_weight > 0 needs a factor reader with factor_names (images -> factor readings in [0, 1]), such "
             "as the faces' faces-factors; this dataset has none, so train without the alignment term"
         )
-    from vcex.evaluation.stylespace import coordinate_names  # the probe's names, so a map can quote its table
-
     return reader, parse_alignment(recipe.align_map, coordinate_names(model)[0], names)
 
 
