@@ -13,6 +13,7 @@ from test_stylex import assert_resumes_bit_identically, faces_like, tiny_model  
 from vcex.cli import main
 from vcex.cli.train_style import recipe_from
 from vcex.errors import InputError
+from vcex.models.faces import WarmthReadings
 from vcex.models.style_alignment import alignment_loss, parse_alignment
 from vcex.models.stylex import StylExRecipe, train_stylex
 
@@ -34,12 +35,16 @@ def test_the_map_is_parsed_and_bad_maps_are_refused():
     assert plan.coordinates.tolist() == [2, 0] and plan.factors.tolist() == [0, 1]
     assert plan.labels == ("smile=8.torgb:3", "eyeglasses=4.conv0:0")
     assert parse_alignment("smile=4.conv0:1,eyeglasses=8.torgb:3", names, factors).coordinates.tolist() == [1, 2]
+    own = parse_alignment("smile=4.conv0:1@0.5;eyeglasses=8.torgb:3", names, factors)
+    assert own.shifts[0] == 0.5 and own.shifts[1].isnan() and own.labels[0] == "smile=4.conv0:1@0.5"
     for bad, message in (
         ("", "empty"),
         ("beard=4.conv0:0", "no factor 'beard'.*smile, eyeglasses"),
         ("smile=4.conv9:0", "no style coordinate.*4.conv0, 8.torgb"),
         ("smile=4.conv0:0;eyeglasses=4.conv0:0", "coordinate twice"),
         ("smile=4.conv0:0;smile=4.conv0:1", "factor twice"),
+        ("smile=4.conv0:0@1.5", "in \\(0, 1\\]"),
+        ("smile=4.conv0:0@x", "in \\(0, 1\\]"),
     ):
         with pytest.raises(InputError, match=message):
             parse_alignment(bad, names, factors)
@@ -103,6 +108,43 @@ def test_off_by_default_on_it_is_logged_and_changes_training():
         train_stylex(tiny_model(), images, epochs=1, recipe=bad, progress=False, factor_reader=ChannelMeans())
 
 
+def test_on_gan_batches_too_it_is_logged_apart_and_changes_training():
+    images = faces_like()
+    plain = {"batch_size": 8, "r1_interval": 2, "align_weight": 1.0, "align_map": "red=8.conv0:1;blue=16.torgb:0"}
+    encoder_only, both = tiny_model(), tiny_model()
+    first = train_stylex(encoder_only, images, epochs=1, recipe=StylExRecipe(**plain), progress=False,
+                         factor_reader=ChannelMeans())  # fmt: skip
+    second = train_stylex(both, images, epochs=1, recipe=StylExRecipe(**plain, align_gan_weight=2.0), progress=False,
+                          factor_reader=ChannelMeans())  # fmt: skip
+    assert "gan_align_on" not in first.history[0]
+    assert math.isfinite(second.history[0]["gan_align_on"]) and second.history[0]["gan_align_off"] >= 0
+    assert not torch.equal(
+        encoder_only.generator.layers["8_conv0"].conv.weight, both.generator.layers["8_conv0"].conv.weight
+    )
+    with pytest.raises(InputError, match="set align_weight > 0 too"):
+        StylExRecipe(align_gan_weight=1.0, align_map="red=8.conv0:1")
+
+
+def test_the_off_weight_scales_the_other_factors_change_and_a_pair_may_carry_its_own_shift():
+    styles = torch.randn(16, 6, generator=torch.Generator().manual_seed(2))
+    weight = 0.3 * torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    plan = parse_alignment("a=s:4", [f"s:{i}" for i in range(6)], ("a", "b", "c"))
+
+    def loss(off_weight: float) -> tuple[float, dict]:
+        value, terms = alignment_loss(lambda s: s @ weight.T, torch.sigmoid, styles, plan,
+                                      torch.Generator().manual_seed(1), off_weight=off_weight)  # fmt: skip
+        return float(value), terms
+
+    (one, terms), (three, _) = loss(1.0), loss(3.0)
+    on, off = terms["align_on"] ** 2, terms["align_off"] ** 2  # the mean squared errors the loss averages
+    assert off > 0 and one == pytest.approx(on + off, rel=1e-5) and three == pytest.approx(on + 3 * off, rel=1e-5)
+    for text, same in (("a=s:4@0.7", True), ("a=s:4@0.2", False)):  # 0.7 is the loss's default shift
+        own = parse_alignment(text, [f"s:{i}" for i in range(6)], ("a", "b", "c"))
+        _, own_terms = alignment_loss(lambda s: s @ weight.T, torch.sigmoid, styles, own,
+                                      torch.Generator().manual_seed(1))  # fmt: skip
+        assert (own_terms["align_on"] == pytest.approx(terms["align_on"], rel=1e-6)) is same
+
+
 def test_training_with_the_term_resumes_bit_identically(tmp_path):
     recipe = StylExRecipe(batch_size=8, r1_interval=2, align_weight=1.0, align_map="green=8.conv1:0")
     history = assert_resumes_bit_identically(tmp_path, recipe, seed=3, factor_reader=ChannelMeans())
@@ -115,7 +157,7 @@ def test_the_cli_set_takes_the_map_as_text_and_checks_the_fields():
     assert (recipe.align_weight, recipe.align_map, recipe.align_factors) == (2.0, text, 2)
     with pytest.raises(InputError, match="needs align_map"):
         StylExRecipe(align_weight=1.0)
-    for bad in ({"align_weight": -1.0}, {"align_factors": 0}, {"align_shift": 0.0}):
+    for bad in ({"align_weight": -1.0}, {"align_factors": 0}, {"align_shift": 0.0}, {"align_off_weight": -1.0}):
         with pytest.raises(InputError, match=next(iter(bad))):
             StylExRecipe(**bad)
 
@@ -127,3 +169,21 @@ def test_the_cli_refuses_the_term_on_a_dataset_without_known_factors(tmp_path, c
     error = capsys.readouterr().err
     assert code == 2 and "needs a dataset with known factors" in error and "Traceback" not in error
     assert not out.exists()
+
+
+def test_the_background_hue_is_read_as_its_warmth_for_the_term():
+    class HueReader(torch.nn.Module):
+        factor_names = ("smile", "background_hue")
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images.mean((2, 3))[:, :2]
+
+    reader = WarmthReadings(HueReader())
+    assert reader.factor_names == ("smile", "background_warmth")
+    hues = torch.tensor([0.05, 0.55, 0.30, 1.0])  # orange-red, cyan, the warm/cool edges (a quarter turn away)
+    images = torch.stack([torch.full((4, 2, 2), 0.4), hues[:, None, None].expand(4, 2, 2), torch.zeros(4, 2, 2)], 1)
+    readings = reader(images)
+    assert readings[:, 0].tolist() == pytest.approx([0.4] * 4)
+    assert readings[:, 1].tolist() == pytest.approx([1.0, 0.0, 0.5, 0.9755], abs=1e-3)
+    with pytest.raises(InputError, match="no 'background_hue'.*red, green, blue"):
+        WarmthReadings(ChannelMeans())

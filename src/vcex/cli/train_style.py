@@ -170,10 +170,12 @@ def _perceptual(dataset: str, progress: bool, device: object = "cpu") -> object:
 
 
 def _factor_reader(dataset: str, recipe: object, progress: bool, device: object = "cpu") -> object:
-    """The alignment term's factor reader (the faces' faces-factors) when the recipe asks for the term, else
-    None; a dataset without known factors is refused."""
+    """The alignment term's factor reader (the faces' faces-factors, the background's hue read as its warmth:
+    ``WarmthReadings``) when the recipe asks for the term, else None; a dataset without known factors is
+    refused."""
     from vcex.errors import InputError
     from vcex.models import load_model
+    from vcex.models.faces import WarmthReadings
 
     if recipe.align_weight <= 0:
         return None
@@ -181,7 +183,7 @@ def _factor_reader(dataset: str, recipe: object, progress: bool, device: object 
         raise InputError(
             f"--set align_weight needs a dataset with known factors and a reader of them (faces); {dataset} has none"
         )
-    return load_model("faces-factors", progress=progress).to(device)
+    return WarmthReadings(load_model("faces-factors", progress=progress)).to(device)
 
 
 def _generator_size(side: int) -> tuple[int, int]:

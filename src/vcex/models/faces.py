@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from vcex.checks import check_images
 from vcex.data.faces_tasks import ATTRIBUTE_NAMES, CONTENT_FACTORS, attribute_matrix, factor_matrix
 from vcex.data.synthetic_faces import FacesDataset
+from vcex.errors import InputError
 from vcex.models.classifiers import FaceCNN
 from vcex.models.training import fit, gaussian_blur, random_blur, random_shift
 
@@ -77,8 +79,6 @@ class AttributeOracle(nn.Module):
 
     def index(self, names: Sequence[str]) -> list[int]:
         """Column indices of attribute ``names``; unknown names raise listing the known ones."""
-        from vcex.errors import InputError
-
         unknown = [name for name in names if name not in self.attribute_names]
         if unknown:
             raise InputError(f"unknown attribute(s) {unknown}; known: {', '.join(self.attribute_names)}")
@@ -106,6 +106,28 @@ class FactorRegressor(nn.Module):
         hidden = self.net.head[:3](maps)
         out = torch.sigmoid(self.net.head[3:](hidden))
         return torch.cat([maps.flatten(1) * 0.05, hidden * 0.2, out * 3.0], 1)
+
+
+class WarmthReadings(nn.Module):
+    """A factor reader's readings with the circular ``background_hue`` replaced by ``background_warmth`` in
+    [0, 1]: ``(1 + cos(2 pi (hue - 0.05))) / 2``, 1 at orange-red (the middle of the warm half of the hue circle,
+    where the attribute ``warm_background`` is on), 0 at cyan. A hue cannot be moved by a fixed amount by any
+    colour offset (it wraps: +0.7 from 0.1 lands on the same warm side), so the alignment term asks a
+    coordinate to move the warmth, which an added colour can. ``(N, 3, S, S) -> (N, F)``; other factors as read.
+    """
+
+    def __init__(self, reader: nn.Module, hue: str = "background_hue") -> None:
+        super().__init__()
+        names = tuple(reader.factor_names)
+        if hue not in names:
+            raise InputError(f"the factor reader has no {hue!r} to turn into a warmth; its factors: {', '.join(names)}")
+        self.reader, self.hue = reader, names.index(hue)
+        self.factor_names = tuple("background_warmth" if name == hue else name for name in names)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        readings = self.reader(images)
+        warmth = (1 + torch.cos(2 * math.pi * (readings[:, self.hue] - 0.05))) / 2
+        return torch.cat([readings[:, : self.hue], warmth[:, None], readings[:, self.hue + 1 :]], dim=1)
 
 
 def detail_weights(faces: FacesDataset, size: int, boost: float = 4.0) -> torch.Tensor:

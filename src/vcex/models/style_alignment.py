@@ -27,11 +27,13 @@ Tensor = torch.Tensor
 @dataclass(frozen=True)
 class AlignmentPlan:
     """Which style coordinate carries which factor: ``coordinates`` (M,) indices into the style vector and
-    ``factors`` (M,) indices into the factor reader's outputs, pair by pair; ``labels`` the map's own words."""
+    ``factors`` (M,) indices into the factor reader's outputs, pair by pair; ``labels`` the map's own words;
+    ``shifts`` (M,) each pair's own reading change per ``k`` stds, NaN where the pair takes the loss's ``shift``."""
 
     coordinates: Tensor
     factors: Tensor
     labels: tuple[str, ...]
+    shifts: Tensor | None = None
 
 
 def coordinate_names(model: object) -> tuple[list[str], Tensor]:
@@ -44,14 +46,24 @@ def coordinate_names(model: object) -> tuple[list[str], Tensor]:
 
 
 def parse_alignment(text: str, coordinate_names: Sequence[str], factor_names: Sequence[str]) -> AlignmentPlan:
-    """``"factor=layer:channel;..."`` (e.g. ``"smile=32.conv0:10"``) -> an :class:`AlignmentPlan`. An unknown
-    factor or coordinate, a coordinate or factor named twice, or an empty map is refused, naming the known ones."""
+    """``"factor=layer:channel;..."`` (e.g. ``"smile=32.conv0:10"``) -> an :class:`AlignmentPlan`. A pair may
+    carry its own reading change per ``k`` stds after ``@`` (``"background_hue=32.torgb:2@0.5"``: a hue, which
+    wraps, flips warm and cool by half a turn). An unknown factor or coordinate, a coordinate or factor named
+    twice, a shift outside (0, 1] or an empty map is refused, naming the known ones."""
     pairs = [part.strip() for part in text.replace(",", ";").split(";") if part.strip()]
     if not pairs:
         raise InputError("the alignment map is empty: give factor=layer:channel pairs, e.g. smile=32.conv0:10")
-    coordinates, factors, labels = [], [], []
+    coordinates, factors, labels, shifts = [], [], [], []
     for pair in pairs:
         factor, _, coordinate = (piece.strip() for piece in pair.partition("="))
+        coordinate, at, shift_text = (piece.strip() for piece in coordinate.partition("@"))
+        try:
+            shift = float(shift_text) if at else float("nan")
+        except ValueError:
+            shift = -1.0
+        if at and not 0 < shift <= 1:
+            raise InputError(f"alignment {pair!r}: the shift after @ must be a number in (0, 1], got {shift_text!r}")
+        shifts.append(shift)
         if factor not in factor_names:
             raise InputError(f"alignment {pair!r}: no factor {factor!r}; the reader's are {', '.join(factor_names)}")
         if coordinate not in coordinate_names:
@@ -62,11 +74,11 @@ def parse_alignment(text: str, coordinate_names: Sequence[str], factor_names: Se
             )
         coordinates.append(list(coordinate_names).index(coordinate))
         factors.append(list(factor_names).index(factor))
-        labels.append(f"{factor}={coordinate}")
+        labels.append(f"{factor}={coordinate}" + (f"@{shift_text}" if at else ""))
     for kind, values in (("coordinate", coordinates), ("factor", factors)):
         if len(set(values)) != len(values):
             raise InputError(f"the alignment map names a {kind} twice: {'; '.join(labels)}")
-    return AlignmentPlan(torch.tensor(coordinates), torch.tensor(factors), tuple(labels))
+    return AlignmentPlan(torch.tensor(coordinates), torch.tensor(factors), tuple(labels), torch.tensor(shifts))
 
 
 def alignment_loss(
@@ -80,6 +92,7 @@ def alignment_loss(
     factors: int = 4,
     shift: float = 0.7,
     k: float = 3.0,
+    off_weight: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """The alignment term on the first ``images`` of ``styles`` (N, D) for ``factors`` pairs of ``plan`` drawn from
     ``rng`` (the CPU's stream). Gradients reach the synthesis network and, through ``styles`` and their std over
@@ -90,9 +103,9 @@ def alignment_loss(
     Each (pair, image) gets a shift ``delta`` of its coordinate, in stds of that coordinate over ``styles``,
     uniform in [1, k] with a random sign. ``reader``: images -> (N, F) factor readings in [0, 1];
     ``decode_styles``: styles -> images the reader takes. The loss per (pair, image) is
-    ``(change_f - target_f)^2 + sum_{g != f} change_g^2`` with ``target_f = clamp(r_f + shift * delta / k, 0, 1)
-    - r_f``, averaged. Returns (a scalar with gradients into ``decode_styles``'s parameters, logged terms: the
-    on-factor error and the off-factor change)."""
+    ``(change_f - target_f)^2 + off_weight * sum_{g != f} change_g^2`` with ``target_f = clamp(r_f + shift * delta
+    / k, 0, 1) - r_f`` (``shift``: the pair's own where the map gives one), averaged. Returns (a scalar with
+    gradients into ``decode_styles``'s parameters, logged terms: the on-factor error and the off-factor change)."""
     n = min(images, len(styles))
     picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
     coordinates, factor_index = plan.coordinates[picked], plan.factors[picked]
@@ -111,13 +124,15 @@ def alignment_loss(
     change = after - before.unsqueeze(0)  # (m, n, F)
     on = factor_index.to(styles.device)
     on_before = before[:, on].T  # (m, n)
-    target = (on_before + shift * delta.to(styles.device) / k).clamp(0, 1) - on_before
+    own = plan.shifts[picked] if plan.shifts is not None else torch.full((m,), float("nan"))
+    shifts = torch.where(own.isnan(), torch.full_like(own, shift), own).to(styles.device)  # (m,)
+    target = (on_before + shifts.unsqueeze(1) * delta.to(styles.device) / k).clamp(0, 1) - on_before
     on_change = change.gather(2, on.view(m, 1, 1).expand(m, n, 1)).squeeze(2)
     mask = torch.ones_like(change, dtype=torch.bool)
     mask[torch.arange(m), :, on] = False
     on_error = (on_change - target).pow(2)
     off_change = (change.pow(2) * mask).sum(2)
-    loss = (on_error + off_change).mean()
+    loss = (on_error + off_weight * off_change).mean()
     terms = {"align_on": float(on_error.detach().mean().sqrt()), "align_off": float(off_change.detach().mean().sqrt())}
     return loss, terms
 

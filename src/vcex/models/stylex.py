@@ -141,18 +141,23 @@ class StylExRecipe:
     # supervision with the data's known factors, not part of StylEx (vcex.models.style_alignment): each pair
     # "factor=layer:channel" of ``align_map`` asks that shifting that style coordinate moves the factor reader's
     # reading of that factor by ``align_shift`` per ``3`` stds and no other factor; ``align_factors`` pairs on the
-    # first ``align_images`` images of every encoder batch; 0 is off (it needs a factor reader: the faces')
+    # first ``align_images`` images of every encoder batch; 0 is off (it needs a factor reader: the faces').
+    # ``align_off_weight`` scales the other factors' change against the aligned factor's error;
+    # ``align_gan_weight`` > 0 adds the term on the GAN batches too, at that weight, on styles drawn from z (without
+    # it the GAN epochs undid part of the alignment the autoencoder epochs made: stylex-training.md)
     align_weight: float = 0.0
     align_map: str = ""
     align_shift: float = 0.7
     align_factors: int = 4
     align_images: int = 8
+    align_off_weight: float = 1.0
+    align_gan_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "mapping_fit_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("anchor_weight", "orojar_weight", "align_weight"):
+        for name in ("anchor_weight", "orojar_weight", "align_weight", "align_off_weight", "align_gan_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.orojar_directions < 2:
@@ -167,8 +172,10 @@ class StylExRecipe:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.mixing_prob <= 1:
             raise InputError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
-        if self.align_weight > 0 and not self.align_map.strip():
+        if (self.align_weight > 0 or self.align_gan_weight > 0) and not self.align_map.strip():
             raise InputError("align_weight > 0 needs align_map, e.g. --set align_map='smile=32.conv0:10'")
+        if self.align_gan_weight > 0 and self.align_weight <= 0:
+            raise InputError("align_gan_weight adds the alignment term to GAN batches: set align_weight > 0 too")
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,12 +524,21 @@ def mixed_latents(
     return torch.cat([w_plus, labels.unsqueeze(1).expand(-1, config.num_ws, -1)], dim=2)
 
 
-def _gan_losses(state: StylExState, labels: Tensor | None, n: int, recipe: StylExRecipe) -> tuple[Tensor, Tensor, dict]:
-    """A z-sampled batch: the generator's loss, the fakes (n, C, S, S) and the logged terms."""
+def _gan_losses(
+    state: StylExState, labels: Tensor | None, n: int, recipe: StylExRecipe,
+    alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None,
+) -> tuple[Tensor, Tensor, dict]:  # fmt: skip
+    """A z-sampled batch: the generator's loss, the fakes (n, C, S, S) and the logged terms; with ``alignment``
+    and ``recipe.align_gan_weight`` > 0, the alignment term on the samples' styles too."""
     model = state.model
-    fakes = model.generator.decode(mixed_latents(model, labels, n, recipe.mixing_prob, state.rng))
+    styles = model.generator.styles(mixed_latents(model, labels, n, recipe.mixing_prob, state.rng))
+    fakes = model.generator.decode_styles(styles)
     adversarial = _nonsaturating_loss(state.discriminator(fakes, labels))
     loss, terms = recipe.adversarial_weight * adversarial, {"g_adv": float(adversarial.detach())}
+    if alignment is not None and recipe.align_gan_weight > 0:
+        aligned, align_terms = _alignment_term(model, styles, alignment, state.rng, recipe)
+        loss = loss + recipe.align_gan_weight * aligned
+        terms.update({f"gan_{key}": value for key, value in align_terms.items()})
     if recipe.anchor_weight > 0:
         k = max(1, n // 4)
         z = torch.randn(k, model.config.w_dim, generator=state.rng).to(model.generator.const.device)
@@ -555,11 +571,7 @@ def _encoder_losses(
         loss = loss + recipe.orojar_weight * orojar
         terms.update(orojar=float(orojar.detach()), orojar_jv_rms=math.sqrt(float(column_size)))
     if alignment is not None:  # None unless recipe.align_weight > 0 (_alignment)
-        reader, plan = alignment  # the reader is frozen and in eval mode (train_stylex's evaluating block)
-        aligned, align_terms = alignment_loss(
-            model.decode_styles, reader, styles, plan, state.rng, images=recipe.align_images,
-            factors=recipe.align_factors, shift=recipe.align_shift,
-        )  # fmt: skip
+        aligned, align_terms = _alignment_term(model, styles, alignment, state.rng, recipe)
         loss = loss + recipe.align_weight * aligned
         terms.update(align_terms)
     if adversarial:
@@ -576,6 +588,18 @@ def _encoder_losses(
         loss = loss + recipe.kl_weight * kl
         terms["kl"] = float(kl.detach())
     return loss, reconstruction, terms
+
+
+def _alignment_term(
+    model: StylExAutoencoder, styles: Tensor, alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan],
+    rng: torch.Generator, recipe: StylExRecipe,
+) -> tuple[Tensor, dict]:  # fmt: skip
+    """The alignment term (vcex.models.style_alignment) on ``styles`` (N, D) with the recipe's settings."""
+    reader, plan = alignment  # the reader is frozen and in eval mode (train_stylex's evaluating block)
+    return alignment_loss(
+        model.decode_styles, reader, styles, plan, rng, images=recipe.align_images, factors=recipe.align_factors,
+        shift=recipe.align_shift, off_weight=recipe.align_off_weight,
+    )  # fmt: skip
 
 
 def _discriminator_step(
@@ -611,7 +635,7 @@ def _train_step(
     warming_up = state.epoch < recipe.warmup_epochs
     with _frozen(state.discriminator):
         if state.step % 2 == 0 and not warming_up:
-            loss, fakes, terms = _gan_losses(state, labels, len(reals), recipe)
+            loss, fakes, terms = _gan_losses(state, labels, len(reals), recipe, alignment)
         else:
             loss, fakes, terms = _encoder_losses(
                 state, reals, labels, weights, perceptual, recipe, adversarial=not warming_up, alignment=alignment
