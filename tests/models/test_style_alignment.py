@@ -187,3 +187,60 @@ def test_the_background_hue_is_read_as_its_warmth_for_the_term():
     assert readings[:, 1].tolist() == pytest.approx([1.0, 0.0, 0.5, 0.9755], abs=1e-3)
     with pytest.raises(InputError, match="no 'background_hue'.*red, green, blue"):
         WarmthReadings(ChannelMeans())
+
+
+def test_the_region_term_counts_pixel_changes_outside_each_pairs_parts_only():
+    g = torch.Generator().manual_seed(0)
+    mixing = torch.randn(2 * 4 * 4 * 3, 4, generator=g)  # every style coordinate paints every pixel
+
+    def decode(styles: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(styles @ mixing.T).view(-1, 3, 4, 4)[:, :, :4, :4][:len(styles)]
+
+    def reader(images: torch.Tensor) -> torch.Tensor:
+        return images.mean((2, 3))
+
+    plan = parse_alignment("r=s:0;g=s:2", [f"s:{i}" for i in range(4)], ("r", "g", "b"))
+    styles = torch.randn(8, 4, generator=g)
+    everywhere = torch.ones(8, 2, 4, 4, dtype=torch.bool)
+    left = everywhere.clone()
+    left[..., 2:] = False
+
+    def leak(regions: torch.Tensor) -> float:
+        _, terms = alignment_loss(decode, reader, styles, plan, torch.Generator().manual_seed(1), regions=regions,
+                                  region_weight=1.0)  # fmt: skip
+        return terms["align_leak"]
+
+    assert leak(everywhere) == 0 and leak(left) > 0.01
+    _, terms = alignment_loss(decode, reader, styles, plan, torch.Generator().manual_seed(1), regions=left)
+    assert "align_leak" not in terms  # weight 0: not computed
+
+
+def test_region_weight_needs_regions_of_the_right_shape():
+    images = faces_like()
+    recipe = StylExRecipe(batch_size=8, align_weight=1.0, align_map="red=8.conv0:1", align_region_weight=5.0)
+    with pytest.raises(InputError, match="needs align_weight > 0 and alignment_regions"):
+        train_stylex(tiny_model(), images, epochs=1, recipe=recipe, progress=False, factor_reader=ChannelMeans())
+    wrong = torch.ones(len(images), 2, *images.shape[2:], dtype=torch.bool)
+    with pytest.raises(InputError, match="must be bool of shape"):
+        train_stylex(tiny_model(), images, epochs=1, recipe=recipe, progress=False, factor_reader=ChannelMeans(),
+                     alignment_regions=wrong)  # fmt: skip
+    regions = torch.ones(len(images), 1, *images.shape[2:], dtype=torch.bool)
+    regions[..., : images.shape[2] // 2, :] = False
+    state = train_stylex(tiny_model(), images, epochs=1, recipe=recipe, progress=False, factor_reader=ChannelMeans(),
+                         alignment_regions=regions)  # fmt: skip
+    assert math.isfinite(state.history[0]["align_leak"])
+
+
+def test_faces_alignment_regions_cover_each_factors_parts():
+    from vcex.data.synthetic_faces import face_regions, make_faces
+    from vcex.models.faces import alignment_regions
+
+    faces = make_faces(6, seed=4, size=32)
+    regions = alignment_regions(faces.factors, ["smile", "background_warmth", "eyeglasses"], 32)
+    parts = face_regions(faces.factors, size=32)
+    assert regions.shape == (6, 3, 32, 32) and regions.dtype == torch.bool
+    assert regions[:, 0][parts["mouth"] > 0.5].all() and not regions[:, 0][parts["background"] > 0.99].any()
+    assert regions[:, 1][parts["background"] > 0.5].all()
+    assert regions[:, 2].float().mean() > 0.05  # the glasses' place, also on faces drawn without them
+    with pytest.raises(InputError, match="no face parts known for factor 'nose'"):
+        alignment_regions(faces.factors, ["nose"], 32)

@@ -158,6 +158,21 @@ def _training_data(dataset: str, n_train: int | None) -> tuple[object, object, o
     return images, weights, test.images
 
 
+def _alignment_regions(recipe: object, model: object, reader: object, n: int) -> object:
+    """Where each pair of the alignment map may change each of the first ``n`` training faces (N, M, S, S), when
+    the recipe weighs that (``align_region_weight``; the reader exists, so the dataset is the faces), else None."""
+    from vcex.data.faces_tasks import load_face_table
+    from vcex.models.faces import alignment_regions
+    from vcex.models.style_alignment import coordinate_names, parse_alignment
+
+    if recipe.align_region_weight <= 0 or reader is None:
+        return None
+    plan = parse_alignment(recipe.align_map, coordinate_names(model)[0], reader.factor_names)
+    faces = load_face_table("train")
+    factors = {name: values[:n] for name, values in faces.factors.items()}
+    return alignment_regions(factors, [reader.factor_names[i] for i in plan.factors.tolist()], faces.images.shape[-1])
+
+
 def _perceptual(dataset: str, progress: bool, device: object = "cpu") -> object:
     """Features of our own network for the perceptual term: the faces' factor regressor, or the digits' CNN's
     convolutional stages (research note B.4: classifier features in place of LPIPS), on ``device``."""
@@ -259,11 +274,12 @@ def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if classifier is not None:
         classifier.to(device)
+    reader = _factor_reader(args.dataset, recipe, progress, device)
     state = train_stylex(
         model, images, epochs=args.epochs, recipe=recipe, perceptual=_perceptual(args.dataset, progress, device),
         pixel_weights=weights, seed=args.seed, checkpoint=out, resume=args.resume, record=record, progress=progress,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, device=device,
-        factor_reader=_factor_reader(args.dataset, recipe, progress, device),
+        factor_reader=reader, alignment_regions=_alignment_regions(recipe, model, reader, len(images)),
     )  # fmt: skip
     wall = time.perf_counter() - started
     model = load_stylex(out, classifier=None if classifier is None else classifier.cpu())

@@ -130,6 +130,39 @@ class WarmthReadings(nn.Module):
         return torch.cat([readings[:, : self.hue], warmth[:, None], readings[:, self.hue + 1 :]], dim=1)
 
 
+def alignment_regions(
+    factors: dict[str, torch.Tensor], factor_names: Sequence[str], size: int, chunk: int = 2048
+) -> torch.Tensor:
+    """Where moving each named factor may change each face: (N, M, size, size) bool for ``factor_names`` (M
+    content factors; ``background_warmth`` is the background hue's) of faces with ``factors`` (N per name).
+
+    A pixel may change if the factor's attribute parts (``ATTRIBUTE_REGIONS``: the mouth for the smile, the hair,
+    bangs, brows and beard for the hair colour...) cover it in the face as drawn or with the factor at its lowest or
+    highest value (glasses on and off, the broadest smile and frown), grown by one pixel for the decoder's blur.
+    """
+    from vcex.data.synthetic_faces import ATTRIBUTE_REGIONS, BINARY_ATTRIBUTES, FACTORS, face_regions
+
+    n = len(next(iter(factors.values())))
+    out = torch.zeros(n, len(factor_names), size, size, dtype=torch.bool)
+    for index, name in enumerate(factor_names):
+        factor = "background_hue" if name == "background_warmth" else name
+        attributes = [key for key, attribute in BINARY_ATTRIBUTES.items() if attribute.factor == factor]
+        parts = {part for key in attributes for part in ATTRIBUTE_REGIONS[key]}
+        if factor not in FACTORS or not parts:
+            raise InputError(f"no face parts known for factor {name!r}; content factors: {', '.join(CONTENT_FACTORS)}")
+        spec = FACTORS[factor]
+        for start in range(0, n, chunk):
+            rows = slice(start, start + chunk)
+            for value in (None, spec.low, spec.high):
+                drawn = {key: tensor[rows].clone() for key, tensor in factors.items()}
+                if value is not None:
+                    drawn[factor].fill_(value)
+                regions = face_regions(drawn, size=size)
+                out[rows, index] |= sum(regions[part] for part in parts) > 0.05
+    grown = F.max_pool2d(out.flatten(0, 1).unsqueeze(1).float(), 3, stride=1, padding=1)
+    return grown.view(out.shape) > 0
+
+
 def detail_weights(faces: FacesDataset, size: int, boost: float = 4.0) -> torch.Tensor:
     """Per-pixel reconstruction weights (N, 1, S, S): 1 everywhere, ``1 + boost`` on the mouth, eyes and
     eyebrows, the small parts that carry smiling and eye openness in a few pixels."""

@@ -93,6 +93,8 @@ def alignment_loss(
     shift: float = 0.7,
     k: float = 3.0,
     off_weight: float = 1.0,
+    regions: Tensor | None = None,
+    region_weight: float = 0.0,
 ) -> tuple[Tensor, dict]:
     """The alignment term on the first ``images`` of ``styles`` (N, D) for ``factors`` pairs of ``plan`` drawn from
     ``rng`` (the CPU's stream). Gradients reach the synthesis network and, through ``styles`` and their std over
@@ -104,8 +106,12 @@ def alignment_loss(
     uniform in [1, k] with a random sign. ``reader``: images -> (N, F) factor readings in [0, 1];
     ``decode_styles``: styles -> images the reader takes. The loss per (pair, image) is
     ``(change_f - target_f)^2 + off_weight * sum_{g != f} change_g^2`` with ``target_f = clamp(r_f + shift * delta
-    / k, 0, 1) - r_f`` (``shift``: the pair's own where the map gives one), averaged. Returns (a scalar with
-    gradients into ``decode_styles``'s parameters, logged terms: the on-factor error and the off-factor change)."""
+    / k, 0, 1) - r_f`` (``shift``: the pair's own where the map gives one), averaged. With ``regions`` (N, M, H, W)
+    bool, where each image's pair may change the picture (the factor's own parts: the faces' renderer knows them),
+    ``region_weight`` times the mean squared pixel change outside it is added: a reader-independent check, since a
+    generator trained against one reader learns edits that reader reads as pure and another does not. Returns (a
+    scalar with gradients into ``decode_styles``'s parameters, logged terms: the on-factor error, the off-factor
+    change and, with regions, the rms pixel change outside them)."""
     n = min(images, len(styles))
     picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
     coordinates, factor_index = plan.coordinates[picked], plan.factors[picked]
@@ -119,7 +125,8 @@ def alignment_loss(
     shifted[torch.arange(m).unsqueeze(1), torch.arange(n).unsqueeze(0), rows.unsqueeze(1)] += delta.to(
         styles.device
     ) * std[rows].unsqueeze(1)
-    readings = reader(decode_styles(torch.cat([base, shifted.flatten(0, 1)])))
+    decodes = decode_styles(torch.cat([base, shifted.flatten(0, 1)]))
+    readings = reader(decodes)
     before, after = readings[:n].detach(), readings[n:].view(m, n, -1)
     change = after - before.unsqueeze(0)  # (m, n, F)
     on = factor_index.to(styles.device)
@@ -134,6 +141,12 @@ def alignment_loss(
     off_change = (change.pow(2) * mask).sum(2)
     loss = (on_error + off_weight * off_change).mean()
     terms = {"align_on": float(on_error.detach().mean().sqrt()), "align_off": float(off_change.detach().mean().sqrt())}
+    if regions is not None and region_weight > 0:
+        outside = ~regions[:n][:, picked.to(regions.device)].transpose(0, 1)  # (m, n, H, W)
+        pixels = decodes[n:].view(m, n, *decodes.shape[1:]) - decodes[:n].detach().unsqueeze(0)
+        leak = (pixels.pow(2).sum(2) * outside).sum((2, 3)) / outside.sum((2, 3)).clamp_min(1)  # (m, n)
+        loss = loss + region_weight * leak.mean()
+        terms["align_leak"] = float(leak.detach().mean().sqrt())
     return loss, terms
 
 

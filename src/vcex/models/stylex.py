@@ -152,12 +152,16 @@ class StylExRecipe:
     align_images: int = 8
     align_off_weight: float = 1.0
     align_gan_weight: float = 0.0
+    # > 0: on encoder batches, this weight times the mean squared pixel change outside the parts each aligned factor
+    # may change (train_stylex's ``alignment_regions``: the faces' renderer knows them); needs those regions
+    align_region_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "mapping_fit_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("anchor_weight", "orojar_weight", "align_weight", "align_off_weight", "align_gan_weight"):
+        weights = ("anchor_weight", "orojar_weight", "align_weight", "align_off_weight", "align_gan_weight")
+        for name in (*weights, "align_region_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.orojar_directions < 2:
@@ -553,11 +557,11 @@ def _gan_losses(
 def _encoder_losses(
     state: StylExState, reals: Tensor, labels: Tensor | None, weights: Tensor | None,
     perceptual: Callable[[Tensor], Tensor] | None, recipe: StylExRecipe, adversarial: bool = True,
-    alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None,
+    alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None, regions: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict]:  # fmt: skip
     """An encoder batch on ``reals`` (n, C, S, S): reconstruction, latent, classifier, (when ``adversarial``)
-    adversarial and (with ``alignment``: a factor reader and its plan) alignment terms, the reconstructions (the
-    fakes D then sees) and the logged terms."""
+    adversarial and (with ``alignment``: a factor reader and its plan; ``regions``: where each pair may change each
+    image) alignment terms, the reconstructions (the fakes D then sees) and the logged terms."""
     model = state.model
     w = model.encoder(reals)
     styles = model.generator.styles(model.latent(w, labels))
@@ -571,7 +575,7 @@ def _encoder_losses(
         loss = loss + recipe.orojar_weight * orojar
         terms.update(orojar=float(orojar.detach()), orojar_jv_rms=math.sqrt(float(column_size)))
     if alignment is not None:  # None unless recipe.align_weight > 0 (_alignment)
-        aligned, align_terms = _alignment_term(model, styles, alignment, state.rng, recipe)
+        aligned, align_terms = _alignment_term(model, styles, alignment, state.rng, recipe, regions)
         loss = loss + recipe.align_weight * aligned
         terms.update(align_terms)
     if adversarial:
@@ -592,13 +596,15 @@ def _encoder_losses(
 
 def _alignment_term(
     model: StylExAutoencoder, styles: Tensor, alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan],
-    rng: torch.Generator, recipe: StylExRecipe,
+    rng: torch.Generator, recipe: StylExRecipe, regions: Tensor | None = None,
 ) -> tuple[Tensor, dict]:  # fmt: skip
-    """The alignment term (vcex.models.style_alignment) on ``styles`` (N, D) with the recipe's settings."""
+    """The alignment term (vcex.models.style_alignment) on ``styles`` (N, D) with the recipe's settings;
+    ``regions`` (N, M, H, W) bool: where each image's pairs may change it (encoder batches), or None."""
     reader, plan = alignment  # the reader is frozen and in eval mode (train_stylex's evaluating block)
     return alignment_loss(
         model.decode_styles, reader, styles, plan, rng, images=recipe.align_images, factors=recipe.align_factors,
-        shift=recipe.align_shift, off_weight=recipe.align_off_weight,
+        shift=recipe.align_shift, off_weight=recipe.align_off_weight, regions=regions,
+        region_weight=recipe.align_region_weight,
     )  # fmt: skip
 
 
@@ -627,9 +633,11 @@ def _train_step(
     perceptual: Callable[[Tensor], Tensor] | None,
     recipe: StylExRecipe,
     alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None,
+    regions: Tensor | None = None,
 ) -> dict:
     """One step: a GAN batch on even steps, an encoder batch on odd ones; then D. In the warm-up epochs every
-    step is an encoder batch without adversarial terms, and D rests. Returns the logged terms."""
+    step is an encoder batch without adversarial terms, and D rests. ``regions``: the batch's alignment regions
+    or None. Returns the logged terms."""
     model = state.model
     labels = model.labels(model.crop(reals))
     warming_up = state.epoch < recipe.warmup_epochs
@@ -638,8 +646,9 @@ def _train_step(
             loss, fakes, terms = _gan_losses(state, labels, len(reals), recipe, alignment)
         else:
             loss, fakes, terms = _encoder_losses(
-                state, reals, labels, weights, perceptual, recipe, adversarial=not warming_up, alignment=alignment
-            )
+                state, reals, labels, weights, perceptual, recipe, adversarial=not warming_up, alignment=alignment,
+                regions=regions,
+            )  # fmt: skip
         state.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         state.optimiser.step()
@@ -741,6 +750,23 @@ def _alignment(
     return reader, parse_alignment(recipe.align_map, coordinate_names(model)[0], names)
 
 
+def _check_regions(
+    alignment: tuple[nn.Module, AlignmentPlan] | None, regions: Tensor | None, images: Tensor, recipe: StylExRecipe
+) -> None:
+    """The alignment regions must be given when their weight is on, with one (H, W) mask per image and pair."""
+    if recipe.align_region_weight <= 0:
+        return
+    if alignment is None or regions is None:
+        raise InputError(
+            "align_region_weight > 0 needs align_weight > 0 and alignment_regions (N, M, H, W): where each pair of "
+            "the map may change each image (the faces': vcex.models.faces.alignment_regions)"
+        )
+    expected = (len(images), len(alignment[1].coordinates), *images.shape[2:])
+    if regions.dtype != torch.bool or tuple(regions.shape) != expected:
+        got = f"{regions.dtype} {tuple(regions.shape)}"
+        raise InputError(f"alignment_regions must be bool of shape {expected} (images, pairs, H, W), got {got}")
+
+
 def train_stylex(
     model: StylExAutoencoder,
     images: Tensor,
@@ -757,6 +783,7 @@ def train_stylex(
     progress: bool = True,
     device: str | torch.device | None = None,
     factor_reader: nn.Module | None = None,
+    alignment_regions: Tensor | None = None,
 ) -> StylExState:
     """Train ``model`` by StylEx on ``images`` (N, C, H, W) in [0, 1] until ``epochs`` epochs are done.
 
@@ -770,11 +797,14 @@ def train_stylex(
     classifier and ``perceptual`` must already be there. The random stream stays the CPU's, so a run draws the
     same z on every device; the checkpoint resumes on any device. ``factor_reader``: images -> (N, F) factor
     readings in [0, 1] with ``factor_names``, the alignment term's reader (needed when ``recipe.align_weight`` > 0;
-    on ``device`` already).
+    on ``device`` already). ``alignment_regions`` (N, M, H, W) bool: per image and pair of the alignment map, where
+    that pair may change the image (needed when ``recipe.align_region_weight`` > 0; e.g.
+    :func:`vcex.models.faces.alignment_regions`).
     """
     recipe = recipe or StylExRecipe()
     _check_training_inputs(model, images, pixel_weights, epochs)
     alignment = _alignment(model, factor_reader, recipe)
+    _check_regions(alignment, alignment_regions, images, recipe)
     device = torch.device(device) if device is not None else model.generator.const.device
     model.to(device)
     reals_all = model.to_generator_space(images.to(device))
@@ -804,7 +834,8 @@ def train_stylex(
                 totals.update({key: [float(value)] for key, value in fitted.items()})
             for batch in torch.randperm(len(images), generator=state.rng).split(recipe.batch_size):
                 weights = None if pixel_weights is None else pixel_weights[batch]
-                terms = _train_step(state, reals_all[batch], weights, perceptual, recipe, alignment)
+                regions = None if alignment_regions is None else alignment_regions[batch].to(device)
+                terms = _train_step(state, reals_all[batch], weights, perceptual, recipe, alignment, regions)
                 for key, value in terms.items():
                     totals.setdefault(key, []).append(value)
                 bar.update(1)
