@@ -121,8 +121,9 @@ def test_on_gan_batches_too_it_is_logged_apart_and_changes_training():
     assert not torch.equal(
         encoder_only.generator.layers["8_conv0"].conv.weight, both.generator.layers["8_conv0"].conv.weight
     )
-    with pytest.raises(InputError, match="set align_weight > 0 too"):
-        StylExRecipe(align_gan_weight=1.0, align_map="red=8.conv0:1")
+    for extension in ("align_gan_weight", "align_region_weight"):
+        with pytest.raises(InputError, match=f"{extension} extends the alignment term: set align_weight > 0 too"):
+            StylExRecipe(**{extension: 1.0}, align_map="red=8.conv0:1")
 
 
 def test_the_off_weight_scales_the_other_factors_change_and_a_pair_may_carry_its_own_shift():
@@ -218,7 +219,7 @@ def test_the_region_term_counts_pixel_changes_outside_each_pairs_parts_only():
 def test_region_weight_needs_regions_of_the_right_shape():
     images = faces_like()
     recipe = StylExRecipe(batch_size=8, align_weight=1.0, align_map="red=8.conv0:1", align_region_weight=5.0)
-    with pytest.raises(InputError, match="needs align_weight > 0 and alignment_regions"):
+    with pytest.raises(InputError, match="needs a factor reader and alignment_regions"):
         train_stylex(tiny_model(), images, epochs=1, recipe=recipe, progress=False, factor_reader=ChannelMeans())
     wrong = torch.ones(len(images), 2, *images.shape[2:], dtype=torch.bool)
     with pytest.raises(InputError, match="must be bool of shape"):
@@ -244,3 +245,20 @@ def test_faces_alignment_regions_cover_each_factors_parts():
     assert regions[:, 2].float().mean() > 0.05  # the glasses' place, also on faces drawn without them
     with pytest.raises(InputError, match="no face parts known for factor 'nose'"):
         alignment_regions(faces.factors, ["nose"], 32)
+
+
+def test_the_cli_reads_the_warmth_only_when_the_map_names_it(monkeypatch):
+    import vcex.models
+    from vcex.cli.train_style import _factor_reader
+
+    class FacesFactors(torch.nn.Module):
+        factor_names = ("smile", "background_hue")
+
+    monkeypatch.setattr(vcex.models, "load_model", lambda name, progress=True: FacesFactors())
+
+    def reader(text: str) -> torch.nn.Module:
+        return _factor_reader("faces", recipe_from(["align_weight=1", f"align_map={text}"], 32), progress=False)
+
+    hue, warm = reader("background_hue=32.torgb:2@0.5"), reader("background_warmth = 32.torgb:2")
+    assert hue.factor_names == ("smile", "background_hue")  # maps written before the warmth still parse
+    assert isinstance(warm, WarmthReadings) and warm.factor_names == ("smile", "background_warmth")

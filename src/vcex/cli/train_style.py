@@ -185,9 +185,9 @@ def _perceptual(dataset: str, progress: bool, device: object = "cpu") -> object:
 
 
 def _factor_reader(dataset: str, recipe: object, progress: bool, device: object = "cpu") -> object:
-    """The alignment term's factor reader (the faces' faces-factors, the background's hue read as its warmth:
-    ``WarmthReadings``) when the recipe asks for the term, else None; a dataset without known factors is
-    refused."""
+    """The alignment term's factor reader (the faces' faces-factors; with the background's hue read as its warmth,
+    ``WarmthReadings``, when the map names ``background_warmth``) when the recipe asks for the term, else None; a
+    dataset without known factors is refused."""
     from vcex.errors import InputError
     from vcex.models import load_model
     from vcex.models.faces import WarmthReadings
@@ -198,7 +198,9 @@ def _factor_reader(dataset: str, recipe: object, progress: bool, device: object 
         raise InputError(
             f"--set align_weight needs a dataset with known factors and a reader of them (faces); {dataset} has none"
         )
-    return WarmthReadings(load_model("faces-factors", progress=progress)).to(device)
+    reader = load_model("faces-factors", progress=progress)
+    warmth = "background_warmth=" in recipe.align_map.replace(" ", "")  # else maps that name the hue still parse
+    return (WarmthReadings(reader) if warmth else reader).to(device)
 
 
 def _generator_size(side: int) -> tuple[int, int]:

@@ -143,21 +143,23 @@ def alignment_regions(
     from vcex.data.synthetic_faces import ATTRIBUTE_REGIONS, BINARY_ATTRIBUTES, FACTORS, face_regions
 
     n = len(next(iter(factors.values())))
-    out = torch.zeros(n, len(factor_names), size, size, dtype=torch.bool)
-    for index, name in enumerate(factor_names):
+    plans = []  # (factor, its parts) per name, checked before any drawing
+    for name in factor_names:
         factor = "background_hue" if name == "background_warmth" else name
         attributes = [key for key, attribute in BINARY_ATTRIBUTES.items() if attribute.factor == factor]
         parts = {part for key in attributes for part in ATTRIBUTE_REGIONS[key]}
         if factor not in FACTORS or not parts:
             raise InputError(f"no face parts known for factor {name!r}; content factors: {', '.join(CONTENT_FACTORS)}")
-        spec = FACTORS[factor]
-        for start in range(0, n, chunk):
-            rows = slice(start, start + chunk)
-            for value in (None, spec.low, spec.high):
-                drawn = {key: tensor[rows].clone() for key, tensor in factors.items()}
-                if value is not None:
-                    drawn[factor].fill_(value)
-                regions = face_regions(drawn, size=size)
+        plans.append((factor, parts))
+    out = torch.zeros(n, len(factor_names), size, size, dtype=torch.bool)
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        drawn = {key: tensor[rows] for key, tensor in factors.items()}
+        as_drawn = face_regions(drawn, size=size)  # once per chunk, shared by every factor
+        for index, (factor, parts) in enumerate(plans):
+            spec = FACTORS[factor]
+            extremes = [{**drawn, factor: torch.full_like(drawn[factor], v)} for v in (spec.low, spec.high)]
+            for regions in (as_drawn, *(face_regions(values, size=size) for values in extremes)):
                 out[rows, index] |= sum(regions[part] for part in parts) > 0.05
     grown = F.max_pool2d(out.flatten(0, 1).unsqueeze(1).float(), 3, stride=1, padding=1)
     return grown.view(out.shape) > 0

@@ -178,8 +178,9 @@ class StylExRecipe:
             raise InputError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
         if (self.align_weight > 0 or self.align_gan_weight > 0) and not self.align_map.strip():
             raise InputError("align_weight > 0 needs align_map, e.g. --set align_map='smile=32.conv0:10'")
-        if self.align_gan_weight > 0 and self.align_weight <= 0:
-            raise InputError("align_gan_weight adds the alignment term to GAN batches: set align_weight > 0 too")
+        for name in ("align_gan_weight", "align_region_weight"):  # both extend the encoder batches' term
+            if getattr(self, name) > 0 and self.align_weight <= 0:
+                raise InputError(f"{name} extends the alignment term: set align_weight > 0 too")
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,7 +759,7 @@ def _check_regions(
         return
     if alignment is None or regions is None:
         raise InputError(
-            "align_region_weight > 0 needs align_weight > 0 and alignment_regions (N, M, H, W): where each pair of "
+            "align_region_weight > 0 needs a factor reader and alignment_regions (N, M, H, W): where each pair of "
             "the map may change each image (the faces': vcex.models.faces.alignment_regions)"
         )
     expected = (len(images), len(alignment[1].coordinates), *images.shape[2:])
