@@ -43,7 +43,14 @@ from vcex.evaluation import versions
 from vcex.explainers.gcd import GCD, feature_distance, prepare_transfer
 from vcex.models import load_model
 from vcex.models.refined import RefinedEncoder
-from vcex.pipeline import build_explainer, direction_attributions, evaluate_result, prepare
+from vcex.pipeline import (
+    build_explainer,
+    descriptor_change,
+    direction_attributions,
+    evaluate_result,
+    no_descriptors_reason,
+    prepare,
+)
 from vcex.report.markdown import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +145,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     before = black_box.queries
     selection = None
     if args.select:
+        change_reader = None if no_descriptors_reason(bench.dataset) else descriptor_change(metrics_bench)
         # the source chosen by validation: candidates and validation images after the N test images (disjoint)
         start = args.n if args.validation_start is None else args.validation_start
         if start < args.n:
@@ -154,6 +162,8 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
             steps=args.alphas,
             rule=args.select_rule,
             tolerance=args.select_tolerance,
+            # every candidate's mean descriptor change on its validation flips (recorded; rule "fewest" uses it)
+            attribute_change=change_reader,
         )
         source_index, local, discovery = start + selection.chosen, selection.local, selection.discovery
     else:
@@ -165,7 +175,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         name += f" (radius {args.radius:g}, {args.samples} samples)"
     if selection is not None:
         where = "" if args.validation_start is None else f" from test image {args.validation_start}"
-        rule = "" if args.select_rule == "flips" else f", closest within {args.select_tolerance:g}"
+        rule = "" if args.select_rule == "flips" else f", {selection.rule}"
         name += f" (source: best of {len(selection.candidates)} by validation on {args.validation}{where}{rule})"
     elif args.source != "first":
         name += f" (source: {args.source})"
@@ -221,18 +231,25 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     ready = prepare_transfer(gcd, test)  # the test images encoded once for every direction swept over them
     record["test_encoding_seconds"] = time.perf_counter() - started  # the directions' "seconds" are their sweeps
     if selection is not None and args.score_candidates:
-        rates = []
+        # every candidate's direction on the test images too: flip rate and oracle MNAC (analysis of the rules)
+        rates, mnacs = [], []
         for p in range(len(selection.candidates)):
-            usable = bool(selection.discoveries.fit.usable[p])
-            direction = selection.discoveries.direction("g0", p)
-            rates.append(
-                gcd.transfer(
-                    direction, ready, source_class=source_class, goal_class=goal_class, steps=args.alphas
-                ).flip_rate
-                if usable
-                else None
+            if not bool(selection.discoveries.fit.usable[p]):
+                rates.append(None)
+                mnacs.append(None)
+                continue
+            candidate = gcd.transfer(
+                selection.discoveries.direction("g0", p),
+                ready,
+                source_class=source_class,
+                goal_class=goal_class,
+                steps=args.alphas,
             )
+            rates.append(candidate.flip_rate)
+            flips = int(candidate.result.success.sum())
+            mnacs.append(evaluate_result(candidate.result, metrics_bench).get("mnac") if flips else None)
         record["source_selection"]["candidates_test_flip_rates"] = rates
+        record["source_selection"]["candidates_test_mnac"] = mnacs
     for direction_name in args.directions:
         direction = discovery.direction(direction_name)
         # alpha 1: the latent's RMS spread per coordinate (the library's unit) or the training latents' spread
@@ -572,8 +589,12 @@ def main() -> None:
         "N test images (disjoint from them); 0: --source's rule",
     )
     parser.add_argument("--validation", type=int, default=200, help="validation images for --select")
-    parser.add_argument("--select-rule", choices=["flips", "closest"], default="flips", help="GCD.select_source's rule")
-    parser.add_argument("--select-tolerance", type=float, default=0.1, help="the closest rule's flip-rate tolerance")
+    parser.add_argument(
+        "--select-rule", choices=["flips", "closest", "fewest"], default="flips", help="GCD.select_source's rule"
+    )
+    parser.add_argument(
+        "--select-tolerance", type=float, default=0.1, help="the closest and fewest rules' flip-rate tolerance"
+    )
     parser.add_argument(
         "--validation-start", type=int, default=None, help="first validation image (default --n: right after them)"
     )

@@ -7,11 +7,13 @@ import pytest
 from vcex.cli import main
 
 
-def test_the_lig_baseline_choices_are_the_libraries():
+def test_the_lig_baseline_and_source_rule_choices_are_the_libraries():
     from vcex.attribution import bblig
     from vcex.cli import gcd
+    from vcex.explainers import gcd as explainers_gcd
 
     assert gcd.BASELINES == bblig.BASELINES
+    assert gcd.SELECTION_RULES == explainers_gcd.SELECTION_RULES
 
 
 def test_a_source_index_outside_the_test_set_gets_one_line(capsys, tmp_path):
@@ -135,6 +137,39 @@ def test_source_candidates_choose_the_source_by_validation(tmp_path, capsys):
     rates = selection["validation_flip_rates"]
     assert selection["chosen"] == record["source_index"] == selection["candidates"][rates.index(max(rates))]
     assert selection["validation_images"] == 40 and record["discovery_queries"] == selection["queries"]
+
+
+# the same with the rule "fewest": ~10 s on one CPU thread
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:GCD transfer")
+def test_the_fewest_rule_keeps_the_candidate_whose_flips_change_the_descriptors_least(tmp_path, capsys):
+    out = tmp_path / "gcd"
+    options = ["--dataset", "mnist", "--target", "9", "--samples", "64", "--n", "20", "--lig", "0", "--quiet"]
+    options += ["--h-directions", "0", "--threads", "1", "--source-candidates", "3", "--validation", "40"]
+    # tolerance 1: every candidate whose direction flips something is near enough; the least change wins
+    options += ["--source-rule", "fewest", "--source-tolerance", "1"]
+    assert main(["gcd", *options, "--out", str(out)]) == 0
+    record = json.loads((out / "directions.json").read_text())
+    selection = record["source_selection"]
+    assert selection["rule"] == "fewest changes within 1"
+    changes = selection["validation_attribute_changes"]
+    read = [(change, i) for i, change in enumerate(changes) if change is not None]
+    assert read and selection["chosen"] == record["source_index"] == selection["candidates"][min(read)[1]]
+    assert "descriptor change" in (out / "gcd.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--source-rule", "closest"], "add --source-candidates"),
+        (["--source-candidates", "2", "--source-tolerance", "1.5"], "--source-tolerance"),
+    ],
+)
+def test_source_rule_options_that_cannot_apply_get_one_line(capsys, tmp_path, extra, message):
+    code = main(["gcd", "--dataset", "mnist", *extra, "--out", str(tmp_path / "out"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
 
 
 def test_source_candidates_without_room_for_validation_get_one_line(capsys, tmp_path):

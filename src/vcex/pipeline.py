@@ -722,6 +722,23 @@ def counterfactual_attributions(
     return probes.local(result)
 
 
+def descriptor_change(bench: Workbench) -> Callable[[CounterfactualResult], torch.Tensor]:
+    """A reader of how much counterfactuals change in the workbench's descriptors, for
+    :meth:`~vcex.explainers.gcd.GCD.select_source`'s rule ``"fewest"``: it maps N counterfactuals to (N,) the sum
+    over the usable descriptors of |s_a| (:func:`counterfactual_attributions`; each s_a in [-1, 1]). The latent
+    probes are fitted (or loaded from the cache) once, here; a dataset without descriptors is refused."""
+    problem = no_descriptors_reason(bench.dataset)
+    if problem is not None:
+        raise InputError(f"no descriptors to read attribute changes with: vcex {problem}")
+    probes, _ = latent_probes(bench)
+
+    def change(result: CounterfactualResult) -> torch.Tensor:
+        local = counterfactual_attributions(bench, result, probes)
+        return local.scores[:, local.usable].abs().sum(1)
+
+    return change
+
+
 def direction_attributions(bench: Workbench, result: CounterfactualResult, goal_class: int, k: int = 5) -> dict:
     """What a transferred latent direction changes, in the workbench's descriptors: the mean local attribution
     (:func:`counterfactual_attributions`) of its successful counterfactuals, each row signed so that positive is

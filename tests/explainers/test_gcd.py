@@ -379,3 +379,44 @@ def test_the_closest_rule_keeps_the_near_best_direction_that_moves_the_validatio
     for rule, tolerance, message in (("nearest", 0.1, "unknown selection rule"), ("closest", 1.5, "tolerance")):
         with pytest.raises(InputError, match=message):
             gcd.select_source(candidates, validation, source_class=0, goal_class=1, rule=rule, tolerance=tolerance)
+
+
+def test_the_fewest_rule_keeps_the_near_best_direction_whose_flips_change_the_attributes_least():
+    gcd = GCD(BlackBox(larger_of_two), Quadrants(), unit=1.0, **FAST)
+    candidates = faces([[-1.0, -2.5, 0.0, 0.0], [-2.5, -1.0, 0.0, 0.0]])
+    validation = faces([[a, b, 0.0, 0.0] for a in (-1.5, -1.0) for b in (-1.5, -1.0)])
+
+    def quadrant0_attribute(result):  # an attribute reader that sees quadrant 0 only
+        return quadrant0_change(result.counterfactuals, result.reconstructions)
+
+    # recorded beside another rule, not used by it
+    flips = gcd.select_source(
+        candidates, validation, source_class=0, goal_class=1, attribute_change=quadrant0_attribute
+    )
+    assert flips.chosen == 0 and not bool(flips.attribute_changes.isnan().any())
+    fewest = gcd.select_source(
+        candidates,
+        validation,
+        source_class=0,
+        goal_class=1,
+        rule="fewest",
+        tolerance=0.0,
+        attribute_change=quadrant0_attribute,
+    )
+    assert fewest.chosen == 1 and fewest.rule == "fewest changes within 0"
+    assert float(fewest.attribute_changes[1]) < 0.2 * float(fewest.attribute_changes[0])
+    assert fewest.summary()["validation_attribute_changes"][1] == pytest.approx(
+        float(fewest.attribute_changes[1]), abs=1e-4
+    )
+    # without a reader the attribute changes are not read
+    assert bool(gcd.select_source(candidates, validation, source_class=0, goal_class=1).attribute_changes.isnan().all())
+    with pytest.raises(InputError, match="needs attribute_change"):
+        gcd.select_source(candidates, validation, source_class=0, goal_class=1, rule="fewest")
+    for wrong, message in (
+        (lambda result: torch.zeros(len(result), 2), "one number per counterfactual"),
+        (lambda result: torch.full((len(result),), float("nan")), "NaN"),
+    ):
+        with pytest.raises(InputError, match=message):
+            gcd.select_source(
+                candidates, validation, source_class=0, goal_class=1, rule="fewest", attribute_change=wrong
+            )

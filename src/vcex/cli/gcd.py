@@ -20,6 +20,7 @@ from vcex.errors import InputError
 
 # the choices of --lig-baseline (vcex.attribution.bblig.BASELINES; not imported here to keep `vcex --help` fast)
 BASELINES = ("paper", "first_flip", "paper_or_flip")
+SELECTION_RULES = ("flips", "closest", "fewest")  # vcex.explainers.gcd.SELECTION_RULES, likewise
 EXAMPLES = 8  # transfer examples per direction on the page
 LIG_IMAGES = 8  # BB-LIG maps on the page
 
@@ -45,6 +46,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "five validation pools (MNAC 1.09-1.52), where 16 sources taken without validation flipped 0.46-0.91 "
         "(median 0.63); ~160,000-245,000 queries instead of 1,107; docs/benchmarks/gcd.md. Default 1: "
         "--source-index is the source",
+    )
+    parser.add_argument(
+        "--source-rule",
+        choices=SELECTION_RULES,
+        default="flips",
+        help="with --source-candidates: flips (the direction that flips most validation images, default), closest "
+        "(among those within --source-tolerance of the most, the one whose flips move the images least), fewest "
+        "(among those, the one whose flips change the dataset's descriptors least, read by their latent probes)",
+    )
+    parser.add_argument(
+        "--source-tolerance",
+        type=float,
+        default=0.1,
+        help="with --source-rule closest or fewest: the share of validation flips a candidate may give up (default "
+        "0.1)",
     )
     parser.add_argument(
         "--validation",
@@ -127,7 +143,7 @@ def run(args: argparse.Namespace) -> None:
         # alpha's unit from the plain encodings of the same space: inverting 1,000 training images takes minutes
     ).fit(bench.train.images[:1000], encoder=bench.latent_model if latent_model else None)
     black_box.reset_queries()  # the queries of the discovery and after, not the source's class above
-    record = _discover(args, gcd, test, source_class, goal)
+    record = _discover(args, bench, gcd, test, source_class, goal)
     discovery = record.pop("discovery")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +187,8 @@ def run(args: argparse.Namespace) -> None:
 
 def _check(args: argparse.Namespace, bench, test_images: int, stochastic: bool) -> None:
     """The options that do not fit the data or the latent model, each refused in one line before any work."""
+    from vcex.pipeline import no_descriptors_reason
+
     if not 0 <= args.source_index < test_images:
         raise InputError(
             f"--source-index {args.source_index} is outside the {test_images} test images (0..{test_images - 1})"
@@ -180,6 +198,16 @@ def _check(args: argparse.Namespace, bench, test_images: int, stochastic: bool) 
             f"--source-candidates takes its candidates and --validation {args.validation} images from the test images "
             f"after the first --n {args.n}; the test set has {test_images}: lower --n or --validation"
         )
+    if args.source_rule != "flips" and args.source_candidates == 1:
+        raise InputError(
+            f"--source-rule {args.source_rule} chooses among candidate sources: add --source-candidates K (K > 1)"
+        )
+    if not 0 <= args.source_tolerance <= 1:  # NaN fails too
+        raise InputError(
+            f"--source-tolerance is a share of the validation images, in [0, 1], got {args.source_tolerance}"
+        )
+    if args.source_rule == "fewest" and (problem := no_descriptors_reason(args.dataset)) is not None:
+        raise InputError(f"--source-rule fewest reads descriptors, and vcex {problem}: use flips or closest")
     if args.decode_steps is not None and not stochastic:
         raise InputError(
             f"--decode-steps is for a diffusion autoencoder (--latent-model {args.dataset}-diffae); the latent model "
@@ -193,10 +221,11 @@ def _check(args: argparse.Namespace, bench, test_images: int, stochastic: bool) 
         )
 
 
-def _discover(args: argparse.Namespace, gcd, test, source_class: int, goal: int) -> dict:
+def _discover(args: argparse.Namespace, bench, gcd, test, source_class: int, goal: int) -> dict:
     """The directions from --source-index, or from the source chosen by validation (--source-candidates): the
     record's discovery part, with the :class:`~vcex.explainers.gcd.Discovery` itself under ``"discovery"``."""
     from vcex.evaluation.metrics import versions
+    from vcex.pipeline import descriptor_change, no_descriptors_reason
 
     started = time.perf_counter()
     selection = None
@@ -207,7 +236,15 @@ def _discover(args: argparse.Namespace, gcd, test, source_class: int, goal: int)
         pool = test[args.n : args.n + args.validation]
         # the candidates are the validation images themselves (encoded once)
         selection = gcd.select_source(
-            None, pool, source_class=source_class, goal_class=goal, limit=args.source_candidates
+            None,
+            pool,
+            source_class=source_class,
+            goal_class=goal,
+            limit=args.source_candidates,
+            rule=args.source_rule,
+            tolerance=args.source_tolerance,
+            # the candidates' descriptor changes, recorded with every rule where the dataset has descriptors
+            attribute_change=None if no_descriptors_reason(bench.dataset) else descriptor_change(bench),
         )
         discovery, source_index = selection.discovery, args.n + selection.chosen
         chosen_rate = selection.summary()["chosen_validation_flip_rate"]

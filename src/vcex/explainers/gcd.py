@@ -33,7 +33,11 @@ PROXY_LR, PROXY_BATCH, PROXY_MAX_EPOCHS, PROXY_PATIENCE = 1e-3, 128, 1024, 5
 G_WEIGHTS = {"g0": (1.0, 0.0), "g20": (0.05, 1.0)}
 LINE_STEPS, LINE_ALPHA_MAX = 16, 4.0  # the local line search (A1.5)
 TRANSFER_STEPS, TRANSFER_ALPHA_MAX = 128, 3.0  # the global sweep (A3)
-SELECTION_RULES = ("flips", "closest")  # how GCD.select_source picks the source (vcex; not in the public code)
+SELECTION_RULES = (
+    "flips",
+    "closest",
+    "fewest",
+)  # how GCD.select_source picks the source (vcex; not in the public code)
 # vcex: the early stop waits for this many optimiser steps. The public code's epoch is 32 batches (4096 samples);
 # with 512 samples an epoch is 4 batches and its rule stopped MNIST proxies after 10-15 epochs at held-out R^2 ~0,
 # against 0.95 after 400 epochs (1,600 steps; mnist-vae, 4 -> 9)
@@ -751,6 +755,7 @@ class GCD(Explainer):
         direction: str = "g0",
         rule: str = "flips",
         tolerance: float = 0.1,
+        attribute_change: Callable[[CounterfactualResult], torch.Tensor] | None = None,
         steps: int = TRANSFER_STEPS,
         alpha_max: float = TRANSFER_ALPHA_MAX,
     ) -> SourceSelection:
@@ -759,7 +764,12 @@ class GCD(Explainer):
         each one's ``direction`` over the ``validation`` images (encoded once) and keep one source (ties: the earlier
         candidate) by ``rule``: ``"flips"``, the direction that flips the largest share of them; ``"closest"``, among
         the directions within ``tolerance`` of that share, the one whose flipped validation images moved least (the
-        median of the explainer's ``distance`` from reconstruction to counterfactual). ``candidates`` None: the
+        median of the explainer's ``distance`` from reconstruction to counterfactual); ``"fewest"``, among them the
+        one whose flipped validation images change least in named attributes, by the mean of ``attribute_change``
+        (flipped counterfactuals -> (M,) how much each changed, e.g. :func:`vcex.pipeline.descriptor_change`: the
+        total change of the dataset's descriptors; given with another rule, it is recorded, not used). A black box's
+        strongest direction often flips it through several cues at once (a smile and lipstick); "fewest" prefers
+        the one that flips it with the least else changed. ``candidates`` None: the
         validation images themselves (their classes and reconstructions are not computed again). Validation images
         should be disjoint from the images the chosen direction is then reported on. Black-box outputs only, like
         discovery and transfer.
@@ -776,6 +786,11 @@ class GCD(Explainer):
             raise InputError(f"unknown selection rule {rule!r}; use one of {', '.join(SELECTION_RULES)}")
         if not 0 <= tolerance <= 1:  # NaN fails too
             raise InputError(f"tolerance is a share of the validation images, in [0, 1], got {tolerance}")
+        if rule == "fewest" and attribute_change is None:
+            raise InputError(
+                "rule 'fewest' needs attribute_change: a function from the flipped counterfactuals to how much each "
+                "changed in named attributes (vcex.pipeline.descriptor_change(bench) for a dataset with descriptors)"
+            )
         ready = validation if isinstance(validation, TransferInputs) else prepare_transfer(self, validation)
         eligible = ready.pair(source_class, goal_class)[0]  # checks the classes too
         checks = 0  # black-box queries of the candidates' own checks
@@ -809,6 +824,7 @@ class GCD(Explainer):
             )
         rates = torch.full((len(faithful),), torch.nan)
         moved = torch.full((len(faithful),), torch.nan)  # median distance of the flipped validation images
+        changed = torch.full((len(faithful),), torch.nan)  # their mean attribute change (with attribute_change)
         for p in range(len(faithful)):
             if not bool(found.fit.usable[p]):
                 continue
@@ -827,6 +843,8 @@ class GCD(Explainer):
             if len(flipped):
                 with torch.no_grad():
                     moved[p] = self.distance(flipped.counterfactuals, flipped.reconstructions).float().median()
+                    if attribute_change is not None:
+                        changed[p] = _mean_change(attribute_change, flipped)
         if bool(rates.isnan().all()):
             raise InputError(
                 f"no candidate's proxy fitted the black box (held-out R^2 {_r2_text(found.fit.logit_r2)} < "
@@ -834,10 +852,11 @@ class GCD(Explainer):
             )
         scores = torch.where(rates.isnan(), -1.0, rates)
         best = int(scores.argmax())
-        if rule == "closest":
-            near = (scores >= scores[best] - tolerance - 1e-9) & ~moved.isnan()
+        cost = {"closest": moved, "fewest": changed}.get(rule)
+        if cost is not None:
+            near = (scores >= scores[best] - tolerance - 1e-9) & ~cost.isnan()
             if bool(near.any()):
-                best = int(torch.where(near, moved, torch.inf).argmin())
+                best = int(torch.where(near, cost, torch.inf).argmin())
         queries = (
             checks
             + int(found.queries.sum())
@@ -849,7 +868,10 @@ class GCD(Explainer):
             candidates=faithful.cpu(),
             flip_rates=rates,
             distances=moved,
-            rule=rule if rule == "flips" else f"closest within {tolerance:g}",
+            attribute_changes=changed,
+            rule=rule
+            if rule == "flips"
+            else f"{'closest' if rule == 'closest' else 'fewest changes'} within {tolerance:g}",
             proxy_r2=found.fit.logit_r2.cpu(),
             chosen=int(faithful[best]),
             discovery=self.discovery,
@@ -871,7 +893,9 @@ class SourceSelection:
         in the source class), in order.
     flip_rates: (P,) the share of eligible validation images each one's direction flips (NaN: proxy unusable).
     distances: (P,) the median distance from reconstruction to counterfactual of the validation images each one
-        flips (NaN: none); rule: how the source was chosen ("flips" or "closest within t").
+        flips (NaN: none); attribute_changes: (P,) their mean attribute change (NaN: none flipped, or no
+        ``attribute_change`` given); rule: how the source was chosen ("flips", "closest within t" or "fewest changes
+        within t").
     proxy_r2: (P,) each proxy's held-out R^2.
     chosen: the index into the candidate images of the chosen source; discovery: its :class:`Discovery` (P = 1);
         discoveries: every candidate's (P rows, in the order of ``candidates``);
@@ -883,6 +907,7 @@ class SourceSelection:
     candidates: torch.Tensor
     flip_rates: torch.Tensor
     distances: torch.Tensor
+    attribute_changes: torch.Tensor
     rule: str
     proxy_r2: torch.Tensor
     chosen: int
@@ -904,6 +929,9 @@ class SourceSelection:
             "rule": self.rule,
             "validation_flip_rates": [None if math.isnan(r) else round(r, 4) for r in self.flip_rates.tolist()],
             "validation_distances": [None if math.isnan(r) else round(r, 5) for r in self.distances.tolist()],
+            "validation_attribute_changes": [
+                None if math.isnan(r) else round(r, 4) for r in self.attribute_changes.tolist()
+            ],
             "proxy_r2": [None if math.isnan(r) else round(r, 4) for r in self.proxy_r2.tolist()],
             "chosen": self.chosen,
             "chosen_validation_flip_rate": float(self.flip_rates[self.candidates.tolist().index(self.chosen)]),
@@ -921,6 +949,19 @@ def _parameters(function: Callable) -> tuple[str, ...]:
         return tuple(inspect.signature(function).parameters)
     except (TypeError, ValueError):
         return ()
+
+
+def _mean_change(attribute_change: Callable[[CounterfactualResult], torch.Tensor], flipped: CounterfactualResult):
+    """The mean of ``attribute_change(flipped)``, checked: one finite number per counterfactual."""
+    values = attribute_change(flipped)
+    if not isinstance(values, torch.Tensor) or values.shape != (len(flipped),):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise InputError(
+            f"attribute_change must return one number per counterfactual, shape ({len(flipped)},), got {shape}"
+        )
+    if not bool(values.isfinite().all()):
+        raise InputError("attribute_change returned NaN or infinite values; it must read every counterfactual")
+    return values.float().mean()
 
 
 def _r2_text(values: torch.Tensor) -> str:

@@ -68,8 +68,11 @@ def _selection(record: dict) -> str:
     chosen = record.get("source_selection")
     if not chosen:
         return ""
+    rule = chosen.get("rule", "flips")
+    cost = "pixel distance" if rule.startswith("closest") else "descriptor change"
+    how = "by its g0's flip rate" if rule == "flips" else f"by its g0's flip rate and the rule {rule} ({cost})"
     return (
-        f", chosen among {len(chosen['candidates'])} candidates by its g0's flip rate on "
+        f", chosen among {len(chosen['candidates'])} candidates {how} on "
         f"{chosen['validation_images']} validation images ({chosen['chosen_validation_flip_rate']:.2f}; median "
         f"{chosen['median_validation_flip_rate']:.2f})"
     )
