@@ -31,6 +31,8 @@ def test_gcd_writes_directions_transfer_curves_and_the_page(tmp_path, capsys):
     assert main(["gcd", "--dataset", "mnist", "--target", "9", "--out", str(out), *options]) == 0
     directions = json.loads((out / "directions.json").read_text())
     assert directions["direction_names"] == ["g0", "g20", "h1"] and directions["discovery_queries"] > 128
+    # --samples as given, --radius the MNIST default (the public code's 1)
+    assert (directions["settings"]["samples"], directions["settings"]["radius"]) == (128, 1.0)
     record = json.loads((out / "transfer.json").read_text())
     for name in ("g0", "g20"):
         curve = record["directions"][name]["curve"]
@@ -170,6 +172,17 @@ def test_source_rule_options_that_cannot_apply_get_one_line(capsys, tmp_path, ex
     error = capsys.readouterr().err
     assert code == 2 and message in error and "Traceback" not in error
     assert not (tmp_path / "out").exists()
+
+
+def test_gcd_sampling_defaults_follow_the_dataset_and_a_bad_radius_gets_one_line(capsys, tmp_path):
+    from vcex.data.profiles import profile_for
+
+    assert dict(profile_for("faces-smiling").gcd_sampling) == {"radius": 0.5, "samples": 1024}
+    assert dict(profile_for("mnist").gcd_sampling) == {"radius": 1.0, "samples": 512}
+    for radius in ("0", "nan"):
+        code = main(["gcd", "--dataset", "mnist", "--radius", radius, "--out", str(tmp_path / "out"), "--quiet"])
+        error = capsys.readouterr().err
+        assert code == 2 and "--radius must be a positive number" in error and "Traceback" not in error
 
 
 def test_source_candidates_without_room_for_validation_get_one_line(capsys, tmp_path):
