@@ -230,6 +230,10 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     started = time.perf_counter()
     ready = prepare_transfer(gcd, test)  # the test images encoded once for every direction swept over them
     record["test_encoding_seconds"] = time.perf_counter() - started  # the directions' "seconds" are their sweeps
+    if selection is not None and args.compare_rules:
+        record["rules_compared"] = compare_rules(
+            args, gcd, bench, metrics_bench, selection, ready, source_class, goal_class
+        )
     if selection is not None and args.score_candidates:
         # every candidate's direction on the test images too: flip rate and oracle MNAC (analysis of the rules)
         rates, mnacs = [], []
@@ -354,6 +358,43 @@ def spread_along(latent_model, images: torch.Tensor, direction: torch.Tensor) ->
     with torch.no_grad():
         latents = torch.cat([latent_model.encode(chunk).flatten(1) for chunk in images.split(250)])
     return float((latents @ (direction / direction.norm())).std())
+
+
+def compare_rules(args, gcd, bench, metrics_bench, selection, ready, source_class: int, goal_class: int) -> dict:
+    """Each selection rule's choice from the same candidates' validation figures, its g0 transferred to the
+    scored test images and, with --extra-test-start, to a second disjoint set of test images."""
+    sets = {"test": ready}
+    if args.extra_test_start is not None:
+        start = args.extra_test_start
+        pool = range(args.validation_start or args.n, (args.validation_start or args.n) + args.validation)
+        if start < args.n or (start < pool.stop and start + args.n > pool.start):
+            raise SystemExit(f"--extra-test-start {start}: its {args.n} images overlap the scored or validation ones")
+        sets[f"test {start}-{start + args.n - 1}"] = prepare_transfer(gcd, bench.test.images[start : start + args.n])
+    compared = {}
+    for rule in args.compare_rules:
+        p = selection.chosen_by(rule, args.select_tolerance)
+        row = {"chosen": int(selection.candidates[p]), "validation_flip_rate": float(selection.flip_rates[p])}
+        for name, images in sets.items():
+            transfer = gcd.transfer(
+                selection.discoveries.direction("g0", p),
+                images,
+                source_class=source_class,
+                goal_class=goal_class,
+                steps=args.alphas,
+            )
+            flipped = int(transfer.result.success.sum())
+            shifts = attribute_shifts(bench, transfer.result) or {}
+            descriptors = direction_attributions(metrics_bench, transfer.result, goal_class)
+            row[name] = {
+                "eligible": int(transfer.eligible.sum()),
+                "flip_rate": transfer.flip_rate,
+                "mnac": evaluate_result(transfer.result, metrics_bench).get("mnac") if flipped else None,
+                "oracle_top": list(shifts.items())[:3],
+                "descriptors_top": [(t["name"], t["change"]) for t in descriptors.get("top", [])[:3]],
+            }
+        compared[rule] = row
+    print(json.dumps({"rules_compared": compared}), flush=True)
+    return compared
 
 
 def attribute_shifts(bench, result) -> dict[str, float] | None:
@@ -597,6 +638,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--validation-start", type=int, default=None, help="first validation image (default --n: right after them)"
+    )
+    parser.add_argument(
+        "--compare-rules",
+        nargs="+",
+        choices=["flips", "closest", "fewest"],
+        default=None,
+        help="with --select: also each of these rules' choice from the same candidates, transferred to the test",
+    )
+    parser.add_argument(
+        "--extra-test-start",
+        type=int,
+        default=None,
+        help="with --compare-rules: also transfer each rule's choice to the --n test images from this index",
     )
     parser.add_argument(
         "--score-candidates", action="store_true", help="with --select: also every candidate's g0 flip rate on the test"

@@ -17,6 +17,7 @@ import torch
 from vcex import pipeline
 from vcex.attribution import LocalAttribution
 from vcex.cli import main
+from vcex.errors import InputError
 from vcex.explainers.result import load_run
 from vcex.report.paths import ExplorerPaths
 
@@ -234,8 +235,25 @@ def test_colour_folders_have_no_descriptors_and_their_runs_say_so_without_failin
     # nothing but the dataset is read: no probe, no model
     record = pipeline.write_run_attributions(SimpleNamespace(dataset=dataset), tmp_path, "abc")
     assert record["file"] is None and "3-channel images" in record["reason"]
+    # nor does GCD's "fewest" rule get a reader of their changes
+    with pytest.raises(InputError, match="3-channel images"):
+        pipeline.descriptor_change(SimpleNamespace(dataset=dataset))
     assert not (tmp_path / pipeline.ATTRIBUTIONS_FILE).exists()
     assert pipeline.no_descriptors_reason("mnist") is None
+
+
+def test_descriptor_change_sums_each_attributes_largest_change_once(bench, tmp_path):
+    result, _ = pipeline.run_explain(
+        bench, "attack", 6, "second", tmp_path, progress=False, threshold=0.9, max_steps=20, attributions=False
+    )
+    change = pipeline.descriptor_change(bench)(result)
+    local = pipeline.counterfactual_attributions(bench, result)
+    # digits: every morphometric is its own attribute
+    assert torch.allclose(change, local.scores[:, local.usable].abs().sum(1), atol=1e-6)
+    # faces: a continuous factor's two descriptors (factor and label) count once, a binary factor's one once
+    names = ["smiling", "lipstick", "smile", "eyes_open", "factor:bangs", "eye_openness", "bangs"]
+    assert pipeline.descriptor_groups(names, faces=True) == [[0, 2], [1], [3, 5], [4, 6]]
+    assert pipeline.descriptor_groups(names[:2], faces=False) == [[0], [1]]
 
 
 def test_a_directions_attributions_are_its_flips_mean_change_signed_its_own_way(bench, tmp_path):

@@ -725,18 +725,39 @@ def counterfactual_attributions(
 def descriptor_change(bench: Workbench) -> Callable[[CounterfactualResult], torch.Tensor]:
     """A reader of how much counterfactuals change in the workbench's descriptors, for
     :meth:`~vcex.explainers.gcd.GCD.select_source`'s rule ``"fewest"``: it maps N counterfactuals to (N,) the sum
-    over the usable descriptors of |s_a| (:func:`counterfactual_attributions`; each s_a in [-1, 1]). The latent
+    over the usable descriptors of |s_a| (:func:`counterfactual_attributions`; each s_a in [-1, 1]), each
+    underlying attribute counted once: the faces describe a continuous factor twice (``smile`` and the label
+    ``smiling``), a binary one once (``lipstick``), so their descriptors are merged per factor first (the largest
+    |s_a| of a factor's descriptors, as :func:`vcex.evaluation.ground_truth.factor_scores` merges them). The latent
     probes are fitted (or loaded from the cache) once, here; a dataset without descriptors is refused."""
     problem = no_descriptors_reason(bench.dataset)
     if problem is not None:
         raise InputError(f"no descriptors to read attribute changes with: vcex {problem}")
     probes, _ = latent_probes(bench)
+    faces = profile_for(bench.dataset).faces
 
     def change(result: CounterfactualResult) -> torch.Tensor:
         local = counterfactual_attributions(bench, result, probes)
-        return local.scores[:, local.usable].abs().sum(1)
+        kept = local.usable.nonzero().flatten().tolist()
+        groups = descriptor_groups([local.names[j] for j in kept], faces=faces)
+        parts = [local.scores[:, [kept[i] for i in group]].abs().amax(1) for group in groups]
+        return torch.stack(parts, 1).sum(1) if parts else torch.zeros(len(result))
 
     return change
+
+
+def descriptor_groups(names: Sequence[str], *, faces: bool) -> list[list[int]]:
+    """The positions of ``names`` grouped by the attribute they describe, in order of first appearance: the faces'
+    descriptors by their factor (``smiling`` and ``smile`` together, ``lipstick`` alone), any other dataset's one
+    group per descriptor."""
+    if not faces:
+        return [[j] for j in range(len(names))]
+    from vcex.evaluation.ground_truth import descriptor_factor
+
+    groups: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        groups.setdefault(descriptor_factor(name), []).append(j)
+    return list(groups.values())
 
 
 def direction_attributions(bench: Workbench, result: CounterfactualResult, goal_class: int, k: int = 5) -> dict:

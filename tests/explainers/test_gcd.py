@@ -9,7 +9,14 @@ from gcd_toy import BlackBox, Quadrants, faces, reader
 from torch import nn
 
 from vcex.errors import InputError, ModelError
-from vcex.explainers.gcd import GCD, ProxyEnsemble, feature_distance, fit_proxies, pyramid_distance
+from vcex.explainers.gcd import (
+    GCD,
+    ProxyEnsemble,
+    choose_candidate,
+    feature_distance,
+    fit_proxies,
+    pyramid_distance,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -408,8 +415,23 @@ def test_the_fewest_rule_keeps_the_near_best_direction_whose_flips_change_the_at
     assert fewest.summary()["validation_attribute_changes"][1] == pytest.approx(
         float(fewest.attribute_changes[1]), abs=1e-4
     )
-    # without a reader the attribute changes are not read
-    assert bool(gcd.select_source(candidates, validation, source_class=0, goal_class=1).attribute_changes.isnan().all())
+    # every rule's choice from the same figures
+    assert (fewest.chosen_by("flips"), fewest.chosen_by("fewest", 0.0)) == (0, 1)
+    assert (
+        choose_candidate(
+            torch.tensor([0.5, float("nan"), 0.9, 0.85]),
+            torch.tensor([0.1, float("nan"), 0.3, 0.2]),
+            torch.tensor([1.0, float("nan"), 2.0, float("nan")]),
+            rule="fewest",
+            tolerance=0.1,
+        )
+        == 2
+    )  # the one within 0.1 of the best whose change was read
+    # without a reader the attribute changes are not read, and "fewest" cannot be asked of the selection
+    unread = gcd.select_source(candidates, validation, source_class=0, goal_class=1)
+    assert bool(unread.attribute_changes.isnan().all())
+    with pytest.raises(InputError, match="no attribute changes were read"):
+        unread.chosen_by("fewest")
     with pytest.raises(InputError, match="needs attribute_change"):
         gcd.select_source(candidates, validation, source_class=0, goal_class=1, rule="fewest")
     for wrong, message in (

@@ -850,13 +850,7 @@ class GCD(Explainer):
                 f"no candidate's proxy fitted the black box (held-out R^2 {_r2_text(found.fit.logit_r2)} < "
                 f"{self.min_proxy_r2}); raise samples or lower radius"
             )
-        scores = torch.where(rates.isnan(), -1.0, rates)
-        best = int(scores.argmax())
-        cost = {"closest": moved, "fewest": changed}.get(rule)
-        if cost is not None:
-            near = (scores >= scores[best] - tolerance - 1e-9) & ~cost.isnan()
-            if bool(near.any()):
-                best = int(torch.where(near, cost, torch.inf).argmin())
+        best = choose_candidate(rates, moved, changed, rule=rule, tolerance=tolerance)
         queries = (
             checks
             + int(found.queries.sum())
@@ -883,6 +877,30 @@ class GCD(Explainer):
             queries=queries,
             seconds=time.perf_counter() - started,
         )
+
+
+def choose_candidate(
+    flip_rates: torch.Tensor,
+    distances: torch.Tensor,
+    attribute_changes: torch.Tensor,
+    *,
+    rule: str = "flips",
+    tolerance: float = 0.1,
+) -> int:
+    """The position of the candidate :meth:`GCD.select_source` keeps under ``rule`` from its (P,) validation
+    figures (NaN: not measured): ``"flips"`` the largest flip rate (ties: the earlier); ``"closest"`` /
+    ``"fewest"``, among those within ``tolerance`` of it, the smallest distance / attribute change (none measured
+    there: the largest flip rate). The same figures give every rule's choice (:meth:`SourceSelection.chosen_by`)."""
+    if rule not in SELECTION_RULES:
+        raise InputError(f"unknown selection rule {rule!r}; use one of {', '.join(SELECTION_RULES)}")
+    scores = torch.where(flip_rates.isnan(), -1.0, flip_rates)
+    best = int(scores.argmax())
+    cost = {"closest": distances, "fewest": attribute_changes}.get(rule)
+    if cost is not None:
+        near = (scores >= scores[best] - tolerance - 1e-9) & ~cost.isnan()
+        if bool(near.any()):
+            best = int(torch.where(near, cost, torch.inf).argmin())
+    return best
 
 
 @dataclass
@@ -919,6 +937,13 @@ class SourceSelection:
     validation_eligible: int
     queries: int
     seconds: float
+
+    def chosen_by(self, rule: str, tolerance: float = 0.1) -> int:
+        """The candidate position (into ``candidates``, ``discoveries``) that ``rule`` would keep from the same
+        validation figures (:func:`choose_candidate`); ``"fewest"`` needs the attribute changes to have been read."""
+        if rule == "fewest" and bool(self.attribute_changes.isnan().all()):
+            raise InputError("no attribute changes were read in this selection: pass attribute_change to select_source")
+        return choose_candidate(self.flip_rates, self.distances, self.attribute_changes, rule=rule, tolerance=tolerance)
 
     def summary(self) -> dict:
         """The selection as a record: the candidates' validation flip rates and the chosen one's."""
