@@ -40,7 +40,7 @@ from torch import nn
 from vcex.attribution.bblig import BASELINES, WHITE_BOX_FORMS, bb_lig, compare_attributions, white_box_lig
 from vcex.cache import cache_dir, data_fingerprint, parameter_fingerprint
 from vcex.evaluation import versions
-from vcex.explainers.gcd import GCD, feature_distance, prepare_transfer
+from vcex.explainers.gcd import GCD, SELECTION_RULES, feature_distance, prepare_transfer
 from vcex.models import load_model
 from vcex.models.refined import RefinedEncoder
 from vcex.pipeline import (
@@ -242,16 +242,9 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
                 rates.append(None)
                 mnacs.append(None)
                 continue
-            candidate = gcd.transfer(
-                selection.discoveries.direction("g0", p),
-                ready,
-                source_class=source_class,
-                goal_class=goal_class,
-                steps=args.alphas,
-            )
+            candidate, mnac = candidate_on(args, gcd, metrics_bench, selection, p, ready, source_class, goal_class)
             rates.append(candidate.flip_rate)
-            flips = int(candidate.result.success.sum())
-            mnacs.append(evaluate_result(candidate.result, metrics_bench).get("mnac") if flips else None)
+            mnacs.append(mnac)
         record["source_selection"]["candidates_test_flip_rates"] = rates
         record["source_selection"]["candidates_test_mnac"] = mnacs
     for direction_name in args.directions:
@@ -366,7 +359,8 @@ def compare_rules(args, gcd, bench, metrics_bench, selection, ready, source_clas
     sets = {"test": ready}
     if args.extra_test_start is not None:
         start = args.extra_test_start
-        pool = range(args.validation_start or args.n, (args.validation_start or args.n) + args.validation)
+        first = args.n if args.validation_start is None else args.validation_start
+        pool = range(first, first + args.validation)
         if start < args.n or (start < pool.stop and start + args.n > pool.start):
             raise SystemExit(f"--extra-test-start {start}: its {args.n} images overlap the scored or validation ones")
         sets[f"test {start}-{start + args.n - 1}"] = prepare_transfer(gcd, bench.test.images[start : start + args.n])
@@ -375,26 +369,33 @@ def compare_rules(args, gcd, bench, metrics_bench, selection, ready, source_clas
         p = selection.chosen_by(rule, args.select_tolerance)
         row = {"chosen": int(selection.candidates[p]), "validation_flip_rate": float(selection.flip_rates[p])}
         for name, images in sets.items():
-            transfer = gcd.transfer(
-                selection.discoveries.direction("g0", p),
-                images,
-                source_class=source_class,
-                goal_class=goal_class,
-                steps=args.alphas,
-            )
-            flipped = int(transfer.result.success.sum())
+            transfer, mnac = candidate_on(args, gcd, metrics_bench, selection, p, images, source_class, goal_class)
             shifts = attribute_shifts(bench, transfer.result) or {}
             descriptors = direction_attributions(metrics_bench, transfer.result, goal_class)
             row[name] = {
                 "eligible": int(transfer.eligible.sum()),
                 "flip_rate": transfer.flip_rate,
-                "mnac": evaluate_result(transfer.result, metrics_bench).get("mnac") if flipped else None,
+                "mnac": mnac,
                 "oracle_top": list(shifts.items())[:3],
                 "descriptors_top": [(t["name"], t["change"]) for t in descriptors.get("top", [])[:3]],
             }
         compared[rule] = row
     print(json.dumps({"rules_compared": compared}), flush=True)
     return compared
+
+
+def candidate_on(args, gcd, metrics_bench, selection, p: int, images, source_class: int, goal_class: int):
+    """Candidate p's g0 transferred to ``images`` (encoded: prepare_transfer) and its flips' oracle MNAC (None: no
+    flip)."""
+    transfer = gcd.transfer(
+        selection.discoveries.direction("g0", p),
+        images,
+        source_class=source_class,
+        goal_class=goal_class,
+        steps=args.alphas,
+    )
+    flipped = bool(transfer.result.success.any())
+    return transfer, evaluate_result(transfer.result, metrics_bench).get("mnac") if flipped else None
 
 
 def attribute_shifts(bench, result) -> dict[str, float] | None:
@@ -630,9 +631,7 @@ def main() -> None:
         "N test images (disjoint from them); 0: --source's rule",
     )
     parser.add_argument("--validation", type=int, default=200, help="validation images for --select")
-    parser.add_argument(
-        "--select-rule", choices=["flips", "closest", "fewest"], default="flips", help="GCD.select_source's rule"
-    )
+    parser.add_argument("--select-rule", choices=SELECTION_RULES, default="flips", help="GCD.select_source's rule")
     parser.add_argument(
         "--select-tolerance", type=float, default=0.1, help="the closest and fewest rules' flip-rate tolerance"
     )
@@ -642,7 +641,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-rules",
         nargs="+",
-        choices=["flips", "closest", "fewest"],
+        choices=SELECTION_RULES,
         default=None,
         help="with --select: also each of these rules' choice from the same candidates, transferred to the test",
     )

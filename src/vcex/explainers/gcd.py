@@ -33,11 +33,9 @@ PROXY_LR, PROXY_BATCH, PROXY_MAX_EPOCHS, PROXY_PATIENCE = 1e-3, 128, 1024, 5
 G_WEIGHTS = {"g0": (1.0, 0.0), "g20": (0.05, 1.0)}
 LINE_STEPS, LINE_ALPHA_MAX = 16, 4.0  # the local line search (A1.5)
 TRANSFER_STEPS, TRANSFER_ALPHA_MAX = 128, 3.0  # the global sweep (A3)
-SELECTION_RULES = (
-    "flips",
-    "closest",
-    "fewest",
-)  # how GCD.select_source picks the source (vcex; not in the public code)
+# how GCD.select_source picks the source (vcex; not in the public code), and how its record names each rule
+_RULE_NAMES = {"flips": "flips", "closest": "closest within {t:g}", "fewest": "fewest changes within {t:g}"}
+SELECTION_RULES = tuple(_RULE_NAMES)
 # vcex: the early stop waits for this many optimiser steps. The public code's epoch is 32 batches (4096 samples);
 # with 512 samples an epoch is 4 batches and its rule stopped MNIST proxies after 10-15 epochs at held-out R^2 ~0,
 # against 0.95 after 400 epochs (1,600 steps; mnist-vae, 4 -> 9)
@@ -863,9 +861,7 @@ class GCD(Explainer):
             flip_rates=rates,
             distances=moved,
             attribute_changes=changed,
-            rule=rule
-            if rule == "flips"
-            else f"{'closest' if rule == 'closest' else 'fewest changes'} within {tolerance:g}",
+            rule=_RULE_NAMES[rule].format(t=tolerance),
             proxy_r2=found.fit.logit_r2.cpu(),
             chosen=int(faithful[best]),
             discovery=self.discovery,
