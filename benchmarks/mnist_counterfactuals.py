@@ -294,6 +294,8 @@ def demo_section(demo: dict | None) -> list[str]:
     loads = demo.get("load_average")
     if loads:
         lines += ["", f"Load average {loads[0][0]:.2f} before and {loads[-1][0]:.2f} after the three runs (1 min)."]
+    if demo.get("command"):  # timed alone, after the rest of the page
+        lines += ["", f"Timed on {demo['date']} by `{demo['command']}`, on the machine and versions above."]
     return lines
 
 
@@ -654,7 +656,8 @@ QUESTIONS = [
     ("How well and how fast do the shipped diffusion autoencoders (GCD's backend, trained on a GPU) reconstruct and "
      "decode, and does z_sem alone carry the content?", ["benchmarks/diffae.md"]),
     ("What does StylEx training (GAN + encoder, classifier-conditioned) reach on a CPU (and at StyleGAN2's rates on a "
-     "GPU), and is its StyleSpace purer (the training, then the faces and the digit generators)?", [
+     "GPU), and is its StyleSpace purer, also with a label-free (OroJaR) or a supervised (factor alignment) term "
+     "(the training, then the faces and the digit generators)?", [
         "benchmarks/stylex-training.md", "benchmarks/stylex-faces.md", "benchmarks/stylex-mnist.md"
     ]),
     ("Which StyleSpace coordinates (AttFind) and eigen-directions (EigenFind) drive a classifier, how fast, and does "
@@ -703,6 +706,12 @@ def main() -> None:
     )
     parser.add_argument("--demo-timing", action="store_true", help="also time `vcex demo` cold and warm")
     parser.add_argument(
+        "--demo-only",
+        action="store_true",
+        help="time `vcex demo` alone (after a change to the demo) and rewrite the pages, every other figure kept "
+        "from the JSON record beside the page; the demo's own date and command are recorded with it",
+    )
+    parser.add_argument(
         "--peers-dir",
         default=None,
         help="read the peers' runs from their work folders under DIR (e.g. the vcex cache's peers/) instead of "
@@ -720,6 +729,17 @@ def main() -> None:
             parser.error(f"--render-only needs {out.with_suffix('.json')}, written by a full run of this script")
         write_pages(out, json.loads(out.with_suffix(".json").read_text()))
         print(f"rewrote {out} and its pages from {out.with_suffix('.json')}", file=sys.stderr)
+        return
+    if args.demo_only:
+        if not out.with_suffix(".json").is_file():
+            parser.error(f"--demo-only needs {out.with_suffix('.json')}, written by a full run of this script")
+        page_record = json.loads(out.with_suffix(".json").read_text())
+        demo = demo_timing()
+        demo.update(command="python benchmarks/mnist_counterfactuals.py --demo-only", date=time.strftime("%Y-%m-%d"))
+        page_record["demo_seconds"] = demo
+        out.with_suffix(".json").write_text(json.dumps(page_record, indent=2, default=str) + "\n")
+        write_pages(out, page_record)
+        print(f"timed vcex demo; rewrote {out} and its pages", file=sys.stderr)
         return
     command = "python benchmarks/mnist_counterfactuals.py" + (" --demo-timing" if args.demo_timing else "")
     if args.suites != ["mnist"]:

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vcex.attribution import LocalAttribution
 from vcex.cache import cache_dir
 from vcex.cli import main
 from vcex.errors import InputError
@@ -159,6 +160,37 @@ def test_demo_writes_report(tiny_recipes, tmp_path):
     assert "attack" in text and "pixel" in text and "linear" in text and "disc" in text
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["method"] for m in metrics] == ["attack", "pixel", "linear", "disc"]
+    # every method's folder is a finished vcex explain run, with its attributions, one row per counterfactual
+    for record in metrics:
+        run = json.loads((out / record["method"] / "run.json").read_text())
+        assert run["fingerprint"] == record["fingerprint"] and run["request"]["n"] == 6
+        assert record["attributions"]["file"] == "attributions.safetensors"
+    local, _ = LocalAttribution.load(out / "attack" / "attributions.safetensors")
+    assert len(local) == 6 and "thickness" in local.names
+    # the strips list each counterfactual's top changes, and the global explanation of the attack's is shown
+    assert "Each counterfactual&#x27;s top changes" in text and "1. " in text
+    explanation = json.loads((out / "global" / "global.json").read_text())
+    assert explanation["from_run"] == str((out / "attack").resolve())
+    assert "<h2>Global explanation</h2>" in text
+    for label, row in explanation["classes"].items():
+        assert row["ranking"], label
+        assert f"→ {label}" in text
+    # a demo run again in the same folder reuses every method's chunks
+    assert main(["demo", "--out", str(out), "--n", "6", "--examples", "3", "--quiet"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    chunks = [json.loads((out / m["method"] / "run.json").read_text())["chunks"] for m in again]
+    assert [m["resumed_chunks"] for m in again] == chunks
+    assert [m["validity"] for m in again] == [m["validity"] for m in metrics]
+
+
+def test_demo_without_attributions_writes_none_and_says_why(tiny_recipes, tmp_path):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--n", "4", "--examples", "2", "--no-attributions", "--quiet"]
+    assert main(argv) == 0
+    assert not (out / "attack" / "attributions.safetensors").exists() and not (out / "global").exists()
+    text = (out / "report.html").read_text()
+    assert "No attributions: turned off (--no-attributions)." in text
+    assert "No global explanation: turned off (--no-attributions)." in text
 
 
 @pytest.mark.slow
@@ -282,7 +314,9 @@ def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, 
     # the bars' morphometrics hold a constant (intensity): no probes, said, and the run stands
     assert "descriptor 'intensity' has only one class" in metrics["attributions"]["reason"]
     assert main(["demo", "--dataset", f"folder:{root}", "--n", "4", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
-    assert (tmp_path / "demo" / "report.html").stat().st_size > 0
+    demo_report = (tmp_path / "demo" / "report.html").read_text()
+    # ... and the demo stands without them, saying why in its report
+    assert "No attributions: no probes could be fitted" in demo_report and "No global explanation: " in demo_report
     # the amortized explainer's fitted network is cached under a file-name-safe name too
     amortized = ["explain", "--dataset", f"folder:{root}", "--method", "amortized", "--n", "4", "--quiet"]
     assert main(amortized + ["--out", str(tmp_path / "amortized")]) == 0

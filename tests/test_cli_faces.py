@@ -96,6 +96,10 @@ def test_demo_on_faces_writes_the_shared_report(tiny_faces, tmp_path):
     text = (out / "report.html").read_text()
     assert "faces-smiling" in text and "MNAC" in text
     assert {record["method"] for record in json.loads((out / "metrics.json").read_text())} >= {"attack", "pixel"}
+    # the faces' global explanation: the attack's counterfactuals beside the linear-edit baseline, read from images
+    explanation = json.loads((out / "global" / "global.json").read_text())
+    assert set(explanation["classes"]) == {"attack", "linear baseline"} and explanation["reader"] == "images"
+    assert "<h2>Global explanation</h2>" in text and "linear baseline" in text
 
 
 def test_global_on_faces_ranks_factors_for_the_attack_and_the_linear_baseline(tiny_faces, tmp_path, capsys):

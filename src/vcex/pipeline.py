@@ -619,12 +619,12 @@ def write_run_outputs(
     title = f"vcex explain: {metrics['method']} on {metrics['n']} {bench.dataset} images"
     write_report(
         out / "report.html", title, [metrics], [preview], class_names=bench.test.class_names, attributions=local,
-        attribution_note=_attribution_note(metrics.get("attributions"), local),
+        attribution_note=attribution_note(metrics.get("attributions"), local),
     )  # fmt: skip
     write_json(out / RUN_RECORD, record)
 
 
-def _attribution_note(summary: dict | None, local: LocalAttribution | None) -> str:
+def attribution_note(summary: dict | None, local: LocalAttribution | None) -> str:
     """report.html's line on the run's local attributions: what read them and where they are, or why none."""
     if local is None:
         reason = (summary or {}).get("reason") or "this run wrote none (made before vcex explain wrote them)"

@@ -3,7 +3,7 @@ import torch
 from vcex.evaluation import evaluate
 from vcex.explainers.result import CounterfactualResult
 from vcex.report import grid_image, signed_difference, write_report
-from vcex.report.html import metrics_table
+from vcex.report.html import global_section, metrics_table
 
 
 def _result(n=3):
@@ -95,3 +95,32 @@ def test_report_lists_each_examples_top_changes_by_size(tmp_path):
     assert "1. smile +0.20, 2. glasses −0.05</span>" in text
     assert "noise" not in text.split(note)[1] and text.count('class="changes"') == 2  # 2 examples shown
     assert 'class="changes"' not in write_report(tmp_path / "plain.html", "toy", [metrics], [result]).read_text()
+
+
+def test_global_section_lists_each_explanations_top_descriptors_with_intervals():
+    def row(name: str, score: float) -> dict:
+        return {"name": name, "score": score, "ci_low": score - 0.1, "ci_high": score + 0.1}
+
+    record = {
+        "descriptors": "morphometrics",
+        "reader": "latent",
+        "classes": {
+            "3": {"label": "target 3", "n": 12, "confidence": 0.9, "ranking": ["slant", "width"],
+                  "descriptors": [row("width", 0.2), row("slant", -0.4), row("area", 0.01)]},
+            "attack": {"label": "CounterfactualAttack", "n": 5, "confidence": 0.9, "ranking": [],
+                       "descriptors": [row("width", 0.0)]},
+        },
+    }  # fmt: skip
+    text = global_section(record, note="see global/global.html", top_k=3)
+    # a class row is the class the counterfactuals move towards; ranked descriptors in order, the rest dashes
+    assert (
+        "<td>→ 3</td><td>12</td><td>slant −0.40 [−0.50, −0.30]</td><td>width +0.20 [+0.10, +0.30]</td><td>–</td>"
+        in text
+    )
+    assert "<td>attack</td><td>5</td><td>–</td><td>–</td><td>–</td>" in text
+    assert (
+        "90% bootstrap interval" in text and "linear probes on the latents" in text and "see global/global.html" in text
+    )
+    # nothing to show: nothing written; only a reason: the reason under the heading
+    assert global_section(None) == ""
+    assert global_section(None, "No global explanation: turned off.").endswith("turned off.</p>")

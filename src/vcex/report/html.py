@@ -15,6 +15,7 @@ from vcex.report.images import grid_image, png_data_uri, signed_difference
 if TYPE_CHECKING:
     from vcex.attribution import LocalAttribution
 
+_READERS = {"latent": "linear probes on the latents", "images": "a CNN on the images"}  # global.json's reader
 TOP_CHANGES = 3  # descriptor changes listed under each example of report.html (vcex serve shows up to 12)
 
 METRIC_COLUMNS = [
@@ -127,6 +128,41 @@ def attribution_text(changes: list[dict]) -> str:
     )
 
 
+def global_section(record: dict | None, note: str = "", top_k: int = TOP_CHANGES) -> str:
+    """The report's global explanation: a row per explanation of a global.json ``record`` (per target class, or
+    per classifier side) with its ``top_k`` descriptors, S and the bootstrap interval; ``note`` under it."""
+    if record is None and not note:
+        return ""
+    paragraph = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    if record is None:
+        return f"<h2>Global explanation</h2>{paragraph}"
+    rows = []
+    for label, explanation in record["classes"].items():
+        by_name = {row["name"]: row for row in explanation["descriptors"]}
+        cells = [
+            f"{html.escape(name)} {by_name[name]['score']:+.2f} "
+            f"[{by_name[name]['ci_low']:+.2f}, {by_name[name]['ci_high']:+.2f}]".replace("-", "−")
+            for name in explanation["ranking"][:top_k]
+        ]
+        cells += [""] * (top_k - len(cells))
+        # per target class (label "target k"): the row is the class the counterfactuals move towards
+        shown = f"→ {label}" if str(explanation.get("label") or "").startswith("target ") else str(label)
+        rows.append(
+            f"<tr><td>{html.escape(shown)}</td><td>{explanation['n']}</td>"
+            + "".join(f"<td>{cell or '–'}</td>" for cell in cells)
+            + "</tr>"
+        )
+    header = "".join(f"<th>{k + 1}.</th>" for k in range(top_k))
+    table = f"<table><tr><th>explained</th><th>counterfactuals</th>{header}</tr>{''.join(rows)}</table>"
+    confidence = max((explanation["confidence"] for explanation in record["classes"].values()), default=0.95)
+    intro = (
+        f"Which descriptors ({record.get('descriptors')}) the counterfactuals change on average, read by "
+        f"{_READERS.get(record.get('reader'), 'readers')}: S = the mean change towards the explained class, with "
+        f"its {confidence:.0%} bootstrap interval. Readers that do not beat chance on held-out images are not ranked."
+    )
+    return f'<h2>Global explanation</h2><p class="note">{html.escape(intro)}</p>{table}{paragraph}'
+
+
 def method_comparison(results: list[CounterfactualResult], count: int) -> str:
     """The same images across methods, side by side: a row per image, a column per method."""
     rows = []
@@ -147,11 +183,15 @@ def write_report(
     attributions: LocalAttribution | None = None,
     attribution_note: str = "",
     top_k: int = TOP_CHANGES,
+    global_record: dict | None = None,
+    global_note: str = "",
 ) -> Path:
     """Write a self-contained HTML report: metrics table, per-image strips of the first result,
     and a side-by-side grid of every method on the same images. ``attributions``: the first result's local
     attributions (at least its first ``examples`` rows), each strip then lists its top ``top_k`` changes;
-    ``attribution_note``: a paragraph on them (what read them, or why there are none)."""
+    ``attribution_note``: a paragraph on them (what read them, or why there are none). ``global_record``: a
+    global.json record (:func:`vcex.pipeline.run_global`), shown as each explanation's top ``top_k``
+    descriptors; ``global_note``: a paragraph under them (where the whole explanation is, or why there is none)."""
     path = Path(path)
     shown = min(examples, len(results[0]))
     changes = attributions.select(torch.arange(shown)).ranked(top_k) if attributions is not None else [None] * shown
@@ -175,6 +215,7 @@ differently after the change; 0 is a change of the label alone.</p>
 <h2>Thresholds</h2>{threshold_notes(metrics, class_names)}
 <h2>{html.escape(results[0].method)}: examples</h2>
 {f'<p class="note">{html.escape(attribution_note)}</p>' if attribution_note else ""}{strips}
+{global_section(global_record, global_note, top_k)}
 {"<h2>All methods on the same images</h2>" + comparison if comparison else ""}
 </body></html>"""
     return write_text_atomic(path, document)
