@@ -44,6 +44,7 @@ from vcex.explainers.gcd import GCD, SELECTION_RULES, feature_distance, prepare_
 from vcex.models import load_model
 from vcex.models.refined import RefinedEncoder
 from vcex.pipeline import (
+    READERS,
     build_explainer,
     descriptor_change,
     direction_attributions,
@@ -145,7 +146,9 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     before = black_box.queries
     selection = None
     if args.select:
-        change_reader = None if no_descriptors_reason(bench.dataset) else descriptor_change(metrics_bench)
+        change_reader = (
+            None if no_descriptors_reason(bench.dataset) else descriptor_change(metrics_bench, args.change_reader)
+        )
         # the source chosen by validation: candidates and validation images after the N test images (disjoint)
         start = args.n if args.validation_start is None else args.validation_start
         if start < args.n:
@@ -176,6 +179,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
     if selection is not None:
         where = "" if args.validation_start is None else f" from test image {args.validation_start}"
         rule = "" if args.select_rule == "flips" else f", {selection.rule}"
+        rule += "" if args.change_reader == "latent" else f", changes read by {args.change_reader}"
         name += f" (source: best of {len(selection.candidates)} by validation on {args.validation}{where}{rule})"
     elif args.source != "first":
         name += f" (source: {args.source})"
@@ -213,6 +217,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
             **selection.summary(),
             "candidates_test_index": [start + int(i) for i in selection.candidates],
             "queries_counted": black_box.queries - before,
+            "change_reader": args.change_reader,
         },
         "proxy_r2": float(discovery.fit.logit_r2[0]),
         "proxy_usable": bool(discovery.fit.usable[0]),
@@ -637,6 +642,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--validation-start", type=int, default=None, help="first validation image (default --n: right after them)"
+    )
+    parser.add_argument(
+        "--change-reader",
+        choices=READERS,
+        default="latent",
+        help="what reads the descriptor changes of the fewest rule (pipeline.descriptor_change): latent probes, a "
+        "CNN on the images, or auto (images for faces)",
     )
     parser.add_argument(
         "--compare-rules",

@@ -256,6 +256,25 @@ def test_descriptor_change_sums_each_attributes_largest_change_once(bench, tmp_p
     assert pipeline.descriptor_groups(names[:2], faces=False) == [[0], [1]]
 
 
+def test_descriptor_change_reads_images_when_asked(bench, tmp_path, shrink_profile):
+    shrink_profile("mnist", image_reader_epochs=1)
+    result, _ = pipeline.run_explain(
+        bench, "attack", 5, "second", tmp_path, progress=False, threshold=0.9, max_steps=20, attributions=False
+    )
+    change = pipeline.descriptor_change(bench, reader="images")(result)
+    found = pipeline.training_descriptors(bench)
+    readers = pipeline.image_readers("mnist", found.table(), found.images, progress=False)
+    local = readers.local(result)  # each counterfactual against its reconstruction
+    assert change.shape == (5,)
+    assert torch.allclose(change, local.scores[:, local.usable].abs().sum(1), atol=1e-5)
+    # "auto" is the latent probes for digits (as vcex global's), an unknown reader is refused by name
+    assert torch.allclose(
+        pipeline.descriptor_change(bench, reader="auto")(result), pipeline.descriptor_change(bench)(result)
+    )
+    with pytest.raises(InputError, match="unknown reader 'pixels'"):
+        pipeline.descriptor_change(bench, reader="pixels")
+
+
 def test_a_directions_attributions_are_its_flips_mean_change_signed_its_own_way(bench, tmp_path):
     result, _ = pipeline.run_explain(
         bench, "attack", 8, "second", tmp_path, progress=False, threshold=0.9, max_steps=20, attributions=False

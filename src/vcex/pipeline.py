@@ -722,22 +722,38 @@ def counterfactual_attributions(
     return probes.local(result)
 
 
-def descriptor_change(bench: Workbench) -> Callable[[CounterfactualResult], torch.Tensor]:
+def descriptor_change(bench: Workbench, reader: str = "latent") -> Callable[[CounterfactualResult], torch.Tensor]:
     """A reader of how much counterfactuals change in the workbench's descriptors, for
     :meth:`~vcex.explainers.gcd.GCD.select_source`'s rule ``"fewest"``: it maps N counterfactuals to (N,) the sum
-    over the usable descriptors of |s_a| (:func:`counterfactual_attributions`; each s_a in [-1, 1]), each
-    underlying attribute counted once: the faces describe a continuous factor twice (``smile`` and the label
-    ``smiling``), a binary one once (``lipstick``), so their descriptors are merged per factor first (the largest
-    |s_a| of a factor's descriptors, as :func:`vcex.evaluation.ground_truth.factor_scores` merges them). The latent
-    probes are fitted (or loaded from the cache) once, here; a dataset without descriptors is refused."""
+    over the usable descriptors of |s_a| (each s_a in [-1, 1]), each underlying attribute counted once: the faces
+    describe a continuous factor twice (``smile`` and the label ``smiling``), a binary one once (``lipstick``), so
+    their descriptors are merged per factor first (the largest |s_a| of a factor's descriptors, as
+    :func:`vcex.evaluation.ground_truth.factor_scores` merges them).
+
+    ``reader``: what reads the descriptors, as ``vcex global --reader``: ``"latent"`` (linear probes on the
+    latents, :func:`counterfactual_attributions`), ``"images"`` (a CNN on the counterfactual images against their
+    start, :func:`image_readers`; trained on first use and cached), ``"auto"`` (images for faces, latent probes
+    otherwise). The readers are fitted (or loaded from the cache) once, here; a dataset without descriptors is
+    refused."""
     problem = no_descriptors_reason(bench.dataset)
     if problem is not None:
         raise InputError(f"no descriptors to read attribute changes with: vcex {problem}")
-    probes, _ = latent_probes(bench)
+    reader = check_global_options(bench.dataset, reader, rounds=1)
     faces = profile_for(bench.dataset).faces
+    if reader == "images":
+        found = training_descriptors(bench)
+        images = image_readers("faces" if faces else bench.dataset, found.table(), found.images, progress=False)
+
+        def read(result: CounterfactualResult) -> LocalAttribution:
+            return images.local(result)
+    else:
+        probes, _ = latent_probes(bench)
+
+        def read(result: CounterfactualResult) -> LocalAttribution:
+            return counterfactual_attributions(bench, result, probes)
 
     def change(result: CounterfactualResult) -> torch.Tensor:
-        local = counterfactual_attributions(bench, result, probes)
+        local = read(result)
         kept = local.usable.nonzero().flatten().tolist()
         groups = descriptor_groups([local.names[j] for j in kept], faces=faces)
         parts = [local.scores[:, [kept[i] for i in group]].abs().amax(1) for group in groups]
