@@ -316,7 +316,9 @@ def test_explain_and_demo_on_a_folder_of_the_users_images(bar_folder, tmp_path, 
     assert main(["demo", "--dataset", f"folder:{root}", "--n", "4", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     demo_report = (tmp_path / "demo" / "report.html").read_text()
     # ... and the demo stands without them, saying why in its report
-    assert "No attributions: no probes could be fitted" in demo_report and "No global explanation: " in demo_report
+    assert (
+        "No attributions: no latent probes could be fitted" in demo_report and "No global explanation: " in demo_report
+    )
     # the amortized explainer's fitted network is cached under a file-name-safe name too
     amortized = ["explain", "--dataset", f"folder:{root}", "--method", "amortized", "--n", "4", "--quiet"]
     assert main(amortized + ["--out", str(tmp_path / "amortized")]) == 0

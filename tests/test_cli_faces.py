@@ -35,11 +35,13 @@ def tiny_faces(monkeypatch, tmp_path_factory, shrink_profile):
 
 
 @pytest.mark.filterwarnings("ignore:.*close to chance")  # the tiny recipes' one-epoch oracle
-@pytest.mark.parametrize(("space", "whiten"), [("w", False), ("style", False), ("style", True)])
-def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, space, whiten):
+@pytest.mark.parametrize(
+    ("space", "whiten", "reader"), [("w", False, "latent"), ("style", False, "latent"), ("style", True, "auto")]
+)
+def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, space, whiten, reader):
     out = tmp_path / space
     argv = ["explain", "--dataset", "faces", "--classifier", "smiling", "--space", space, "--n", "6"]
-    argv += ["--whiten"] if whiten else []
+    argv += (["--whiten"] if whiten else []) + ["--reader", reader]
     assert main(argv + ["--threshold", "0.9", "--max-steps", "60", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "faces-smiling" and metrics["space"] == space and metrics["n"] == 6
@@ -52,11 +54,16 @@ def test_explain_faces_writes_metrics_with_mnac(tiny_faces, tmp_path, capsys, sp
     assert float(saved["target_prob"].mean()) > float(saved["original_prob"].mean())
     assert saved["counterfactuals"].shape == (6, 3, 32, 32) and (out / "grid.png").exists()
     assert "mnac" in json.loads(capsys.readouterr().out)
-    # each face's changes in the factor table, read in W: a StyleSpace attack's faces are encoded to W first
+    # each face's changes in the factor table: by default (auto) read from the images by the image readers; by
+    # latent probes in W when asked, where a StyleSpace attack's faces are encoded to W first
     attributions = metrics["attributions"]
     assert attributions["descriptors"] == "synthetic faces factor table" and "smiling" in attributions["names"]
-    latents = "the counterfactuals' latents" if space == "w" else "encoded originals and counterfactuals"
-    assert attributions["read"] == latents
+    if reader == "auto":
+        assert attributions["reader"] == "image readers"
+        assert attributions["read"] == "the counterfactual images against the images they started from"
+    else:
+        latents = "the counterfactuals' latents" if space == "w" else "encoded originals and counterfactuals"
+        assert attributions["reader"] == "latent probes" and attributions["read"] == latents
     assert load_file(str(out / "attributions.safetensors"))["scores"].shape == (6, len(attributions["names"]))
 
 

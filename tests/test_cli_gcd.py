@@ -8,12 +8,14 @@ from vcex.cli import main
 
 
 def test_the_lig_baseline_and_source_rule_choices_are_the_libraries():
+    from vcex import pipeline
     from vcex.attribution import bblig
-    from vcex.cli import gcd
+    from vcex.cli import gcd, options
     from vcex.explainers import gcd as explainers_gcd
 
     assert gcd.BASELINES == bblig.BASELINES
     assert gcd.SELECTION_RULES == explainers_gcd.SELECTION_RULES
+    assert options.READERS == pipeline.READERS
 
 
 def test_a_source_index_outside_the_test_set_gets_one_line(capsys, tmp_path):
@@ -144,14 +146,23 @@ def test_source_candidates_choose_the_source_by_validation(tmp_path, capsys):
 # the same with the rule "fewest": ~10 s on one CPU thread
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:GCD transfer")
-def test_the_fewest_rule_keeps_the_candidate_whose_flips_change_the_descriptors_least(tmp_path, capsys):
+@pytest.mark.parametrize("reader", ["auto", "images"])
+def test_the_fewest_rule_keeps_the_candidate_whose_flips_change_the_descriptors_least(
+    tmp_path, capsys, shrink_profile, reader
+):
+    shrink_profile("mnist", image_reader_epochs=1)
     out = tmp_path / "gcd"
     options = ["--dataset", "mnist", "--target", "9", "--samples", "64", "--n", "20", "--lig", "0", "--quiet"]
     options += ["--h-directions", "0", "--threads", "1", "--source-candidates", "3", "--validation", "40"]
     # tolerance 1: every candidate whose direction flips something is near enough; the least change wins
-    options += ["--source-rule", "fewest", "--source-tolerance", "1"]
+    options += ["--source-rule", "fewest", "--source-tolerance", "1", "--reader", reader]
     assert main(["gcd", *options, "--out", str(out)]) == 0
     record = json.loads((out / "directions.json").read_text())
+    # the directions' descriptor changes are read by the same reader (auto: the latent probes, for digits)
+    directions = json.loads((out / "transfer.json").read_text())["directions"]
+    assert record["reader"] == reader
+    read_by = {found.get("reader") for found in (d["descriptors"] for d in directions.values())}
+    assert read_by <= {"latent" if reader == "auto" else "images", None} and read_by - {None}
     selection = record["source_selection"]
     assert selection["rule"] == "fewest changes within 1"
     changes = selection["validation_attribute_changes"]

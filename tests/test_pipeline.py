@@ -256,6 +256,29 @@ def test_descriptor_change_sums_each_attributes_largest_change_once(bench, tmp_p
     assert pipeline.descriptor_groups(names[:2], faces=False) == [[0], [1]]
 
 
+def test_descriptor_change_besides_the_label_leaves_the_classes_own_attribute_out(monkeypatch):
+    from types import SimpleNamespace
+
+    from vcex.attribution import LocalAttribution
+
+    names = ["smiling", "lipstick", "smile", "eyes_open", "eye_openness", "beard"]
+    scores = torch.tensor([[0.5, -0.2, 0.4, 0.1, 0.3, 0.05], [-0.1, 0.0, -0.3, 0.2, 0.0, 0.0]])
+    usable = torch.tensor([True, True, True, True, True, False])  # beard's reader is not usable: never counted
+    zeros = torch.zeros_like(scores)
+    local = LocalAttribution(scores, names, usable, {"beard": "chance"}, zeros, zeros, torch.ones(6), torch.ones(6))
+    monkeypatch.setattr(pipeline, "local_reader", lambda bench, reader="latent", **_: ((lambda result: local), "x"))
+    bench = SimpleNamespace(dataset="faces-smiling", label_attributes=("smiling",))
+    result = None  # the reader above ignores it
+    # every attribute once (smile: the larger of smiling and smile), then the same without the smile
+    everything = pipeline.descriptor_change(bench)(result)
+    besides = pipeline.descriptor_change(bench, besides_label=True)(result)
+    assert torch.allclose(everything, torch.tensor([0.5 + 0.2 + 0.3, 0.3 + 0.0 + 0.2]))
+    assert torch.allclose(besides, torch.tensor([0.2 + 0.3, 0.0 + 0.2]))
+    # a classifier whose label is no face attribute of the table loses nothing
+    other = SimpleNamespace(dataset="faces-smiling", label_attributes=())
+    assert torch.allclose(pipeline.descriptor_change(other, besides_label=True)(result), everything)
+
+
 def test_descriptor_change_reads_images_when_asked(bench, tmp_path, shrink_profile):
     shrink_profile("mnist", image_reader_epochs=1)
     result, _ = pipeline.run_explain(
@@ -267,6 +290,15 @@ def test_descriptor_change_reads_images_when_asked(bench, tmp_path, shrink_profi
     local = readers.local(result)  # each counterfactual against its reconstruction
     assert change.shape == (5,)
     assert torch.allclose(change, local.scores[:, local.usable].abs().sum(1), atol=1e-5)
+    # a direction's attributions read by the same image readers
+    goal = int(result.target[0])
+    flipped = result.select(result.success)
+    by_images = pipeline.direction_attributions(bench, result, goal, k=2, reader="images")
+    sign = torch.where(flipped.target == goal, 1.0, -1.0)[:, None]
+    mean = (readers.local(flipped).scores * sign).mean(0)
+    assert by_images["reader"] == "images" and by_images["counterfactuals"] == len(flipped) > 0
+    for item in by_images["top"]:
+        assert item["change"] == pytest.approx(float(mean[local.names.index(item["name"])]), abs=1e-4)
     # "auto" is the latent probes for digits (as vcex global's), an unknown reader is refused by name
     assert torch.allclose(
         pipeline.descriptor_change(bench, reader="auto")(result), pipeline.descriptor_change(bench)(result)
@@ -294,5 +326,6 @@ def test_a_directions_attributions_are_its_flips_mean_change_signed_its_own_way(
     )
     for item in found["top"]:
         assert item["change"] == pytest.approx(float(mean[local.names.index(item["name"])]), abs=1e-4)
+    assert found["reader"] == "latent"
     none = result.select(torch.zeros(len(result), dtype=torch.bool))
     assert pipeline.direction_attributions(bench, none, goal) == {"reason": "no counterfactual flipped"}

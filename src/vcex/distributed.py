@@ -206,6 +206,7 @@ def run_explain_ray(
     split: str = "test",
     load_result: bool = True,
     attributions: bool = True,
+    reader: str = "auto",
     **options: object,
 ) -> tuple[CounterfactualResult | None, dict]:
     """:func:`vcex.pipeline.run_explain` with the chunks explained by ``workers`` Ray actors.
@@ -213,8 +214,8 @@ def run_explain_ray(
     Args:
         dataset: a dataset name as ``vcex.pipeline.prepare`` takes it, or the driver's workbench when the caller
             has prepared it (the workers prepare their own, of its dataset and ``classifier``).
-        method, n, target, out, preset, images, attributions, options: as ``run_explain`` takes them (the first
-            ``n`` test images, or ``images`` (n, C, H, W)); the driver writes the attributions.
+        method, n, target, out, preset, images, attributions, reader, options: as ``run_explain`` takes them (the
+            first ``n`` test images, or ``images`` (n, C, H, W)); the driver writes the attributions.
         address: a Ray cluster (``HEAD:6379``, ``"auto"``); None starts a local instance for this run. Ray is used
             as it is when the caller has connected already.
         workers: actors, each with the models loaded once: one GPU each where the cluster has GPUs (and then at
@@ -266,7 +267,7 @@ def run_explain_ray(
         chunks = _explain_chunks(ray, starts, worker_settings, workers, f"{method} on {n} images", progress)
     result, metrics = run_explain(
         bench, method, n, target, out, preset=preset, chunk_size=chunk_size, progress=False, images=images,
-        split=split, load_result=load_result, attributions=attributions, **options,
+        split=split, load_result=load_result, attributions=attributions, reader=reader, **options,
     )  # fmt: skip
     metrics["resumed_chunks"] = int(sum(bool(row["reused"]) for row in chunks.rows))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)

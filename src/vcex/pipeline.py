@@ -40,6 +40,7 @@ from vcex.models.refined import RefinedEncoder
 from vcex.progress import track
 from vcex.records import json_text, write_json
 from vcex.report import result_grid, save_png
+from vcex.report.html import READER_NAMES
 from vcex.report.paths import PATH_IMAGES, write_paths
 
 if TYPE_CHECKING:
@@ -440,11 +441,12 @@ def run_explain(
     split: str = "test",
     load_result: bool = True,
     attributions: bool = True,
+    reader: str = "auto",
     **options: object,
 ) -> tuple[CounterfactualResult | None, dict]:
     """Explain the first ``n`` images of ``split`` (or ``images``, (n, C, H, W) of the dataset's shape) and write
-    metrics.json, counterfactuals.safetensors (+ .json), attributions.safetensors (+ .json; ``attributions``
-    False: none, :func:`write_run_attributions`), grid.png, report.html and run.json into ``out``.
+    metrics.json, counterfactuals.safetensors (+ .json), attributions.safetensors (+ .json, read by ``reader``;
+    ``attributions`` False: none, :func:`write_run_attributions`), grid.png, report.html and run.json into ``out``.
 
     Streams, with memory flat in ``n``: chunks of ``chunk_size`` images (default :func:`default_chunk_size`) are
     explained into ``out/chunks/<fingerprint>/`` and copied into place in counterfactuals.safetensors as they
@@ -506,7 +508,9 @@ def run_explain(
     if attributions:
         # a StyleSpace attack's latents are styles, not the W the probes read: its images are encoded instead
         read_latents = options.get("space") != "style"
-        metrics["attributions"] = write_run_attributions(bench, out, fingerprint, read_latents, progress=progress)
+        metrics["attributions"] = write_run_attributions(
+            bench, out, fingerprint, read_latents, progress=progress, reader=reader
+        )
     else:
         metrics["attributions"] = {"file": None, "reason": "turned off (--no-attributions)"}
     metrics["attribution_seconds"] = round(time.perf_counter() - attribution_started, 3)
@@ -632,17 +636,16 @@ def attribution_note(summary: dict | None, local: LocalAttribution | None) -> st
     read = (summary or {}).get("read")
     return (
         f"Each counterfactual's top changes in the descriptors ({(summary or {}).get('descriptors', 'descriptors')}), "
-        f"read by {ATTRIBUTIONS_READER} fitted on the training images"
+        f"read by {(summary or {}).get('reader', READER_NAMES['latent'])} fitted on the training images"
         + (f" from {read}" if read else "")
-        + f": the change in each probe's probability, ranked by its size; every counterfactual's are in "
-        f"{ATTRIBUTIONS_FILE}. Probes that do not beat chance on held-out images are never ranked"
+        + f": the change in each reader's probability, ranked by its size; every counterfactual's are in "
+        f"{ATTRIBUTIONS_FILE}. Readers that do not beat chance on held-out images are never ranked"
         + (f" ({', '.join(sorted(local.reasons))})" if local.reasons else "")
         + "."
     )
 
 
 ATTRIBUTIONS_FILE = "attributions.safetensors"  # a run's local attributions (+ .json), one row per counterfactual
-ATTRIBUTIONS_READER = "latent probes"  # what reads them: the paper's probes, as vcex global --reader latent
 
 
 def latent_probes(
@@ -722,7 +725,9 @@ def counterfactual_attributions(
     return probes.local(result)
 
 
-def descriptor_change(bench: Workbench, reader: str = "latent") -> Callable[[CounterfactualResult], torch.Tensor]:
+def descriptor_change(
+    bench: Workbench, reader: str = "latent", besides_label: bool = False
+) -> Callable[[CounterfactualResult], torch.Tensor]:
     """A reader of how much counterfactuals change in the workbench's descriptors, for
     :meth:`~vcex.explainers.gcd.GCD.select_source`'s rule ``"fewest"``: it maps N counterfactuals to (N,) the sum
     over the usable descriptors of |s_a| (each s_a in [-1, 1]), each underlying attribute counted once: the faces
@@ -730,31 +735,25 @@ def descriptor_change(bench: Workbench, reader: str = "latent") -> Callable[[Cou
     their descriptors are merged per factor first (the largest |s_a| of a factor's descriptors, as
     :func:`vcex.evaluation.ground_truth.factor_scores` merges them).
 
-    ``reader``: what reads the descriptors, as ``vcex global --reader``: ``"latent"`` (linear probes on the
-    latents, :func:`counterfactual_attributions`), ``"images"`` (a CNN on the counterfactual images against their
-    start, :func:`image_readers`; trained on first use and cached), ``"auto"`` (images for faces, latent probes
-    otherwise). The readers are fitted (or loaded from the cache) once, here; a dataset without descriptors is
-    refused."""
+    ``reader``: what reads the descriptors (:func:`local_reader`: ``"latent"`` probes, ``"images"``, ``"auto"``);
+    it is fitted (or loaded from the cache) once, here. ``besides_label``: leave out the attributes the dataset's
+    label is (the faces-smiling classifier's smile), so that what is summed is the change besides the class's
+    own, as MNAC counts it with the attribute oracle; datasets whose label is no descriptor lose nothing. A dataset
+    without descriptors is refused."""
     problem = no_descriptors_reason(bench.dataset)
     if problem is not None:
         raise InputError(f"no descriptors to read attribute changes with: vcex {problem}")
-    reader = check_global_options(bench.dataset, reader, rounds=1)
+    read, _ = local_reader(bench, reader)
     faces = profile_for(bench.dataset).faces
-    if reader == "images":
-        found = training_descriptors(bench)
-        images = image_readers("faces" if faces else bench.dataset, found.table(), found.images, progress=False)
+    label = set(bench.label_attributes) if besides_label else set()
+    if faces and label:
+        from vcex.evaluation.ground_truth import descriptor_factor
 
-        def read(result: CounterfactualResult) -> LocalAttribution:
-            return images.local(result)
-    else:
-        probes, _ = latent_probes(bench)
-
-        def read(result: CounterfactualResult) -> LocalAttribution:
-            return counterfactual_attributions(bench, result, probes)
+        label = {descriptor_factor(name) for name in label}
 
     def change(result: CounterfactualResult) -> torch.Tensor:
         local = read(result)
-        kept = local.usable.nonzero().flatten().tolist()
+        kept = [j for j in local.usable.nonzero().flatten().tolist() if _described(local.names[j], faces) not in label]
         groups = descriptor_groups([local.names[j] for j in kept], faces=faces)
         parts = [local.scores[:, [kept[i] for i in group]].abs().amax(1) for group in groups]
         return torch.stack(parts, 1).sum(1) if parts else torch.zeros(len(result))
@@ -762,26 +761,63 @@ def descriptor_change(bench: Workbench, reader: str = "latent") -> Callable[[Cou
     return change
 
 
+def resolve_reader(dataset: str, reader: str) -> str:
+    """The descriptor reader ``reader`` stands for on ``dataset`` (``"auto"``: images for faces, latent probes
+    otherwise, the dataset profile's ``global_reader``); an unknown name is refused."""
+    if reader not in READERS:
+        raise InputError(f"unknown reader {reader!r}; use one of {', '.join(READERS)}")
+    return profile_for(dataset).global_reader if reader == "auto" else reader
+
+
+def local_reader(
+    bench: Workbench, reader: str = "latent", *, read_latents: bool = True, progress: bool = False
+) -> tuple[Callable[[CounterfactualResult], LocalAttribution], str]:
+    """A function from N counterfactuals of the workbench to their local attributions (N, A), s_a = p_a(cf) -
+    p_a(start), and the descriptors' source. ``reader`` as ``vcex global --reader``: ``"latent"`` (linear probes on
+    the latents, :func:`counterfactual_attributions`), ``"images"`` (a CNN on the counterfactual images against
+    their start, :func:`image_readers`), ``"auto"`` (images for faces, latent probes otherwise). Fitted, or loaded
+    from the cache, once, here. ``read_latents``: as :func:`counterfactual_attributions` takes it (the probes).
+
+    Raises:
+        InputError: an unknown reader, or descriptors no reader can be fitted to.
+    """
+    reader = resolve_reader(bench.dataset, reader)
+    if reader == "images":
+        found = training_descriptors(bench)
+        family = "faces" if profile_for(bench.dataset).faces else bench.dataset  # every face task shares the table
+        images = image_readers(family, found.table(), found.images, progress=progress)
+        return images.local, found.source
+    probes, source = latent_probes(bench, progress=progress)
+    return (lambda result: counterfactual_attributions(bench, result, probes, read_latents=read_latents)), source
+
+
+def _described(name: str, faces: bool) -> str:
+    """What a descriptor describes: a face descriptor's factor (``smiling`` and ``smile``: ``smile``), else itself."""
+    if not faces:
+        return name
+    from vcex.evaluation.ground_truth import descriptor_factor
+
+    return descriptor_factor(name)
+
+
 def descriptor_groups(names: Sequence[str], *, faces: bool) -> list[list[int]]:
     """The positions of ``names`` grouped by the attribute they describe, in order of first appearance: the faces'
     descriptors by their factor (``smiling`` and ``smile`` together, ``lipstick`` alone), any other dataset's one
     group per descriptor."""
-    if not faces:
-        return [[j] for j in range(len(names))]
-    from vcex.evaluation.ground_truth import descriptor_factor
-
     groups: dict[str, list[int]] = {}
     for j, name in enumerate(names):
-        groups.setdefault(descriptor_factor(name), []).append(j)
+        groups.setdefault(_described(name, faces), []).append(j)
     return list(groups.values())
 
 
-def direction_attributions(bench: Workbench, result: CounterfactualResult, goal_class: int, k: int = 5) -> dict:
+def direction_attributions(
+    bench: Workbench, result: CounterfactualResult, goal_class: int, k: int = 5, reader: str = "latent"
+) -> dict:
     """What a transferred latent direction changes, in the workbench's descriptors: the mean local attribution
-    (:func:`counterfactual_attributions`) of its successful counterfactuals, each row signed so that positive is
-    the direction's own way (images moved towards ``goal_class`` along +d count as they are; those moved back
-    along -d, negated). Returns ``{"descriptors", "counterfactuals", "top": [{"name", "change"}, ...]}`` (the ``k``
-    usable descriptors of largest |mean change|), or ``{"reason"}`` where there is nothing to read."""
+    (read by ``reader``, :func:`local_reader`) of its successful counterfactuals, each row signed so that positive
+    is the direction's own way (images moved towards ``goal_class`` along +d count as they are; those moved back
+    along -d, negated). Returns ``{"descriptors", "reader", "counterfactuals", "top": [{"name", "change"}, ...]}``
+    (the ``k`` usable descriptors of largest |mean change|), or ``{"reason"}`` where there is nothing to read."""
     problem = no_descriptors_reason(bench.dataset)
     if problem is not None:
         return {"reason": f"no descriptors: vcex {problem}"}
@@ -789,52 +825,61 @@ def direction_attributions(bench: Workbench, result: CounterfactualResult, goal_
     if len(flipped) == 0:
         return {"reason": "no counterfactual flipped"}
     try:
-        probes, source = latent_probes(bench)
+        read, source = local_reader(bench, reader)
     except InputError as error:
-        return {"reason": f"no probes could be fitted to the training descriptors: {error}"}
-    local = counterfactual_attributions(bench, flipped, probes)
+        return {"reason": f"no readers could be fitted to the training descriptors: {error}"}
+    local = read(flipped)
     sign = torch.where(flipped.target == goal_class, 1.0, -1.0)[:, None]
     mean = (local.scores * sign).mean(0)
     order = [int(j) for j in mean.abs().argsort(descending=True) if bool(local.usable[j])][:k]
     top = [{"name": local.names[j], "change": round(float(mean[j]), 4)} for j in order]
-    return {"descriptors": source, "counterfactuals": len(flipped), "top": top}
+    resolved = resolve_reader(bench.dataset, reader)
+    return {"descriptors": source, "reader": resolved, "counterfactuals": len(flipped), "top": top}
 
 
 def write_run_attributions(
-    bench: Workbench, out: Path, fingerprint: str, read_latents: bool = True, progress: bool = False
+    bench: Workbench,
+    out: Path,
+    fingerprint: str,
+    read_latents: bool = True,
+    progress: bool = False,
+    reader: str = "auto",
 ) -> dict:
     """The local attributions of every counterfactual of the run in ``out`` (its counterfactuals.safetensors, read
     in blocks of :data:`EVALUATION_BLOCK` rows, so memory stays flat) into ``out/attributions.safetensors`` (+
-    ``.json``: names, reasons, the run's ``fingerprint``), one row per counterfactual in the run's order. A rerun
-    computes them again from the whole file (the probes are cached and deterministic), so a resumed run never
-    loses or duplicates a row. Returns metrics.json's ``attributions`` record; a dataset without descriptors, or
-    whose descriptors no probe can be fitted to, gets a record saying why and no file."""
+    ``.json``: names, reasons, the run's ``fingerprint``), one row per counterfactual in the run's order, read by
+    ``reader`` (:func:`local_reader`; ``"auto"``: image readers for faces, whose latent probes read the smile and
+    the eyes near chance, latent probes otherwise). A rerun computes them again from the whole file (the readers
+    are cached and deterministic), so a resumed run never loses or duplicates a row. Returns metrics.json's
+    ``attributions`` record; a dataset without descriptors, or whose descriptors no reader can be fitted to, gets
+    a record saying why and no file."""
     from vcex.attribution import LocalAttribution
 
     problem = no_descriptors_reason(bench.dataset)
     if problem is not None:
         return {"file": None, "reason": f"no descriptors: vcex {problem}"}
-    try:
-        probes, source = latent_probes(bench, progress=progress)
-    except InputError as error:  # descriptors no probe can be fitted to (a folder's): the run stands without them
-        return {"file": None, "reason": f"no probes could be fitted to the training descriptors: {error}"}
+    reader = resolve_reader(bench.dataset, reader)
     path = out / COUNTERFACTUALS_FILE
-    n = run_length(path)
     latents = CounterfactualResult.load(path, rows=slice(0, 1)).original_latents
-    read_latents = read_latents and latents is not None and latents.flatten(1).shape[1] == probes.weights.shape[1]
+    try:
+        read, source = local_reader(bench, reader, read_latents=read_latents, progress=progress)
+    except InputError as error:  # descriptors no reader can be fitted to (a folder's): the run stands without them
+        return {
+            "file": None,
+            "reason": f"no {READER_NAMES[reader]} could be fitted to the training descriptors: {error}",
+        }
+    if reader == "images":
+        read_from = "the counterfactual images against the images they started from"
+    else:
+        width = latent_probes(bench)[0].weights.shape[1]
+        from_latents = read_latents and latents is not None and latents.flatten(1).shape[1] == width
+        read_from = "the counterfactuals' latents" if from_latents else "encoded originals and counterfactuals"
     parts = []
-    starts = range(0, n, EVALUATION_BLOCK)
+    starts = range(0, run_length(path), EVALUATION_BLOCK)
     for start in track(starts, desc="attributions", enabled=progress and len(starts) > 1, total=len(starts)):
-        block = CounterfactualResult.load(path, rows=slice(start, start + EVALUATION_BLOCK))
-        parts.append(counterfactual_attributions(bench, block, probes, read_latents=read_latents))
-        del block
+        parts.append(read(CounterfactualResult.load(path, rows=slice(start, start + EVALUATION_BLOCK))))
     local = LocalAttribution.concatenate(parts)
-    record = {
-        "fingerprint": fingerprint,
-        "reader": ATTRIBUTIONS_READER,
-        "descriptors": source,
-        "read": "the counterfactuals' latents" if read_latents else "encoded originals and counterfactuals",
-    }
+    record = {"fingerprint": fingerprint, "reader": READER_NAMES[reader], "descriptors": source, "read": read_from}
     local.save(out / ATTRIBUTIONS_FILE, record)
     return _attribution_summary(local, record)
 
@@ -1097,12 +1142,8 @@ def check_global_options(
 ) -> str:
     """Check ``vcex global``'s reader, rounds and descriptor CSV for a dataset before anything is trained;
     returns the reader that ``"auto"`` stands for (images for faces, latent probes for digits)."""
-    if reader not in READERS:
-        raise InputError(f"unknown reader {reader!r}; use one of {', '.join(READERS)}")
-    profile = profile_for(dataset)  # an unknown dataset is refused here, naming the known ones
-    faces = profile.faces
-    if reader == "auto":
-        reader = profile.global_reader
+    reader = resolve_reader(dataset, reader)  # an unknown dataset is refused here too, naming the known ones
+    faces = profile_for(dataset).faces
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"--rounds must be an integer >= 1, got {rounds!r}")
     if later_rounds is not None and later_rounds not in LATER_ROUNDS:

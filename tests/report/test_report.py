@@ -118,9 +118,7 @@ def test_global_section_lists_each_explanations_top_descriptors_with_intervals()
         in text
     )
     assert "<td>attack</td><td>5</td><td>–</td><td>–</td><td>–</td>" in text
-    assert (
-        "90% bootstrap interval" in text and "linear probes on the latents" in text and "see global/global.html" in text
-    )
+    assert "90% bootstrap interval" in text and "latent probes" in text and "see global/global.html" in text
     # nothing to show: nothing written; only a reason: the reason under the heading
     assert global_section(None) == ""
     assert global_section(None, "No global explanation: turned off.").endswith("turned off.</p>")

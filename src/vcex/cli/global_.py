@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vcex.cli.options import (
+    READERS,
     add_common,
     add_dataset,
     add_max_steps,
@@ -48,7 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     global_.add_argument(
         "--reader",
-        choices=("auto", "latent", "images"),
+        choices=READERS,
         default="auto",
         help="what reads the counterfactuals' descriptors: latent probes (the paper's) or a CNN on the images, "
         "trained once on the training images and cached; auto (default): images for faces, where they ranked "

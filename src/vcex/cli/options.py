@@ -16,6 +16,9 @@ FOLDER_HELP = (
     "folder:PATH, your images with one subfolder per class (folder:PATH@32 resizes them to 32x32); the zoo's "
     "models are trained on them on first use and cached"
 )
+# the descriptor readers of vcex global and vcex gcd --reader (vcex.pipeline.READERS; not imported here to keep
+# `vcex --help` fast)
+READERS = ("auto", "latent", "images")
 THRESHOLD_HELP = (
     "target confidence to reach: a probability in (0, 1), or 'auto': per class, the classifier's confidence on the "
     "median real training image of that class, capped at the default 0.998"

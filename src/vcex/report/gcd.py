@@ -83,7 +83,8 @@ def _descriptors(direction: dict) -> str:
     found = direction.get("descriptors") or {}
     if "top" not in found:
         return found.get("reason", "-")
-    return ", ".join(f"{item['name']} {item['change']:+.2f}" for item in found["top"][:3])
+    read = {"images": " (read from the images)", "latent": " (read by latent probes)"}.get(found.get("reader"), "")
+    return ", ".join(f"{item['name']} {item['change']:+.2f}" for item in found["top"][:3]) + read
 
 
 def write_gcd_page(

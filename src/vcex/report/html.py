@@ -15,7 +15,8 @@ from vcex.report.images import grid_image, png_data_uri, signed_difference
 if TYPE_CHECKING:
     from vcex.attribution import LocalAttribution
 
-_READERS = {"latent": "linear probes on the latents", "images": "a CNN on the images"}  # global.json's reader
+# what reads the descriptors, by vcex global / explain --reader (resolved): attributions records and the report's text
+READER_NAMES = {"latent": "latent probes", "images": "image readers"}
 TOP_CHANGES = 3  # descriptor changes listed under each example of report.html (vcex serve shows up to 12)
 
 METRIC_COLUMNS = [
@@ -157,7 +158,7 @@ def global_section(record: dict | None, note: str = "", top_k: int = TOP_CHANGES
     confidence = max((explanation["confidence"] for explanation in record["classes"].values()), default=0.95)
     intro = (
         f"Which descriptors ({record.get('descriptors')}) the counterfactuals change on average, read by "
-        f"{_READERS.get(record.get('reader'), 'readers')}: S = the mean change towards the explained class, with "
+        f"{READER_NAMES.get(record.get('reader'), 'readers')}: S = the mean change towards the explained class, with "
         f"its {confidence:.0%} bootstrap interval. Readers that do not beat chance on held-out images are not ranked."
     )
     return f'<h2>Global explanation</h2><p class="note">{html.escape(intro)}</p>{table}{paragraph}'
