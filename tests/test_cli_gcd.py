@@ -141,26 +141,30 @@ def test_source_candidates_choose_the_source_by_validation(tmp_path, capsys):
     rates = selection["validation_flip_rates"]
     assert selection["chosen"] == record["source_index"] == selection["candidates"][rates.index(max(rates))]
     assert selection["validation_images"] == 40 and record["discovery_queries"] == selection["queries"]
+    assert selection["rule"] == "flips" and record["source_reader"] is None  # MNIST's default rule reads nothing
 
 
 # the same with the rule "fewest": ~10 s on one CPU thread
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:GCD transfer")
-@pytest.mark.parametrize("reader", ["auto", "images"])
+@pytest.mark.parametrize(("reader", "source_reader"), [("auto", "latent"), ("images", "images")])
 def test_the_fewest_rule_keeps_the_candidate_whose_flips_change_the_descriptors_least(
-    tmp_path, capsys, shrink_profile, reader
+    tmp_path, capsys, shrink_profile, reader, source_reader
 ):
-    shrink_profile("mnist", image_reader_epochs=1)
+    # the first case leaves the rule to the dataset profile's default, made "fewest" here as it is for faces
+    shrink_profile("mnist", image_reader_epochs=1, gcd_source_rule="fewest")
     out = tmp_path / "gcd"
     options = ["--dataset", "mnist", "--target", "9", "--samples", "64", "--n", "20", "--lig", "0", "--quiet"]
     options += ["--h-directions", "0", "--threads", "1", "--source-candidates", "3", "--validation", "40"]
     # tolerance 1: every candidate whose direction flips something is near enough; the least change wins
-    options += ["--source-rule", "fewest", "--source-tolerance", "1", "--reader", reader]
+    options += ["--source-tolerance", "1", "--reader", reader, "--source-reader", source_reader]
+    options += [] if source_reader == "latent" else ["--source-rule", "fewest"]
     assert main(["gcd", *options, "--out", str(out)]) == 0
     record = json.loads((out / "directions.json").read_text())
-    # the directions' descriptor changes are read by the same reader (auto: the latent probes, for digits)
+    # the directions' descriptor changes are read by --reader (auto: the latent probes, for digits), the rule's by
+    # --source-reader
     directions = json.loads((out / "transfer.json").read_text())["directions"]
-    assert record["reader"] == reader
+    assert (record["reader"], record["source_reader"]) == (reader, source_reader)
     read_by = {found.get("reader") for found in (d["descriptors"] for d in directions.values())}
     assert read_by <= {"latent" if reader == "auto" else "images", None} and read_by - {None}
     selection = record["source_selection"]
@@ -190,6 +194,8 @@ def test_gcd_sampling_defaults_follow_the_dataset_and_a_bad_radius_gets_one_line
 
     assert dict(profile_for("faces-smiling").gcd_sampling) == {"radius": 0.5, "samples": 1024}
     assert dict(profile_for("mnist").gcd_sampling) == {"radius": 1.0, "samples": 512}
+    # the source rule measured on faces is their default; elsewhere the flip rate
+    assert (profile_for("faces-smiling").gcd_source_rule, profile_for("mnist").gcd_source_rule) == ("fewest", "flips")
     for radius in ("0", "nan"):
         code = main(["gcd", "--dataset", "mnist", "--radius", radius, "--out", str(tmp_path / "out"), "--quiet"])
         error = capsys.readouterr().err

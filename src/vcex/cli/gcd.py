@@ -43,28 +43,37 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=positive_count,
         default=1,
         help="K > 1: choose the source by validation instead: discover from the first K of the --validation images "
-        "that are in --source-index's class (batched), keep the one whose g0 flips most of the validation images. On "
-        "faces W (radius 0.5, 1,024 samples) the chosen source's direction flipped 0.87-0.97 of 264 test faces on "
-        "five validation pools (MNAC 1.09-1.52), where 16 sources taken without validation flipped 0.46-0.91 "
-        "(median 0.63); ~160,000-245,000 queries instead of 1,107; docs/benchmarks/gcd.md. Default 1: "
-        "--source-index is the source",
+        "that are in --source-index's class (batched), keep the one --source-rule picks from their g0's flips of the "
+        "validation images. On faces W (radius 0.5, 1,024 samples, the default rule) the chosen source's direction "
+        "flipped 0.81-0.94 of the test faces on ten validation pools and two scored sets (MNAC 1.06-1.70), where 16 "
+        "sources taken without validation flipped 0.46-0.91 (median 0.63); ~160,000-245,000 queries instead of "
+        "1,107; docs/benchmarks/gcd.md. Default 1: --source-index is the source",
     )
     parser.add_argument(
         "--source-rule",
         choices=SELECTION_RULES,
-        default="flips",
-        help="with --source-candidates: flips (the direction that flips most validation images, default), closest "
-        "(among those within --source-tolerance of the most, the one whose flips move the images least), fewest "
-        "(among those, the one whose flips change the dataset's descriptors least, read by --reader)",
+        default=None,
+        help="with --source-candidates: flips (the direction that flips most validation images), closest (among "
+        "those within --source-tolerance of the most, the one whose flips move the images least), fewest (among "
+        "those, the one whose flips change the dataset's descriptors least, read by --source-reader). Default: "
+        "fewest on faces (the faces figures on both scored sets in 7 of 10 validation pools, 4 of 5 on faces no "
+        "run had seen, against 3 of 10 for flips; docs/benchmarks/gcd.md), flips elsewhere",
+    )
+    parser.add_argument(
+        "--source-reader",
+        choices=READERS,
+        default="latent",
+        help="what reads the descriptor changes of --source-rule fewest: latent (default: the latent probes, cheap, "
+        "7 of 10 pools on faces), images (the image readers, 6 of 10) or auto (as --reader)",
     )
     parser.add_argument(
         "--reader",
         choices=READERS,
         default="auto",
-        help="what reads the descriptor changes of the directions (and of --source-rule fewest), as vcex global "
-        "--reader: auto (default: a CNN on the images for faces, where the latent probes read the smile and the eyes "
-        "near chance, held-out accuracy 0.61 and 0.55 against 0.95 and 0.93; latent probes otherwise), latent, "
-        "images (trained on first use and cached: ~2 min for faces on one CPU thread)",
+        help="what reads the descriptor changes of the directions, as vcex global --reader: auto (default: a CNN on "
+        "the images for faces, where the latent probes read the smile and the eyes near chance, held-out accuracy "
+        "0.61 and 0.55 against 0.95 and 0.93; latent probes otherwise), latent, images (trained on first use and "
+        "cached: ~2 min for faces on one CPU thread)",
     )
     parser.add_argument(
         "--source-tolerance",
@@ -152,6 +161,8 @@ def run(args: argparse.Namespace) -> None:
     test = bench.test.images
     stochastic = callable(getattr(bench.latent_model, "encode_stochastic", None))
     _check(args, bench, len(test), stochastic)
+    if args.source_rule is None:  # the dataset family's measured default (faces: fewest)
+        args.source_rule = profile_for(bench.dataset).gcd_source_rule
     # the same RefinedEncoder `vcex explain --invert-steps` attacks from; the encoder alone at 0
     latent_model = RefinedEncoder(bench.latent_model, steps=args.invert_steps) if args.invert_steps else None
     opaque = is_black_box(bench.classifier)
@@ -193,6 +204,8 @@ def run(args: argparse.Namespace) -> None:
         else None,
         "invert_steps": args.invert_steps,
         "reader": args.reader,  # what reads the descriptor changes (auto: images for faces, latent probes otherwise)
+        # what read the fewest rule's descriptor changes (None: no such rule)
+        "source_reader": args.source_reader if args.source_rule == "fewest" and args.source_candidates > 1 else None,
         **record,
         "n": min(args.n, len(test)),
         "directions": {},
@@ -229,7 +242,7 @@ def _check(args: argparse.Namespace, bench, test_images: int, stochastic: bool) 
             f"--source-candidates takes its candidates and --validation {args.validation} images from the test images "
             f"after the first --n {args.n}; the test set has {test_images}: lower --n or --validation"
         )
-    if args.source_rule != "flips" and args.source_candidates == 1:
+    if args.source_rule not in (None, "flips") and args.source_candidates == 1:
         raise InputError(
             f"--source-rule {args.source_rule} chooses among candidate sources: add --source-candidates K (K > 1)"
         )
@@ -275,7 +288,9 @@ def _discover(args: argparse.Namespace, bench, gcd, test, source_class: int, goa
             rule=args.source_rule,
             tolerance=args.source_tolerance,
             # the candidates' descriptor changes, recorded with every rule where the dataset has descriptors
-            attribute_change=None if no_descriptors_reason(bench.dataset) else descriptor_change(bench, args.reader),
+            attribute_change=None
+            if no_descriptors_reason(bench.dataset)
+            else descriptor_change(bench, args.source_reader),
         )
         discovery, source_index = selection.discovery, args.n + selection.chosen
         chosen_rate = selection.summary()["chosen_validation_flip_rate"]
