@@ -277,7 +277,7 @@ def run_backend(name: str, bench, latent_model, pair: tuple[int, int], args) -> 
         shifts = attribute_shifts(bench, transfer.result)
         # the same, read by the descriptors' latent probes and by the image readers (`vcex gcd`'s default on faces;
         # no oracle needed)
-        descriptors = direction_attributions(metrics_bench, transfer.result, goal_class)
+        descriptors = direction_attributions(metrics_bench, transfer.result, goal_class, reader="latent")
         record["directions"][direction_name] = {
             "attribute_shift": shifts,
             "descriptors": descriptors,

@@ -811,13 +811,14 @@ def descriptor_groups(names: Sequence[str], *, faces: bool) -> list[list[int]]:
 
 
 def direction_attributions(
-    bench: Workbench, result: CounterfactualResult, goal_class: int, k: int = 5, reader: str = "latent"
+    bench: Workbench, result: CounterfactualResult, goal_class: int, k: int = 5, reader: str = "auto"
 ) -> dict:
     """What a transferred latent direction changes, in the workbench's descriptors: the mean local attribution
-    (read by ``reader``, :func:`local_reader`) of its successful counterfactuals, each row signed so that positive
-    is the direction's own way (images moved towards ``goal_class`` along +d count as they are; those moved back
-    along -d, negated). Returns ``{"descriptors", "reader", "counterfactuals", "top": [{"name", "change"}, ...]}``
-    (the ``k`` usable descriptors of largest |mean change|), or ``{"reason"}`` where there is nothing to read."""
+    (read by ``reader``, :func:`local_reader`; ``"auto"``, as ``vcex gcd``: the image readers on faces, the latent
+    probes elsewhere) of its successful counterfactuals, each row signed so that positive is the direction's own
+    way (images moved towards ``goal_class`` along +d count as they are; those moved back along -d, negated).
+    Returns ``{"descriptors", "reader", "counterfactuals", "top": [{"name", "change"}, ...]}`` (the ``k`` usable
+    descriptors of largest |mean change|), or ``{"reason"}`` where there is nothing to read."""
     problem = no_descriptors_reason(bench.dataset)
     if problem is not None:
         return {"reason": f"no descriptors: vcex {problem}"}
