@@ -105,17 +105,18 @@ def test_global_section_lists_each_explanations_top_descriptors_with_intervals()
         "descriptors": "morphometrics",
         "reader": "latent",
         "classes": {
-            "3": {"label": "target 3", "n": 12, "confidence": 0.9, "ranking": ["slant", "width"],
-                  "descriptors": [row("width", 0.2), row("slant", -0.4), row("area", 0.01)]},
+            "3": {"label": "target 3", "n": 12, "confidence": 0.9, "ranking": ["slant", "stroke-width"],
+                  "descriptors": [row("stroke-width", 0.2), row("slant", -0.4), row("area", 0.01)]},
             "attack": {"label": "CounterfactualAttack", "n": 5, "confidence": 0.9, "ranking": [],
                        "descriptors": [row("width", 0.0)]},
         },
     }  # fmt: skip
     text = global_section(record, note="see global/global.html", top_k=3)
-    # a class row is the class the counterfactuals move towards; ranked descriptors in order, the rest dashes
+    # a class row is the class the counterfactuals move towards; ranked descriptors in order, the rest dashes;
+    # numbers get a typographic minus, names keep their hyphens
     assert (
-        "<td>→ 3</td><td>12</td><td>slant −0.40 [−0.50, −0.30]</td><td>width +0.20 [+0.10, +0.30]</td><td>–</td>"
-        in text
+        "<td>→ 3</td><td>12</td><td>slant −0.40 [−0.50, −0.30]</td><td>stroke-width +0.20 [+0.10, +0.30]</td>"
+        "<td>–</td>" in text
     )
     assert "<td>attack</td><td>5</td><td>–</td><td>–</td><td>–</td>" in text
     assert "90% bootstrap interval" in text and "latent probes" in text and "see global/global.html" in text

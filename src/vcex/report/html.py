@@ -129,6 +129,11 @@ def attribution_text(changes: list[dict]) -> str:
     )
 
 
+def _signed(value: float) -> str:
+    """A signed number with a typographic minus (a descriptor's name keeps its own hyphens)."""
+    return f"{value:+.2f}".replace("-", "−")
+
+
 def global_section(record: dict | None, note: str = "", top_k: int = TOP_CHANGES) -> str:
     """The report's global explanation: a row per explanation of a global.json ``record`` (per target class, or
     per classifier side) with its ``top_k`` descriptors, S and the bootstrap interval; ``note`` under it."""
@@ -141,8 +146,8 @@ def global_section(record: dict | None, note: str = "", top_k: int = TOP_CHANGES
     for label, explanation in record["classes"].items():
         by_name = {row["name"]: row for row in explanation["descriptors"]}
         cells = [
-            f"{html.escape(name)} {by_name[name]['score']:+.2f} "
-            f"[{by_name[name]['ci_low']:+.2f}, {by_name[name]['ci_high']:+.2f}]".replace("-", "−")
+            f"{html.escape(name)} {_signed(by_name[name]['score'])} "
+            f"[{_signed(by_name[name]['ci_low'])}, {_signed(by_name[name]['ci_high'])}]"
             for name in explanation["ranking"][:top_k]
         ]
         cells += [""] * (top_k - len(cells))
