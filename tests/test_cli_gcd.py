@@ -144,6 +144,28 @@ def test_source_candidates_choose_the_source_by_validation(tmp_path, capsys):
     assert selection["rule"] == "flips" and record["source_reader"] is None  # MNIST's default rule reads nothing
 
 
+@pytest.mark.filterwarnings("ignore:GCD transfer")
+def test_descriptors_no_reader_fits_cost_only_the_rule_that_reads_them(tmp_path, capsys, monkeypatch):
+    from vcex import pipeline
+    from vcex.errors import InputError
+
+    def unreadable(bench, reader="latent", besides_label=False):
+        raise InputError("no probe beats chance on held-out images")
+
+    monkeypatch.setattr(pipeline, "descriptor_change", unreadable)  # as a folder whose descriptors no reader fits
+    options = ["--dataset", "mnist", "--target", "9", "--samples", "64", "--n", "20", "--lig", "0", "--quiet"]
+    options += ["--h-directions", "0", "--threads", "1", "--source-candidates", "2", "--validation", "40"]
+    # the flip rate reads no descriptors: the run stands, with no changes recorded
+    assert main(["gcd", *options, "--out", str(tmp_path / "flips")]) == 0
+    selection = json.loads((tmp_path / "flips" / "directions.json").read_text())["source_selection"]
+    assert selection["rule"] == "flips" and not any(selection["validation_attribute_changes"] or [])
+    # fewest needs them: one line naming the reason and the way out
+    code = main(["gcd", *options, "--source-rule", "fewest", "--out", str(tmp_path / "fewest")])
+    error = capsys.readouterr().err
+    assert code == 2 and "cannot read the descriptors: no probe beats chance" in error and "use flips" in error
+    assert "Traceback" not in error
+
+
 # the same with the rule "fewest": ~10 s on one CPU thread
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:GCD transfer")

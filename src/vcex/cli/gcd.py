@@ -265,11 +265,28 @@ def _check(args: argparse.Namespace, bench, test_images: int, stochastic: bool) 
         )
 
 
+def _change_reader(args: argparse.Namespace, bench):
+    """The candidates' descriptor changes for select_source, recorded with every rule where the dataset has
+    descriptors: None without them, and None under another rule than fewest when no reader can be fitted to them
+    (a folder's), so that the run stands; under fewest that is refused with the reason."""
+    from vcex.pipeline import descriptor_change, no_descriptors_reason
+
+    if no_descriptors_reason(bench.dataset):
+        return None
+    try:
+        return descriptor_change(bench, args.source_reader)
+    except InputError as error:
+        if args.source_rule == "fewest":
+            raise InputError(
+                f"--source-rule fewest cannot read the descriptors: {error}; use flips or closest"
+            ) from error
+        return None
+
+
 def _discover(args: argparse.Namespace, bench, gcd, test, source_class: int, goal: int) -> dict:
     """The directions from --source-index, or from the source chosen by validation (--source-candidates): the
     record's discovery part, with the :class:`~vcex.explainers.gcd.Discovery` itself under ``"discovery"``."""
     from vcex.evaluation.metrics import versions
-    from vcex.pipeline import descriptor_change, no_descriptors_reason
 
     started = time.perf_counter()
     selection = None
@@ -287,10 +304,7 @@ def _discover(args: argparse.Namespace, bench, gcd, test, source_class: int, goa
             limit=args.source_candidates,
             rule=args.source_rule,
             tolerance=args.source_tolerance,
-            # the candidates' descriptor changes, recorded with every rule where the dataset has descriptors
-            attribute_change=None
-            if no_descriptors_reason(bench.dataset)
-            else descriptor_change(bench, args.source_reader),
+            attribute_change=_change_reader(args, bench),
         )
         discovery, source_index = selection.discovery, args.n + selection.chosen
         chosen_rate = selection.summary()["chosen_validation_flip_rate"]
