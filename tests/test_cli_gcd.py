@@ -141,7 +141,9 @@ def test_source_candidates_choose_the_source_by_validation(tmp_path, capsys):
     rates = selection["validation_flip_rates"]
     assert selection["chosen"] == record["source_index"] == selection["candidates"][rates.index(max(rates))]
     assert selection["validation_images"] == 40 and record["discovery_queries"] == selection["queries"]
-    assert selection["rule"] == "flips" and record["source_reader"] is None  # MNIST's default rule reads nothing
+    # MNIST's default rule; the candidates' descriptor changes are still read (latent probes) and recorded
+    assert selection["rule"] == "flips" and selection["change_reader"] == "latent"
+    assert any(change is not None for change in selection["validation_attribute_changes"])
 
 
 @pytest.mark.filterwarnings("ignore:GCD transfer")
@@ -158,7 +160,8 @@ def test_descriptors_no_reader_fits_cost_only_the_rule_that_reads_them(tmp_path,
     # the flip rate reads no descriptors: the run stands, with no changes recorded
     assert main(["gcd", *options, "--out", str(tmp_path / "flips")]) == 0
     selection = json.loads((tmp_path / "flips" / "directions.json").read_text())["source_selection"]
-    assert selection["rule"] == "flips" and not any(selection["validation_attribute_changes"] or [])
+    assert selection["rule"] == "flips" and selection["change_reader"] is None
+    assert not any(selection["validation_attribute_changes"] or [])
     # fewest needs them: one line naming the reason and the way out
     code = main(["gcd", *options, "--source-rule", "fewest", "--out", str(tmp_path / "fewest")])
     error = capsys.readouterr().err
@@ -186,7 +189,7 @@ def test_the_fewest_rule_keeps_the_candidate_whose_flips_change_the_descriptors_
     # the directions' descriptor changes are read by --reader (auto: the latent probes, for digits), the rule's by
     # --source-reader
     directions = json.loads((out / "transfer.json").read_text())["directions"]
-    assert (record["reader"], record["source_reader"]) == (reader, source_reader)
+    assert (record["reader"], record["source_selection"]["change_reader"]) == (reader, source_reader)
     read_by = {found.get("reader") for found in (d["descriptors"] for d in directions.values())}
     assert read_by <= {"latent" if reader == "auto" else "images", None} and read_by - {None}
     selection = record["source_selection"]

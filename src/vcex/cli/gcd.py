@@ -46,7 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "that are in --source-index's class (batched), keep the one --source-rule picks from their g0's flips of the "
         "validation images. On faces W (radius 0.5, 1,024 samples, the default rule) the chosen source's direction "
         "flipped 0.81-0.94 of the test faces on ten validation pools and two scored sets (MNAC 1.06-1.70), where 16 "
-        "sources taken without validation flipped 0.46-0.91 (median 0.63); ~160,000-245,000 queries instead of "
+        "sources taken without validation flipped 0.46-0.91 (median 0.63); ~160,000-275,000 queries instead of "
         "1,107; docs/benchmarks/gcd.md. Default 1: --source-index is the source",
     )
     parser.add_argument(
@@ -204,8 +204,6 @@ def run(args: argparse.Namespace) -> None:
         else None,
         "invert_steps": args.invert_steps,
         "reader": args.reader,  # what reads the descriptor changes (auto: images for faces, latent probes otherwise)
-        # what read the fewest rule's descriptor changes (None: no such rule)
-        "source_reader": args.source_reader if args.source_rule == "fewest" and args.source_candidates > 1 else None,
         **record,
         "n": min(args.n, len(test)),
         "directions": {},
@@ -295,6 +293,7 @@ def _discover(args: argparse.Namespace, bench, gcd, test, source_class: int, goa
             args, f"GCD: choosing the source (class {source_class} -> {goal}) among {args.source_candidates} candidates"
         )
         pool = test[args.n : args.n + args.validation]
+        change = _change_reader(args, bench)
         # the candidates are the validation images themselves (encoded once)
         selection = gcd.select_source(
             None,
@@ -304,7 +303,7 @@ def _discover(args: argparse.Namespace, bench, gcd, test, source_class: int, goa
             limit=args.source_candidates,
             rule=args.source_rule,
             tolerance=args.source_tolerance,
-            attribute_change=_change_reader(args, bench),
+            attribute_change=change,
         )
         discovery, source_index = selection.discovery, args.n + selection.chosen
         chosen_rate = selection.summary()["chosen_validation_flip_rate"]
@@ -323,6 +322,8 @@ def _discover(args: argparse.Namespace, bench, gcd, test, source_class: int, goa
             **selection.summary(),
             "candidates": [args.n + int(i) for i in selection.candidates],
             "chosen": source_index,
+            # what read the candidates' descriptor changes (None: not read), as the benchmark records it
+            "change_reader": None if change is None else args.source_reader,
         },
         "source_class": source_class,
         "goal_class": goal,
