@@ -173,6 +173,24 @@ def _alignment_regions(recipe: object, model: object, reader: object, n: int) ->
     return alignment_regions(factors, [reader.factor_names[i] for i in plan.factors.tolist()], faces.images.shape[-1])
 
 
+def _face_edits(dataset: str, recipe: object, n: int) -> object:
+    """The renderer's true single-factor edits of the first ``n`` training faces (``FaceEdits``) when the recipe
+    asks for the edit term (``edit_weight``), else None; a dataset without a renderer is refused."""
+    from vcex.data.faces_tasks import load_face_table
+    from vcex.errors import InputError
+    from vcex.models.faces import FaceEdits
+
+    if recipe.edit_weight <= 0:
+        return None
+    if dataset != "faces":
+        raise InputError(
+            f"--set edit_weight needs a dataset whose images can be drawn again with one factor moved (faces); "
+            f"{dataset} has no renderer"
+        )
+    faces = load_face_table("train")
+    return FaceEdits({name: values[:n] for name, values in faces.factors.items()}, size=faces.images.shape[-1])
+
+
 def _perceptual(dataset: str, progress: bool, device: object = "cpu") -> object:
     """Features of our own network for the perceptual term: the faces' factor regressor, or the digits' CNN's
     convolutional stages (research note B.4: classifier features in place of LPIPS), on ``device``."""
@@ -282,6 +300,7 @@ def run(args: argparse.Namespace) -> None:
         pixel_weights=weights, seed=args.seed, checkpoint=out, resume=args.resume, record=record, progress=progress,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, device=device,
         factor_reader=reader, alignment_regions=_alignment_regions(recipe, model, reader, len(images)),
+        face_edits=_face_edits(args.dataset, recipe, len(images)),
     )  # fmt: skip
     wall = time.perf_counter() - started
     model = load_stylex(out, classifier=None if classifier is None else classifier.cpu())

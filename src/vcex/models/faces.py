@@ -165,6 +165,72 @@ def alignment_regions(
     return grown.view(out.shape) > 0
 
 
+class FaceEdits:
+    """True single-factor edits of known faces, drawn again by the renderer: the edit term's targets.
+
+    ``FaceEdits(factors)`` holds the factors of N faces (every name of the renderer, (N,) each; the training
+    table's, in its order). ``edits(indices (n,), names (m,), amounts (m, n) in [-1, 1], shifts (m,))`` draws
+    face ``indices[j]`` with factor ``names[i]`` moved by ``amounts[i, j]``: (m, n, 3, S, S) in [0, 1].
+    A continuous factor moves by ``amount * shift`` of its range (clamped to it); a binary one is blended toward
+    the face drawn with the factor on (amount > 0) or off, by ``|amount|`` (``shift`` unused); the
+    ``background_hue`` turns by ``amount * shift`` (it wraps); ``background_warmth`` moves the hue by up to
+    ``|amount| * shift`` of a turn toward orange-red (amount > 0, the warm half's middle, 0.05) or cyan (0.55),
+    the short way round and without passing it.
+    """
+
+    def __init__(self, factors: dict[str, torch.Tensor], size: int = 32) -> None:
+        from vcex.data.synthetic_faces import FACTORS
+
+        missing = [name for name in FACTORS if name not in factors]
+        if missing:
+            raise InputError(f"FaceEdits needs every factor of the renderer; missing: {', '.join(missing)}")
+        self.factors, self.size = {name: factors[name] for name in FACTORS}, size
+        self.factor_names = (*CONTENT_FACTORS, "background_warmth")
+
+    def __len__(self) -> int:
+        return len(self.factors["smile"])
+
+    def moved(self, name: str, values: torch.Tensor, amounts: torch.Tensor, shift: float) -> torch.Tensor:
+        """The factor ``name`` (the renderer's, or ``background_warmth``) at ``values`` (n,) moved by ``amounts``
+        (n,): for a binary factor, its value toward which the face is blended."""
+        from vcex.data.synthetic_faces import FACTORS
+
+        if name == "background_warmth":
+            goal = torch.where(amounts > 0, torch.full_like(values, 0.05), torch.full_like(values, 0.55))
+            gap = torch.remainder(goal - values + 0.5, 1.0) - 0.5  # signed short way, in (-0.5, 0.5]
+            step = gap.sign() * torch.minimum(gap.abs(), amounts.abs() * shift)
+            return torch.remainder(values + step, 1.0)
+        spec = FACTORS[name]
+        if spec.binary:
+            return (amounts > 0).to(values.dtype)
+        if name == "background_hue":
+            return torch.remainder(values + amounts * shift, 1.0)
+        return (values + amounts * shift * (spec.high - spec.low)).clamp(spec.low, spec.high)
+
+    def __call__(
+        self, indices: torch.Tensor, names: Sequence[str], amounts: torch.Tensor, shifts: Sequence[float]
+    ) -> torch.Tensor:
+        from vcex.data.synthetic_faces import FACTORS, render_faces
+
+        unknown = [name for name in names if name not in self.factor_names]
+        if unknown:
+            raise InputError(f"FaceEdits cannot move {', '.join(unknown)}; it moves {', '.join(self.factor_names)}")
+        if amounts.shape != (len(names), len(indices)):
+            expected = (len(names), len(indices))
+            raise InputError(f"amounts must be (factors, images) = {expected}, got {tuple(amounts.shape)}")
+        indices, amounts = indices.cpu(), amounts.detach().cpu().float()
+        drawn = {key: value[indices] for key, value in self.factors.items()}
+        rows = []
+        for name, amount, shift in zip(names, amounts, shifts):
+            factor = "background_hue" if name == "background_warmth" else name
+            edited = {**drawn, factor: self.moved(name, drawn[factor], amount, float(shift))}
+            rows.append(render_faces(edited, size=self.size))
+            if name in FACTORS and FACTORS[name].binary:  # a blend toward the face with the factor on or off
+                plain = render_faces(drawn, size=self.size)
+                rows[-1] = plain + amount.abs().view(-1, 1, 1, 1) * (rows[-1] - plain)
+        return torch.stack(rows)
+
+
 def detail_weights(faces: FacesDataset, size: int, boost: float = 4.0) -> torch.Tensor:
     """Per-pixel reconstruction weights (N, 1, S, S): 1 everywhere, ``1 + boost`` on the mouth, eyes and
     eyebrows, the small parts that carry smiling and eye openness in a few pixels."""

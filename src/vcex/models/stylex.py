@@ -45,7 +45,7 @@ from torch import nn
 from vcex.cache import load_state_into, load_weights, save_weights
 from vcex.errors import CacheError, InputError
 from vcex.models.state import evaluating
-from vcex.models.style_alignment import AlignmentPlan, alignment_loss, coordinate_names, parse_alignment
+from vcex.models.style_alignment import AlignmentPlan, alignment_loss, coordinate_names, edit_loss, parse_alignment
 from vcex.models.stylegan import (
     StyleAutoencoder,
     StyleGeneratorConfig,
@@ -155,13 +155,18 @@ class StylExRecipe:
     # > 0: on encoder batches, this weight times the mean squared pixel change outside the parts each aligned factor
     # may change (train_stylex's ``alignment_regions``: the faces' renderer knows them); needs those regions
     align_region_weight: float = 0.0
+    # > 0: the edit term on encoder batches (vcex.models.style_alignment.edit_loss), at this weight: shifting each
+    # pair of ``align_map`` must change the decode as the renderer's true edit of that factor changes the face
+    # (pixels, no reader; the faces only: train_stylex's ``face_edits``); ``align_shift`` (default 0.7) is a
+    # continuous factor's move per 3 stds in its range, ``align_factors`` / ``align_images`` as for the alignment
+    edit_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "mapping_fit_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         weights = ("anchor_weight", "orojar_weight", "align_weight", "align_off_weight", "align_gan_weight")
-        for name in (*weights, "align_region_weight"):
+        for name in (*weights, "align_region_weight", "edit_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.orojar_directions < 2:
@@ -176,8 +181,9 @@ class StylExRecipe:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.mixing_prob <= 1:
             raise InputError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
-        if (self.align_weight > 0 or self.align_gan_weight > 0) and not self.align_map.strip():
-            raise InputError("align_weight > 0 needs align_map, e.g. --set align_map='smile=32.conv0:10'")
+        for name in ("align_weight", "align_gan_weight", "edit_weight"):
+            if getattr(self, name) > 0 and not self.align_map.strip():
+                raise InputError(f"{name} > 0 needs align_map, e.g. --set align_map='smile=32.conv0:10'")
         for name in ("align_gan_weight", "align_region_weight"):  # both extend the encoder batches' term
             if getattr(self, name) > 0 and self.align_weight <= 0:
                 raise InputError(f"{name} extends the alignment term: set align_weight > 0 too")
@@ -559,10 +565,12 @@ def _encoder_losses(
     state: StylExState, reals: Tensor, labels: Tensor | None, weights: Tensor | None,
     perceptual: Callable[[Tensor], Tensor] | None, recipe: StylExRecipe, adversarial: bool = True,
     alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None, regions: Tensor | None = None,
+    edit: tuple[Callable[..., Tensor], AlignmentPlan] | None = None, indices: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict]:  # fmt: skip
     """An encoder batch on ``reals`` (n, C, S, S): reconstruction, latent, classifier, (when ``adversarial``)
     adversarial and (with ``alignment``: a factor reader and its plan; ``regions``: where each pair may change each
-    image) alignment terms, the reconstructions (the fakes D then sees) and the logged terms."""
+    image) alignment terms, (with ``edit``: the faces' edits and their plan; ``indices``: which faces ``reals``
+    are) the edit term, the reconstructions (the fakes D then sees) and the logged terms."""
     model = state.model
     w = model.encoder(reals)
     styles = model.generator.styles(model.latent(w, labels))
@@ -579,6 +587,14 @@ def _encoder_losses(
         aligned, align_terms = _alignment_term(model, styles, alignment, state.rng, recipe, regions)
         loss = loss + recipe.align_weight * aligned
         terms.update(align_terms)
+    if edit is not None:  # None unless recipe.edit_weight > 0 (_edit_plan)
+        edits, plan = edit
+        edited, edit_terms = edit_loss(
+            model.decode_styles, styles, reals, edits, indices, plan, state.rng, images=recipe.align_images,
+            factors=recipe.align_factors, shift=recipe.align_shift,
+        )  # fmt: skip
+        loss = loss + recipe.edit_weight * edited
+        terms.update(edit_terms)
     if adversarial:
         fooling = _nonsaturating_loss(state.discriminator(reconstruction, labels))
         loss = loss + recipe.reconstruction_adversarial_weight * fooling
@@ -635,10 +651,13 @@ def _train_step(
     recipe: StylExRecipe,
     alignment: tuple[Callable[[Tensor], Tensor], AlignmentPlan] | None = None,
     regions: Tensor | None = None,
+    edit: tuple[Callable[..., Tensor], AlignmentPlan] | None = None,
+    indices: Tensor | None = None,
 ) -> dict:
     """One step: a GAN batch on even steps, an encoder batch on odd ones; then D. In the warm-up epochs every
     step is an encoder batch without adversarial terms, and D rests. ``regions``: the batch's alignment regions
-    or None. Returns the logged terms."""
+    or None; ``edit`` and ``indices``: the edit term's edits and plan, and which training images ``reals`` are.
+    Returns the logged terms."""
     model = state.model
     labels = model.labels(model.crop(reals))
     warming_up = state.epoch < recipe.warmup_epochs
@@ -648,7 +667,7 @@ def _train_step(
         else:
             loss, fakes, terms = _encoder_losses(
                 state, reals, labels, weights, perceptual, recipe, adversarial=not warming_up, alignment=alignment,
-                regions=regions,
+                regions=regions, edit=edit, indices=indices,
             )  # fmt: skip
         state.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -768,6 +787,26 @@ def _check_regions(
         raise InputError(f"alignment_regions must be bool of shape {expected} (images, pairs, H, W), got {got}")
 
 
+def _edit_plan(
+    model: StylExAutoencoder, edits: Callable[..., Tensor] | None, images: Tensor, recipe: StylExRecipe
+) -> tuple[Callable[..., Tensor], AlignmentPlan] | None:
+    """(edits, plan) of the edit term, or None when it is off; missing or mismatched edits are refused."""
+    if recipe.edit_weight <= 0:
+        return None
+    names = getattr(edits, "factor_names", None)
+    if edits is None or names is None:
+        raise InputError(
+            "edit_weight > 0 needs face_edits (the renderer's true single-factor edits of the training images, "
+            "vcex.models.faces.FaceEdits): only the synthetic faces have them, so train without the edit term"
+        )
+    if len(edits) != len(images) or model.pad:
+        raise InputError(
+            f"face_edits must hold the factors of the {len(images)} training images in their order, at the "
+            f"generator's size; got {len(edits)} faces" + (" and a padded generator" if model.pad else "")
+        )
+    return edits, parse_alignment(recipe.align_map, coordinate_names(model)[0], names)
+
+
 def train_stylex(
     model: StylExAutoencoder,
     images: Tensor,
@@ -785,6 +824,7 @@ def train_stylex(
     device: str | torch.device | None = None,
     factor_reader: nn.Module | None = None,
     alignment_regions: Tensor | None = None,
+    face_edits: Callable[..., Tensor] | None = None,
 ) -> StylExState:
     """Train ``model`` by StylEx on ``images`` (N, C, H, W) in [0, 1] until ``epochs`` epochs are done.
 
@@ -800,12 +840,15 @@ def train_stylex(
     readings in [0, 1] with ``factor_names``, the alignment term's reader (needed when ``recipe.align_weight`` > 0;
     on ``device`` already). ``alignment_regions`` (N, M, H, W) bool: per image and pair of the alignment map, where
     that pair may change the image (needed when ``recipe.align_region_weight`` > 0; e.g.
-    :func:`vcex.models.faces.alignment_regions`).
+    :func:`vcex.models.faces.alignment_regions`). ``face_edits``: the training faces' true single-factor edits
+    (:class:`vcex.models.faces.FaceEdits`, N faces in the order of ``images``; needed when ``recipe.edit_weight``
+    > 0).
     """
     recipe = recipe or StylExRecipe()
     _check_training_inputs(model, images, pixel_weights, epochs)
     alignment = _alignment(model, factor_reader, recipe)
     _check_regions(alignment, alignment_regions, images, recipe)
+    edit = _edit_plan(model, face_edits, images, recipe)
     device = torch.device(device) if device is not None else model.generator.const.device
     model.to(device)
     reals_all = model.to_generator_space(images.to(device))
@@ -836,7 +879,9 @@ def train_stylex(
             for batch in torch.randperm(len(images), generator=state.rng).split(recipe.batch_size):
                 weights = None if pixel_weights is None else pixel_weights[batch]
                 regions = None if alignment_regions is None else alignment_regions[batch].to(device)
-                terms = _train_step(state, reals_all[batch], weights, perceptual, recipe, alignment, regions)
+                terms = _train_step(
+                    state, reals_all[batch], weights, perceptual, recipe, alignment, regions, edit, batch
+                )  # fmt: skip
                 for key, value in terms.items():
                     totals.setdefault(key, []).append(value)
                 bar.update(1)
