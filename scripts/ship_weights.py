@@ -81,6 +81,10 @@ def write_readme(target: Path, names: list[str]) -> None:
         "recipe.json with the command, recipe, per-epoch history and figures), copied by scripts/ship_stylex.py and",
         "judged in docs/benchmarks/stylex-faces.md and stylex-mnist.md.",
         "",
+        "The faces' image readers (the descriptor readers of `vcex explain`, `vcex gcd` and `vcex global` on faces)",
+        "ship in readers/, made by scripts/ship_readers.py: the ones the benchmark pages' runs trained and cached;",
+        "their file name holds a digest of their settings and the faces' factor table, which `image_readers` checks.",
+        "",
     ]
     for path in files:
         _, record = load_weights(path)

@@ -329,3 +329,22 @@ def test_a_directions_attributions_are_its_flips_mean_change_signed_its_own_way(
     assert found["reader"] == "latent"
     none = result.select(torch.zeros(len(result), dtype=torch.bool))
     assert pipeline.direction_attributions(bench, none, goal) == {"reason": "no counterfactual flipped"}
+
+
+def test_the_faces_image_readers_ship_and_load_without_training(monkeypatch, shrink_profile):
+    from vcex.attribution import Descriptors, ImageAttributes
+    from vcex.data.faces_tasks import load_face_table
+
+    faces = load_face_table("train")
+    table = Descriptors.from_faces(faces)
+    shipped, cached = pipeline.image_reader_paths("faces", table, faces.images)
+    assert shipped.exists(), f"{shipped.name} is not shipped: run scripts/ship_readers.py after changing the readers"
+    monkeypatch.setattr(ImageAttributes, "fit", lambda *args, **kwargs: pytest.fail("the shipped readers trained"))
+    readers = pipeline.image_readers("faces", table, faces.images, progress=False)
+    assert readers.names == list(table.names) and not cached.exists()
+    assert all(report["usable"] for report in readers.summary())
+    # other settings or another table are not the shipped readers' (they would train, and be cached)
+    shrink_profile("faces", image_reader_epochs=1)
+    assert pipeline.image_reader_paths("faces", table, faces.images)[0] != shipped
+    other_table = Descriptors.from_faces(load_face_table("test"))
+    assert pipeline.image_reader_paths("faces", other_table, faces.images)[0] != shipped

@@ -1102,29 +1102,54 @@ def write_outputs(
 READERS = ("auto", "latent", "images")
 
 
+# image readers that ship with vcex (scripts/ship_readers.py): the faces', so that the first faces run trains none
+SHIPPED_READERS = Path(__file__).resolve().parent / "weights" / "readers"
+
+
 def image_readers(
     dataset: str, descriptors: Descriptors, images: torch.Tensor, progress: bool = True
 ) -> ImageAttributes:
-    """:class:`vcex.attribution.ImageAttributes` for ``dataset``'s descriptor images, trained on first use and
-    cached (faces: ~1.5 min on 1 CPU thread for the 12,000 training faces). Blur augmentation up to the
-    attribute oracle's sigma, so the readers see attributes through a generator's softness."""
+    """:class:`vcex.attribution.ImageAttributes` for ``dataset``'s descriptor images: the shipped ones where they
+    were trained with these settings on this table (the faces'), else trained on first use and cached (~1.5 min
+    on 1 CPU thread for 12,000 faces). Blur augmentation up to the attribute oracle's sigma,
+    so the readers see attributes through a generator's softness."""
+    from vcex.attribution import ImageAttributes
+
+    readers = _new_image_readers(dataset, progress)
+    shipped, path = image_reader_paths(dataset, descriptors, images, readers)
+    for found in (shipped, path):
+        if found.exists():
+            return ImageAttributes.load(found)
+    readers.fit(images, descriptors)
+    readers.save(path)
+    return readers
+
+
+def _new_image_readers(dataset: str, progress: bool) -> ImageAttributes:
     from vcex.attribution import ImageAttributes
     from vcex.models.zoo import ATTRIBUTE_ORACLE_BLUR
 
     epochs = profile_for(dataset).image_reader_epochs
-    readers = ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, epochs=epochs, progress=progress)
+    return ImageAttributes(max_blur=ATTRIBUTE_ORACLE_BLUR, epochs=epochs, progress=progress)
+
+
+def image_reader_paths(
+    dataset: str, descriptors: Descriptors, images: torch.Tensor, readers: ImageAttributes | None = None
+) -> tuple[Path, Path]:
+    """(shipped file, cache file) of ``dataset``'s image readers with ``readers``' settings (default: the
+    profile's). Both names hold a digest of the settings, descriptor names, image shape and descriptor values; the
+    cache's also of a sample of the images, so another image set never reuses a cache. The shipped one leaves the
+    pixels out: the built-in faces are defined by their factor table, and a renderer's last bits may differ
+    between CPUs."""
+    readers = readers or _new_image_readers(dataset, progress=False)
     settings = {"readers": "ImageAttributes", "max_blur": readers.max_blur, "epochs": readers.epochs}
     key = {"dataset": dataset, "names": descriptors.names, "images": list(images.shape), **settings}
-    # the descriptor values and a sample of the images, so another table or image set never reuses a cache
     digest = hashlib.sha1(json.dumps(key).encode())
     digest.update(descriptors.table().numpy().tobytes())
+    stem = dataset_file_stem(dataset)
+    shipped = SHIPPED_READERS / f"readers-{stem}-{digest.hexdigest()[:10]}.safetensors"
     digest.update(images[:: max(1, len(images) // 64)].numpy().tobytes())
-    path = cache_dir() / f"readers-{dataset_file_stem(dataset)}-{digest.hexdigest()[:10]}.safetensors"
-    if path.exists():
-        return ImageAttributes.load(path)
-    readers.fit(images, descriptors)
-    readers.save(path)
-    return readers
+    return shipped, cache_dir() / f"readers-{stem}-{digest.hexdigest()[:10]}.safetensors"
 
 
 LATER_ROUNDS = ("whitened", "same")  # the attack of explaining away's later rounds

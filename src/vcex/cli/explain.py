@@ -161,8 +161,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=True,
         help="write each counterfactual's ranked descriptor changes (smile +0.4, beard -0.1; stroke thickness...) "
         "into attributions.safetensors and report.html, read by --reader (default on; the readers are fitted once "
-        "and cached: the first time latent probes take 4-8 s for MNIST, 90-130 s for Fashion-MNIST, the faces' "
-        "image readers ~2 min on one CPU thread, then under a second per run; --no-attributions: none)",
+        "and cached: the first time latent probes take 4-8 s for MNIST, 90-130 s for Fashion-MNIST; the faces' "
+        "image readers ship with vcex; then under a second per run; --no-attributions: none)",
     )
     explain.add_argument(
         "--reader",

@@ -72,8 +72,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="auto",
         help="what reads the descriptor changes of the directions, as vcex global --reader: auto (default: a CNN on "
         "the images for faces, where the latent probes read the smile and the eyes near chance, held-out accuracy "
-        "0.61 and 0.55 against 0.95 and 0.93; latent probes otherwise), latent, images (trained on first use and "
-        "cached: ~2 min for faces on one CPU thread)",
+        "0.61 and 0.55 against 0.95 and 0.93; latent probes otherwise), latent, images (the faces' ship with vcex; "
+        "elsewhere trained on first use and cached)",
     )
     parser.add_argument(
         "--source-tolerance",
