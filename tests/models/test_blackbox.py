@@ -13,7 +13,14 @@ from vcex.explainers.registry import METHODS, check_black_box
 from vcex.models.blackbox import BlackBoxClassifier, is_black_box
 from vcex.models.user import check_user_classifier
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    # the tests make TorchScript files as a user's are made; torch 2.13 deprecates making them, not loading them
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+    # ... and ONNX files with the legacy exporter (dynamo=False: no onnxscript here)
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
 
 
 class Recorder:

@@ -10,7 +10,11 @@ from vcex.errors import InputError, ModelError
 from vcex.models import Classifier
 from vcex.models.user import check_user_classifier, is_user_classifier, load_user_classifier, parse_normalize
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    # the tests make TorchScript files as a user's are made; torch 2.13 deprecates making them, not loading them
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+]
 TESTS = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
