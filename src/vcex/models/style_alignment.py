@@ -116,16 +116,7 @@ def alignment_loss(
     picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
     coordinates, factor_index = plan.coordinates[picked], plan.factors[picked]
     m = len(picked)
-    std = styles.std(0).clamp_min(1e-6) if len(styles) > 1 else torch.ones(styles.shape[1], device=styles.device)
-    magnitude = 1 + (k - 1) * torch.rand(m, n, generator=rng)
-    delta = magnitude * (torch.randint(0, 2, (m, n), generator=rng).float() * 2 - 1)  # (m, n) in stds
-    base = styles[:n]
-    shifted = base.unsqueeze(0).repeat(m, 1, 1)  # (m, n, D)
-    rows = coordinates.to(styles.device)
-    shifted[torch.arange(m).unsqueeze(1), torch.arange(n).unsqueeze(0), rows.unsqueeze(1)] += delta.to(
-        styles.device
-    ) * std[rows].unsqueeze(1)
-    decodes = decode_styles(torch.cat([base, shifted.flatten(0, 1)]))
+    decodes, delta = _shifted_decodes(decode_styles, styles, coordinates, rng, n, k)
     readings = reader(decodes)
     before, after = readings[:n].detach(), readings[n:].view(m, n, -1)
     change = after - before.unsqueeze(0)  # (m, n, F)
@@ -182,16 +173,7 @@ def edit_loss(
     n = min(images, len(styles))
     picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
     coordinates, m = plan.coordinates[picked], len(picked)
-    std = styles.detach().std(0).clamp_min(1e-6) if len(styles) > 1 else torch.ones_like(styles[0]).detach()
-    magnitude = 1 + (k - 1) * torch.rand(m, n, generator=rng)
-    delta = magnitude * (torch.randint(0, 2, (m, n), generator=rng).float() * 2 - 1)  # (m, n) in stds
-    base = styles[:n]
-    shifted = base.unsqueeze(0).repeat(m, 1, 1)
-    rows = coordinates.to(styles.device)
-    shifted[torch.arange(m).unsqueeze(1), torch.arange(n).unsqueeze(0), rows.unsqueeze(1)] += delta.to(
-        styles.device
-    ) * std[rows].unsqueeze(1)
-    decodes = decode_styles(torch.cat([base, shifted.flatten(0, 1)]))
+    decodes, delta = _shifted_decodes(decode_styles, styles, coordinates, rng, n, k, std_gradient=False)
     predicted = decodes[n:].view(m, n, *decodes.shape[1:]) - decodes[:n].detach().unsqueeze(0)
     names = [edits.factor_names[int(index)] for index in plan.factors[picked]]
     own = plan.shifts[picked] if plan.shifts is not None else torch.full((m,), float("nan"))
@@ -204,6 +186,27 @@ def edit_loss(
     loss = (inside + outside).mean()
     terms = {"edit_in": float(inside.detach().mean()), "edit_out": float(outside.detach().mean())}
     return loss, {"edit": float(loss.detach()), **terms}
+
+
+def _shifted_decodes(
+    decode_styles: Callable[[Tensor], Tensor], styles: Tensor, coordinates: Tensor, rng: torch.Generator, n: int,
+    k: float, std_gradient: bool = True,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The decodes of the first ``n`` ``styles`` as they are, then of each with one of the M ``coordinates`` shifted
+    by ``delta`` stds over ``styles`` (uniform in [1, k], random sign, from ``rng``): ((1 + M) * n, C, S, S) in
+    that order, and ``delta`` (M, n). ``std_gradient``: whether gradients flow through the stds too."""
+    m = len(coordinates)
+    spread = styles if std_gradient else styles.detach()
+    std = spread.std(0).clamp_min(1e-6) if len(styles) > 1 else torch.ones_like(spread[0])
+    magnitude = 1 + (k - 1) * torch.rand(m, n, generator=rng)
+    delta = magnitude * (torch.randint(0, 2, (m, n), generator=rng).float() * 2 - 1)  # (m, n) in stds
+    base = styles[:n]
+    shifted = base.unsqueeze(0).repeat(m, 1, 1)  # (m, n, D)
+    rows = coordinates.to(styles.device)
+    shifted[torch.arange(m).unsqueeze(1), torch.arange(n).unsqueeze(0), rows.unsqueeze(1)] += delta.to(
+        styles.device
+    ) * std[rows].unsqueeze(1)
+    return decode_styles(torch.cat([base, shifted.flatten(0, 1)])), delta
 
 
 __all__ = ["AlignmentPlan", "alignment_loss", "coordinate_names", "edit_loss", "parse_alignment"]
