@@ -42,7 +42,7 @@ def test_each_factor_moves_as_documented():
     assert cooler.tolist() == pytest.approx([0.8, 0.3, 0.55, 0.16], abs=1e-6)
 
 
-def test_the_edits_are_the_renderers_faces_and_binary_ones_blend():
+def test_the_edits_are_the_renderers_faces():
     factors, images = drawn_faces(6)
     edits = FaceEdits(factors)
     index = torch.tensor([4, 1])
@@ -51,10 +51,7 @@ def test_the_edits_are_the_renderers_faces_and_binary_ones_blend():
     picked = {name: value[index] for name, value in factors.items()}
     smile = (picked["smile"] + torch.tensor([1.0, -0.5])).clamp(-1, 1)
     assert torch.allclose(out[0], render_faces({**picked, "smile": smile}, size=32))
-    glasses_on = render_faces({**picked, "eyeglasses": torch.ones(2)}, size=32)
-    assert torch.allclose(
-        out[1], images[index] + torch.tensor([1.0, 0.5]).view(2, 1, 1, 1) * (glasses_on - images[index])
-    )
+    assert torch.allclose(out[1], render_faces({**picked, "eyeglasses": torch.ones(2)}, size=32))  # on, any amount
     assert (out[1, 0] - images[4]).abs().amax() > 0.2 or factors["eyeglasses"][4] == 1  # glasses drawn on
     with pytest.raises(InputError, match="cannot move age"):
         edits(index, ["age"], torch.zeros(1, 2), [0.5])

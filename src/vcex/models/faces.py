@@ -171,8 +171,9 @@ class FaceEdits:
     ``FaceEdits(factors)`` holds the factors of N faces (every name of the renderer, (N,) each; the training
     table's, in its order). ``edits(indices (n,), names (m,), amounts (m, n) in [-1, 1], shifts (m,))`` draws
     face ``indices[j]`` with factor ``names[i]`` moved by ``amounts[i, j]``: (m, n, 3, S, S) in [0, 1].
-    A continuous factor moves by ``amount * shift`` of its range (clamped to it); a binary one is blended toward
-    the face drawn with the factor on (amount > 0) or off, by ``|amount|`` (``shift`` unused); the
+    A continuous factor moves by ``amount * shift`` of its range (clamped to it); a binary one is switched on
+    (amount > 0) or off, whatever the amount (``shift`` unused: a face half in glasses is no face of the data,
+    and blending toward one taught a decoder to draw glasses as dark smudges); the
     ``background_hue`` turns by ``amount * shift`` (it wraps); ``background_warmth`` moves the hue by up to
     ``|amount| * shift`` of a turn toward orange-red (amount > 0, the warm half's middle, 0.05) or cyan (0.55),
     the short way round and without passing it.
@@ -192,7 +193,7 @@ class FaceEdits:
 
     def moved(self, name: str, values: torch.Tensor, amounts: torch.Tensor, shift: float) -> torch.Tensor:
         """The factor ``name`` (the renderer's, or ``background_warmth``) at ``values`` (n,) moved by ``amounts``
-        (n,): for a binary factor, its value toward which the face is blended."""
+        (n,)."""
         from vcex.data.synthetic_faces import FACTORS
 
         if name == "background_warmth":
@@ -210,7 +211,7 @@ class FaceEdits:
     def __call__(
         self, indices: torch.Tensor, names: Sequence[str], amounts: torch.Tensor, shifts: Sequence[float]
     ) -> torch.Tensor:
-        from vcex.data.synthetic_faces import FACTORS, render_faces
+        from vcex.data.synthetic_faces import render_faces
 
         unknown = [name for name in names if name not in self.factor_names]
         if unknown:
@@ -225,9 +226,6 @@ class FaceEdits:
             factor = "background_hue" if name == "background_warmth" else name
             edited = {**drawn, factor: self.moved(name, drawn[factor], amount, float(shift))}
             rows.append(render_faces(edited, size=self.size))
-            if name in FACTORS and FACTORS[name].binary:  # a blend toward the face with the factor on or off
-                plain = render_faces(drawn, size=self.size)
-                rows[-1] = plain + amount.abs().view(-1, 1, 1, 1) * (rows[-1] - plain)
         return torch.stack(rows)
 
 
