@@ -76,6 +76,7 @@ def test_a_wrong_latent_model_or_decode_steps_gets_one_line(capsys, tmp_path, op
 
 # the shipped MNIST diffusion autoencoder at 2 DDIM steps: a small discovery, a transfer to 20 test images
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:GCD transfer")  # 2 DDIM steps: the direction may flip none; the run is checked
 def test_gcd_runs_on_the_zoos_diffusion_autoencoder(tmp_path, capsys):
     out = tmp_path / "gcd"
     options = ["--samples", "128", "--n", "20", "--lig", "0", "--h-directions", "0", "--decode-steps", "2"]

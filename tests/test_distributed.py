@@ -73,6 +73,7 @@ def assert_same_run(out: Path, reference: Path) -> dict:
 
 
 @pytest.mark.slow  # a local Ray instance and its workers take tens of seconds to start
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # Ray's own settings, not vcex's
 def test_two_ray_workers_write_the_single_process_run(local_ray, single_process, tmp_path):
     result, metrics = run_explain_ray(
         "mnist", "attack", N, "second", tmp_path, workers=WORKERS, progress=False, max_steps=MAX_STEPS
