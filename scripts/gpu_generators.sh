@@ -8,8 +8,10 @@
 #
 # Jobs (each on the same GPU, at the same time; each writes its own folder under $RUNS):
 #   faces-stylex-init     StylEx conditioned on the smiling CNN, warm-started from faces-style
-#   faces-stylex-scratch  StylEx conditioned on the smiling CNN, from random weights (ten warm-up epochs)
-#   faces-style-scratch   the plain twin of faces-stylex-scratch (no classifier)
+#   faces-edit-medium     the edit term's CPU run d2 (docs/benchmarks/stylex-training.md, session 21: its smile
+#                         coordinate met issue 27's bar) on the GPU's many more steps, warm-started from faces-style
+#   faces-edit-large      the same recipe on the large config from random weights: frames one pixel wide, which the
+#                         medium decoder drew as smudges, may need its width
 #   mnist-diffae, faces-diffae   diffusion autoencoders sized to the budget (scripts/train_diffae.py)
 # A job that fails in its first EARLY_CHECK seconds stops the whole session (exit 3), so a broken set-up costs
 # little device time; at the end every job's folder is packed (optimiser states left out) with its log.
@@ -53,9 +55,15 @@ start() {  # start NAME COMMAND...: run in the background, output to $RUNS/NAME.
 }
 start faces-stylex-init "$PY" -c "$VCEX" "${STYLE[@]}" --classifier smiling --init-from faces-style \
     --set mapping_fit_steps=500 --out "$RUNS/faces-stylex-init"
-start faces-stylex-scratch "$PY" -c "$VCEX" "${STYLE[@]}" --classifier smiling --set warmup_epochs=10 \
-    --out "$RUNS/faces-stylex-scratch"
-start faces-style-scratch "$PY" -c "$VCEX" "${STYLE[@]}" --set warmup_epochs=10 --out "$RUNS/faces-style-scratch"
+# the edit term (autoencoder epochs only, as on the CPU; batch 32 as there): map B of session 21
+EDIT_MAP='smile=32.conv0:10@0.5;eyeglasses=32.conv0:19;hair_color=32.conv0:0@0.5;background_warmth=32.conv0:18@0.35'
+EDIT=(train-style --dataset faces --preset cpu --epochs 400 --max-minutes "$MINUTES" --device "$DEVICE" --quiet
+      --set warmup_epochs=400 --set edit_weight=1 --set align_factors=4 --set align_images=16
+      --set "align_map=$EDIT_MAP" $STYLE_EXTRA)
+# from faces-style at d2's rates; from random weights at the autoencoder's (faces-style's) own
+start faces-edit-medium "$PY" -c "$VCEX" "${EDIT[@]}" --config medium --init-from faces-style \
+    --set warmup_generator_lr=0.003 --set warmup_lr=0.0005 --out "$RUNS/faces-edit-medium"
+start faces-edit-large "$PY" -c "$VCEX" "${EDIT[@]}" --config large --out "$RUNS/faces-edit-large"
 start mnist-diffae "$PY" scripts/train_diffae.py --dataset mnist --minutes "$DIFFAE_MINUTES" --safety 0.6 \
     --device "$DEVICE" --out "$RUNS/mnist-diffae" $DIFFAE_EXTRA
 start faces-diffae "$PY" scripts/train_diffae.py --dataset faces --latent-dim 64 --minutes "$DIFFAE_MINUTES" \
