@@ -148,3 +148,25 @@ def test_the_cli_refuses_the_edit_term_on_a_dataset_without_a_renderer(tmp_path,
     error = capsys.readouterr().err
     assert code == 2 and "has no renderer" in error and "Traceback" not in error
     assert not out.exists()
+
+
+def test_the_smallest_shift_is_a_setting():
+    seen = []
+
+    class Recording(PatternEdits):
+        def __call__(self, indices, names, amounts, shifts):
+            seen.append(amounts.abs())
+            return super().__call__(indices, names, amounts, shifts)
+
+    reals = torch.rand(16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    edits = Recording(reals)
+    plan = parse_alignment("left=s:0;right=s:1", ["s:0", "s:1"], edits.factor_names)
+    styles = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    decode = lambda s: s.repeat(1, 24).view(-1, 3, 4, 4)  # noqa: E731
+    for low in (1.0, 2.0):
+        edit_loss(decode, styles, reals, edits, torch.arange(16), plan, torch.Generator().manual_seed(2), min_shift=low)
+    assert seen[0].min() < 2 / 3 <= seen[1].min() and seen[1].max() <= 1  # amounts are delta / 3
+    assert StylExRecipe(edit_min_shift=2.0).edit_min_shift == 2.0
+    for bad in (0.0, 3.5):
+        with pytest.raises(InputError, match=r"edit_min_shift must be in \(0, 3\]"):
+            StylExRecipe(edit_min_shift=bad)

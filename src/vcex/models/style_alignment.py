@@ -154,13 +154,14 @@ def edit_loss(
     factors: int = 4,
     shift: float = 0.5,
     k: float = 3.0,
+    min_shift: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """The edit term: shifting a pair's coordinate must change the decode as the true edit of its factor changes
     the face, pixel for pixel. ``styles`` (N, D) encode ``reals`` (N, C, S, S), the faces ``indices`` (N,) of
     ``edits`` (:class:`vcex.models.faces.FaceEdits`: it draws a known face with one factor moved); ``plan``'s
     factors index ``edits.factor_names``. For ``factors`` pairs drawn from ``rng`` and the first ``images`` faces,
-    each (pair, face) gets a shift ``delta`` in stds of the coordinate over ``styles``, uniform in [1, k] with a
-    random sign, and the face is edited by ``delta / k`` (``shift``: a continuous factor's move per ``k`` stds in
+    each (pair, face) gets a shift ``delta`` in stds of the coordinate over ``styles``, uniform in [min_shift, k]
+    with a random sign, and the face is edited by ``delta / k`` (``shift``: a continuous factor's move per ``k`` stds in
     its range, or the pair's own after ``@``). The loss is the mean L1 distance between the decode's change
     ``G(s') - G(s)`` and the true change ``edit - real`` over the pixels the true edit changes, plus the same mean
     over the pixels it leaves alone (what the probe reads as impurity), so a small part (the mouth's ~20 pixels)
@@ -173,7 +174,7 @@ def edit_loss(
     n = min(images, len(styles))
     picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
     coordinates, m = plan.coordinates[picked], len(picked)
-    decodes, delta = _shifted_decodes(decode_styles, styles, coordinates, rng, n, k, std_gradient=False)
+    decodes, delta = _shifted_decodes(decode_styles, styles, coordinates, rng, n, k, std_gradient=False, low=min_shift)
     predicted = decodes[n:].view(m, n, *decodes.shape[1:]) - decodes[:n].detach().unsqueeze(0)
     names = [edits.factor_names[int(index)] for index in plan.factors[picked]]
     own = plan.shifts[picked] if plan.shifts is not None else torch.full((m,), float("nan"))
@@ -190,15 +191,15 @@ def edit_loss(
 
 def _shifted_decodes(
     decode_styles: Callable[[Tensor], Tensor], styles: Tensor, coordinates: Tensor, rng: torch.Generator, n: int,
-    k: float, std_gradient: bool = True,
+    k: float, std_gradient: bool = True, low: float = 1.0,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """The decodes of the first ``n`` ``styles`` as they are, then of each with one of the M ``coordinates`` shifted
-    by ``delta`` stds over ``styles`` (uniform in [1, k], random sign, from ``rng``): ((1 + M) * n, C, S, S) in
+    by ``delta`` stds over ``styles`` (uniform in [low, k], random sign, from ``rng``): ((1 + M) * n, C, S, S) in
     that order, and ``delta`` (M, n). ``std_gradient``: whether gradients flow through the stds too."""
     m = len(coordinates)
     spread = styles if std_gradient else styles.detach()
     std = spread.std(0).clamp_min(1e-6) if len(styles) > 1 else torch.ones_like(spread[0])
-    magnitude = 1 + (k - 1) * torch.rand(m, n, generator=rng)
+    magnitude = low + (k - low) * torch.rand(m, n, generator=rng)
     delta = magnitude * (torch.randint(0, 2, (m, n), generator=rng).float() * 2 - 1)  # (m, n) in stds
     base = styles[:n]
     shifted = base.unsqueeze(0).repeat(m, 1, 1)  # (m, n, D)

@@ -160,6 +160,9 @@ class StylExRecipe:
     # (pixels, no reader; the faces only: train_stylex's ``face_edits``); ``align_shift`` (default 0.7) is a
     # continuous factor's move per 3 stds in its range, ``align_factors`` / ``align_images`` as for the alignment
     edit_weight: float = 0.0
+    # the edit term's smallest shift, in stds (its largest is 3): at 1, a binary factor's two modes (about +-1 std
+    # apart) meet midway under opposite targets, and session 21's glasses coordinate collapsed there
+    edit_min_shift: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "mapping_fit_steps"):
@@ -179,6 +182,8 @@ class StylExRecipe:
         for name in (*rates, "orojar_epsilon", "align_shift"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.edit_min_shift <= 3:
+            raise InputError(f"edit_min_shift must be in (0, 3] stds, got {self.edit_min_shift}")
         if not 0 <= self.mixing_prob <= 1:
             raise InputError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
         for name in ("align_weight", "align_gan_weight", "edit_weight"):
@@ -591,7 +596,7 @@ def _encoder_losses(
         edits, plan = edit
         edited, edit_terms = edit_loss(
             model.decode_styles, styles, reals, edits, indices, plan, state.rng, images=recipe.align_images,
-            factors=recipe.align_factors, shift=recipe.align_shift,
+            factors=recipe.align_factors, shift=recipe.align_shift, min_shift=recipe.edit_min_shift,
         )  # fmt: skip
         loss = loss + recipe.edit_weight * edited
         terms.update(edit_terms)
