@@ -25,9 +25,7 @@ def main() -> None:
     table = Descriptors.from_faces(faces)
     readers = image_readers("faces", table, faces.images)  # trains them unless cached
     shipped, cached = image_reader_paths("faces", table, faces.images)
-    if not shipped.exists():
-        if not cached.exists():  # image_readers wrote it, unless it loaded a shipped file of another name
-            readers.save(cached)
+    if not shipped.exists():  # then image_readers loaded or wrote the cached file
         SHIPPED_READERS.mkdir(parents=True, exist_ok=True)
         for old in SHIPPED_READERS.glob("readers-faces-*.safetensors"):
             old.unlink()

@@ -221,12 +221,13 @@ class FaceEdits:
             raise InputError(f"amounts must be (factors, images) = {expected}, got {tuple(amounts.shape)}")
         indices, amounts = indices.cpu(), amounts.detach().cpu().float()
         drawn = {key: value[indices] for key, value in self.factors.items()}
-        rows = []
-        for name, amount, shift in zip(names, amounts, shifts):
+        edited = {key: value.repeat(len(names)) for key, value in drawn.items()}  # pair-major: (m * n,) each
+        for row, (name, amount, shift) in enumerate(zip(names, amounts, shifts)):
             factor = "background_hue" if name == "background_warmth" else name
-            edited = {**drawn, factor: self.moved(name, drawn[factor], amount, float(shift))}
-            rows.append(render_faces(edited, size=self.size))
-        return torch.stack(rows)
+            edited[factor][row * len(indices) : (row + 1) * len(indices)] = self.moved(
+                name, drawn[factor], amount, float(shift)
+            )
+        return render_faces(edited, size=self.size).view(len(names), len(indices), 3, self.size, self.size)
 
 
 def detail_weights(faces: FacesDataset, size: int, boost: float = 4.0) -> torch.Tensor:
