@@ -6,7 +6,9 @@ For the train-style folder given (and, once, for the baseline ``faces-style``) i
 - sample quality: the attribute oracle's mean confidence per attribute on samples from z against real test faces,
   and the Frechet distance in the oracle's features (the figures ``vcex train-style`` stored in recipe.json);
 - encoder fidelity: held-out PSNR and the oracle's agreement between test faces and their reconstructions;
-- the StyleSpace purity probe (``vcex stylespace probe``, same N and k as the baseline page);
+- the StyleSpace purity probe (``vcex stylespace probe``, same N and k as the baseline page), on the encoded test
+  faces or, with ``--invert-steps``, on their styles refined by that many inversion steps (both generators probed
+  again, in their own cache folders);
 - the W attack on the smiling classifier (``vcex explain``, CLI defaults): validity, oracle agreement, MNAC and
   identity preservation;
 
@@ -68,12 +70,17 @@ def _run_cli(arguments: list[str]) -> None:
         raise SystemExit(f"vcex {' '.join(arguments)} failed with code {code}")
 
 
-def _probe(model: str, work: Path, n: int, threads: int) -> dict:
-    out = work / "probe"
+def _probe_folder(invert_steps: int) -> str:
+    return f"probe-inverted-{invert_steps}" if invert_steps else "probe"
+
+
+def _probe(model: str, work: Path, n: int, threads: int, invert_steps: int = 0) -> dict:
+    out = work / _probe_folder(invert_steps)
     if not (out / "probe.json").exists():
         _run_cli([
             "stylespace", "probe", "--dataset", "faces", "--classifier", "smiling", "--latent-model", model,
             "--n", str(n), "--k", "3", "--batch-size", "256", "--threads", str(threads), "--quiet", "--out", str(out),
+            "--invert-steps", str(invert_steps),
         ])  # fmt: skip
     return json.loads((out / "probe.json").read_text())
 
@@ -136,8 +143,8 @@ def measure(args: argparse.Namespace) -> dict:
     for name, model, folder in judged:
         latent_model = load_stylex(model) if model else load_model(BASELINE, progress=False)
         fidelity = _cached(folder / "fidelity.json", lambda lm=latent_model: _fidelity(lm))
-        if model:
-            probe = _probe(model, folder, args.n_probe, args.threads)
+        if model or args.invert_steps:
+            probe = _probe(model or BASELINE, folder, args.n_probe, args.threads, args.invert_steps)
         else:
             probe = json.loads((DOCS / "stylespace-probe.json").read_text())  # the baseline page's run
         attack = _cached(folder / "attack.json", lambda m=model, f=folder: _attack(m, f, args.n_attack, args.threads))
@@ -146,17 +153,19 @@ def measure(args: argparse.Namespace) -> dict:
             "training": {key: trained.get(key) for key in ("command", "epochs_done", "train_seconds", "classifier")},
             "samples": trained.get("figures", {}).get("oracle_frechet"),
             "fidelity": fidelity,
-            "probe": {"n": probe["n"], "k": probe["k"], "seconds": probe["seconds"], "kinds": _kinds(probe),
+            "probe": {"n": probe["n"], "k": probe["k"], "invert_steps": probe.get("invert_steps", 0),
+                      "seconds": probe["seconds"], "kinds": _kinds(probe),
                       "bar": _bar(probe), "best_per_factor": probe["summary"]["best_per_factor"]},
             "attack": attack,
         }  # fmt: skip
-    strips = work / model_dir.resolve().name / "probe" / "probe.html"
+    probes = _probe_folder(args.invert_steps)
+    strips = work / model_dir.resolve().name / probes / "probe.html"
     assets = Path(args.out).with_suffix("")  # beside the page, named after it
     assets.mkdir(parents=True, exist_ok=True)
     shutil.copy(strips, assets / "probe.html")
     for folder in args.compare:
         name = Path(folder).resolve().name
-        shutil.copy(work / name / "probe" / "probe.html", assets / f"probe-{name}.html")
+        shutil.copy(work / name / probes / "probe.html", assets / f"probe-{name}.html")
     for picture in ("samples.png", "reconstructions.png"):
         if (model_dir / picture).exists():
             shutil.copy(model_dir / picture, assets / picture)
@@ -201,6 +210,8 @@ def render(record: dict) -> str:
         "",
         "## The probe, the attack and the encoder, beside the baseline",
         "",
+        "The probe's faces: " + "; ".join(f"{name}: {_faces(g['probe'])}" for name, g in generators.items()) + ".",
+        "",
     ]
     header = ["figure", *generators]
     table = []
@@ -237,6 +248,12 @@ def render(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _faces(probe: dict) -> str:
+    steps = probe.get("invert_steps", 0)
+    faces = f"{probe['n']} test faces, k = {probe['k']:g}"
+    return f"{faces}, encoded and inverted ({steps} steps)" if steps else f"{faces}, encoded"
+
+
 def judge_parser(doc: str, page: str, work: str) -> argparse.ArgumentParser:
     """The options both judging scripts share: --model, --work, --n-probe, --n-attack, --threads, --out."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
@@ -260,6 +277,9 @@ def write_page(record: dict, out: str, render: object) -> None:
 def main() -> None:
     parser = judge_parser(__doc__, "stylex-faces.md", "/tmp/stylex-faces")
     parser.add_argument("--compare", nargs="*", default=[], help="more train-style folders judged beside it")
+    parser.add_argument(
+        "--invert-steps", type=int, default=0, help="probe the faces' styles refined by this many inversion steps"
+    )
     args = parser.parse_args()
     write_page(measure(args), args.out, render)
 

@@ -35,7 +35,8 @@ def test_the_shipped_digit_generator_is_the_digits_default(tmp_path, capsys):
     out = tmp_path / "probe"
     args = ["stylespace", "probe", "--dataset", "mnist", "--n", "2", "--batch-size", "1024", "--quiet"]
     assert main([*args, "--out", str(out)]) == 0
-    assert json.loads((out / "probe.json").read_text())["latent_model"] == "mnist-stylex"
+    record = json.loads((out / "probe.json").read_text())
+    assert record["latent_model"] == "mnist-stylex" and record["invert_steps"] == 0
     capsys.readouterr()
 
 
@@ -45,8 +46,9 @@ def test_the_digits_probe_reads_the_oracle_one_vs_all_per_class(tmp_path, capsys
     assert main([*train, "--out", str(style)]) == 0
     out = tmp_path / "probe"
     args = ["stylespace", "probe", "--dataset", "mnist", "--latent-model", str(style), "--n", "3", "--quiet"]
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--invert-steps", "2", "--out", str(out)]) == 0
     record = json.loads((out / "probe.json").read_text())
+    assert record["invert_steps"] == 2
     assert record["attribute_names"] == [str(digit) for digit in range(10)]
     assert record["attribute_oracle"] == "mnist-oracle (one-vs-all per class)"
     assert {row["factor"] for row in record["coordinates"]} <= set(record["attribute_names"])

@@ -12,6 +12,7 @@ from vcex.errors import InputError
 from vcex.evaluation.stylespace import (
     StyleSpaceProbe,
     coordinate_names,
+    encoded_styles,
     probe_summary,
     shift_strip,
     stylespace_probe,
@@ -145,6 +146,7 @@ def test_a_latent_model_without_stylespace_is_refused_by_name() -> None:
         ({"batch_size": 0}, "batch_size"),
         ({"coordinates": [10_000]}, "coordinates"),
         ({"attribute_names": ["a"]}, "1 attribute names for an oracle with 3 outputs"),
+        ({"invert_steps": -1}, "invert_steps"),
     ],
 )
 def test_bad_arguments_are_refused(setup: tuple, kwargs: dict, message: str) -> None:
@@ -205,3 +207,70 @@ def test_a_class_probability_reading_counts_the_moved_mass_once():
     args = (sums, ("0", "1", "2"), torch.tensor([0]), ["4.conv0:0"], torch.tensor([False]), torch.tensor([1.0]), 3, 2)
     assert float(_table(*args).purity[0]) == pytest.approx(0.5)  # read as independent attributes: two alike
     assert float(_table(*args, moved_twice=True).purity[0]) == pytest.approx(1.0)  # one digit pair alone
+
+
+def _pixel_error(model: nn.Module, styles: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return (model.decode_styles(styles) - images).pow(2).flatten(1).mean(1)
+
+
+class SloppyStyles(nn.Module):
+    """Toy style model: images (1, 2, 3) = sigmoid(s M) of 4 styles; its encoder returns half the right styles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixing = nn.Parameter(torch.randn(4, 6, generator=torch.Generator().manual_seed(0)))
+        self.encoder = nn.Identity()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        logits = torch.logit(self.encoder(images).flatten(1).clamp(1e-5, 1 - 1e-5))
+        return 0.5 * torch.linalg.lstsq(self.mixing.T.detach(), logits.T).solution.T
+
+    def styles(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def decode_styles(self, styles: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(styles @ self.mixing).view(-1, 1, 2, 3)
+
+    def style_layout(self) -> list[tuple[str, int, int]]:
+        return [("4.conv0", 0, 4)]
+
+
+def test_inversion_brings_every_decode_closer_and_leaves_the_model_as_it_was() -> None:
+    model = SloppyStyles().eval()
+    with torch.no_grad():
+        images = model.decode_styles(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))
+    model.encoder.train()  # a user's mixed modes must survive
+    try:
+        encoded = encoded_styles(model, images)
+        inverted = encoded_styles(model, images, invert_steps=200, batch_size=3)
+        modes = (model.training, model.encoder.training)
+    finally:
+        model.encoder.eval()
+    assert modes == (False, True)
+    assert inverted.shape == encoded.shape == (8, 4) and not inverted.requires_grad
+    assert (_pixel_error(model, inverted, images) < 0.1 * _pixel_error(model, encoded, images)).all()
+    torch.testing.assert_close(model.mixing, torch.randn(4, 6, generator=torch.Generator().manual_seed(0)))
+    assert model.mixing.grad is None and model.mixing.requires_grad
+    torch.testing.assert_close(encoded_styles(model, images, invert_steps=0), encoded)
+
+
+def test_inversion_needs_two_images(setup: tuple) -> None:
+    model, _, images = setup
+    with pytest.raises(InputError, match="at least 2 images"):
+        encoded_styles(model, images[:1], invert_steps=3)
+
+
+def test_the_probe_measures_shifts_on_the_inverted_styles(setup: tuple) -> None:
+    model, oracle, images = setup
+    planted = planted_index(model)
+    probe = stylespace_probe(model, oracle, images, invert_steps=10, coordinates=[3, planted])
+    expected = encoded_styles(model, images, invert_steps=10)
+    assert probe.invert_steps == 10
+    torch.testing.assert_close(probe.styles, expected)
+    torch.testing.assert_close(probe.style_std, expected.std(dim=0)[[3, planted]])
+    assert probe.attribute_names[int(probe.top_attribute[1])] == "red" and float(probe.purity[1]) > 0.99
+    # the strip of the probe's styles starts from their decodes, not the encoder's
+    strip = shift_strip(model, images[:2], planted, 1.0, styles=probe.styles[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(strip[0], model.decode_styles(probe.styles[:2]))

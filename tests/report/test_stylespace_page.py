@@ -35,6 +35,10 @@ def test_page_has_both_tables_and_one_strip_per_factor(tmp_path):
     assert "8.conv0:3" in page and "-0.30 / +0.40" in page
     assert page.count("<td>none</td>") == 3  # red's toRGB, blue's conv and toRGB
     assert "purity at least 0.70" in page
+    assert "5 encoded test images" in page
+    record["invert_steps"] = 100
+    page = write_probe_page(tmp_path / "inverted.html", record, strips).read_text()
+    assert "5 encoded and inverted (100 steps) test images" in page
 
 
 def test_attributes_page_has_a_table_per_class_the_strips_and_the_unexplained_reason(tmp_path):

@@ -63,11 +63,13 @@ def write_probe_page(path: str | Path, record: dict, strips: dict[str, tuple[dic
     summary = record["summary"]
     title = f"StyleSpace probe: {record['latent_model']} on {record['dataset']}"
     figures = "".join(_strip_figure(factor, row, strip, record["k"]) for factor, (row, strip) in strips.items())
+    steps = record.get("invert_steps", 0)
+    encoded = f"encoded and inverted ({steps} steps)" if steps else "encoded"
     document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="note">Every StyleSpace coordinate shifted by ±{record["k"]:g} standard deviations (over the
-{record["n"]} encoded test images) on each image; the attribute oracle ({html.escape(record["attribute_oracle"])})
+{record["n"]} {encoded} test images) on each image; the attribute oracle ({html.escape(record["attribute_oracle"])})
 read before and after. Purity: the largest single attribute's share of the total absolute change in the oracle's
 probabilities (1: one attribute alone; 1/{len(record["attribute_names"])}: all alike). Flip share: the share of
 images whose reading of that attribute crosses 0.5 under either sign.</p>
