@@ -12,7 +12,13 @@ With ``--latent-model NAME|FOLDER`` the drawn faces (edited and not) are read af
 model's encoder and decoder: what its reconstructions keep of a perfect edit, so the loss owed to the decoder's
 fidelity is told apart from the StyleSpace's entanglement.
 
-    python benchmarks/probe_ceiling.py [--n 100] [--latent-model faces-style] [--out docs/benchmarks/probe-ceiling.json]
+With ``--overlay`` (and a style generator as ``--latent-model``) the true change is added to the generator's own
+decode of each face instead: the oracle reads ``decode(x) + (edit(x) - x)`` against ``decode(x)``, what a
+coordinate that drew exactly the renderer's change would score under the probe, whose images are decodes. With
+``--invert-steps`` the decodes are of the styles the probe's ``--invert-steps`` uses.
+
+    python benchmarks/probe_ceiling.py [--n 100] [--latent-model faces-style] [--overlay] [--invert-steps 100]
+        [--out docs/benchmarks/probe-ceiling.json]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 from vcex.data.faces_tasks import CONTENT_FACTORS, load_face_table
 from vcex.data.synthetic_faces import FACTORS, render_faces
 from vcex.evaluation import versions
-from vcex.evaluation.stylespace import top_and_purity
+from vcex.evaluation.stylespace import encoded_styles, top_and_purity
 from vcex.models import load_model
 from vcex.models.stylex import SHIPPED_STYLEX, load_stylex
 
@@ -45,7 +51,9 @@ def edited(factors: dict[str, torch.Tensor], name: str, amount: float, sign: int
     return {**factors, name: moved}
 
 
-def measure(n: int, amounts: tuple[float, ...], latent_model: str | None = None) -> dict:
+def measure(
+    n: int, amounts: tuple[float, ...], latent_model: str | None = None, overlay: bool = False, invert_steps: int = 0
+) -> dict:
     faces = load_face_table("test")
     factors = {name: values[:n] for name, values in faces.factors.items()}
     oracle = load_model("faces-attributes", progress=False).eval()
@@ -58,6 +66,15 @@ def measure(n: int, amounts: tuple[float, ...], latent_model: str | None = None)
 
         def draw(values: dict, size: int) -> torch.Tensor:
             return model.decode(model.encode(render_faces(values, size=size)))
+
+    if overlay:
+        real = render_faces(factors, size=size)
+        styles = encoded_styles(model, real, invert_steps=invert_steps)
+        with torch.no_grad():
+            decoded = model.decode_styles(styles)
+
+        def draw(values: dict, size: int) -> torch.Tensor:
+            return (decoded + render_faces(values, size=size) - real).clamp(0, 1)
 
     rows = []
     with torch.no_grad():
@@ -75,7 +92,10 @@ def measure(n: int, amounts: tuple[float, ...], latent_model: str | None = None)
                     "purity": round(float(purity), 3), "flip_share": round(float(crossed.any(0).float().mean()), 3),
                     "change": {a: round(float(v), 3) for a, v in zip(names, change.tolist())},
                 })  # fmt: skip
-    return {"n": n, "oracle": "faces-attributes", "latent_model": latent_model, "versions": versions(), "rows": rows}
+    return {
+        "n": n, "oracle": "faces-attributes", "latent_model": latent_model, "overlay": overlay,
+        "invert_steps": invert_steps, "versions": versions(), "rows": rows,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -83,9 +103,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="test faces (the probe's first N)")
     parser.add_argument("--amounts", type=float, nargs="+", default=[0.25, 0.5], help="moves, in factor ranges")
     parser.add_argument("--latent-model", help="read the faces after this model's round trip (zoo name or folder)")
+    parser.add_argument("--overlay", action="store_true", help="add the true change to the model's own decodes")
+    parser.add_argument("--invert-steps", type=int, default=0, help="with --overlay: decodes of inverted styles")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args()
-    record = measure(args.n, tuple(args.amounts), args.latent_model)
+    if (args.overlay or args.invert_steps) and args.latent_model is None:
+        parser.error("--overlay and --invert-steps need --latent-model (a style generator)")
+    if args.invert_steps and not args.overlay:
+        parser.error("--invert-steps applies to --overlay's decodes")
+    record = measure(args.n, tuple(args.amounts), args.latent_model, args.overlay, args.invert_steps)
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     for row in record["rows"]:
         amount = "flip" if row["amount"] is None else f"+-{row['amount']:g}"
