@@ -170,3 +170,35 @@ def test_the_smallest_shift_is_a_setting():
     for bad in (0.0, 3.5):
         with pytest.raises(InputError, match=r"edit_min_shift must be in \(0, 3\]"):
             StylExRecipe(edit_min_shift=bad)
+
+
+def test_the_ring_term_charges_what_spills_around_the_true_change():
+    reals = torch.rand(16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    edits = PatternEdits(reals)
+    plan = parse_alignment("right=s:0", ["s:0"], edits.factor_names)
+    styles = torch.randn(16, 1, generator=torch.Generator().manual_seed(1))
+    std = styles.std(0)
+
+    def drawing(spill: float):  # a +delta std shift draws delta / 3 of the pattern, plus ``spill`` everywhere
+        pattern = edits.patterns[1] + spill
+        return lambda s: (s[:, :1] / std / 3)[:, :, None, None] * pattern[None]
+
+    def loss(decode, ring_weight):
+        rng = torch.Generator().manual_seed(2)
+        return edit_loss(decode, styles, reals, edits, torch.arange(16), plan, rng, ring_weight=ring_weight, ring=1)
+
+    exact, terms = loss(drawing(0.0), 1.0)
+    assert float(exact) < 1e-6 and terms["edit_ring"] < 1e-6
+    plain, _ = loss(drawing(0.2), 0.0)
+    ringed, terms = loss(drawing(0.2), 3.0)
+    assert terms["edit_ring"] > 0.01 and "edit_ring" not in loss(drawing(0.2), 0.0)[1]
+    torch.testing.assert_close(ringed, plain + 3.0 * terms["edit_ring"])
+
+
+def test_the_ring_needs_the_edit_term_and_a_width():
+    with pytest.raises(InputError, match="edit_ring_weight extends the edit term"):
+        StylExRecipe(edit_ring_weight=1.0)
+    with pytest.raises(InputError, match="edit_ring must be >= 1"):
+        StylExRecipe(edit_ring=0)
+    with pytest.raises(InputError, match="edit_ring_weight must be >= 0"):
+        StylExRecipe(edit_ring_weight=-1.0)

@@ -163,13 +163,17 @@ class StylExRecipe:
     # the edit term's smallest shift, in stds (its largest is 3): at 1, a binary factor's two modes (about +-1 std
     # apart) meet midway under opposite targets, and session 21's glasses coordinate collapsed there
     edit_min_shift: float = 1.0
+    # > 0: the edit term also asks, at this weight, that the decode stay still within ``edit_ring`` pixels around
+    # the true change (edit_loss's ring): session 21's glasses coordinate drew smudges there that hid the eyes
+    edit_ring_weight: float = 0.0
+    edit_ring: int = 2
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "mapping_fit_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         weights = ("anchor_weight", "orojar_weight", "align_weight", "align_off_weight", "align_gan_weight")
-        for name in (*weights, "align_region_weight", "edit_weight"):
+        for name in (*weights, "align_region_weight", "edit_weight", "edit_ring_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.orojar_directions < 2:
@@ -182,6 +186,10 @@ class StylExRecipe:
         for name in (*rates, "orojar_epsilon", "align_shift"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.edit_ring < 1:
+            raise InputError(f"edit_ring must be >= 1 pixel, got {self.edit_ring}")
+        if self.edit_ring_weight > 0 and self.edit_weight <= 0:
+            raise InputError("edit_ring_weight extends the edit term: set edit_weight > 0 too")
         if not 0 < self.edit_min_shift <= 3:
             raise InputError(f"edit_min_shift must be in (0, 3] stds, got {self.edit_min_shift}")
         if not 0 <= self.mixing_prob <= 1:
@@ -597,6 +605,7 @@ def _encoder_losses(
         edited, edit_terms = edit_loss(
             model.decode_styles, styles, reals, edits, indices, plan, state.rng, images=recipe.align_images,
             factors=recipe.align_factors, shift=recipe.align_shift, min_shift=recipe.edit_min_shift,
+            ring_weight=recipe.edit_ring_weight, ring=recipe.edit_ring,
         )  # fmt: skip
         loss = loss + recipe.edit_weight * edited
         terms.update(edit_terms)
