@@ -202,3 +202,26 @@ def test_the_ring_needs_the_edit_term_and_a_width():
         StylExRecipe(edit_ring=0)
     with pytest.raises(InputError, match="edit_ring_weight must be >= 0"):
         StylExRecipe(edit_ring_weight=-1.0)
+
+
+def test_the_encoders_share_of_the_edit_gradient():
+    from vcex.models.stylex import _edit_plan, _encoder_losses, new_state
+
+    factors, images = drawn_faces(8)
+    pairs = "smile=8.conv0:1;eyeglasses=16.conv0:2"
+
+    def encoder_gradient(recipe: StylExRecipe) -> list[torch.Tensor]:
+        state = new_state(tiny_model(), recipe, seed=0)
+        edit = _edit_plan(state.model, FaceEdits(factors), images, recipe) if recipe.edit_weight else None
+        loss, _, _ = _encoder_losses(state, images, None, None, None, recipe, False, edit=edit, indices=torch.arange(8))
+        loss.backward()
+        return [p.grad.clone() for p in state.model.encoder.parameters()]
+
+    base = {"batch_size": 8, "align_map": pairs, "align_images": 8}
+    without = encoder_gradient(StylExRecipe(**base))
+    for share, same in ((0.0, True), (1.0, False)):
+        with_edit = encoder_gradient(StylExRecipe(**base, edit_weight=10.0, edit_encoder_share=share))
+        assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(with_edit, without)) == same
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InputError, match=r"edit_encoder_share must be in \[0, 1\]"):
+            StylExRecipe(**base, edit_weight=1.0, edit_encoder_share=bad)
