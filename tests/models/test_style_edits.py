@@ -225,3 +225,49 @@ def test_the_encoders_share_of_the_edit_gradient():
     for bad in (-0.1, 1.5):
         with pytest.raises(InputError, match=r"edit_encoder_share must be in \[0, 1\]"):
             StylExRecipe(**base, edit_weight=1.0, edit_encoder_share=bad)
+
+
+def test_the_details_are_the_renderers_mouth_eyes_and_brows():
+    from vcex.data.synthetic_faces import face_regions
+
+    factors, _ = drawn_faces(6)
+    details = FaceEdits(factors).details(torch.tensor([4, 1]))
+    regions = face_regions({name: value[[4, 1]] for name, value in factors.items()}, size=32)
+    assert details.shape == (2, 32, 32) and details.dtype == torch.bool
+    assert torch.equal(details, regions["mouth"] + regions["eyes"] + regions["eyebrows"] >= 0.25)
+    assert 20 < int(details[0].sum()) < 200  # a few dozen pixels of a 1,024-pixel face
+
+
+def test_the_details_term_charges_changes_to_the_details_the_edit_leaves_alone():
+    reals = torch.rand(16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    class DetailedEdits(PatternEdits):
+        def details(self, indices):  # the bottom-left corner, which the "right" pattern never touches
+            mask = torch.zeros(len(indices), 4, 4, dtype=torch.bool)
+            mask[:, 3, 0] = True
+            return mask
+
+    edits = DetailedEdits(reals)
+    plan = parse_alignment("right=s:0", ["s:0"], edits.factor_names)
+    styles = torch.randn(16, 1, generator=torch.Generator().manual_seed(1))
+    std = styles.std(0)
+
+    def drawing(spill: float):
+        pattern = edits.patterns[1].clone()
+        pattern[:, 3, 0] += spill
+        return lambda s: (s[:, :1] / std / 3)[:, :, None, None] * pattern[None]
+
+    def loss(decode, weight, edits=edits):
+        rng = torch.Generator().manual_seed(2)
+        return edit_loss(decode, styles, reals, edits, torch.arange(16), plan, rng, detail_weight=weight)
+
+    exact, terms = loss(drawing(0.0), 1.0)
+    assert float(exact) < 1e-6 and terms["edit_details"] < 1e-6
+    plain, _ = loss(drawing(0.3), 0.0)
+    weighted, terms = loss(drawing(0.3), 2.0)
+    assert terms["edit_details"] > 0.1
+    torch.testing.assert_close(weighted, plain + 2.0 * terms["edit_details"])
+    with pytest.raises(InputError, match="detail_weight needs edits with details"):
+        loss(drawing(0.3), 1.0, edits=PatternEdits(reals))
+    with pytest.raises(InputError, match="edit_detail_weight extends the edit term"):
+        StylExRecipe(edit_detail_weight=1.0)

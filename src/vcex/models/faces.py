@@ -191,6 +191,15 @@ class FaceEdits:
     def __len__(self) -> int:
         return len(self.factors["smile"])
 
+    def details(self, indices: torch.Tensor) -> torch.Tensor:
+        """Where faces ``indices`` (n,) show their mouth, eyes or eyebrows (at least a quarter of the pixel):
+        (n, S, S) bool, the few pixels the oracle reads smiling and eye openness from."""
+        from vcex.data.synthetic_faces import face_regions
+
+        indices = indices.cpu()
+        regions = face_regions({key: value[indices] for key, value in self.factors.items()}, size=self.size)
+        return (regions["mouth"] + regions["eyes"] + regions["eyebrows"]) >= 0.25
+
     def moved(self, name: str, values: torch.Tensor, amounts: torch.Tensor, shift: float) -> torch.Tensor:
         """The factor ``name`` (the renderer's, or ``background_warmth``) at ``values`` (n,) moved by ``amounts``
         (n,)."""

@@ -167,6 +167,9 @@ class StylExRecipe:
     # the true change (edit_loss's ring): session 21's glasses coordinate drew smudges there that hid the eyes
     edit_ring_weight: float = 0.0
     edit_ring: int = 2
+    # > 0: the edit term also asks, at this weight, that the face's mouth, eyes and eyebrows stay still where the
+    # true edit leaves them (edit_loss's details): the oracle reads smiling and eyes_open from those ~60 pixels
+    edit_detail_weight: float = 0.0
     # the share of the edit term's gradient that reaches the encoder through the styles (1: all; 0: the decoder
     # alone learns the edits, around where the encoder puts the faces for reconstruction): through the encoder, the
     # term shrank the glasses coordinate's spread (std 4.6 -> 0.3) and left faint glasses on every reconstruction
@@ -177,7 +180,7 @@ class StylExRecipe:
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         weights = ("anchor_weight", "orojar_weight", "align_weight", "align_off_weight", "align_gan_weight")
-        for name in (*weights, "align_region_weight", "edit_weight", "edit_ring_weight"):
+        for name in (*weights, "align_region_weight", "edit_weight", "edit_ring_weight", "edit_detail_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.orojar_directions < 2:
@@ -194,8 +197,9 @@ class StylExRecipe:
             raise InputError(f"edit_encoder_share must be in [0, 1], got {self.edit_encoder_share}")
         if self.edit_ring < 1:
             raise InputError(f"edit_ring must be >= 1 pixel, got {self.edit_ring}")
-        if self.edit_ring_weight > 0 and self.edit_weight <= 0:
-            raise InputError("edit_ring_weight extends the edit term: set edit_weight > 0 too")
+        for name in ("edit_ring_weight", "edit_detail_weight"):
+            if getattr(self, name) > 0 and self.edit_weight <= 0:
+                raise InputError(f"{name} extends the edit term: set edit_weight > 0 too")
         if not 0 < self.edit_min_shift <= 3:
             raise InputError(f"edit_min_shift must be in (0, 3] stds, got {self.edit_min_shift}")
         if not 0 <= self.mixing_prob <= 1:
@@ -613,7 +617,7 @@ def _encoder_losses(
         edited, edit_terms = edit_loss(
             model.decode_styles, edit_styles, reals, edits, indices, plan, state.rng, images=recipe.align_images,
             factors=recipe.align_factors, shift=recipe.align_shift, min_shift=recipe.edit_min_shift,
-            ring_weight=recipe.edit_ring_weight, ring=recipe.edit_ring,
+            ring_weight=recipe.edit_ring_weight, ring=recipe.edit_ring, detail_weight=recipe.edit_detail_weight,
         )  # fmt: skip
         loss = loss + recipe.edit_weight * edited
         terms.update(edit_terms)
