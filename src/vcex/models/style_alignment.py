@@ -178,7 +178,7 @@ def edit_loss(
     mean L1 over the face's details (``edits.details``: mouth, eyes, eyebrows) that the true edit leaves alone:
     ~60 pixels, a few percent of the outside mean, where a change reads as smiling or eyes_open.
     Returns (a scalar with gradients into the decoder and, through ``styles``, what made them; logged terms: the
-    mean L1 inside and outside the true change, and around it with ``ring_weight``)."""
+    mean L1 inside and outside the true change, and with their weights around it and on the details)."""
     n = min(images, len(styles))
     picked = torch.randperm(len(plan.coordinates), generator=rng)[: min(factors, len(plan.coordinates))]
     coordinates, m = plan.coordinates[picked], len(picked)
