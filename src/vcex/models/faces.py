@@ -194,11 +194,8 @@ class FaceEdits:
     def details(self, indices: torch.Tensor) -> torch.Tensor:
         """Where faces ``indices`` (n,) show their mouth, eyes or eyebrows (at least a quarter of the pixel):
         (n, S, S) bool, the few pixels the oracle reads smiling and eye openness from."""
-        from vcex.data.synthetic_faces import face_regions
-
         indices = indices.cpu()
-        regions = face_regions({key: value[indices] for key, value in self.factors.items()}, size=self.size)
-        return (regions["mouth"] + regions["eyes"] + regions["eyebrows"]) >= 0.25
+        return _detail_coverage({key: value[indices] for key, value in self.factors.items()}, self.size) >= 0.25
 
     def moved(self, name: str, values: torch.Tensor, amounts: torch.Tensor, shift: float) -> torch.Tensor:
         """The factor ``name`` (the renderer's, or ``background_warmth``) at ``values`` (n,) moved by ``amounts``
@@ -242,11 +239,15 @@ class FaceEdits:
 def detail_weights(faces: FacesDataset, size: int, boost: float = 4.0) -> torch.Tensor:
     """Per-pixel reconstruction weights (N, 1, S, S): 1 everywhere, ``1 + boost`` on the mouth, eyes and
     eyebrows, the small parts that carry smiling and eye openness in a few pixels."""
+    return (1 + boost * _detail_coverage(faces.factors, size)).unsqueeze(1)
+
+
+def _detail_coverage(factors: dict[str, torch.Tensor], size: int) -> torch.Tensor:
+    """(N, S, S) in [0, 1]: how much of each pixel the renderer's mouth, eyes and eyebrows cover."""
     from vcex.data.synthetic_faces import face_regions
 
-    regions = face_regions(faces.factors, size=size)
-    detail = regions["mouth"] + regions["eyes"] + regions["eyebrows"]
-    return (1 + boost * detail).unsqueeze(1)
+    regions = face_regions(factors, size=size)
+    return regions["mouth"] + regions["eyes"] + regions["eyebrows"]
 
 
 def train_attribute_oracle(
