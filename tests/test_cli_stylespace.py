@@ -122,6 +122,22 @@ def test_eigenfind_writes_directions_with_explained_share(tmp_path, capsys):
         assert 1 <= len(rows) <= 2 and {"eigenvector", "sign", "factor", "purity"} <= set(rows[0])
         assert 0 <= record["explained_share"][target] <= 1
     assert "Toward class" in (out / "attributes.html").read_text()
+    assert record["invert_steps"] == 0 and "6 encoded test images" in (out / "attributes.html").read_text()
+    capsys.readouterr()
+
+
+def test_attfind_and_eigenfind_search_inverted_styles(tmp_path, capsys):
+    style = tmp_path / "style"
+    train = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
+    assert main([*train, "--out", str(style)]) == 0
+    common = ["--dataset", "mnist", "--latent-model", str(style), "--n", "4", "--top", "2", "--invert-steps", "2"]
+    extras = {"attfind": ["--resume-dir", str(tmp_path / "resume")], "eigenfind": ["--directions", "3"]}
+    for method, extra in extras.items():
+        out = tmp_path / method
+        assert main(["stylespace", method, *common, *extra, "--out", str(out), "--quiet"]) == 0
+        record = json.loads((out / "attributes.json").read_text())
+        assert record["method"] == method and record["invert_steps"] == 2
+        assert "encoded and inverted (2 steps)" in (out / "attributes.html").read_text()
     capsys.readouterr()
 
 

@@ -11,7 +11,10 @@ import torch
 from torch import nn
 
 from vcex.attribution.stylespace_attributes import (
+    apply_attributes,
     attfind,
+    decode_with_offset,
+    discriminator_filter,
     eigenfind,
     merge_binary,
     per_image,
@@ -169,6 +172,47 @@ def test_sufficiency_grows_with_the_planted_attributes(images: torch.Tensor, tmp
     found = attfind(effects, target=1, num_attributes=2)
     shares = sufficiency(model, classifier, images, effects, found, target=1)
     assert len(shares) == 2 and 0 <= shares[0] <= shares[1] <= 1 and shares[1] > 0
+
+
+def test_every_search_starts_from_given_styles(images: torch.Tensor, tmp_path: Path) -> None:
+    # styles as an inversion would give them: not the encoder's (the planted coordinate raised on every image)
+    model, classifier = LinearStyleModel(), planted_classifier()
+    encoded = model.styles(model.encode(images))
+    moved = encoded.clone()
+    moved[:, PLANTED] += 0.5
+    effects = stylespace_effects(model, classifier, images, styles=moved, resume_dir=tmp_path, progress=False)
+    plain = stylespace_effects(model, classifier, images, resume_dir=tmp_path, progress=False)
+    torch.testing.assert_close(effects.styles, moved)
+    torch.testing.assert_close(plain.styles, encoded)
+    torch.testing.assert_close(effects.logits, classifier(model.decode_styles(moved)))
+    assert not torch.allclose(effects.logits, plain.logits)
+    assert float(effects.extremes[PLANTED, 1]) == pytest.approx(float(moved[:, PLANTED].max()))
+    torch.testing.assert_close(apply_attributes(model, images, {}, styles=moved), model.decode_styles(moved))
+    # sufficiency applies the attributes to the styles searched
+    found = attfind(effects, target=1, num_attributes=1)
+    outside = effects.logits.argmax(dim=1) != 1
+    start = moved[outside].clone()
+    start[:, found[0].coordinate] = effects.extremes[found[0].coordinate, found[0].direction]
+    expected = float((classifier(model.decode_styles(start)).argmax(dim=1) == 1).float().mean())
+    assert sufficiency(model, classifier, images, effects, found, target=1) == [pytest.approx(expected)]
+    # the discriminator filter reads decodes of those styles too
+    seen = []
+    reject = discriminator_filter(model, lambda x: seen.append(x) or x.mean(dim=(1, 2, 3)), images, effects)
+    reject(1, PLANTED, torch.arange(3))
+    torch.testing.assert_close(seen[0], model.decode_styles(moved[:3]))
+    # EigenFind steps from them, and keeps them for its strips
+    result = eigenfind(model, classifier, images, target=1, top=2, styles=moved)
+    torch.testing.assert_close(result.styles, moved)
+    assert result.num_images == int(outside.sum())
+    offset = torch.zeros(CONV + 2)
+    offset[0] = 1.0
+    torch.testing.assert_close(
+        decode_with_offset(model, images, offset, styles=moved), model.decode_styles(moved + offset)
+    )
+    with pytest.raises(InputError, match="one row per image"):
+        stylespace_effects(model, classifier, images, styles=moved[:3], resume_dir=tmp_path, progress=False)
+    with pytest.raises(InputError, match="NaN"):
+        eigenfind(model, classifier, images, target=1, styles=torch.full_like(moved, float("nan")))
 
 
 def test_eigenfind_finds_the_planted_direction(images: torch.Tensor) -> None:

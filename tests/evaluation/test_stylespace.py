@@ -255,6 +255,22 @@ def test_inversion_brings_every_decode_closer_and_leaves_the_model_as_it_was() -
     torch.testing.assert_close(encoded_styles(model, images, invert_steps=0), encoded)
 
 
+def test_the_probe_reads_given_styles_as_they_are(setup: tuple) -> None:
+    model, oracle, images = setup
+    planted = planted_index(model)
+    with torch.no_grad():
+        styles = model.styles(model.encode(images)) + 0.3  # every face moved: not the encoder's
+    probe = stylespace_probe(model, oracle, images, styles=styles, coordinates=[planted])
+    torch.testing.assert_close(probe.styles, styles)
+    torch.testing.assert_close(probe.style_std, styles.std(dim=0)[[planted]])
+    with pytest.raises(InputError, match="not both"):
+        stylespace_probe(model, oracle, images, styles=styles, invert_steps=2)
+    with pytest.raises(InputError, match="one row per image"):
+        stylespace_probe(model, oracle, images, styles=styles[:2])
+    with pytest.raises(InputError, match="NaN"):
+        stylespace_probe(model, oracle, images, styles=torch.full_like(styles, float("nan")))
+
+
 def test_inversion_needs_two_images(setup: tuple) -> None:
     model, _, images = setup
     with pytest.raises(InputError, match="at least 2 images"):

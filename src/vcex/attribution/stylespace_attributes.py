@@ -28,6 +28,8 @@ from vcex.evaluation.stylespace import (
     coordinate_names,
     decode_coordinate_shifts,
     decode_edits,
+    encoded_styles,
+    given_styles,
     stylespace_model,
     top_and_purity,
 )
@@ -66,13 +68,16 @@ ALPHA_UNITS = ("w", "std")
 class StyleSpaceEffects:
     """AttFind's table: ``effects`` (N, 2, K, C) the change of every class logit when coordinate
     ``coordinates[k]`` of image n is set to its min (direction 0) or max (1) over the N images; ``logits`` (N, C)
-    the classifier on the unshifted decodes; ``extremes`` (K, 2) the min and max; ``names`` (K,) ``layer:channel``."""
+    the classifier on the unshifted decodes; ``extremes`` (K, 2) the min and max; ``names`` (K,) ``layer:channel``;
+    ``styles`` (N, S) the images' styles the shifts started from (the encoder's, or those given: inverted ones), which
+    :func:`sufficiency`, :func:`discriminator_filter` and :func:`apply_attributes` start from too."""
 
     effects: Tensor
     logits: Tensor
     extremes: Tensor
     coordinates: Tensor
     names: list[str]
+    styles: Tensor | None = None
 
     @property
     def stable(self) -> Tensor:
@@ -112,13 +117,25 @@ def _check_images(images: Tensor, batch_size: int) -> None:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _cache_file(folder: Path, model: object, classifier: object, images: Tensor, coordinates: Tensor) -> Path:
-    """The partial-effects file of this (model, classifier, images, coordinates): resuming needs all four alike."""
+def _cache_file(
+    folder: Path, model: object, classifier: object, images: Tensor, coordinates: Tensor, styles: Tensor
+) -> Path:
+    """The partial-effects file of this (model, classifier, images, coordinates, starting styles): resuming needs
+    all five alike."""
     key = "-".join(
         (parameter_fingerprint(model), parameter_fingerprint(classifier), data_fingerprint(images),
-         data_fingerprint(coordinates))
+         data_fingerprint(coordinates), data_fingerprint(styles))
     )  # fmt: skip
     return folder / f"attfind-{key}.pt"
+
+
+def image_styles(model: object, images: Tensor, styles: Tensor | None = None, batch_size: int = DECODE_BATCH) -> Tensor:
+    """The styles (N, S) the StyleSpace searches start from: ``styles`` when given (checked against ``images``
+    (N, C, H, W) and the model's style size; e.g. ``encoded_styles(model, images, invert_steps=100)`` for
+    decodes closer to the images), else the encoder's."""
+    if styles is None:
+        return encoded_styles(model, images, batch_size=batch_size)
+    return given_styles(styles, images, len(coordinate_names(model)[0]))
 
 
 @torch.no_grad()
@@ -132,10 +149,12 @@ def stylespace_effects(
     resume_dir: str | Path | None = None,
     save_every: int = 64,
     progress: bool = True,
+    styles: Tensor | None = None,
 ) -> StyleSpaceEffects:
     """AttFind's 2*K*N passes: set each StyleSpace coordinate of each image (N, C, H, W) in [0, 1] to its min and
     to its max over the N images, and record the change of every class logit (colab step 1-2, shift 1).
 
+    ``styles`` (N, S): the images' styles to start from (default the encoder's; see :func:`image_styles`).
     toRGB coordinates are left out as published unless ``include_torgb``. The decodes run in chunks of
     ``batch_size``; with ``resume_dir`` (default ``$VCEX_HOME/attfind``) the partial table is saved every
     ``save_every`` chunks to a file keyed by the models' and images' fingerprints, and a rerun resumes from it
@@ -146,13 +165,13 @@ def stylespace_effects(
     names, is_torgb = coordinate_names(model)
     coordinates = torch.arange(len(names)) if include_torgb else torch.nonzero(~is_torgb).flatten()
     folder = Path(resume_dir) if resume_dir is not None else cache_dir() / "attfind"
+    styles = image_styles(model, images, styles, batch_size)
     with evaluating(model, classifier):
-        styles = torch.cat([model.styles(model.encode(chunk)) for chunk in images.split(batch_size)])
         logits = torch.cat([classifier(model.decode_styles(chunk)) for chunk in styles.split(batch_size)])
         extremes = torch.stack([styles.min(dim=0).values, styles.max(dim=0).values], dim=1)[coordinates]
         n, count, classes = len(images), len(coordinates), logits.shape[1]
         total = 2 * count * n
-        path = _cache_file(folder, model, classifier, images, coordinates)
+        path = _cache_file(folder, model, classifier, images, coordinates, styles)
         effects, done = torch.zeros(2 * count, n, classes), 0
         if path.exists():
             # our own file (a plain dict of tensors); weights_only refuses anything else
@@ -176,7 +195,7 @@ def stylespace_effects(
         path.unlink()
     # pair 2 * slot + direction -> (N, 2, K, C)
     table = effects.view(count, 2, n, classes).permute(2, 1, 0, 3).contiguous()
-    return StyleSpaceEffects(table, logits, extremes, coordinates, [names[int(c)] for c in coordinates])
+    return StyleSpaceEffects(table, logits, extremes, coordinates, [names[int(c)] for c in coordinates], styles)
 
 
 def _save_partial(path: Path, effects: Tensor, done: int) -> None:
@@ -290,15 +309,17 @@ def discriminator_filter(
 ) -> Callable[[int, int, Tensor], bool]:
     """The colab's optional filter for :func:`attfind`'s ``reject``: a (direction, coordinate) is rejected when the
     discriminator's mean |D(x) - D(x')| on up to ``max_images`` of the images it affects exceeds ``threshold``.
-    Only for a generator trained with a discriminator (the shipped faces-style has none)."""
+    Only for a generator trained with a discriminator (the shipped faces-style has none). The decodes start from
+    ``effects.styles`` (the styles the search started from)."""
     model = stylespace_model(latent_model)
+    start = effects.styles if effects.styles is not None else image_styles(model, images)
 
     def reject(direction: int, slot: int, affected: Tensor) -> bool:
         chosen = affected[:max_images]
         if not len(chosen):
             return False
         with evaluating(model, discriminator):
-            styles = model.styles(model.encode(images[chosen]))
+            styles = start[chosen].clone()
             before = discriminator(model.decode_styles(styles))
             styles[:, effects.coordinates[slot]] = effects.extremes[slot, direction]
             after = discriminator(model.decode_styles(styles))
@@ -308,13 +329,20 @@ def discriminator_filter(
 
 
 @torch.no_grad()
-def apply_attributes(latent_model: object, images: Tensor, extremes: dict[int, float], batch_size: int = 256) -> Tensor:
-    """Decodes (N, C, H, W) of ``images`` with the coordinates ``extremes`` (index -> value) set together."""
+def apply_attributes(
+    latent_model: object,
+    images: Tensor,
+    extremes: dict[int, float],
+    batch_size: int = 256,
+    styles: Tensor | None = None,
+) -> Tensor:
+    """Decodes (N, C, H, W) of ``images`` with the coordinates ``extremes`` (index -> value) set together,
+    starting from ``styles`` (N, S) when given (e.g. ``StyleSpaceEffects.styles``), else the encoder's."""
     model = stylespace_model(latent_model)
     columns = torch.tensor(list(extremes), dtype=torch.long)
     values = torch.tensor(list(extremes.values()))
+    styles = image_styles(model, images, styles, batch_size).clone()
     with evaluating(model):
-        styles = torch.cat([model.styles(model.encode(chunk)) for chunk in images.split(batch_size)])
         styles[:, columns] = values.to(styles.dtype)
         return torch.cat([model.decode_styles(chunk) for chunk in styles.split(batch_size)])
 
@@ -330,7 +358,8 @@ def sufficiency(
     batch_size: int = 256,
 ) -> list[float]:
     """Per k = 1..len(attributes): the share of the images not predicted ``target`` whose prediction becomes
-    ``target`` when the top-k attributes are applied together (the re-implementation's sufficiency)."""
+    ``target`` when the top-k attributes are applied together (the re-implementation's sufficiency), from the
+    styles the search started from (``effects.styles``)."""
     slot_of = {int(c): s for s, c in enumerate(effects.coordinates)}
     outside = effects.logits.argmax(dim=1) != target
     if not outside.any():
@@ -339,7 +368,8 @@ def sufficiency(
     with evaluating(classifier):
         for k in range(1, len(attributes) + 1):
             chosen = {a.coordinate: float(effects.extremes[slot_of[a.coordinate], a.direction]) for a in attributes[:k]}
-            after = apply_attributes(latent_model, images[outside], chosen, batch_size)
+            start = effects.styles[outside] if effects.styles is not None else None
+            after = apply_attributes(latent_model, images[outside], chosen, batch_size, start)
             predicted = torch.cat([classifier(chunk).argmax(dim=1) for chunk in after.split(batch_size)])
             shares.append(float((predicted == target).float().mean()))
     return shares
@@ -368,7 +398,8 @@ class EigenDirection:
 class EigenFindResult:
     """EigenFind's ranked directions (at most ``keep``), ``eigenvectors`` (k, w_dim) those searched, ``steps``
     (k,) the step length in W along each (``alpha`` in ``alpha_unit``), the share of images explained by all kept
-    directions together, and the number of images searched."""
+    directions together, the number of images searched, and ``styles`` (N, S) every image's styles the steps
+    started from."""
 
     directions: list[EigenDirection]
     eigenvectors: Tensor
@@ -377,6 +408,7 @@ class EigenFindResult:
     num_images: int
     steps: Tensor
     alpha_unit: str
+    styles: Tensor | None = None
 
 
 def eigen_directions(latent_model: object, top: int = EIGEN_DIRECTIONS) -> tuple[Tensor, Tensor]:
@@ -408,6 +440,7 @@ def eigenfind(
     alpha_unit: str = EIGEN_ALPHA_UNIT,
     keep: int = NUM_ATTRIBUTES,
     batch_size: int = DECODE_BATCH,
+    styles: Tensor | None = None,
 ) -> EigenFindResult:
     """EigenFind (section C.1) for class ``target`` on ``images`` (N, C, H, W) in [0, 1]: on the images not
     predicted ``target``, step w by +-``alpha`` along the top ``top`` eigen-directions (2*top decodes per image,
@@ -418,7 +451,10 @@ def eigenfind(
     ``alpha_unit`` "std" (default) steps ``alpha`` times the std of the N images' w along each direction, so the
     step's reach does not depend on the generator's W scale; "w" steps ``alpha`` in W. The default, 3 std, is the
     setting measured to work on the shipped faces generator; the published one is ``alpha=PUBLISHED_EIGEN_ALPHA``
-    (5), ``alpha_unit="w"``, whose reach depends on the generator (see :data:`EIGEN_ALPHA`)."""
+    (5), ``alpha_unit="w"``, whose reach depends on the generator (see :data:`EIGEN_ALPHA`).
+
+    ``styles`` (N, S): the images' styles to step from (default the encoder's; see :func:`image_styles`); the
+    "std" unit is measured on the encoder's w either way."""
     model = stylespace_model(latent_model)
     _check_images(images, batch_size)
     check_positive_finite("alpha", alpha)
@@ -426,14 +462,14 @@ def eigenfind(
         raise InputError(f"alpha_unit must be one of {', '.join(ALPHA_UNITS)}, got {alpha_unit!r}")
     vectors, offsets = eigen_directions(model, top)
     count = len(vectors)
+    styles = all_styles = image_styles(model, images, styles, batch_size)
     with evaluating(model, classifier):
-        latents = torch.cat([model.encode(chunk) for chunk in images.split(batch_size)])
         lengths = torch.full((count,), float(alpha))
         if alpha_unit == "std":
+            latents = torch.cat([model.encode(chunk) for chunk in images.split(batch_size)])
             lengths = alpha * _spread_along(model, latents, vectors)
         steps = lengths[:, None] * offsets
         steps = torch.cat([-steps, steps])  # edit e: sign index e // k, eigenvector e % k
-        styles = torch.cat([model.styles(chunk) for chunk in latents.split(batch_size)])
         before = torch.cat([classifier(model.decode_styles(chunk)) for chunk in styles.split(batch_size)])
         if not 0 <= target < before.shape[1]:
             raise InputError(f"target {target} is not a class of a classifier with {before.shape[1]} outputs")
@@ -457,7 +493,14 @@ def eigenfind(
         explained |= p_after[s * count + k] > 0.5
         directions.append(EigenDirection(k, 1 if s else -1, effect, float(explained.float().mean())))
     return EigenFindResult(
-        directions, vectors, float(alpha), float(explained.float().mean()), len(styles), lengths, alpha_unit
+        directions,
+        vectors,
+        float(alpha),
+        float(explained.float().mean()),
+        len(styles),
+        lengths,
+        alpha_unit,
+        all_styles,
     )
 
 
@@ -469,12 +512,15 @@ def _spread_along(model: object, latents: Tensor, vectors: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def decode_with_offset(latent_model: object, images: Tensor, offset: Tensor, batch_size: int = 256) -> Tensor:
+def decode_with_offset(
+    latent_model: object, images: Tensor, offset: Tensor, batch_size: int = 256, styles: Tensor | None = None
+) -> Tensor:
     """Decodes (N, C, H, W) of ``images`` with ``offset`` (S,) added to their styles (an EigenFind step:
-    ``sign * alpha * offsets[k]`` from :func:`eigen_directions`)."""
+    ``sign * alpha * offsets[k]`` from :func:`eigen_directions`): ``styles`` (N, S) when given (e.g.
+    ``EigenFindResult.styles``), else the encoder's."""
     model = stylespace_model(latent_model)
+    styles = image_styles(model, images, styles, batch_size)
     with evaluating(model):
-        styles = torch.cat([model.styles(model.encode(chunk)) for chunk in images.split(batch_size)])
         return torch.cat([model.decode_styles(chunk + offset) for chunk in styles.split(batch_size)])
 
 

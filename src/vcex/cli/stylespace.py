@@ -35,14 +35,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     probe.add_argument(
         "--batch-size", type=positive_count, default=512, help="(coordinate, sign, image) decodes per batch"
     )
-    probe.add_argument(
-        "--invert-steps",
-        type=count,
-        default=0,
-        help="refine each image's encoded styles by this many inversion steps (Adam on the pixel error) before "
-        "probing, so the oracle reads decodes closer to the faces (default 0: the encoder alone; 100 took the "
-        "faces' decodes from 28 to 32 dB)",
-    )
+    add_invert_steps(probe, "probing, so the oracle reads")
     add_out(probe, "output folder (probe.json, probe.html)")
     add_common(probe)
     probe.set_defaults(handler=run)
@@ -71,6 +64,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "--batch-size", type=positive_count, default=256, help="decodes per batch (default 256: faster than "
             "larger batches on CPUs)"
         )  # fmt: skip
+        add_invert_steps(command, "the search, so the classifier and the oracle read")
         add_out(command, "output folder (attributes.json, attributes.html)")
         add_common(command)
         command.set_defaults(handler=handler)
@@ -96,6 +90,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "images' w along each direction, so the step does not depend on the generator's W scale) or w (W itself, "
         "as published)"
     )  # fmt: skip
+
+
+def add_invert_steps(command: argparse.ArgumentParser, before: str) -> None:
+    """``--invert-steps N``: start from the images' encoded styles refined by N inversion steps."""
+    command.add_argument(
+        "--invert-steps",
+        type=count,
+        default=0,
+        help=f"refine each image's encoded styles by this many inversion steps (Adam on the pixel error) before "
+        f"{before} decodes closer to the faces (default 0: the encoder alone; 100 took the faces' decodes from 28 "
+        "to 32 dB)",
+    )
 
 
 def load_style_model(name_or_path: str, progress: bool = True) -> object:
@@ -192,6 +198,15 @@ def run(args: argparse.Namespace) -> None:
 STRIP_ATTRIBUTES = 4
 
 
+def _styles(args: argparse.Namespace, latent_model: object, images: object) -> object:
+    """The images' styles every search and strip starts from: encoded, refined by ``--invert-steps``."""
+    from vcex.evaluation.stylespace import encoded_styles
+
+    if args.invert_steps:
+        say(args, f"inverting {len(images)} images ({args.invert_steps} steps)")
+    return encoded_styles(latent_model, images, invert_steps=args.invert_steps, batch_size=args.batch_size)
+
+
 def _probabilities(classifier: object, images: object, target: int) -> list[float]:
     import torch
 
@@ -244,11 +259,12 @@ def run_attfind(args: argparse.Namespace) -> None:
     from vcex.evaluation.stylespace import stylespace_probe
 
     name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
-    say(args, f"AttFind: 2 x K x {len(images)} decodes")
     started = time.perf_counter()
+    styles = _styles(args, latent_model, images)
+    say(args, f"AttFind: 2 x K x {len(images)} decodes")
     effects = stylespace_effects(
         latent_model, classifier, images, include_torgb=args.include_torgb, batch_size=args.batch_size,
-        resume_dir=args.resume_dir, progress=not args.quiet,
+        resume_dir=args.resume_dir, progress=not args.quiet, styles=styles,
     )  # fmt: skip
     search_seconds = time.perf_counter() - started
     found, unexplained = {}, {}
@@ -261,7 +277,9 @@ def run_attfind(args: argparse.Namespace) -> None:
     coordinates = sorted({a.coordinate for attributes in found.values() for a in attributes})
     reading = {}
     if coordinates:
-        probe = stylespace_probe(latent_model, oracle, images, batch_size=args.batch_size, coordinates=coordinates)
+        probe = stylespace_probe(
+            latent_model, oracle, images, batch_size=args.batch_size, coordinates=coordinates, styles=styles
+        )
         reading = {int(c): row for c, row in zip(probe.coordinates, probe.rows())}
     slot_of = {int(c): s for s, c in enumerate(effects.coordinates)}
     rows, sufficient, strips = {}, {}, []
@@ -280,8 +298,8 @@ def run_attfind(args: argparse.Namespace) -> None:
                 .indices
             )
             value = float(effects.extremes[slot_of[a.coordinate], a.direction])
-            before = apply_attributes(latent_model, images[chosen], {})
-            after = apply_attributes(latent_model, images[chosen], {a.coordinate: value})
+            before = apply_attributes(latent_model, images[chosen], {}, styles=styles[chosen])
+            after = apply_attributes(latent_model, images[chosen], {a.coordinate: value}, styles=styles[chosen])
             caption = (
                 f"class {target}, #{rank}: {row['coordinate']} to its {row['direction']} = {row['factor']} "
                 f"(purity {row['purity']:.2f}), mean logit effect {row['effect']:+.2f}"
@@ -298,6 +316,7 @@ def run_attfind(args: argparse.Namespace) -> None:
         "attribute_oracle": oracle_name,
         "classifier": f"{name}-cnn",
         "n": len(images),
+        "invert_steps": args.invert_steps,
         "stable_images": int(effects.stable.sum()),
         "coordinates_searched": len(effects.coordinates),
         "include_torgb": bool(args.include_torgb),
@@ -326,25 +345,26 @@ def run_eigenfind(args: argparse.Namespace) -> None:
 
     name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
     started = time.perf_counter()
+    styles = _styles(args, latent_model, images)
     results, unexplained = {}, {}
     for target in range(_classes(classifier, images)):
         try:
             results[target] = eigenfind(
                 latent_model, classifier, images, target, top=args.directions, alpha=args.alpha,
-                alpha_unit=args.alpha_unit, keep=args.top, batch_size=args.batch_size,
+                alpha_unit=args.alpha_unit, keep=args.top, batch_size=args.batch_size, styles=styles,
             )  # fmt: skip
         except InputError as error:
             unexplained[str(target)] = str(error)
     search_seconds = time.perf_counter() - started
     _, offsets = eigen_directions(latent_model, args.directions)
-    before_all = apply_attributes(latent_model, images, {}, args.batch_size)
+    before_all = apply_attributes(latent_model, images, {}, args.batch_size, styles=styles)
     names = getattr(oracle, "attribute_names", None)
     rows, shares, strips = {}, {}, []
     for target, result in results.items():
         rows[str(target)] = []
         for rank, direction in enumerate(result.directions, start=1):
             step = direction.sign * result.steps[direction.index] * offsets[direction.index]
-            after_all = decode_with_offset(latent_model, images, step, args.batch_size)
+            after_all = decode_with_offset(latent_model, images, step, args.batch_size, styles=styles)
             factor, purity = oracle_reading(oracle, before_all, after_all)
             row = direction.row() | {
                 "factor": names[factor] if names else f"attribute {factor}", "purity": round(purity, 4)
@@ -366,6 +386,7 @@ def run_eigenfind(args: argparse.Namespace) -> None:
         "attribute_oracle": oracle_name,
         "classifier": f"{name}-cnn",
         "n": len(images),
+        "invert_steps": args.invert_steps,
         "directions_searched": args.directions,
         "alpha": args.alpha,
         "alpha_unit": args.alpha_unit,

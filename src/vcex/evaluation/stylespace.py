@@ -179,6 +179,7 @@ def stylespace_probe(
     attribute_names: Sequence[str] | None = None,
     coordinates: Tensor | Sequence[int] | None = None,
     invert_steps: int = 0,
+    styles: Tensor | None = None,
 ) -> StyleSpaceProbe:
     """Probe every StyleSpace coordinate of ``latent_model`` on ``images`` (N, C, H, W) in [0, 1].
 
@@ -187,8 +188,9 @@ def stylespace_probe(
     ``target`` class's log-odds change is reported (optional). ``k``: the shift in stds (3). ``batch_size``:
     (coordinate, sign, image) triples per decode. ``coordinates``: (S',) indices to probe (default all).
     ``invert_steps``: refine the encoder's styles by that many inversion steps first (:func:`encoded_styles`; 0:
-    the encoder alone). The models are run in eval mode and put back as they were. Returns a
-    :class:`StyleSpaceProbe`.
+    the encoder alone). ``styles`` (N, S): the images' styles if already known (an AttFind or EigenFind search's,
+    so that its attributes are labelled on the decodes it searched); not with ``invert_steps``. The models are run
+    in eval mode and put back as they were. Returns a :class:`StyleSpaceProbe`.
     """
     model = stylespace_model(latent_model)
     _check_inputs(images, k, batch_size, target, classifier)
@@ -196,7 +198,12 @@ def stylespace_probe(
     names = tuple(attribute_names if attribute_names is not None else getattr(attribute_oracle, "attribute_names", ()))
     all_names, all_torgb = coordinate_names(model)
     coordinates = _checked_coordinates(coordinates, len(all_names))
-    styles = encoded_styles(model, images, invert_steps=invert_steps, batch_size=batch_size)
+    if styles is None:
+        styles = encoded_styles(model, images, invert_steps=invert_steps, batch_size=batch_size)
+    elif invert_steps:
+        raise InputError("give styles or invert_steps, not both: styles are used as they are")
+    else:
+        styles = given_styles(styles, images, len(all_names))
     with evaluating(model, attribute_oracle, classifier):
         style_std = styles.std(dim=0)
         before = torch.cat([model.decode_styles(chunk) for chunk in styles.split(batch_size)])
@@ -264,6 +271,18 @@ def encoded_styles(
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant coordinate moves in its raw units
     refined = RefinedEncoder(_StandardisedStyles(model, mean, std), steps=invert_steps, lr=lr, batch_size=batch_size)
     return (mean + refined.encode(images) * std).detach()
+
+
+def given_styles(styles: Tensor, images: Tensor, size: int) -> Tensor:
+    """``styles`` checked to be (N, S) finite rows, one per image of ``images`` (N, C, H, W), detached."""
+    if not isinstance(styles, Tensor) or styles.shape != (len(images), size):
+        shape = tuple(getattr(styles, "shape", ())) or type(styles).__name__
+        raise InputError(
+            f"styles must be (images, style size) = ({len(images)}, {size}), one row per image, got {shape}"
+        )
+    if not torch.isfinite(styles).all():
+        raise InputError("styles contain NaN or infinite values: pass the styles encoded_styles returns")
+    return styles.detach()
 
 
 def _checked_coordinates(coordinates: Tensor | Sequence[int] | None, size: int) -> Tensor:

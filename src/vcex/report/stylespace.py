@@ -63,8 +63,7 @@ def write_probe_page(path: str | Path, record: dict, strips: dict[str, tuple[dic
     summary = record["summary"]
     title = f"StyleSpace probe: {record['latent_model']} on {record['dataset']}"
     figures = "".join(_strip_figure(factor, row, strip, record["k"]) for factor, (row, strip) in strips.items())
-    steps = record.get("invert_steps", 0)
-    encoded = f"encoded and inverted ({steps} steps)" if steps else "encoded"
+    encoded = _encoding(record)
     document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
@@ -90,6 +89,12 @@ def _step_note(record: dict) -> str:
         return ""
     unit = {"std": "standard deviations of the projections", "w": "W units"}.get(record.get("alpha_unit"), "")
     return f" Each direction is stepped by alpha = {_format(record['alpha'])} {html.escape(unit)}."
+
+
+def _encoding(record: dict) -> str:
+    """How the record's images were put into StyleSpace: "encoded", or "encoded and inverted (N steps)"."""
+    steps = record.get("invert_steps", 0)
+    return f"encoded and inverted ({steps} steps)" if steps else "encoded"
 
 
 def write_attributes_page(
@@ -125,10 +130,10 @@ def write_attributes_page(
     document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="note">{record["n"]} test images. Each attribute is labelled with the factor the attribute oracle
-({html.escape(record["attribute_oracle"])}) says it moves most and its purity (that factor's share of the total
-change of the oracle's readings). Strips: the images it affects most, before and after, with the classifier's
-probability of the class.{_step_note(record)}</p>
+<p class="note">{record["n"]} {_encoding(record)} test images. Each attribute is labelled with the factor the
+attribute oracle ({html.escape(record["attribute_oracle"])}) says it moves most and its purity (that factor's share
+of the total change of the oracle's readings). Strips: the images it affects most, before and after, with the
+classifier's probability of the class.{_step_note(record)}</p>
 {tables}
 <h2>Strips</h2>{figures or "<p>none</p>"}
 </body></html>"""
