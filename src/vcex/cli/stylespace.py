@@ -207,6 +207,47 @@ def _styles(args: argparse.Namespace, latent_model: object, images: object) -> o
     return encoded_styles(latent_model, images, invert_steps=args.invert_steps, batch_size=args.batch_size)
 
 
+def _record_head(args: argparse.Namespace, method: str, name: str, latent: str, oracle: str, n: int) -> dict:
+    """The fields every search's attributes.json starts with: what ran, on what, through what."""
+    from vcex.evaluation.metrics import versions
+
+    return {
+        "method": method, "dataset": name, "latent_model": latent, "attribute_oracle": oracle,
+        "classifier": f"{name}-cnn", "n": n, "invert_steps": args.invert_steps, "versions": versions(),
+    }  # fmt: skip
+
+
+def _attfind_strips(
+    latent_model: object,
+    classifier: object,
+    images: object,
+    effects: object,
+    attributes: list,
+    rows: list[dict],
+    target: int,
+) -> list[tuple]:
+    """Strips of class ``target``'s first attributes: each on the images it raises most, before and after, from
+    the styles the search started from."""
+    from vcex.attribution.stylespace_attributes import apply_attributes
+
+    slot_of = {int(c): s for s, c in enumerate(effects.coordinates)}
+    strips = []
+    for rank, (a, row) in enumerate(zip(attributes[:STRIP_ATTRIBUTES], rows), start=1):
+        slot = slot_of[a.coordinate]
+        chosen = effects.effects[:, a.direction, slot, target].topk(min(STRIP_IMAGES, len(images))).indices
+        start = effects.styles[chosen]
+        before = apply_attributes(latent_model, images[chosen], {}, styles=start)
+        after = apply_attributes(
+            latent_model, images[chosen], {a.coordinate: float(effects.extremes[slot, a.direction])}, styles=start
+        )
+        caption = (
+            f"class {target}, #{rank}: {row['coordinate']} to its {row['direction']} = {row['factor']} "
+            f"(purity {row['purity']:.2f}), mean logit effect {row['effect']:+.2f}"
+        )
+        strips.append((caption, *_strip(classifier, before, after, target)))
+    return strips
+
+
 def _probabilities(classifier: object, images: object, target: int) -> list[float]:
     import torch
 
@@ -248,14 +289,12 @@ def run_attfind(args: argparse.Namespace) -> None:
     import time
 
     from vcex.attribution.stylespace_attributes import (
-        apply_attributes,
         attfind,
         merge_binary,
         stylespace_effects,
         sufficiency,
     )
     from vcex.errors import InputError
-    from vcex.evaluation.metrics import versions
     from vcex.evaluation.stylespace import stylespace_probe
 
     name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
@@ -281,7 +320,6 @@ def run_attfind(args: argparse.Namespace) -> None:
             latent_model, oracle, images, batch_size=args.batch_size, coordinates=coordinates, styles=styles
         )
         reading = {int(c): row for c, row in zip(probe.coordinates, probe.rows())}
-    slot_of = {int(c): s for s, c in enumerate(effects.coordinates)}
     rows, sufficient, strips = {}, {}, []
     for target, attributes in found.items():
         rows[str(target)] = [
@@ -291,37 +329,16 @@ def run_attfind(args: argparse.Namespace) -> None:
         sufficient[str(target)] = [round(s, 4) for s in sufficiency(
             latent_model, classifier, images, effects, attributes, target, args.batch_size
         )]  # fmt: skip
-        for rank, (a, row) in enumerate(zip(attributes[:STRIP_ATTRIBUTES], rows[str(target)]), start=1):
-            chosen = (
-                effects.effects[:, a.direction, slot_of[a.coordinate], target]
-                .topk(min(STRIP_IMAGES, len(images)))
-                .indices
-            )
-            value = float(effects.extremes[slot_of[a.coordinate], a.direction])
-            before = apply_attributes(latent_model, images[chosen], {}, styles=styles[chosen])
-            after = apply_attributes(latent_model, images[chosen], {a.coordinate: value}, styles=styles[chosen])
-            caption = (
-                f"class {target}, #{rank}: {row['coordinate']} to its {row['direction']} = {row['factor']} "
-                f"(purity {row['purity']:.2f}), mean logit effect {row['effect']:+.2f}"
-            )
-            strips.append((caption, *_strip(classifier, before, after, target)))
+        strips += _attfind_strips(latent_model, classifier, images, effects, attributes, rows[str(target)], target)
     merged = []
     if len(found) == 2:
         merged = [a.row() | {"factor": reading[a.coordinate]["factor"], "purity": reading[a.coordinate]["purity"]}
                   for a in merge_binary(effects, found[0], found[1])]  # fmt: skip
-    record = {
-        "method": "attfind",
-        "dataset": name,
-        "latent_model": latent_name,
-        "attribute_oracle": oracle_name,
-        "classifier": f"{name}-cnn",
-        "n": len(images),
-        "invert_steps": args.invert_steps,
+    record = _record_head(args, "attfind", name, latent_name, oracle_name, len(images)) | {
         "stable_images": int(effects.stable.sum()),
         "coordinates_searched": len(effects.coordinates),
         "include_torgb": bool(args.include_torgb),
         "search_seconds": round(search_seconds, 1),
-        "versions": versions(),
         "attributes": rows,
         "unexplained": unexplained,
         "sufficiency": sufficient,
@@ -341,7 +358,6 @@ def run_eigenfind(args: argparse.Namespace) -> None:
         oracle_reading,
     )
     from vcex.errors import InputError
-    from vcex.evaluation.metrics import versions
 
     name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
     started = time.perf_counter()
@@ -379,19 +395,11 @@ def run_eigenfind(args: argparse.Namespace) -> None:
                     classifier, before_all[:STRIP_IMAGES], after_all[:STRIP_IMAGES], target
                 )))  # fmt: skip
         shares[str(target)] = round(result.explained_share, 4)
-    record = {
-        "method": "eigenfind",
-        "dataset": name,
-        "latent_model": latent_name,
-        "attribute_oracle": oracle_name,
-        "classifier": f"{name}-cnn",
-        "n": len(images),
-        "invert_steps": args.invert_steps,
+    record = _record_head(args, "eigenfind", name, latent_name, oracle_name, len(images)) | {
         "directions_searched": args.directions,
         "alpha": args.alpha,
         "alpha_unit": args.alpha_unit,
         "search_seconds": round(search_seconds, 1),
-        "versions": versions(),
         "attributes": rows,
         "unexplained": unexplained,
         "explained_share": shares,
