@@ -122,7 +122,8 @@ def test_eigenfind_writes_directions_with_explained_share(tmp_path, capsys):
         assert 1 <= len(rows) <= 2 and {"eigenvector", "sign", "factor", "purity"} <= set(rows[0])
         assert 0 <= record["explained_share"][target] <= 1
     assert "Toward class" in (out / "attributes.html").read_text()
-    assert record["invert_steps"] == 0 and "6 encoded test images" in (out / "attributes.html").read_text()
+    assert record["invert_steps"] == 0 and record["device"] == "cpu"
+    assert "6 encoded test images" in (out / "attributes.html").read_text()
     capsys.readouterr()
 
 
@@ -139,6 +140,14 @@ def test_attfind_and_eigenfind_search_inverted_styles(tmp_path, capsys):
         assert record["method"] == method and record["invert_steps"] == 2
         assert "encoded and inverted (2 steps)" in (out / "attributes.html").read_text()
     capsys.readouterr()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no CUDA device")
+@pytest.mark.parametrize("method", ["probe", "attfind", "eigenfind"])
+def test_a_missing_device_is_refused_before_loading(method, capsys):
+    code = main(["stylespace", method, "--dataset", "faces", "--device", "cuda", "--n", "4", "--out", "x"])
+    error = capsys.readouterr().err
+    assert code == 2 and "no CUDA device" in error and "Traceback" not in error
 
 
 def test_attfind_without_stylespace_gets_one_line(capsys):

@@ -215,6 +215,37 @@ def test_every_search_starts_from_given_styles(images: torch.Tensor, tmp_path: P
         eigenfind(model, classifier, images, target=1, styles=torch.full_like(moved, float("nan")))
 
 
+def test_a_classifier_on_another_device_is_refused_by_name(images: torch.Tensor, tmp_path: Path) -> None:
+    elsewhere = nn.Linear(2, 2).to("meta")  # parameters on another device than the generator's CPU
+    for search in (
+        lambda: stylespace_effects(LinearStyleModel(), elsewhere, images, resume_dir=tmp_path, progress=False),
+        lambda: eigenfind(LinearStyleModel(), elsewhere, images, target=1),
+    ):
+        with pytest.raises(InputError, match="classifier is on meta but the style generator on cpu: move both"):
+            search()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_searches_on_cuda_match_the_cpu(images: torch.Tensor, tmp_path: Path) -> None:
+    # CPU images, models on the GPU: the same tables as on the CPU, back on the CPU
+    cpu = stylespace_effects(LinearStyleModel(), planted_classifier(), images, resume_dir=tmp_path, progress=False)
+    model, classifier = LinearStyleModel().cuda(), planted_classifier().cuda()
+    gpu = stylespace_effects(model, classifier, images, batch_size=7, resume_dir=tmp_path, progress=False)
+    assert gpu.effects.device.type == gpu.styles.device.type == "cpu"
+    torch.testing.assert_close(gpu.effects, cpu.effects, atol=1e-5, rtol=1e-5)
+    found = attfind(gpu, target=1, num_attributes=2)
+    assert found == attfind(cpu, target=1, num_attributes=2)
+    assert sufficiency(model, classifier, images, gpu, found, 1) == pytest.approx(
+        sufficiency(LinearStyleModel(), planted_classifier(), images, cpu, found, 1)
+    )
+    assert apply_attributes(model, images, {PLANTED: 1.0}).device.type == "cpu"
+    eigen = eigenfind(model, classifier, images, target=1, top=2)
+    assert eigen.styles.device.type == "cpu"
+    on_cpu = eigenfind(LinearStyleModel(), planted_classifier(), images, target=1, top=2)
+    assert eigen.explained_share == on_cpu.explained_share
+
+
 def test_eigenfind_finds_the_planted_direction(images: torch.Tensor) -> None:
     # the classifier reads coordinate 0 only: the top eigen-direction (singular value 10) moves it
     model, classifier = LinearStyleModel(), ColumnClassifier({0: 10.0}, bias=2.0)

@@ -271,6 +271,27 @@ def test_the_probe_reads_given_styles_as_they_are(setup: tuple) -> None:
         stylespace_probe(model, oracle, images, styles=torch.full_like(styles, float("nan")))
 
 
+def test_an_oracle_on_another_device_is_refused_by_name(setup: tuple) -> None:
+    model, _, images = setup
+    elsewhere = ColourOracle(torch.zeros(3)).to("meta")  # its buffer on another device than the generator's CPU
+    with pytest.raises(InputError, match="attribute_oracle is on meta but the style generator on cpu"):
+        stylespace_probe(model, elsewhere, images)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_probe_on_cuda_matches_the_cpu(setup: tuple) -> None:
+    import copy
+
+    model, oracle, images = setup
+    cpu = stylespace_probe(model, oracle, images, invert_steps=3)
+    gpu = stylespace_probe(copy.deepcopy(model).cuda(), copy.deepcopy(oracle).cuda(), images, invert_steps=3)
+    assert gpu.purity.device.type == gpu.styles.device.type == "cpu"
+    torch.testing.assert_close(gpu.purity, cpu.purity, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gpu.styles, cpu.styles, atol=1e-4, rtol=1e-4)
+    assert shift_strip(copy.deepcopy(model).cuda(), images[:2], 0, 1.0).device.type == "cpu"
+
+
 def test_inversion_needs_two_images(setup: tuple) -> None:
     model, _, images = setup
     with pytest.raises(InputError, match="at least 2 images"):

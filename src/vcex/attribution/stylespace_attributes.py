@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vcex.cache import cache_dir, data_fingerprint, parameter_fingerprint
-from vcex.checks import check_positive_finite
+from vcex.checks import check_positive_finite, device_of
 from vcex.errors import InputError
 from vcex.evaluation.stylespace import (
     coordinate_names,
@@ -30,6 +30,7 @@ from vcex.evaluation.stylespace import (
     decode_edits,
     encoded_styles,
     given_styles,
+    style_device,
     stylespace_model,
     top_and_purity,
 )
@@ -132,10 +133,11 @@ def _cache_file(
 def image_styles(model: object, images: Tensor, styles: Tensor | None = None, batch_size: int = DECODE_BATCH) -> Tensor:
     """The styles (N, S) the StyleSpace searches start from: ``styles`` when given (checked against ``images``
     (N, C, H, W) and the model's style size; e.g. ``encoded_styles(model, images, invert_steps=100)`` for
-    decodes closer to the images), else the encoder's."""
+    decodes closer to the images), else the encoder's; on the model's device."""
+    device = style_device(model)
     if styles is None:
-        return encoded_styles(model, images, batch_size=batch_size)
-    return given_styles(styles, images, len(coordinate_names(model)[0]))
+        return encoded_styles(model, images, batch_size=batch_size).to(device)
+    return given_styles(styles, images, len(coordinate_names(model)[0])).to(device)
 
 
 @torch.no_grad()
@@ -162,13 +164,14 @@ def stylespace_effects(
     """
     model = stylespace_model(latent_model)
     _check_images(images, batch_size)
+    style_device(model, classifier=classifier)
     names, is_torgb = coordinate_names(model)
     coordinates = torch.arange(len(names)) if include_torgb else torch.nonzero(~is_torgb).flatten()
     folder = Path(resume_dir) if resume_dir is not None else cache_dir() / "attfind"
     styles = image_styles(model, images, styles, batch_size)
     with evaluating(model, classifier):
         logits = torch.cat([classifier(model.decode_styles(chunk)) for chunk in styles.split(batch_size)])
-        extremes = torch.stack([styles.min(dim=0).values, styles.max(dim=0).values], dim=1)[coordinates]
+        extremes = torch.stack([styles.min(dim=0).values, styles.max(dim=0).values], dim=1)[coordinates].cpu()
         n, count, classes = len(images), len(coordinates), logits.shape[1]
         total = 2 * count * n
         path = _cache_file(folder, model, classifier, images, coordinates, styles)
@@ -184,7 +187,7 @@ def stylespace_effects(
                 model, styles, coordinates, extremes, batch_size=batch_size, replace=True, start=done
             )
             for step, (image, pair, after) in enumerate(chunks, start=1):
-                effects[pair, image] = classifier(after) - logits[image]
+                effects[pair.cpu(), image.cpu()] = (classifier(after) - logits[image]).cpu()
                 done += len(image)
                 bar.update(len(image))
                 if done < total and step % save_every == 0:
@@ -195,7 +198,8 @@ def stylespace_effects(
         path.unlink()
     # pair 2 * slot + direction -> (N, 2, K, C)
     table = effects.view(count, 2, n, classes).permute(2, 1, 0, 3).contiguous()
-    return StyleSpaceEffects(table, logits, extremes, coordinates, [names[int(c)] for c in coordinates], styles)
+    labels = [names[int(c)] for c in coordinates]
+    return StyleSpaceEffects(table, logits.cpu(), extremes, coordinates, labels, styles.cpu())
 
 
 def _save_partial(path: Path, effects: Tensor, done: int) -> None:
@@ -312,7 +316,8 @@ def discriminator_filter(
     Only for a generator trained with a discriminator (the shipped faces-style has none). The decodes start from
     ``effects.styles`` (the styles the search started from)."""
     model = stylespace_model(latent_model)
-    start = effects.styles if effects.styles is not None else image_styles(model, images)
+    style_device(model, discriminator=discriminator)
+    start = image_styles(model, images, effects.styles)
 
     def reject(direction: int, slot: int, affected: Tensor) -> bool:
         chosen = affected[:max_images]
@@ -321,7 +326,7 @@ def discriminator_filter(
         with evaluating(model, discriminator):
             styles = start[chosen].clone()
             before = discriminator(model.decode_styles(styles))
-            styles[:, effects.coordinates[slot]] = effects.extremes[slot, direction]
+            styles[:, int(effects.coordinates[slot])] = float(effects.extremes[slot, direction])
             after = discriminator(model.decode_styles(styles))
         return float((after - before).abs().mean()) > threshold
 
@@ -337,14 +342,16 @@ def apply_attributes(
     styles: Tensor | None = None,
 ) -> Tensor:
     """Decodes (N, C, H, W) of ``images`` with the coordinates ``extremes`` (index -> value) set together,
-    starting from ``styles`` (N, S) when given (e.g. ``StyleSpaceEffects.styles``), else the encoder's."""
+    starting from ``styles`` (N, S) when given (e.g. ``StyleSpaceEffects.styles``), else the encoder's. Decoded
+    on the model's device, returned on the images'."""
     model = stylespace_model(latent_model)
-    columns = torch.tensor(list(extremes), dtype=torch.long)
-    values = torch.tensor(list(extremes.values()))
     styles = image_styles(model, images, styles, batch_size).clone()
+    columns = torch.tensor(list(extremes), dtype=torch.long, device=styles.device)
+    values = torch.tensor(list(extremes.values()), dtype=styles.dtype, device=styles.device)
     with evaluating(model):
-        styles[:, columns] = values.to(styles.dtype)
-        return torch.cat([model.decode_styles(chunk) for chunk in styles.split(batch_size)])
+        styles[:, columns] = values
+        decodes = torch.cat([model.decode_styles(chunk) for chunk in styles.split(batch_size)])
+    return decodes.to(images.device)
 
 
 @torch.no_grad()
@@ -364,13 +371,14 @@ def sufficiency(
     outside = effects.logits.argmax(dim=1) != target
     if not outside.any():
         raise InputError(f"every image is already in class {target}: no prediction can flip toward it")
+    images = images.to(style_device(stylespace_model(latent_model), classifier=classifier))
     shares = []
     with evaluating(classifier):
         for k in range(1, len(attributes) + 1):
             chosen = {a.coordinate: float(effects.extremes[slot_of[a.coordinate], a.direction]) for a in attributes[:k]}
             start = effects.styles[outside] if effects.styles is not None else None
             after = apply_attributes(latent_model, images[outside], chosen, batch_size, start)
-            predicted = torch.cat([classifier(chunk).argmax(dim=1) for chunk in after.split(batch_size)])
+            predicted = torch.cat([classifier(chunk).argmax(dim=1) for chunk in after.split(batch_size)]).cpu()
             shares.append(float((predicted == target).float().mean()))
     return shares
 
@@ -460,13 +468,14 @@ def eigenfind(
     check_positive_finite("alpha", alpha)
     if alpha_unit not in ALPHA_UNITS:
         raise InputError(f"alpha_unit must be one of {', '.join(ALPHA_UNITS)}, got {alpha_unit!r}")
+    device = style_device(model, classifier=classifier)
     vectors, offsets = eigen_directions(model, top)
     count = len(vectors)
     styles = all_styles = image_styles(model, images, styles, batch_size)
     with evaluating(model, classifier):
-        lengths = torch.full((count,), float(alpha))
+        lengths = torch.full((count,), float(alpha), device=device)
         if alpha_unit == "std":
-            latents = torch.cat([model.encode(chunk) for chunk in images.split(batch_size)])
+            latents = torch.cat([model.encode(chunk.to(device)) for chunk in images.split(batch_size)])
             lengths = alpha * _spread_along(model, latents, vectors)
         steps = lengths[:, None] * offsets
         steps = torch.cat([-steps, steps])  # edit e: sign index e // k, eigenvector e % k
@@ -477,12 +486,13 @@ def eigenfind(
         if not outside.any():
             raise InputError(f"every image is already in class {target}: EigenFind has nothing to move toward it")
         styles, p_before = styles[outside], before[outside].softmax(dim=1)[:, target]
-        p_after = torch.zeros(2 * count, len(styles))
+        p_after = torch.zeros(2 * count, len(styles), device=device)
         edits = decode_edits(
             model, styles, lambda chunk, edit: chunk + steps[edit].to(chunk.dtype), 2 * count, batch_size=batch_size
         )
         for image, edit, after in edits:
             p_after[edit, image] = classifier(after).softmax(dim=1)[:, target]
+    p_after, p_before = p_after.cpu(), p_before.cpu()
     change = (p_after - p_before).mean(dim=1).view(2, count)  # (sign index, eigenvector)
     both_raise = (change > 0).all(dim=0)
     candidates = [(float(change[s, k]), k, s) for k in range(count) if not both_raise[k] for s in (0, 1)]
@@ -493,15 +503,9 @@ def eigenfind(
         explained |= p_after[s * count + k] > 0.5
         directions.append(EigenDirection(k, 1 if s else -1, effect, float(explained.float().mean())))
     return EigenFindResult(
-        directions,
-        vectors,
-        float(alpha),
-        float(explained.float().mean()),
-        len(styles),
-        lengths,
-        alpha_unit,
-        all_styles,
-    )
+        directions, vectors.cpu(), float(alpha), float(explained.float().mean()), len(styles), lengths.cpu(),
+        alpha_unit, all_styles.cpu(),
+    )  # fmt: skip
 
 
 def _spread_along(model: object, latents: Tensor, vectors: Tensor) -> Tensor:
@@ -517,11 +521,13 @@ def decode_with_offset(
 ) -> Tensor:
     """Decodes (N, C, H, W) of ``images`` with ``offset`` (S,) added to their styles (an EigenFind step:
     ``sign * alpha * offsets[k]`` from :func:`eigen_directions`): ``styles`` (N, S) when given (e.g.
-    ``EigenFindResult.styles``), else the encoder's."""
+    ``EigenFindResult.styles``), else the encoder's. Decoded on the model's device, returned on the images'."""
     model = stylespace_model(latent_model)
     styles = image_styles(model, images, styles, batch_size)
+    offset = offset.to(styles.device)
     with evaluating(model):
-        return torch.cat([model.decode_styles(chunk + offset) for chunk in styles.split(batch_size)])
+        decodes = torch.cat([model.decode_styles(chunk + offset) for chunk in styles.split(batch_size)])
+    return decodes.to(images.device)
 
 
 @torch.no_grad()
@@ -529,7 +535,10 @@ def oracle_reading(attribute_oracle: Callable[[Tensor], Tensor], before: Tensor,
     """The attribute an edit moves most and its purity, as the StyleSpace probe reads them: the mean |delta p| of
     the oracle's sigmoid readings per attribute between ``before`` and ``after`` (N, C, H, W); purity is the top
     attribute's share of the total (0 where nothing moves; of the moved mass for class-probability readings)."""
+    device = device_of(attribute_oracle)
     with evaluating(attribute_oracle):
+        after, before = after.to(device), before.to(device)
         change = (torch.sigmoid(attribute_oracle(after)) - torch.sigmoid(attribute_oracle(before))).abs().mean(dim=0)
+    change = change.cpu()
     top, purity = top_and_purity(change, bool(getattr(attribute_oracle, "readings_sum_to_one", False)))
     return int(top), float(purity)

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from vcex.cli.options import add_common, add_dataset, add_n, add_out, count, positive_count, positive_number, say
+from vcex.cli.options import (
+    add_common,
+    add_dataset,
+    add_device,
+    add_n,
+    add_out,
+    count,
+    positive_count,
+    positive_number,
+    say,
+)
 
 # decoded images in the strip of each factor's best channel: a row that fits a page
 STRIP_IMAGES = 6
@@ -36,6 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--batch-size", type=positive_count, default=512, help="(coordinate, sign, image) decodes per batch"
     )
     add_invert_steps(probe, "probing, so the oracle reads")
+    add_device(probe, DEVICE_HELP)
     add_out(probe, "output folder (probe.json, probe.html)")
     add_common(probe)
     probe.set_defaults(handler=run)
@@ -65,6 +76,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "larger batches on CPUs)"
         )  # fmt: skip
         add_invert_steps(command, "the search, so the classifier and the oracle read")
+        add_device(command, DEVICE_HELP)
         add_out(command, "output folder (attributes.json, attributes.html)")
         add_common(command)
         command.set_defaults(handler=handler)
@@ -92,6 +104,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
 
 
+DEVICE_HELP = "where the decodes run: cpu (default), cuda, cuda:1 ... (the generator, oracle and classifier go there)"
+
+
 def add_invert_steps(command: argparse.ArgumentParser, before: str) -> None:
     """``--invert-steps N``: start from the images' encoded styles refined by N inversion steps."""
     command.add_argument(
@@ -117,6 +132,7 @@ def load_style_model(name_or_path: str, progress: bool = True) -> object:
 
 def _load(args: argparse.Namespace) -> tuple:
     """(dataset name, latent model name, oracle name, style model, attribute oracle, classifier, test images)."""
+    from vcex.checks import check_device
     from vcex.data import load_dataset
     from vcex.data.profiles import profile_for
     from vcex.errors import InputError
@@ -126,6 +142,7 @@ def _load(args: argparse.Namespace) -> tuple:
 
     name = dataset_for(args.dataset, args.classifier)
     profile = profile_for(name)
+    device = check_device(args.device or "cpu")  # before any loading
     latent_name = args.latent_model or DEFAULT_STYLE.get(name) or profile.latent_model
     if latent_name is None:
         raise InputError(
@@ -143,6 +160,8 @@ def _load(args: argparse.Namespace) -> tuple:
     else:
         oracle = OneVsAllOracle(load_model(f"{name}-oracle", progress=progress), test.class_names)
     classifier = load_model(f"{name}-cnn", progress=progress)
+    for model in (latent_model, oracle, classifier):
+        model.to(device)
     return name, latent_name, oracle_name, latent_model, oracle, classifier, test.images[: args.n]
 
 
@@ -174,6 +193,7 @@ def run(args: argparse.Namespace) -> None:
         "n": len(images),
         "k": args.k,
         "invert_steps": args.invert_steps,
+        "device": args.device or "cpu",
         "attribute_names": list(probe.attribute_names),
         "seconds": round(seconds, 1),
         "versions": versions(),
@@ -213,7 +233,8 @@ def _record_head(args: argparse.Namespace, method: str, name: str, latent: str, 
 
     return {
         "method": method, "dataset": name, "latent_model": latent, "attribute_oracle": oracle,
-        "classifier": f"{name}-cnn", "n": n, "invert_steps": args.invert_steps, "versions": versions(),
+        "classifier": f"{name}-cnn", "n": n, "invert_steps": args.invert_steps,
+        "device": args.device or "cpu", "versions": versions(),
     }  # fmt: skip
 
 
@@ -251,16 +272,20 @@ def _attfind_strips(
 def _probabilities(classifier: object, images: object, target: int) -> list[float]:
     import torch
 
+    from vcex.checks import device_of
+
     with torch.no_grad():
-        return classifier(images).softmax(dim=1)[:, target].tolist()
+        return classifier(images.to(device_of(classifier))).softmax(dim=1)[:, target].tolist()
 
 
 def _classes(classifier: object, images: object) -> int:
     """How many logits the classifier gives (one image is read)."""
     import torch
 
+    from vcex.checks import device_of
+
     with torch.no_grad():
-        return int(classifier(images[:1]).shape[1])
+        return int(classifier(images[:1].to(device_of(classifier))).shape[1])
 
 
 def _strip(classifier: object, before: object, after: object, target: int) -> tuple[object, list[list[str]]]:

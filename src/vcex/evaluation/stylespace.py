@@ -13,7 +13,9 @@ coordinate it reports
 - with a classifier, ``logit_change`` (2,): the mean change of its target log-odds under -k and +k.
 
 Conv and toRGB coordinates are told apart by ``is_torgb``. The decodes run in chunks of ``batch_size``
-(coordinate, sign, image) triples, so memory is bounded by the chunk and the (S, N, A) flip table.
+(coordinate, sign, image) triples, so memory is bounded by the chunk and the (S, N, A) flip table. They run on
+the style generator's device (the oracle and classifier must be on it too); images may be anywhere, and the
+tables come back on the CPU.
 
 The images' styles are the encoder's, or with ``invert_steps`` > 0 the encoder's refined by inversion (Adam on
 each image's pixel error, in StyleSpace; :func:`encoded_styles`). The oracle reads an encoder's blurred decodes
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vcex.checks import check_count, check_positive_finite
+from vcex.checks import check_count, check_positive_finite, device_of
 from vcex.errors import InputError
 from vcex.models.state import evaluating
 from vcex.models.style_alignment import coordinate_names  # the names of StyleSpace, kept with the models
@@ -145,6 +147,22 @@ def stylespace_model(latent_model: object) -> object:
     return model
 
 
+def style_device(model: object, **others: object) -> torch.device:
+    """The device the StyleSpace work runs on: the style generator ``model``'s. Every other model given by name
+    (``classifier=...``) must have its parameters and buffers there too (a plain function has none and passes),
+    else one :class:`InputError` names both devices and the fix."""
+    device = device_of(model)
+    for name, other in others.items():
+        tensors = [*getattr(other, "parameters", list)(), *getattr(other, "buffers", list)()]
+        where = tensors[0].device if tensors else device
+        if where != device:
+            raise InputError(
+                f"the {name} is on {where} but the style generator on {device}: move both to one device "
+                f"(model.to({str(device)!r}))"
+            )
+    return device
+
+
 def target_log_odds(logits: Tensor, target: int) -> Tensor:
     """(N, K) logits -> (N,) log-odds of class ``target``: logit_t - logsumexp(other logits); a single-logit
     classifier (K = 1) is read as its logit."""
@@ -198,12 +216,14 @@ def stylespace_probe(
     names = tuple(attribute_names if attribute_names is not None else getattr(attribute_oracle, "attribute_names", ()))
     all_names, all_torgb = coordinate_names(model)
     coordinates = _checked_coordinates(coordinates, len(all_names))
+    device = style_device(model, attribute_oracle=attribute_oracle, classifier=classifier)
     if styles is None:
         styles = encoded_styles(model, images, invert_steps=invert_steps, batch_size=batch_size)
     elif invert_steps:
         raise InputError("give styles or invert_steps, not both: styles are used as they are")
     else:
         styles = given_styles(styles, images, len(all_names))
+    styles = styles.to(device)
     with evaluating(model, attribute_oracle, classifier):
         style_std = styles.std(dim=0)
         before = torch.cat([model.decode_styles(chunk) for chunk in styles.split(batch_size)])
@@ -221,10 +241,12 @@ def stylespace_probe(
         )  # fmt: skip
     labels = [all_names[int(c)] for c in coordinates]
     moved_twice = bool(getattr(attribute_oracle, "readings_sum_to_one", False))
+    sums = {key: None if value is None else value.cpu() for key, value in sums.items()}
     probe = _table(
-        sums, names, coordinates, labels, all_torgb[coordinates], style_std[coordinates], k, len(images), moved_twice
-    )
-    probe.invert_steps, probe.styles = invert_steps, styles
+        sums, names, coordinates, labels, all_torgb[coordinates], style_std[coordinates].cpu(), k, len(images),
+        moved_twice,
+    )  # fmt: skip
+    probe.invert_steps, probe.styles = invert_steps, styles.cpu()
     return probe
 
 
@@ -255,22 +277,26 @@ def encoded_styles(
     """The styles (N, S) of ``images`` (N, C, H, W) in [0, 1]: the encoder's, or with ``invert_steps`` > 0 the
     encoder's refined by that many Adam steps on each image's mean squared pixel error (GAN inversion into
     StyleSpace, from the encoder's start; steps measured in each coordinate's std over the N encoded images, so
-    an image's result depends on the set only through those stds). The model is run in eval mode with its
-    weights untouched, and put back as it was."""
+    an image's result depends on the set only through those stds). The work runs on the model's device; the
+    styles come back on the images' device. The model is run in eval mode with its weights untouched, and put
+    back as it was."""
     from vcex.models.refined import RefinedEncoder
 
     model = stylespace_model(latent_model)
     invert_steps = check_count("invert_steps", invert_steps)
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise InputError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    home, images = images.device, images.to(device_of(model))
     with torch.no_grad(), evaluating(model):
         styles = torch.cat([model.styles(model.encode(chunk)) for chunk in images.split(batch_size)])
     if invert_steps == 0:
-        return styles
+        return styles.to(home)
     if len(images) < 2:
         raise InputError(f"inverting needs at least 2 images (their std sets the step), got {len(images)}")
     mean, std = styles.mean(dim=0), styles.std(dim=0)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant coordinate moves in its raw units
     refined = RefinedEncoder(_StandardisedStyles(model, mean, std), steps=invert_steps, lr=lr, batch_size=batch_size)
-    return (mean + refined.encode(images) * std).detach()
+    return (mean + refined.encode(images) * std).detach().to(home)
 
 
 def given_styles(styles: Tensor, images: Tensor, size: int) -> Tensor:
@@ -320,12 +346,13 @@ def _shift_and_read(
     attribute) whether the reading crossed 0.5 under either sign (S', N, A)."""
     n, attributes = p_before.shape
     count = len(coordinates)
-    absolute = torch.zeros(count * 2, attributes)
-    signed = torch.zeros(count * 2, attributes)
-    odds = torch.zeros(count * 2)
-    flips = torch.zeros(count * n, attributes, dtype=torch.uint8)  # 0, 1 or 2 signs that flip the reading
+    device = p_before.device
+    absolute = torch.zeros(count * 2, attributes, device=device)
+    signed = torch.zeros(count * 2, attributes, device=device)
+    odds = torch.zeros(count * 2, device=device)
+    flips = torch.zeros(count * n, attributes, dtype=torch.uint8, device=device)  # 0, 1 or 2 signs that flip it
     above_before = p_before > 0.5
-    offsets = torch.stack([-k * style_std[coordinates], k * style_std[coordinates]], dim=1)  # (S', 2)
+    offsets = torch.stack([-k * style_std[coordinates], k * style_std[coordinates]], dim=1)  # (S', 2), on device
     for image, pair, after in decode_coordinate_shifts(model, styles, coordinates, offsets, batch_size=batch_size):
         slot = pair // 2
         p_after = torch.sigmoid(attribute_oracle(after))
@@ -359,11 +386,12 @@ def decode_edits(
     Pair t is edit ``t // N`` on image ``t % N`` (edit-major, so a chunk decodes few edits on many images);
     ``edit(styles (B, S), edit_index (B,)) -> edited styles (B, S)`` edits a chunk (it may write in place: it gets
     a copy). ``start``/``stop`` bound the pairs (resuming a long run). Yields ``(image (B,), edit_index (B,),
-    decodes (B, C, H, W))`` per chunk; the StyleSpace probe, AttFind and EigenFind all decode through here.
+    decodes (B, C, H, W))`` per chunk, all on the styles' device; the StyleSpace probe, AttFind and EigenFind all
+    decode through here.
     """
     n = len(styles)
     stop = num_edits * n if stop is None else stop
-    for pairs in torch.arange(start, stop).split(batch_size):
+    for pairs in torch.arange(start, stop, device=styles.device).split(batch_size):
         image, edit_index = pairs % n, pairs // n
         yield image, edit_index, model.decode_styles(edit(styles[image].clone(), edit_index))
 
@@ -388,8 +416,10 @@ def decode_coordinate_shifts(
     edited style, so the decodes are the same (to float rounding) and the prefix's cost is paid N times per layer
     instead of 2*K*N times. ``reuse_prefix=False`` decodes every pair from the start."""
 
+    coordinates, values = coordinates.to(styles.device), values.to(styles.device)
+
     def shift(chunk: Tensor, pair: Tensor) -> Tensor:
-        rows = torch.arange(len(chunk))
+        rows = torch.arange(len(chunk), device=chunk.device)
         column = coordinates[pair // 2]
         value = values[pair // 2, pair % 2].to(chunk.dtype)
         chunk[rows, column] = value if replace else chunk[rows, column] + value
@@ -399,14 +429,14 @@ def decode_coordinate_shifts(
     if not (reuse_prefix and callable(getattr(model, "decode_from_state", None))):
         yield from decode_edits(model, styles, shift, num_edits, batch_size=batch_size, start=start, stop=stop)
         return
-    layer_of = torch.zeros(styles.shape[1], dtype=torch.long)
+    layer_of = torch.zeros(styles.shape[1], dtype=torch.long, device=styles.device)
     for index, (_, offset, length) in enumerate(model.style_layout()):
         layer_of[offset : offset + length] = index
     edit_layer = layer_of[coordinates].repeat_interleave(2)  # (2 * S',) the layer each edit restarts from
     states: dict[int, tuple[Tensor, Tensor | None]] = {}
     n = len(styles)
     stop = num_edits * n if stop is None else stop
-    for pairs in torch.arange(start, stop).split(batch_size):
+    for pairs in torch.arange(start, stop, device=styles.device).split(batch_size):
         image, edit_index = pairs % n, pairs // n
         edited = shift(styles[image].clone(), edit_index)
         decodes: Tensor | None = None
@@ -513,13 +543,15 @@ def probe_summary(probe: StyleSpaceProbe, pure: float = PURE) -> dict:
 def shift_strip(latent_model: object, images: Tensor, index: int, shift: float, styles: Tensor | None = None) -> Tensor:
     """Before/after strips of one style coordinate: (3, n, C, H, W) in [0, 1], the decodes of ``images``
     (n, C, H, W) unshifted, shifted by ``-shift`` and by ``+shift`` (the probe's ``k * style_std``). ``styles``
-    (n, S): the images' styles if already known (the probe's, inverted or not), else the encoder's."""
+    (n, S): the images' styles if already known (the probe's, inverted or not), else the encoder's. Decoded on
+    the model's device, returned on the images'."""
     model = stylespace_model(latent_model)
+    device = device_of(model)
     with evaluating(model):
-        styles = model.styles(model.encode(images)) if styles is None else styles
+        styles = model.styles(model.encode(images.to(device))) if styles is None else styles.to(device)
         rows = []
         for sign in (0.0, -1.0, 1.0):
             shifted = styles.clone()
             shifted[:, index] += sign * shift
             rows.append(model.decode_styles(shifted))
-    return torch.stack(rows)
+    return torch.stack(rows).to(images.device)
