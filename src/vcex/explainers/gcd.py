@@ -775,39 +775,11 @@ class GCD(Explainer):
         Returns:
             the :class:`SourceSelection`; afterwards :attr:`discovery` is the chosen source's.
         """
-        from vcex.models.classifiers import check_classifier_images
-
         started = time.perf_counter()
-        if limit is not None:
-            limit = check_count("limit", limit, 1)
-        if rule not in SELECTION_RULES:
-            raise InputError(f"unknown selection rule {rule!r}; use one of {', '.join(SELECTION_RULES)}")
-        if not 0 <= tolerance <= 1:  # NaN fails too
-            raise InputError(f"tolerance is a share of the validation images, in [0, 1], got {tolerance}")
-        if rule == "fewest" and attribute_change is None:
-            raise InputError(
-                "rule 'fewest' needs attribute_change: a function from the flipped counterfactuals to how much each "
-                "changed in named attributes (vcex.pipeline.descriptor_change(bench) for a dataset with descriptors)"
-            )
+        limit = _check_selection(limit, rule, tolerance, attribute_change)
         ready = validation if isinstance(validation, TransferInputs) else prepare_transfer(self, validation)
         eligible = ready.pair(source_class, goal_class)[0]  # checks the classes too
-        checks = 0  # black-box queries of the candidates' own checks
-        if candidates is None:
-            candidates, own, rebuilt = ready.images, ready.logits.argmax(1), ready.reconstruction_class
-        else:
-            candidates = check_classifier_images(self.classifier, candidates).to(self.device)
-            if len(candidates) == 0:
-                raise InputError("select_source needs at least one candidate image, got an empty batch")
-            with evaluating(*self._models()):
-                own = self.query(candidates).argmax(1)
-                rebuilt = self.query(self.reconstruct(candidates)[1]).argmax(1)
-            checks = 2 * len(candidates)
-        faithful = ((own == source_class) & (rebuilt == source_class)).nonzero().flatten()[:limit]
-        if len(faithful) == 0:
-            raise InputError(
-                f"none of the {len(candidates)} candidates is an image the black box and its reconstruction put in "
-                f"class {source_class}; give candidates of that class"
-            )
+        candidates, faithful, checks = self._faithful_candidates(candidates, ready, source_class, limit)
         with warnings.catch_warnings():  # unusable proxies: one warning below instead of the explain's
             warnings.simplefilter("ignore")
             local = self.explain(candidates[faithful], target=goal_class)
@@ -820,29 +792,9 @@ class GCD(Explainer):
                 f"box (held-out R^2 < {self.min_proxy_r2}); they are not candidates",
                 stacklevel=2,
             )
-        rates = torch.full((len(faithful),), torch.nan)
-        moved = torch.full((len(faithful),), torch.nan)  # median distance of the flipped validation images
-        changed = torch.full((len(faithful),), torch.nan)  # their mean attribute change (with attribute_change)
-        for p in range(len(faithful)):
-            if not bool(found.fit.usable[p]):
-                continue
-            with warnings.catch_warnings():  # a direction that flips nothing scores 0: no warning per candidate
-                warnings.simplefilter("ignore")
-                transfer = self.transfer(
-                    found.direction(direction, p),
-                    ready,
-                    source_class=source_class,
-                    goal_class=goal_class,
-                    steps=steps,
-                    alpha_max=alpha_max,
-                )
-            rates[p] = transfer.flip_rate
-            flipped = transfer.result.select(transfer.result.success)
-            if len(flipped):
-                with torch.no_grad():
-                    moved[p] = self.distance(flipped.counterfactuals, flipped.reconstructions).float().median()
-                    if attribute_change is not None:
-                        changed[p] = _mean_change(attribute_change, flipped)
+        rates, moved, changed = self._score_directions(
+            found, direction, ready, source_class, goal_class, attribute_change, steps, alpha_max
+        )
         if bool(rates.isnan().all()):
             raise InputError(
                 f"no candidate's proxy fitted the black box (held-out R^2 {_r2_text(found.fit.logit_r2)} < "
@@ -873,6 +825,93 @@ class GCD(Explainer):
             queries=queries,
             seconds=time.perf_counter() - started,
         )
+
+    def _faithful_candidates(
+        self, candidates: torch.Tensor | None, ready: TransferInputs, source_class: int, limit: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(candidate images, indices of the first ``limit`` that the black box and its reconstruction both put in
+        ``source_class``, black-box queries spent checking them); ``candidates`` None: the validation images, whose
+        classes are known already."""
+        from vcex.models.classifiers import check_classifier_images
+
+        if candidates is None:
+            candidates, own, rebuilt, checks = ready.images, ready.logits.argmax(1), ready.reconstruction_class, 0
+        else:
+            candidates = check_classifier_images(self.classifier, candidates).to(self.device)
+            if len(candidates) == 0:
+                raise InputError("select_source needs at least one candidate image, got an empty batch")
+            with evaluating(*self._models()):
+                own = self.query(candidates).argmax(1)
+                rebuilt = self.query(self.reconstruct(candidates)[1]).argmax(1)
+            checks = 2 * len(candidates)
+        faithful = ((own == source_class) & (rebuilt == source_class)).nonzero().flatten()[:limit]
+        if len(faithful) == 0:
+            raise InputError(
+                f"none of the {len(candidates)} candidates is an image the black box and its reconstruction put in "
+                f"class {source_class}; give candidates of that class"
+            )
+        return candidates, faithful, checks
+
+    def _score_directions(
+        self,
+        found: Discovery,
+        direction: str,
+        ready: TransferInputs,
+        source_class: int,
+        goal_class: int,
+        attribute_change: Callable[[CounterfactualResult], torch.Tensor] | None,
+        steps: int,
+        alpha_max: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each candidate's ``direction`` swept over the validation images: (P,) flip rates, (P,) the median
+        distance of the images it flips, (P,) their mean ``attribute_change``; NaN where the candidate's proxy is
+        unusable, nothing flipped, or no ``attribute_change`` was given."""
+        count = len(found.fit.usable)
+        rates = torch.full((count,), torch.nan)
+        moved = torch.full((count,), torch.nan)
+        changed = torch.full((count,), torch.nan)
+        for p in range(count):
+            if not bool(found.fit.usable[p]):
+                continue
+            with warnings.catch_warnings():  # a direction that flips nothing scores 0: no warning per candidate
+                warnings.simplefilter("ignore")
+                transfer = self.transfer(
+                    found.direction(direction, p),
+                    ready,
+                    source_class=source_class,
+                    goal_class=goal_class,
+                    steps=steps,
+                    alpha_max=alpha_max,
+                )
+            rates[p] = transfer.flip_rate
+            flipped = transfer.result.select(transfer.result.success)
+            if len(flipped):
+                with torch.no_grad():
+                    moved[p] = self.distance(flipped.counterfactuals, flipped.reconstructions).float().median()
+                    if attribute_change is not None:
+                        changed[p] = _mean_change(attribute_change, flipped)
+        return rates, moved, changed
+
+
+def _check_selection(
+    limit: int | None,
+    rule: str,
+    tolerance: float,
+    attribute_change: Callable[[CounterfactualResult], torch.Tensor] | None,
+) -> int | None:
+    """:meth:`GCD.select_source`'s settings checked before any work; returns ``limit`` as an int (or None)."""
+    if limit is not None:
+        limit = check_count("limit", limit, 1)
+    if rule not in SELECTION_RULES:
+        raise InputError(f"unknown selection rule {rule!r}; use one of {', '.join(SELECTION_RULES)}")
+    if not 0 <= tolerance <= 1:  # NaN fails too
+        raise InputError(f"tolerance is a share of the validation images, in [0, 1], got {tolerance}")
+    if rule == "fewest" and attribute_change is None:
+        raise InputError(
+            "rule 'fewest' needs attribute_change: a function from the flipped counterfactuals to how much each "
+            "changed in named attributes (vcex.pipeline.descriptor_change(bench) for a dataset with descriptors)"
+        )
+    return limit
 
 
 def choose_candidate(
