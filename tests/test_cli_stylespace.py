@@ -150,6 +150,17 @@ def test_a_missing_device_is_refused_before_loading(method, capsys):
     assert code == 2 and "no CUDA device" in error and "Traceback" not in error
 
 
+@pytest.mark.parametrize("kind", ["missing", "other folder"])
+def test_a_latent_model_path_that_is_no_generator_folder_is_refused_as_a_path(tmp_path, capsys, kind):
+    path = tmp_path / "nothing" if kind == "missing" else tmp_path
+    out = str(tmp_path / "out")
+    code = main(["stylespace", "probe", "--dataset", "faces", "--latent-model", str(path), "--out", out, "--quiet"])
+    error = capsys.readouterr().err
+    reason = "no such file or folder" if kind == "missing" else "not a vcex train-style folder"
+    assert code == 2 and f"{path}: {reason}" in error and "faces-style, faces-stylex" in error
+    assert "Traceback" not in error and "faces-smiling-cnn" not in error  # only style generators are offered
+
+
 def test_attfind_without_stylespace_gets_one_line(capsys):
     code = main(
         ["stylespace", "attfind", "--dataset", "faces", "--latent-model", "mnist-vae", "--n", "4", "--out", "x"]

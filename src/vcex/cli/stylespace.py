@@ -120,13 +120,26 @@ def add_invert_steps(command: argparse.ArgumentParser, before: str) -> None:
 
 
 def load_style_model(name_or_path: str, progress: bool = True) -> object:
-    """A zoo model by name, or the model in a folder written by ``vcex train-style`` (or its weights file)."""
+    """A zoo model by name, or the model in a folder written by ``vcex train-style`` (or its weights file); a
+    path that names no such folder is refused as one, with the style generators the zoo has."""
+    from pathlib import Path
+
+    from vcex.errors import InputError
     from vcex.models import load_model
-    from vcex.models.stylex import load_stylex, resolve_stylex
+    from vcex.models.stylex import SHIPPED_STYLEX, is_stylex_folder, load_stylex, resolve_stylex
 
     folder = resolve_stylex(name_or_path)
     if folder is not None:
         return load_stylex(folder)
+    path = Path(name_or_path)
+    if len(path.parts) > 1 or path.exists():  # a path, not a zoo name
+        what = "no such file or folder" if not path.exists() else "not a vcex train-style folder"
+        if path.exists() and not is_stylex_folder(path):
+            what += " (it needs weights.safetensors and recipe.json)"
+        raise InputError(
+            f"{name_or_path}: {what}; give the --out folder of vcex train-style, or a style generator of the zoo: "
+            f"{', '.join(['faces-style', *SHIPPED_STYLEX])}"
+        )
     return load_model(name_or_path, progress=progress)
 
 
