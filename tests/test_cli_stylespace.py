@@ -142,6 +142,30 @@ def test_attfind_and_eigenfind_search_inverted_styles(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_direction_writes_each_classs_coordinates_and_its_flip_curve(tmp_path, capsys):
+    style = tmp_path / "style"
+    train = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
+    assert main([*train, "--out", str(style)]) == 0
+    out = tmp_path / "direction"
+    argv = ["stylespace", "direction", "--dataset", "mnist", "--latent-model", str(style), "--n", "12", "--top", "3"]
+    assert main([*argv, "--n-fit", "64", "--sparsity", "0.5", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "attributes.json").read_text())
+    assert record["method"] == "direction" and (record["mode"], record["sparsity"]) == ("mean", 0.5)
+    assert set(record["attributes"]) | set(record["unexplained"]) == {str(digit) for digit in range(10)}
+    assert record["attributes"]  # at least one digit has a direction
+    for target, rows in record["attributes"].items():
+        assert 1 <= len(rows) <= 3 and {"weight_in_stds", "effect", "factor", "purity"} <= set(rows[0])
+        weights = [abs(row["weight_in_stds"]) for row in rows]
+        assert weights == sorted(weights, reverse=True)
+        whole = record["whole_direction"][target]
+        assert whole["alphas"][0] == 0 and whole["flip_share"][0] == 0 and 0 <= whole["purity"] <= 1
+    page = (out / "attributes.html").read_text()
+    assert "the whole direction (every coordinate at once)" in page and "data:image/png" in page
+    capsys.readouterr()
+    code = main([*argv, "--sparsity", "2", "--out", str(out), "--quiet"])
+    assert code == 2 and "--sparsity is the share of coordinates kept" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no CUDA device")
 @pytest.mark.parametrize("method", ["probe", "attfind", "eigenfind"])
 def test_a_missing_device_is_refused_before_loading(method, capsys):

@@ -14,6 +14,8 @@ from vcex.attribution.stylespace_attributes import (
     apply_attributes,
     attfind,
     decode_with_offset,
+    direction_attributes,
+    direction_flip_shares,
     discriminator_filter,
     eigenfind,
     merge_binary,
@@ -244,6 +246,33 @@ def test_searches_on_cuda_match_the_cpu(images: torch.Tensor, tmp_path: Path) ->
     assert eigen.styles.device.type == "cpu"
     on_cpu = eigenfind(LinearStyleModel(), planted_classifier(), images, target=1, top=2)
     assert eigen.explained_share == on_cpu.explained_share
+
+
+def test_a_directions_coordinates_are_ranked_in_spread_units_with_their_effect(images: torch.Tensor) -> None:
+    model, classifier = LinearStyleModel(), planted_classifier()
+    std = model.styles(model.encode(images)).std(dim=0)
+    direction = torch.zeros(CONV + 2)
+    direction[PLANTED] = 2.0 * std[PLANTED]  # 2 stds: first, raising class 1
+    direction[SECOND] = -1.0 * std[SECOND]  # 1 std the other way: second, lowering it
+    direction[0] = 0.5 * std[0]  # read by no one
+    found = direction_attributes(model, classifier, images, direction, target=1, alpha=1.0, top=3)
+    assert [a.coordinate for a in found] == [PLANTED, SECOND, 0]
+    assert found[0].weight == pytest.approx(2.0, rel=1e-4) and found[1].weight == pytest.approx(-1.0, rel=1e-4)
+    assert found[0].effect > 0 > found[1].effect and found[2].effect == pytest.approx(0.0, abs=1e-6)
+    outside = int((classifier(model.decode_styles(model.styles(model.encode(images)))).argmax(1) != 1).sum())
+    assert found[0].images_moved == outside and found[0].row()["weight_in_stds"] == pytest.approx(2.0, rel=1e-3)
+    # the flip curve starts at none and grows with the step (along the strongest-read coordinate)
+    strongest = torch.zeros(CONV + 2)
+    strongest[TORGB_PLANTED] = std[TORGB_PLANTED]
+    shares = direction_flip_shares(model, classifier, images, strongest, 1, torch.tensor([0.0, 0.5, 2.0, 8.0]))
+    assert shares[0] == 0.0 and shares == sorted(shares) and shares[-1] == 1.0
+    with pytest.raises(InputError, match="one offset per style coordinate"):
+        direction_attributes(model, classifier, images, direction[:3], target=1)
+    with pytest.raises(InputError, match="target 4 is not a class"):
+        direction_flip_shares(model, classifier, images, direction, 4, torch.tensor([1.0]))
+    every_image = ColumnClassifier({}, bias=-3.0)  # every decode already in class 1
+    with pytest.raises(InputError, match="every image is already in class 1"):
+        direction_attributes(model, every_image, images, direction, target=1)
 
 
 def test_eigenfind_finds_the_planted_direction(images: torch.Tensor) -> None:

@@ -69,6 +69,14 @@ def test_the_mean_difference_flips_the_images(toy):
     assert fitted.directions[(0, 1)][planted] * fitted.directions[(1, 0)][planted] < 0
 
 
+def test_a_direction_toward_a_class_starts_from_every_code_outside_it(toy):
+    fitted = explainer(toy, mode="mean")
+    toward_red = fitted.direction(None, 1)
+    assert (-1, 1) in fitted.directions
+    # two classes: every code outside class 1 is class 0's, so it is the pair's direction
+    torch.testing.assert_close(toward_red, fitted.direction(0, 1))
+
+
 def test_the_sweep_is_monotone_in_the_target_probability(toy):
     result = explainer(toy, mode="mean").explain(toy[3], target="flip")
     assert result.sequence.shape == (12, 41, 3, 16, 16) and result.sequence_prob.shape == (12, 41)

@@ -542,3 +542,124 @@ def oracle_reading(attribute_oracle: Callable[[Tensor], Tensor], before: Tensor,
     change = change.cpu()
     top, purity = top_and_purity(change, bool(getattr(attribute_oracle, "readings_sum_to_one", False)))
     return int(top), float(purity)
+
+
+# --------------------------------------------------------------------------------------------
+# A global StyleSpace direction's coordinates
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DirectionCoordinate:
+    """One coordinate of a global StyleSpace direction ds: ``coordinate`` (index into the style vector, named
+    ``name``), ``weight`` its ds in units of the coordinate's spread (the sign says which way the direction moves
+    it); ``effect`` the mean change of the target logit when this coordinate alone is moved by ``alpha * ds`` on
+    the images outside the target class; ``images_moved`` how many of them it raised."""
+
+    coordinate: int
+    name: str
+    weight: float
+    effect: float
+    images_moved: int
+
+    def row(self) -> dict:
+        return {
+            "coordinate": self.name,
+            "index": self.coordinate,
+            "weight_in_stds": round(self.weight, 4),
+            "effect": round(self.effect, 4),
+            "images_moved": self.images_moved,
+        }
+
+
+def _outside(
+    model: object, classifier: Callable[[Tensor], Tensor], styles: Tensor, target: int, batch_size: int
+) -> tuple[Tensor, Tensor]:
+    """The styles (M, S) of the images whose decodes the classifier puts outside ``target``, and its logits (M, C)
+    on them; a target no image is outside of, or no class of the classifier, is refused."""
+    logits = torch.cat([classifier(model.decode_styles(chunk)) for chunk in styles.split(batch_size)])
+    if not 0 <= target < logits.shape[1]:
+        raise InputError(f"target {target} is not a class of a classifier with {logits.shape[1]} outputs")
+    outside = logits.argmax(dim=1) != target
+    if not outside.any():
+        raise InputError(f"every image is already in class {target}: no image to move toward it")
+    return styles[outside], logits[outside]
+
+
+@torch.no_grad()
+def direction_attributes(
+    latent_model: object,
+    classifier: Callable[[Tensor], Tensor],
+    images: Tensor,
+    direction: Tensor,
+    target: int,
+    *,
+    alpha: float = 3.0,
+    top: int = NUM_ATTRIBUTES,
+    batch_size: int = DECODE_BATCH,
+    styles: Tensor | None = None,
+) -> list[DirectionCoordinate]:
+    """A global StyleSpace direction ``direction`` (S,) toward class ``target`` read as ranked attributes: its
+    ``top`` coordinates largest in |ds| / std (std over the images' styles; the ranking the sparse variant prunes
+    by), each moved alone by ``alpha * ds`` on the images (N, C, H, W) whose decodes are outside ``target``, with
+    the mean change of the target logit (one batched decode per coordinate and image). ``styles``: as in
+    :func:`stylespace_effects`."""
+    model = stylespace_model(latent_model)
+    _check_images(images, batch_size)
+    device = style_device(model, classifier=classifier)
+    check_positive_finite("alpha", alpha)
+    styles = image_styles(model, images, styles, batch_size)
+    if direction.shape != styles.shape[1:]:
+        raise InputError(f"direction must be one offset per style coordinate, ({styles.shape[1]},); got "
+                         f"{tuple(direction.shape)}")  # fmt: skip
+    direction = direction.to(device, styles.dtype)
+    names = coordinate_names(model)[0]
+    weights = direction / styles.std(dim=0).clamp_min(1e-8)
+    chosen = weights.abs().topk(min(top, int((weights != 0).sum()) or 1)).indices
+    with evaluating(model, classifier):
+        start, before = _outside(model, classifier, styles, target, batch_size)
+        change = torch.zeros(len(chosen), len(start), device=device)
+        steps = alpha * direction[chosen]
+
+        def move(chunk: Tensor, edit: Tensor) -> Tensor:
+            rows = torch.arange(len(chunk), device=chunk.device)
+            chunk[rows, chosen[edit]] += steps[edit]
+            return chunk
+
+        for image, edit, after in decode_edits(model, start, move, len(chosen), batch_size=batch_size):
+            change[edit, image] = classifier(after)[:, target] - before[image, target]
+    change, weights = change.cpu(), weights.cpu()
+    return [
+        DirectionCoordinate(c, names[c], float(weights[c]), float(change[i].mean()), int((change[i] > 0).sum()))
+        for i, c in enumerate(chosen.tolist())
+    ]
+
+
+@torch.no_grad()
+def direction_flip_shares(
+    latent_model: object,
+    classifier: Callable[[Tensor], Tensor],
+    images: Tensor,
+    direction: Tensor,
+    target: int,
+    alphas: Tensor,
+    *,
+    batch_size: int = DECODE_BATCH,
+    styles: Tensor | None = None,
+) -> list[float]:
+    """Per step size in ``alphas`` (A,): the share of the images (N, C, H, W) whose decodes are outside ``target``
+    that the classifier puts in ``target`` at ``s + alpha * direction`` (the progressive sequence's flip curve)."""
+    model = stylespace_model(latent_model)
+    _check_images(images, batch_size)
+    device = style_device(model, classifier=classifier)
+    styles = image_styles(model, images, styles, batch_size)
+    alphas = torch.as_tensor(alphas, dtype=styles.dtype).flatten().to(device)
+    offsets = alphas[:, None] * direction.to(device, styles.dtype)[None]
+    with evaluating(model, classifier):
+        start, _ = _outside(model, classifier, styles, target, batch_size)
+        flipped = torch.zeros(len(alphas), len(start), dtype=torch.bool, device=device)
+
+        def shift(chunk: Tensor, edit: Tensor) -> Tensor:
+            return chunk + offsets[edit]
+
+        for image, edit, after in decode_edits(model, start, shift, len(alphas), batch_size=batch_size):
+            flipped[edit, image] = classifier(after).argmax(dim=1) == target
+    return flipped.float().mean(dim=1).cpu().tolist()

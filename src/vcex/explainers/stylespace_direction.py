@@ -178,18 +178,20 @@ class StyleSpaceDirection(Explainer):
         self.directions = {}
         return self
 
-    def direction(self, source: int, target: int) -> torch.Tensor:
-        """The StyleSpace offset ds (S,) from class ``source`` to class ``target`` (fitted on first use)."""
+    def direction(self, source: int | None, target: int) -> torch.Tensor:
+        """The StyleSpace offset ds (S,) from class ``source`` to class ``target`` (fitted on first use); ``source``
+        None: from every training code outside ``target`` (one direction toward a class, as a global explanation
+        of it; the same as ``1 - target`` for two classes). Kept under the key ``(-1, target)``."""
         if self.styles is None:
             raise InputError("StyleSpaceDirection has no training codes yet: call .fit(train_images) before .explain")
-        key = (int(source), int(target))
+        key = (-1 if source is None else int(source), int(target))
         if key not in self.directions:
             with evaluating(*self._models()):
                 self.directions[key] = self._fit_direction(*key)
         return self.directions[key]
 
     def _fit_direction(self, source: int, target: int) -> torch.Tensor:
-        from_source = self.styles[self.labels == source]
+        from_source = self.styles[self.labels == source] if source >= 0 else self.styles[:0]
         if len(from_source) == 0:
             # no training decode is put in the source class (a generator may draw some class poorly): the
             # direction starts from every training code outside the target class instead

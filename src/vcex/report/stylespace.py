@@ -100,7 +100,8 @@ def _encoding(record: dict) -> str:
 def write_attributes_page(
     path: str | Path, record: dict, strips: list[tuple[str, torch.Tensor, list[list[str]]]]
 ) -> Path:
-    """Write AttFind's or EigenFind's page from its JSON ``record`` (``method``, ``attributes`` per class...) and
+    """Write AttFind's, EigenFind's or a StyleSpace direction's page from its JSON ``record`` (``method``,
+    ``attributes`` per class...) and
     ``strips``: (caption, (2, n, C, H, W) decodes before/after, per image its caption)."""
     path = Path(path)
     title = f"{record['method']}: {record['classifier']} through {record['latent_model']}"
@@ -119,6 +120,14 @@ def write_attributes_page(
             )
         if "explained_share" in record:
             extra = f"<p>share of images explained by the kept directions: {record['explained_share'][target]}</p>"
+        if "whole_direction" in record:
+            whole = record["whole_direction"][target]
+            curve = ", ".join(f"{a:g}: {f:.2f}" for a, f in zip(whole["alphas"], whole["flip_share"]))
+            extra = (
+                f"<p>the whole direction (every coordinate at once) moves {html.escape(whole['factor'])} most "
+                f"(purity {whole['purity']:.2f}); share of the images outside the class it flips, by alpha: "
+                f"{html.escape(curve)}</p>"
+            )
         tables += f"<h2>Toward class {html.escape(target)}</h2><table>{head}{body}</table>{extra}"
     for target, reason in record.get("unexplained", {}).items():
         tables += f"<h2>Toward class {html.escape(target)}</h2><p>{html.escape(reason)}</p>"
