@@ -155,8 +155,8 @@ def test_direction_writes_each_classs_coordinates_and_its_flip_curve(tmp_path, c
     assert record["attributes"]  # at least one digit has a direction
     for target, rows in record["attributes"].items():
         assert 1 <= len(rows) <= 3 and {"weight_in_stds", "effect", "factor", "purity"} <= set(rows[0])
-        weights = [abs(row["weight_in_stds"]) for row in rows]
-        assert weights == sorted(weights, reverse=True)
+        effects = [row["effect"] for row in rows]
+        assert effects == sorted(effects, reverse=True)  # ranked by what they do to the class's logit
         whole = record["whole_direction"][target]
         assert whole["alphas"][0] == 0 and whole["flip_share"][0] == 0 and 0 <= whole["purity"] <= 1
     page = (out / "attributes.html").read_text()

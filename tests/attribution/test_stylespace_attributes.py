@@ -248,19 +248,22 @@ def test_searches_on_cuda_match_the_cpu(images: torch.Tensor, tmp_path: Path) ->
     assert eigen.explained_share == on_cpu.explained_share
 
 
-def test_a_directions_coordinates_are_ranked_in_spread_units_with_their_effect(images: torch.Tensor) -> None:
+def test_a_directions_coordinates_are_ranked_by_their_effect_with_their_weight(images: torch.Tensor) -> None:
     model, classifier = LinearStyleModel(), planted_classifier()
     std = model.styles(model.encode(images)).std(dim=0)
     direction = torch.zeros(CONV + 2)
-    direction[PLANTED] = 2.0 * std[PLANTED]  # 2 stds: first, raising class 1
-    direction[SECOND] = -1.0 * std[SECOND]  # 1 std the other way: second, lowering it
-    direction[0] = 0.5 * std[0]  # read by no one
+    direction[PLANTED] = 2.0 * std[PLANTED]  # raises class 1: first
+    direction[SECOND] = -1.0 * std[SECOND]  # lowers it: last
+    direction[0] = 3.0 * std[0]  # the largest weight, read by no one: between them
     found = direction_attributes(model, classifier, images, direction, target=1, alpha=1.0, top=3)
-    assert [a.coordinate for a in found] == [PLANTED, SECOND, 0]
-    assert found[0].weight == pytest.approx(2.0, rel=1e-4) and found[1].weight == pytest.approx(-1.0, rel=1e-4)
-    assert found[0].effect > 0 > found[1].effect and found[2].effect == pytest.approx(0.0, abs=1e-6)
+    assert [a.coordinate for a in found] == [PLANTED, 0, SECOND]
+    assert [a.weight for a in found] == pytest.approx([2.0, 3.0, -1.0], rel=1e-4)
+    assert found[0].effect > 0 > found[2].effect and found[1].effect == pytest.approx(0.0, abs=1e-6)
     outside = int((classifier(model.decode_styles(model.styles(model.encode(images)))).argmax(1) != 1).sum())
     assert found[0].images_moved == outside and found[0].row()["weight_in_stds"] == pytest.approx(2.0, rel=1e-3)
+    assert [a.coordinate for a in direction_attributes(model, classifier, images, direction, 1, top=1)] == [PLANTED]
+    with pytest.raises(InputError, match="zero everywhere"):
+        direction_attributes(model, classifier, images, torch.zeros(CONV + 2), target=1)
     # the flip curve starts at none and grows with the step (along the strongest-read coordinate)
     strongest = torch.zeros(CONV + 2)
     strongest[TORGB_PLANTED] = std[TORGB_PLANTED]

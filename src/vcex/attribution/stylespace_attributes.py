@@ -597,11 +597,12 @@ def direction_attributes(
     batch_size: int = DECODE_BATCH,
     styles: Tensor | None = None,
 ) -> list[DirectionCoordinate]:
-    """A global StyleSpace direction ``direction`` (S,) toward class ``target`` read as ranked attributes: its
-    ``top`` coordinates largest in |ds| / std (std over the images' styles; the ranking the sparse variant prunes
-    by), each moved alone by ``alpha * ds`` on the images (N, C, H, W) whose decodes are outside ``target``, with
-    the mean change of the target logit (one batched decode per coordinate and image). ``styles``: as in
-    :func:`stylespace_effects`."""
+    """A global StyleSpace direction ``direction`` (S,) toward class ``target`` read as ranked attributes: every
+    coordinate it moves is moved alone by ``alpha * ds`` on the images (N, C, H, W) whose decodes are outside
+    ``target`` (one decode per coordinate and image, batched, from the state before its layer), and the ``top``
+    that raise the target logit most on average are returned, best first, each with its weight |ds| / std (std over
+    the images' styles: the ranking the sparse variant prunes by; a dense direction's largest weights need not be
+    the coordinates the classifier reads). ``styles``: as in :func:`stylespace_effects`."""
     model = stylespace_model(latent_model)
     _check_images(images, batch_size)
     device = style_device(model, classifier=classifier)
@@ -613,24 +614,24 @@ def direction_attributes(
     direction = direction.to(device, styles.dtype)
     names = coordinate_names(model)[0]
     weights = direction / styles.std(dim=0).clamp_min(1e-8)
-    chosen = weights.abs().topk(min(top, int((weights != 0).sum()) or 1)).indices
+    moved = torch.nonzero(direction).flatten()
+    if not len(moved):
+        raise InputError("the direction is zero everywhere: it moves no coordinate")
     with evaluating(model, classifier):
         start, before = _outside(model, classifier, styles, target, batch_size)
-        change = torch.zeros(len(chosen), len(start), device=device)
-        steps = alpha * direction[chosen]
-
-        def move(chunk: Tensor, edit: Tensor) -> Tensor:
-            rows = torch.arange(len(chunk), device=chunk.device)
-            chunk[rows, chosen[edit]] += steps[edit]
-            return chunk
-
-        for image, edit, after in decode_edits(model, start, move, len(chosen), batch_size=batch_size):
-            change[edit, image] = classifier(after)[:, target] - before[image, target]
-    change, weights = change.cpu(), weights.cpu()
+        change = torch.zeros(len(moved), len(start), device=device)
+        steps = (alpha * direction[moved])[:, None]
+        for image, slot, after in decode_coordinate_shifts(model, start, moved, steps, batch_size=batch_size):
+            change[slot, image] = classifier(after)[:, target] - before[image, target]
+    change, weights, moved = change.cpu(), weights.cpu(), moved.cpu()
+    order = change.mean(dim=1).argsort(descending=True)[:top].tolist()
     return [
-        DirectionCoordinate(c, names[c], float(weights[c]), float(change[i].mean()), int((change[i] > 0).sum()))
-        for i, c in enumerate(chosen.tolist())
-    ]
+        DirectionCoordinate(
+            int(moved[i]), names[int(moved[i])], float(weights[moved[i]]), float(change[i].mean()),
+            int((change[i] > 0).sum()),
+        )
+        for i in order
+    ]  # fmt: skip
 
 
 @torch.no_grad()

@@ -408,8 +408,9 @@ def decode_coordinate_shifts(
     stop: int | None = None,
     reuse_prefix: bool = True,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """:func:`decode_edits` with edit ``2 * slot + sign`` moving coordinate ``coordinates[slot]`` by ``values[slot,
-    sign]`` (``values`` (S', 2)), or setting it to that value with ``replace`` (AttFind's jump to the min/max).
+    """:func:`decode_edits` with edit ``V * slot + v`` moving coordinate ``coordinates[slot]`` by ``values[slot, v]``
+    (``values`` (S', V): V = 2 for the probe's two signs and AttFind's min and max, 1 for one move each), or setting
+    it to that value with ``replace`` (AttFind's jump to the min/max).
 
     A model with ``synthesis_state``/``decode_from_state`` (the style generators) is decoded from the state just
     before the edited coordinate's layer, computed once per image and layer: the layers before it do not read the
@@ -417,22 +418,23 @@ def decode_coordinate_shifts(
     instead of 2*K*N times. ``reuse_prefix=False`` decodes every pair from the start."""
 
     coordinates, values = coordinates.to(styles.device), values.to(styles.device)
+    per_slot = values.shape[1]
 
     def shift(chunk: Tensor, pair: Tensor) -> Tensor:
         rows = torch.arange(len(chunk), device=chunk.device)
-        column = coordinates[pair // 2]
-        value = values[pair // 2, pair % 2].to(chunk.dtype)
+        column = coordinates[pair // per_slot]
+        value = values[pair // per_slot, pair % per_slot].to(chunk.dtype)
         chunk[rows, column] = value if replace else chunk[rows, column] + value
         return chunk
 
-    num_edits = 2 * len(coordinates)
+    num_edits = per_slot * len(coordinates)
     if not (reuse_prefix and callable(getattr(model, "decode_from_state", None))):
         yield from decode_edits(model, styles, shift, num_edits, batch_size=batch_size, start=start, stop=stop)
         return
     layer_of = torch.zeros(styles.shape[1], dtype=torch.long, device=styles.device)
     for index, (_, offset, length) in enumerate(model.style_layout()):
         layer_of[offset : offset + length] = index
-    edit_layer = layer_of[coordinates].repeat_interleave(2)  # (2 * S',) the layer each edit restarts from
+    edit_layer = layer_of[coordinates].repeat_interleave(per_slot)  # (V * S',) the layer each edit restarts from
     states: dict[int, tuple[Tensor, Tensor | None]] = {}
     n = len(styles)
     stop = num_edits * n if stop is None else stop
