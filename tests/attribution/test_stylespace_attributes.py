@@ -264,6 +264,10 @@ def test_a_directions_coordinates_are_ranked_by_their_effect_with_their_weight(i
     assert [a.coordinate for a in direction_attributes(model, classifier, images, direction, 1, top=1)] == [PLANTED]
     with pytest.raises(InputError, match="zero everywhere"):
         direction_attributes(model, classifier, images, torch.zeros(CONV + 2), target=1)
+    with pytest.raises(InputError, match="one offset per style coordinate, \\(10,\\); got list"):
+        direction_attributes(model, classifier, images, [1.0] * (CONV + 2), target=1)
+    with pytest.raises(InputError, match="NaN"):
+        direction_attributes(model, classifier, images, torch.full((CONV + 2,), float("nan")), target=1)
     # the flip curve starts at none and grows with the step (along the strongest-read coordinate)
     strongest = torch.zeros(CONV + 2)
     strongest[TORGB_PLANTED] = std[TORGB_PLANTED]

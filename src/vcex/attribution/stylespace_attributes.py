@@ -372,11 +372,11 @@ def sufficiency(
     if not outside.any():
         raise InputError(f"every image is already in class {target}: no prediction can flip toward it")
     images = images.to(style_device(stylespace_model(latent_model), classifier=classifier))
+    start = effects.styles[outside] if effects.styles is not None else None
     shares = []
     with evaluating(classifier):
         for k in range(1, len(attributes) + 1):
             chosen = {a.coordinate: float(effects.extremes[slot_of[a.coordinate], a.direction]) for a in attributes[:k]}
-            start = effects.styles[outside] if effects.styles is not None else None
             after = apply_attributes(latent_model, images[outside], chosen, batch_size, start)
             predicted = torch.cat([classifier(chunk).argmax(dim=1) for chunk in after.split(batch_size)]).cpu()
             shares.append(float((predicted == target).float().mean()))
@@ -608,9 +608,11 @@ def direction_attributes(
     device = style_device(model, classifier=classifier)
     check_positive_finite("alpha", alpha)
     styles = image_styles(model, images, styles, batch_size)
-    if direction.shape != styles.shape[1:]:
-        raise InputError(f"direction must be one offset per style coordinate, ({styles.shape[1]},); got "
-                         f"{tuple(direction.shape)}")  # fmt: skip
+    if not isinstance(direction, Tensor) or direction.shape != styles.shape[1:]:
+        shape = tuple(direction.shape) if isinstance(direction, Tensor) else type(direction).__name__
+        raise InputError(f"direction must be one offset per style coordinate, ({styles.shape[1]},); got {shape}")
+    if not torch.isfinite(direction).all():
+        raise InputError("direction contains NaN or infinite values")
     direction = direction.to(device, styles.dtype)
     names = coordinate_names(model)[0]
     weights = direction / styles.std(dim=0).clamp_min(1e-8)
