@@ -9,6 +9,15 @@ import torch
 from vcex.cli import main
 
 
+@pytest.fixture(scope="module")
+def digit_generator(tmp_path_factory):
+    """A tiny digits style generator trained once (one epoch on 16 digits) for the commands' digit tests."""
+    style = tmp_path_factory.mktemp("style")
+    train = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
+    assert main([*train, "--out", str(style)]) == 0
+    return style
+
+
 def test_a_latent_model_without_stylespace_gets_one_line(capsys):
     code = main(["stylespace", "probe", "--dataset", "faces", "--latent-model", "mnist-vae", "--n", "4", "--out", "x"])
     error = capsys.readouterr().err
@@ -41,10 +50,8 @@ def test_the_shipped_digit_generator_is_the_digits_default(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_the_digits_probe_reads_the_oracle_one_vs_all_per_class(tmp_path, capsys):
-    style = tmp_path / "style"
-    train = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
-    assert main([*train, "--out", str(style)]) == 0
+def test_the_digits_probe_reads_the_oracle_one_vs_all_per_class(digit_generator, tmp_path, capsys):
+    style = digit_generator
     out = tmp_path / "probe"
     args = ["stylespace", "probe", "--dataset", "mnist", "--latent-model", str(style), "--n", "3", "--quiet"]
     assert main([*args, "--invert-steps", "2", "--out", str(out)]) == 0
@@ -128,10 +135,8 @@ def test_eigenfind_writes_directions_with_explained_share(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_attfind_and_eigenfind_search_inverted_styles(tmp_path, capsys):
-    style = tmp_path / "style"
-    train = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
-    assert main([*train, "--out", str(style)]) == 0
+def test_attfind_and_eigenfind_search_inverted_styles(digit_generator, tmp_path, capsys):
+    style = digit_generator
     common = ["--dataset", "mnist", "--latent-model", str(style), "--n", "4", "--top", "2", "--invert-steps", "2"]
     extras = {"attfind": ["--resume-dir", str(tmp_path / "resume")], "eigenfind": ["--directions", "3"]}
     for method, extra in extras.items():
@@ -143,10 +148,8 @@ def test_attfind_and_eigenfind_search_inverted_styles(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_direction_writes_each_classs_coordinates_and_its_flip_curve(tmp_path, capsys):
-    style = tmp_path / "style"
-    train = ["train-style", "--dataset", "mnist", "--config", "tiny", "--n-train", "16", "--epochs", "1", "--quiet"]
-    assert main([*train, "--out", str(style)]) == 0
+def test_direction_writes_each_classs_coordinates_and_its_flip_curve(digit_generator, tmp_path, capsys):
+    style = digit_generator
     out = tmp_path / "direction"
     argv = ["stylespace", "direction", "--dataset", "mnist", "--latent-model", str(style), "--n", "12", "--top", "3"]
     with warnings.catch_warnings(record=True) as caught:
