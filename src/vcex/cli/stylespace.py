@@ -359,7 +359,6 @@ def run_attfind(args: argparse.Namespace) -> None:
         sufficiency,
     )
     from vcex.errors import InputError
-    from vcex.evaluation.stylespace import stylespace_probe
 
     name, latent_name, oracle_name, latent_model, oracle, classifier, images = _load(args)
     started = time.perf_counter()
@@ -376,20 +375,10 @@ def run_attfind(args: argparse.Namespace) -> None:
             found[target] = attfind(effects, target, num_attributes=args.top)
         except InputError as error:  # a class no image moves toward is reported, not listed empty
             unexplained[str(target)] = str(error)
-    # every found coordinate labelled by the probe's reading (k = 3 std, the probe's default)
-    coordinates = sorted({a.coordinate for attributes in found.values() for a in attributes})
-    reading = {}
-    if coordinates:
-        probe = stylespace_probe(
-            latent_model, oracle, images, batch_size=args.batch_size, coordinates=coordinates, styles=styles
-        )
-        reading = {int(c): row for c, row in zip(probe.coordinates, probe.rows())}
+    reading = _labels(args, latent_model, oracle, images, styles, found.values())
     rows, sufficient, strips = {}, {}, []
     for target, attributes in found.items():
-        rows[str(target)] = [
-            a.row() | {key: reading[a.coordinate][key] for key in ("factor", "purity", "flip_share")}
-            for a in attributes
-        ]
+        rows[str(target)] = _labelled(attributes, reading)
         sufficient[str(target)] = [round(s, 4) for s in sufficiency(
             latent_model, classifier, images, effects, attributes, target, args.batch_size
         )]  # fmt: skip
@@ -480,15 +469,9 @@ def run_direction(args: argparse.Namespace) -> None:
 
     import torch
 
-    from vcex.attribution.stylespace_attributes import (
-        apply_attributes,
-        direction_attributes,
-        direction_flip_shares,
-        oracle_reading,
-    )
+    from vcex.attribution.stylespace_attributes import apply_attributes, direction_attributes
     from vcex.data import load_dataset
     from vcex.errors import InputError
-    from vcex.evaluation.stylespace import stylespace_probe
     from vcex.explainers.stylespace_direction import StyleSpaceDirection
 
     if args.sparsity is not None and args.sparsity > 1:
@@ -515,37 +498,17 @@ def run_direction(args: argparse.Namespace) -> None:
         except InputError as error:  # a class no image moves toward is reported, not listed empty
             unexplained[str(target)] = str(error)
     search_seconds = time.perf_counter() - started
-    coordinates = sorted({a.coordinate for _, attributes in found.values() for a in attributes})
-    reading = {}
-    if coordinates:
-        probe = stylespace_probe(
-            latent_model, oracle, images, batch_size=args.batch_size, coordinates=coordinates, styles=styles
-        )
-        reading = {int(c): row for c, row in zip(probe.coordinates, probe.rows())}
+    reading = _labels(args, latent_model, oracle, images, styles, [attributes for _, attributes in found.values()])
     rows, strips = {}, []
-    alphas = [fraction * args.alpha_max for fraction in DIRECTION_SWEEP]
+    models = (latent_model, oracle, classifier)
     for target, (direction, attributes) in found.items():
-        rows[str(target)] = [
-            a.row() | {key: reading[a.coordinate][key] for key in ("factor", "purity", "flip_share")}
-            for a in attributes
-        ]
+        rows[str(target)] = _labelled(attributes, reading)
         outside = torch.nonzero(predicted != target).flatten()
-        shifted = styles[outside] + args.alpha_max * direction
-        after = apply_attributes(latent_model, images[outside], {}, args.batch_size, styles=shifted)
-        factor, purity = oracle_reading(oracle, decodes[outside], after)
-        shares = direction_flip_shares(
-            latent_model, classifier, images, direction, target, torch.tensor(alphas), batch_size=args.batch_size,
-            styles=styles,
-        )  # fmt: skip
-        names = getattr(oracle, "attribute_names", None)
-        whole[str(target)] = {
-            "factor": names[factor] if names else f"attribute {factor}", "purity": round(purity, 4),
-            "alphas": alphas, "flip_share": [round(share, 4) for share in shares],
-        }  # fmt: skip
+        whole[str(target)], after = _whole_direction(args, models, images, styles, decodes, outside, direction, target)
         shown = outside[:STRIP_IMAGES]
         caption = (
             f"class {target}, the whole direction at alpha {args.alpha_max:g} = {whole[str(target)]['factor']} "
-            f"(purity {purity:.2f})"
+            f"(purity {whole[str(target)]['purity']:.2f})"
         )
         strips.append((caption, *_strip(classifier, decodes[shown], after[: len(shown)], target)))
         for rank, (a, row) in enumerate(zip(attributes[:STRIP_ATTRIBUTES], rows[str(target)]), start=1):
@@ -568,6 +531,61 @@ def run_direction(args: argparse.Namespace) -> None:
         "whole_direction": whole,
     }
     _write(args, record, strips, time.perf_counter() - started)
+
+
+def _labels(
+    args: argparse.Namespace, latent_model: object, oracle: object, images: object, styles: object, found: object
+) -> dict[int, dict]:
+    """Every coordinate among the ``found`` attribute lists, read by the probe (k = 3 std, its default) on the
+    styles the search started from: index -> its probe.json row."""
+    from vcex.evaluation.stylespace import stylespace_probe
+
+    coordinates = sorted({a.coordinate for attributes in found for a in attributes})
+    if not coordinates:
+        return {}
+    probe = stylespace_probe(
+        latent_model, oracle, images, batch_size=args.batch_size, coordinates=coordinates, styles=styles
+    )
+    return {int(c): row for c, row in zip(probe.coordinates, probe.rows())}
+
+
+def _labelled(attributes: list, reading: dict[int, dict]) -> list[dict]:
+    """The attributes' rows with the factor each moves, its purity and flip share (the probe's ``reading``)."""
+    keys = ("factor", "purity", "flip_share")
+    return [a.row() | {key: reading[a.coordinate][key] for key in keys} for a in attributes]
+
+
+def _whole_direction(
+    args: argparse.Namespace,
+    models: tuple,
+    images: object,
+    styles: object,
+    decodes: object,
+    outside: object,
+    direction: object,
+    target: int,
+) -> tuple[dict, object]:
+    """The whole direction toward ``target`` on the ``outside`` images: its oracle reading at --alpha-max and its
+    flip curve over the sweep (the record's entry), and the decodes at --alpha-max."""
+    import torch
+
+    from vcex.attribution.stylespace_attributes import apply_attributes, direction_flip_shares, oracle_reading
+
+    latent_model, oracle, classifier = models
+    shifted = styles[outside] + args.alpha_max * direction
+    after = apply_attributes(latent_model, images[outside], {}, args.batch_size, styles=shifted)
+    factor, purity = oracle_reading(oracle, decodes[outside], after)
+    alphas = [fraction * args.alpha_max for fraction in DIRECTION_SWEEP]
+    shares = direction_flip_shares(
+        latent_model, classifier, images, direction, target, torch.tensor(alphas), batch_size=args.batch_size,
+        styles=styles,
+    )  # fmt: skip
+    names = getattr(oracle, "attribute_names", None)
+    entry = {
+        "factor": names[factor] if names else f"attribute {factor}", "purity": round(purity, 4),
+        "alphas": alphas, "flip_share": [round(share, 4) for share in shares],
+    }  # fmt: skip
+    return entry, after
 
 
 def _all_probabilities(classifier: object, images: object) -> list[list[float]]:
