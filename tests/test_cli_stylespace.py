@@ -169,6 +169,7 @@ def test_direction_writes_each_classs_coordinates_and_its_flip_curve(digit_gener
         assert whole["alphas"][0] == 0 and whole["flip_share"][0] == 0 and 0 <= whole["purity"] <= 1
     page = (out / "attributes.html").read_text()
     assert "the whole direction (every coordinate at once)" in page and "data:image/png" in page
+    assert "Strips: the first test images outside the class" in page
     capsys.readouterr()
     code = main([*argv, "--sparsity", "2", "--out", str(out), "--quiet"])
     assert code == 2 and "--sparsity is the share of coordinates kept" in capsys.readouterr().err

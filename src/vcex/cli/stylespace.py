@@ -309,12 +309,8 @@ def _attfind_strips(
 
 
 def _probabilities(classifier: object, images: object, target: int) -> list[float]:
-    import torch
-
-    from vcex.checks import device_of
-
-    with torch.no_grad():
-        return classifier(images.to(device_of(classifier))).softmax(dim=1)[:, target].tolist()
+    """The classifier's probability of class ``target`` for each of ``images``."""
+    return [row[target] for row in _all_probabilities(classifier, images)]
 
 
 def _classes(classifier: object, images: object) -> int:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 from torch import nn
@@ -153,8 +154,8 @@ def style_device(model: object, **others: object) -> torch.device:
     else one :class:`InputError` names both devices and the fix."""
     device = device_of(model)
     for name, other in others.items():
-        tensors = [*getattr(other, "parameters", list)(), *getattr(other, "buffers", list)()]
-        where = tensors[0].device if tensors else device
+        tensors = chain(getattr(other, "parameters", tuple)(), getattr(other, "buffers", tuple)())
+        where = next((tensor.device for tensor in tensors), device)
         if where != device:
             raise InputError(
                 f"the {name} is on {where} but the style generator on {device}: move both to one device "

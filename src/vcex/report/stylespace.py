@@ -91,6 +91,14 @@ def _step_note(record: dict) -> str:
     return f" Each direction is stepped by alpha = {_format(record['alpha'])} {html.escape(unit)}."
 
 
+def _strip_images(record: dict) -> str:
+    """Which images the page's strips show, by method."""
+    return {
+        "attfind": "the images each attribute affects most",
+        "direction": "the first test images outside the class",
+    }.get(record.get("method"), "the first test images")
+
+
 def _encoding(record: dict) -> str:
     """How the record's images were put into StyleSpace: "encoded", or "encoded and inverted (N steps)"."""
     steps = record.get("invert_steps", 0)
@@ -141,7 +149,7 @@ def write_attributes_page(
 <h1>{html.escape(title)}</h1>
 <p class="note">{record["n"]} {_encoding(record)} test images. Each attribute is labelled with the factor the
 attribute oracle ({html.escape(record["attribute_oracle"])}) says it moves most and its purity (that factor's share
-of the total change of the oracle's readings). Strips: the images it affects most, before and after, with the
+of the total change of the oracle's readings). Strips: {_strip_images(record)}, before and after, with the
 classifier's probability of the class.{_step_note(record)}</p>
 {tables}
 <h2>Strips</h2>{figures or "<p>none</p>"}
